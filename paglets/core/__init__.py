@@ -1,0 +1,1 @@
+"""The authoring model: paglets, state, messages, events and errors. No I/O."""

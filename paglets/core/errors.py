@@ -1,0 +1,195 @@
+"""The one exception tree of paglets.
+
+Every error raised by paglets derives from :class:`PagletError`. Where a caller
+would naturally catch a builtin, the paglets error inherits it too::
+
+    PagletError
+     ├── ConfigurationError (ValueError)         bad host or CLI options
+     ├── RequestError (ValueError)                a request the host cannot accept (400)
+     │    ├── InvalidStateError                   state that does not fit the state class
+     │    ├── PayloadTooLargeError                body, message or state over a limit (413)
+     │    ├── ClassNotAllowedError (PermissionError)  module outside the allow-list (403)
+     │    └── ClassNotFoundError (ImportError)    class path not importable on that host
+     ├── AuthenticationError (PermissionError)    missing or wrong API key (401)
+     ├── PagletNotFoundError (LookupError)        no such paglet on that host (404)
+     ├── MessageNotHandledError                   the handler returned ``not_handled()``
+     ├── HandlerError                             the paglet's handler raised
+     ├── MailboxFullError                         too many messages waiting (429)
+     ├── PagletTimeoutError (TimeoutError)        no reply within the caller's timeout
+     ├── PagletDeadError                          the paglet stopped before replying (410)
+     │    ├── PagletCrashedError                  its process died; ``exit_reason`` says how
+     │    └── PagletDisposedError                 it was disposed
+     ├── HostError                                host-level failures
+     │    ├── HostUnavailableError (ConnectionError)  the host cannot be reached
+     │    └── HostNotRunningError                 the host is stopping or stopped (503)
+     ├── TransferError                            a move did not happen; the paglet stayed
+     └── ProtocolError                            a malformed frame or wire record
+
+Errors cross process and host boundaries by name (:func:`error_from_wire`),
+never by unpickling. An error name the receiver does not know becomes a plain
+:class:`PagletError` that keeps the remote type name.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import ClassVar
+
+
+class PagletError(Exception):
+    """Root of every paglets error.
+
+    Attributes:
+        remote_type: for an error that came from another process, the name of the
+            exception type raised there.
+        remote_traceback: the traceback text from the other process, if any.
+    """
+
+    http_status: ClassVar[int] = HTTPStatus.INTERNAL_SERVER_ERROR
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        remote_type: str | None = None,
+        remote_traceback: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(PagletError, ValueError):
+    """An option given to a host, client or command is invalid."""
+
+    http_status = HTTPStatus.BAD_REQUEST
+
+
+class RequestError(PagletError, ValueError):
+    """A request that the host cannot accept as sent."""
+
+    http_status = HTTPStatus.BAD_REQUEST
+
+
+class InvalidStateError(RequestError):
+    """State data that does not fit the paglet's state class."""
+
+
+class PayloadTooLargeError(RequestError):
+    """A body, message, reply or state larger than the configured limit."""
+
+    http_status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class ClassNotAllowedError(RequestError, PermissionError):
+    """A class path outside the module prefixes the host allows."""
+
+    http_status = HTTPStatus.FORBIDDEN
+
+
+class ClassNotFoundError(RequestError, ImportError):
+    """A class path that cannot be imported on the host."""
+
+
+class AuthenticationError(PagletError, PermissionError):
+    """A missing or wrong API key."""
+
+    http_status = HTTPStatus.UNAUTHORIZED
+
+
+class PagletNotFoundError(PagletError, LookupError):
+    """No paglet with that id on the host asked."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class MessageNotHandledError(PagletError):
+    """The paglet's handler did not handle the message kind."""
+
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class HandlerError(PagletError):
+    """The paglet's message handler raised; ``remote_type`` names the exception."""
+
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class MailboxFullError(PagletError):
+    """The paglet has as many messages waiting as its mailbox allows."""
+
+    http_status = HTTPStatus.TOO_MANY_REQUESTS
+
+
+class PagletTimeoutError(PagletError, TimeoutError):
+    """No reply within the caller's timeout."""
+
+    http_status = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class PagletDeadError(PagletError):
+    """The paglet stopped before it could handle or answer the call."""
+
+    http_status = HTTPStatus.GONE
+
+
+class PagletCrashedError(PagletDeadError):
+    """The paglet's process died; the message says how (exit code, signal, ...)."""
+
+
+class PagletDisposedError(PagletDeadError):
+    """The paglet was disposed."""
+
+
+class HostError(PagletError):
+    """A failure of the host itself rather than of one paglet."""
+
+    http_status = HTTPStatus.BAD_GATEWAY
+
+
+class HostUnavailableError(HostError, ConnectionError):
+    """The host cannot be reached."""
+
+
+class HostNotRunningError(HostError):
+    """The host is not running, or is stopping."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class TransferError(PagletError):
+    """A dispatch, clone or retract did not happen; the paglet stayed where it was."""
+
+    http_status = HTTPStatus.CONFLICT
+
+
+class ProtocolError(PagletError):
+    """A malformed frame or wire record."""
+
+    http_status = HTTPStatus.BAD_REQUEST
+
+
+def _all_error_classes() -> dict[str, type[PagletError]]:
+    found: dict[str, type[PagletError]] = {}
+    pending: list[type[PagletError]] = [PagletError]
+    while pending:
+        cls = pending.pop()
+        found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def error_from_wire(
+    type_name: str, message: str, remote_traceback: str | None = None
+) -> PagletError:
+    """Rebuild an error sent by another process or host, by its type name.
+
+    Only classes of this tree can be built; any other name becomes a plain
+    :class:`PagletError` whose ``remote_type`` keeps the name.
+    """
+    cls = _all_error_classes().get(type_name, PagletError)
+    return cls(message, remote_type=type_name, remote_traceback=remote_traceback)

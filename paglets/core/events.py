@@ -1,0 +1,66 @@
+"""Lifecycle events given to hooks, and context events kept in a host's log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class LifecycleKind(str, Enum):
+    """Which lifecycle transition a hook is called for."""
+
+    CREATION = "creation"
+    DISPOSING = "disposing"
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """What a lifecycle hook receives.
+
+    Attributes:
+        kind: the transition.
+        agent_id: the paglet's id.
+        host_name: the host it happens on.
+    """
+
+    kind: LifecycleKind
+    agent_id: str
+    host_name: str
+
+
+class EventKind(str, Enum):
+    """Kinds of context events in a host's event log."""
+
+    HOST_STARTED = "host.started"
+    HOST_STOPPING = "host.stopping"
+    PAGLET_CREATED = "paglet.created"
+    PAGLET_CREATE_FAILED = "paglet.create_failed"
+    PAGLET_DISPOSED = "paglet.disposed"
+    PAGLET_CRASHED = "paglet.crashed"
+    PAGLET_HUNG = "paglet.hung"
+    RUN_FAILED = "paglet.run_failed"
+    MESSAGE_FAILED = "message.failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ContextEvent:
+    """One entry of a host's event log.
+
+    Attributes:
+        cursor: position in the log; strictly increasing on one host.
+        timestamp: seconds since the epoch.
+        kind: what happened.
+        host: the name of the host that logged it.
+        agent_id: the paglet concerned, if any.
+        detail: a human-readable sentence.
+        data: small JSON-compatible facts (exit code, class path, ...).
+    """
+
+    cursor: int
+    timestamp: float
+    kind: EventKind
+    host: str
+    agent_id: str | None = None
+    detail: str = ""
+    data: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,38 @@
+"""Status and exit-reason enums shared by every layer."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class PagletStatus(str, Enum):
+    """Where a paglet is in its life on one host."""
+
+    STARTING = "starting"
+    ACTIVE = "active"
+    STOPPING = "stopping"
+    CRASHED = "crashed"
+    DISPOSED = "disposed"
+
+
+class HostStatus(str, Enum):
+    """Where a host is in its life."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class ExitReason(str, Enum):
+    """Why a paglet's process ended."""
+
+    DISPOSED = "disposed"
+    EXCEPTION = "exception"
+    EXIT_CODE = "exit_code"
+    SIGNAL = "signal"
+    MEMORY_LIMIT = "memory_limit"
+    HUNG = "hung"
+    HOST_STOPPED = "host_stopped"
+    START_FAILED = "start_failed"

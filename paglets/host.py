@@ -1,0 +1,229 @@
+"""``Host``: one paglets node. Composes the layers; owns no logic of its own.
+
+::
+
+    async with Host(name="alpha", state_dir=tmp) as host:
+        client = AsyncHostClient(host.url)
+        ...
+
+A host serves the ``/v1`` control API over aiohttp, starts each paglet in a
+child process forked from a warm zygote, and logs context events. Stopping it
+stops accepting requests first, then stops children within a bound, then
+closes its sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import TYPE_CHECKING, Any, Self
+
+from aiohttp import web
+
+from paglets._version import __version__
+from paglets.config import HostConfig
+from paglets.core.errors import HostNotRunningError
+from paglets.core.events import EventKind
+from paglets.core.status import HostStatus
+from paglets.persistence.events import EventLog
+from paglets.runtime.spawner import Spawner, SubprocessSpawner, ZygoteSpawner
+from paglets.runtime.supervisor import Supervisor
+from paglets.transport.app import ApiContext, build_app
+from paglets.wire.modules import ModulePolicy
+from paglets.wire.records import PROTOCOL_VERSION, HostInfo
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+
+class Host:
+    """A paglets host; see the module docstring.
+
+    Args:
+        config: all options; or pass them as keywords (``Host(name="a", port=0)``).
+    """
+
+    def __init__(self, config: HostConfig | None = None, **options: Any) -> None:
+        if config is not None and options:
+            raise TypeError("pass either a HostConfig or keyword options, not both")
+        self.config = config or HostConfig(**options)
+        self.status = HostStatus.CREATED
+        self.started_at = 0.0
+        self._url = ""
+        self._runner: web.AppRunner | None = None
+        self._stop_requested = asyncio.Event()
+        self._start_lock = asyncio.Lock()
+        cfg = self.config
+        self.policy = ModulePolicy.from_sources(
+            cfg.allow_modules, os.environ.get("PAGLETS_ALLOW_MODULES")
+        )
+        self.events = EventLog(cfg.name)
+        spawner: Spawner
+        if cfg.spawner == "zygote":
+            spawner = ZygoteSpawner(preload=cfg.preload, secrets=cfg.secret_env)
+        else:
+            spawner = SubprocessSpawner(secrets=cfg.secret_env)
+        self.supervisor = Supervisor(
+            host_name=cfg.name,
+            host_url="",
+            work_root=cfg.home / "work",
+            spawner=spawner,
+            policy=self.policy,
+            events=self.events,
+            limits=cfg.limits,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Host {self.config.name} {self.status.value} {self._url or 'unbound'}>"
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def url(self) -> str:
+        """The base URL of the API; known once started."""
+        if not self._url:
+            raise HostNotRunningError(f"host {self.name} has not started")
+        return self._url
+
+    def info(self) -> HostInfo:
+        """This host's description, as ``GET /v1/host`` returns it."""
+        return HostInfo(
+            name=self.name,
+            url=self._url,
+            version=__version__,
+            protocol_version=PROTOCOL_VERSION,
+            mesh_version=self.config.mesh_version,
+            pid=os.getpid(),
+            status=self.status.value,
+            started_at=self.started_at,
+            paglets=len(self.supervisor.list()),
+            peers=list(self.config.peers),
+        )
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind, start the zygote and serve. Idempotent."""
+        async with self._start_lock:
+            if self.status is not HostStatus.CREATED:
+                if self.status is HostStatus.RUNNING:
+                    return
+                raise HostNotRunningError(f"host {self.name} is {self.status.value}")
+            self.status = HostStatus.STARTING
+            cfg = self.config
+            await asyncio.to_thread(cfg.home.mkdir, parents=True, exist_ok=True)
+            app = build_app(
+                ApiContext(
+                    supervisor=self.supervisor,
+                    events=self.events,
+                    host_info=self.info,
+                    status=lambda: self.status,
+                    api_key=cfg.api_key,
+                    max_body=cfg.max_body,
+                    read_timeout=cfg.read_timeout,
+                )
+            )
+            app.cleanup_ctx.append(self._children_ctx)
+            app.cleanup_ctx.append(self._watchdog_ctx)
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            try:
+                await runner.setup()
+                site = web.TCPSite(runner, cfg.host, cfg.port)
+                await site.start()
+            except BaseException:
+                await runner.cleanup()
+                self.status = HostStatus.STOPPED
+                raise
+            self._runner = runner
+            port = _bound_port(runner)
+            shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+            self._url = f"http://{shown}:{port}"
+            self.supervisor.host_url = self._url
+            self.started_at = time.time()
+            self.status = HostStatus.RUNNING
+            self.events.append(EventKind.HOST_STARTED, detail=f"listening on {self._url}")
+            log.info("host %s listening on %s", self.name, self._url)
+
+    async def _children_ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        await self.supervisor.spawner.start()
+        yield
+        await self.supervisor.close()
+
+    async def _watchdog_ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.supervisor.watch(), name=f"watchdog-{self.name}")
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def stop(self) -> None:
+        """Stop accepting, stop children within a bound, close sockets. Idempotent."""
+        if self.status in (HostStatus.STOPPING, HostStatus.STOPPED, HostStatus.CREATED):
+            if self.status is HostStatus.CREATED:
+                self.status = HostStatus.STOPPED
+            return
+        self.status = HostStatus.STOPPING
+        self.events.append(EventKind.HOST_STOPPING, detail="stopping")
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        self.status = HostStatus.STOPPED
+        self._stop_requested.set()
+        log.info("host %s stopped", self.name)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- running as a daemon ----------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Ask :meth:`serve_forever` to stop the host."""
+        self._stop_requested.set()
+
+    async def serve_forever(self) -> None:
+        """Run until SIGTERM/SIGINT (a second SIGINT exits at once) or :meth:`request_stop`."""
+        loop = asyncio.get_running_loop()
+        await self.start()
+        interrupts = 0
+
+        def on_signal(sig: signal.Signals) -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1 and sig is signal.SIGINT:
+                os._exit(130)
+            log.info("host %s: %s received, stopping", self.name, sig.name)
+            self.request_stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            await self._stop_requested.wait()
+        finally:
+            await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple):
+            return int(address[1])
+    raise HostNotRunningError("the host has no bound TCP address")

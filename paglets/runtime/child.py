@@ -1,0 +1,297 @@
+"""The paglet's child process: becomes one paglet and serves its mailbox.
+
+Entry point :func:`run_child` takes the child's end of the host channel. It
+reads an ``Init`` record, imports and builds the paglet, runs the creation hook,
+answers ``Ready`` and then serves messages one at a time on an asyncio loop.
+A thread sends heartbeats; when the host's end goes away the child exits.
+
+This module is preloaded by the zygote, so it imports only the stdlib,
+``paglets.core``, ``paglets.wire`` and the runtime's own small modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from paglets.core.errors import MessageNotHandledError, PayloadTooLargeError, ProtocolError
+from paglets.core.events import LifecycleEvent, LifecycleKind
+from paglets.core.message import NOT_HANDLED, Message
+from paglets.core.paglet import Paglet
+from paglets.runtime import ipc
+from paglets.runtime.context import ChildContext
+from paglets.runtime.frames import FrameDecoder, encode_json
+from paglets.runtime.mailbox import Mailbox
+from paglets.runtime.osutil import die_with_parent
+from paglets.wire.modules import ModulePolicy, import_class
+from paglets.wire.state_json import state_from_json, state_to_json
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+_READ_SIZE = 256 * 1024
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+
+
+class _Channel:
+    """The child's end of the host channel: blocking writes under a lock."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, record: ipc.Record) -> None:
+        data = encode_json(record.to_wire())
+        with self._lock:
+            self.sock.sendall(data)
+
+    def read_one_blocking(self, decoder: FrameDecoder) -> list[dict[str, Any] | bytes]:
+        while True:
+            chunk = self.sock.recv(_READ_SIZE)
+            if not chunk:
+                os._exit(0)
+            frames = decoder.feed(chunk)
+            if frames:
+                return frames
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+class ChildRuntime:
+    """Serves one paglet inside its child process."""
+
+    def __init__(self, channel: _Channel, init: ipc.Init, backlog: list[ipc.Record]) -> None:
+        self.channel = channel
+        self.init = init
+        self.mailbox = Mailbox()
+        for record in backlog:
+            self._accept(record)
+        self.paglet: Paglet[Any] | None = None
+        self._decoder = FrameDecoder()
+        self._stopping = False
+        self._run_task: asyncio.Task[None] | None = None
+
+    # -- setup ------------------------------------------------------------------
+
+    def build(self) -> Paglet[Any]:
+        init = self.init
+        policy = ModulePolicy(tuple(init.allowed_prefixes))
+        cls = import_class(init.class_path, policy, base=Paglet)
+        state_cls = cls.State
+        state = state_from_json(state_cls, init.state or {})
+        context = ChildContext(
+            agent_id=init.agent_id,
+            host_name=init.host_name,
+            host_url=init.host_url,
+            work_dir=Path(init.work_dir),
+            mailbox=self.mailbox,
+        )
+        paglet: Paglet[Any] = cls(state, context)
+        return paglet
+
+    def _event(self, kind: LifecycleKind) -> LifecycleEvent:
+        return LifecycleEvent(kind, self.init.agent_id, self.init.host_name)
+
+    # -- the loop ---------------------------------------------------------------
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self.paglet = self.build()
+            if self.init.run_creation:
+                await _call(self.paglet.on_creation, self._event(LifecycleKind.CREATION))
+        except BaseException as exc:  # noqa: BLE001 - reported to the host by name
+            self.channel.send(ipc.InitFailed(ipc.ErrorRecord.from_exception(exc)))
+            return
+        loop.add_reader(self.channel.sock.fileno(), self._on_readable)
+        self.channel.send(ipc.Ready(os.getpid()))
+        self._start_run(self.paglet)
+        while True:
+            item = await self.mailbox.get()
+            if isinstance(item, ipc.Deliver):
+                await self._deliver(self.paglet, item)
+            elif isinstance(item, ipc.GetState):
+                self._reply(item.id, lambda p=self.paglet: state_to_json(p.state))
+            else:
+                await self._stop(self.paglet, item)
+                return
+
+    def _on_readable(self) -> None:
+        try:
+            chunk = self.channel.sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            os._exit(0)  # the host is gone: nobody is left to answer
+        for frame in self._decoder.feed(chunk):
+            if not isinstance(frame, dict):
+                raise ProtocolError("unexpected binary frame")
+            self._accept(ipc.decode(frame))
+
+    def _accept(self, record: ipc.Record) -> None:
+        if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Stop):
+            self.mailbox.put(record)
+        else:
+            raise ProtocolError(f"unexpected {type(record).__name__} from the host")
+
+    def _start_run(self, paglet: Paglet[Any]) -> None:
+        cls = type(paglet)
+        if not cls.has_run():
+            return
+        if cls.run_is_async():
+            self._run_task = asyncio.get_running_loop().create_task(self._run_async(paglet))
+        else:
+            threading.Thread(
+                target=self._run_sync, args=(paglet,), name="paglet-run", daemon=True
+            ).start()
+
+    async def _run_async(self, paglet: Paglet[Any]) -> None:
+        try:
+            await _call(paglet.run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as an event
+            self._note_run_failed(exc)
+
+    def _run_sync(self, paglet: Paglet[Any]) -> None:
+        try:
+            paglet.run()
+        except Exception as exc:  # noqa: BLE001 - reported as an event
+            self._note_run_failed(exc)
+
+    def _note_run_failed(self, exc: Exception) -> None:
+        record = ipc.ErrorRecord.from_exception(exc)
+        try:
+            self.channel.send(
+                ipc.Note("paglet.run_failed", f"run() raised {type(exc).__name__}: {exc}",
+                         {"traceback": record.traceback})
+            )
+        except OSError:
+            os._exit(0)
+
+    async def _deliver(self, paglet: Paglet[Any], item: ipc.Deliver) -> None:
+        message = Message(
+            item.kind, item.args, item.priority, message_id=item.message_id, sender=item.sender
+        )
+        try:
+            value = await _call(paglet.handle_message, message)
+        except BaseException as exc:  # noqa: BLE001 - the caller gets it by name
+            if isinstance(exc, SystemExit | KeyboardInterrupt):
+                raise
+            self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(exc), item.reply)
+            return
+        if value is NOT_HANDLED:
+            error = ipc.ErrorRecord.from_exception(
+                MessageNotHandledError(
+                    f"{type(paglet).__qualname__} does not handle messages of kind {item.kind!r}"
+                )
+            )
+            self._send_reply(item.id, None, error, item.reply)
+            return
+        self._send_reply(item.id, value, None, item.reply)
+
+    def _reply(self, request_id: int, compute: Callable[[], Any]) -> None:
+        try:
+            value = compute()
+        except Exception as exc:  # noqa: BLE001 - the caller gets it by name
+            self._send_reply(request_id, None, ipc.ErrorRecord.from_exception(exc), True)
+            return
+        self._send_reply(request_id, value, None, True)
+
+    def _send_reply(
+        self, request_id: int, value: Any, error: ipc.ErrorRecord | None, wanted: bool
+    ) -> None:
+        if not wanted:
+            if error is not None:
+                self.channel.send(
+                    ipc.Note("message.failed", error.message, {"traceback": error.traceback})
+                )
+            return
+        try:
+            data = encode_json(ipc.Reply(request_id, value, error).to_wire())
+        except (TypeError, ValueError) as exc:
+            bad = ipc.ErrorRecord.from_exception(
+                TypeError(f"the reply is not JSON-serializable: {exc}")
+            )
+            data = encode_json(ipc.Reply(request_id, None, bad).to_wire())
+        if len(data) > MAX_REPLY_BYTES:
+            too_big = ipc.ErrorRecord.from_exception(
+                PayloadTooLargeError(f"the reply is {len(data)} bytes; at most {MAX_REPLY_BYTES}")
+            )
+            data = encode_json(ipc.Reply(request_id, None, too_big).to_wire())
+        with self.channel._lock:  # noqa: SLF001 - the channel's own write lock
+            self.channel.sock.sendall(data)
+
+    async def _stop(self, paglet: Paglet[Any], item: ipc.Stop) -> None:
+        error: ipc.ErrorRecord | None = None
+        if self._run_task is not None:
+            self._run_task.cancel()
+        try:
+            if item.dispose:
+                await _call(paglet.on_disposing, self._event(LifecycleKind.DISPOSING))
+        except Exception as exc:  # noqa: BLE001 - reported, disposal goes on
+            error = ipc.ErrorRecord.from_exception(exc)
+        self._send_reply(item.id, None, error, True)
+
+
+def _heartbeat(channel: _Channel, interval: float) -> None:
+    beat = encode_json(ipc.Heartbeat().to_wire())
+    while True:
+        time.sleep(interval)
+        try:
+            with channel._lock:  # noqa: SLF001 - the channel's own write lock
+                channel.sock.sendall(beat)
+        except OSError:
+            os._exit(0)  # the host is gone
+
+
+def run_child(sock: socket.socket) -> NoReturn:
+    """Become the paglet described by the first record on ``sock``; never returns."""
+    die_with_parent()
+    sock.setblocking(True)
+    channel = _Channel(sock)
+    decoder = FrameDecoder()
+    records = [ipc.decode(f) for f in channel.read_one_blocking(decoder) if isinstance(f, dict)]
+    init = records[0]
+    if not isinstance(init, ipc.Init):
+        os._exit(70)
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s paglet {init.agent_id[:8]} %(levelname)s %(message)s"
+    )
+    threading.Thread(
+        target=_heartbeat, args=(channel, init.heartbeat_interval), name="paglet-heartbeat",
+        daemon=True,
+    ).start()
+    runtime = ChildRuntime(channel, init, records[1:])
+    runtime._decoder = decoder  # noqa: SLF001 - keep bytes already read past the Init
+    try:
+        asyncio.run(runtime.serve())
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        _flush_and_exit(code)
+    except BaseException:  # noqa: BLE001 - a crash is reported by the exit code
+        log.exception("paglet %s crashed", init.agent_id)
+        _flush_and_exit(1)
+    _flush_and_exit(0)
+
+
+def _flush_and_exit(code: int) -> NoReturn:
+    logging.shutdown()
+    os._exit(code)
+

@@ -1,0 +1,290 @@
+"""``ChildHandle``: the host's side of one paglet's child process.
+
+It sends records down the channel, matches replies to waiting callers, keeps
+the heartbeat time, and turns the child's exit into a named :class:`ExitInfo`.
+When the child ends, every pending call fails at once with a typed error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from paglets.core.errors import (
+    PagletCrashedError,
+    PagletDeadError,
+    PagletDisposedError,
+    PagletError,
+    PagletTimeoutError,
+    ProtocolError,
+)
+from paglets.core.status import ExitReason
+from paglets.runtime import ipc
+from paglets.runtime.frames import FrameDecoder, encode_json
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from paglets.runtime.spawner import ChildProcess
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How and why a child ended."""
+
+    reason: ExitReason
+    code: int | None
+    detail: str
+
+
+def describe_exit(code: int, requested: ExitReason | None) -> ExitInfo:
+    """Name the end of a child from its exit code and what the host asked for."""
+    if requested is ExitReason.DISPOSED and code == 0:
+        return ExitInfo(ExitReason.DISPOSED, code, "disposed")
+    if requested is not None and requested is not ExitReason.DISPOSED:
+        return ExitInfo(requested, code, _REQUESTED_DETAIL[requested])
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return ExitInfo(ExitReason.SIGNAL, code, f"killed by {name}")
+    if code == 1:
+        return ExitInfo(ExitReason.EXCEPTION, code, "exited with code 1 (uncaught exception)")
+    return ExitInfo(ExitReason.EXIT_CODE, code, f"exited with code {code}")
+
+
+_REQUESTED_DETAIL = {
+    ExitReason.HUNG: "stopped answering heartbeats and was killed",
+    ExitReason.MEMORY_LIMIT: "exceeded its memory limit and was killed",
+    ExitReason.HOST_STOPPED: "stopped with its host",
+    ExitReason.START_FAILED: "failed to start",
+}
+
+
+class _ChannelProtocol(asyncio.Protocol):
+    def __init__(self, handle: ChildHandle) -> None:
+        self.handle = handle
+        self.decoder = FrameDecoder()
+        self.transport: asyncio.WriteTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101 - stream transport
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+            for frame in frames:
+                if not isinstance(frame, dict):
+                    raise ProtocolError("unexpected binary frame from a child")
+                self.handle.on_record(ipc.decode(frame))
+        except ProtocolError:
+            log.exception("paglet %s sent a malformed frame; killing it", self.handle.agent_id)
+            self.handle.kill(ExitReason.EXCEPTION)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+class ChildHandle:
+    """Talks to one child; see the module docstring."""
+
+    def __init__(
+        self,
+        child: ChildProcess,
+        agent_id: str,
+        *,
+        on_exit: Callable[[ChildHandle, ExitInfo], None],
+        on_note: Callable[[ChildHandle, ipc.Note], None],
+    ) -> None:
+        self.child = child
+        self.agent_id = agent_id
+        self.last_beat = time.monotonic()
+        self.exit_info: ExitInfo | None = None
+        self._on_exit = on_exit
+        self._on_note = on_note
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ready: asyncio.Future[int] | None = None
+        self._requested: ExitReason | None = None
+        self._protocol: _ChannelProtocol | None = None
+        self._ended = asyncio.Event()
+
+    def __repr__(self) -> str:
+        state = self.exit_info.reason.value if self.exit_info else "running"
+        return (
+            f"<ChildHandle {self.agent_id} pid={self.child.pid} {state} "
+            f"pending={len(self._pending)}>"
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.child.pid
+
+    @property
+    def pending(self) -> int:
+        """Calls sent to the child and not yet answered."""
+        return len(self._pending)
+
+    # -- start ------------------------------------------------------------------
+
+    async def start(self, init: ipc.Init, timeout: float) -> None:
+        """Send ``Init`` and wait for ``Ready``; raises the child's error otherwise."""
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        self.child.exited.add_done_callback(self._child_exited)
+        _, protocol = await loop.create_unix_connection(
+            lambda: _ChannelProtocol(self), sock=self.child.sock
+        )
+        self._protocol = protocol
+        self._write(init)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except TimeoutError:
+            self.kill(ExitReason.START_FAILED)
+            raise PagletTimeoutError(
+                f"paglet {self.agent_id} did not start within {timeout:g} s"
+            ) from None
+        except PagletError:
+            await self.wait_ended()
+            raise
+
+    # -- records in -------------------------------------------------------------
+
+    def on_record(self, record: ipc.Record) -> None:
+        self.last_beat = time.monotonic()
+        if isinstance(record, ipc.Reply):
+            fut = self._pending.pop(record.id, None)
+            if fut is None or fut.done():
+                return
+            if record.error is not None:
+                fut.set_exception(record.error.to_exception())
+            else:
+                fut.set_result(record.value)
+        elif isinstance(record, ipc.Heartbeat):
+            return
+        elif isinstance(record, ipc.Ready):
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(record.pid)
+        elif isinstance(record, ipc.InitFailed):
+            self._requested = ExitReason.START_FAILED
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_exception(record.error.to_exception())
+        elif isinstance(record, ipc.Note):
+            self._on_note(self, record)
+        else:
+            raise ProtocolError(f"unexpected {type(record).__name__} from a child")
+
+    # -- calls ------------------------------------------------------------------
+
+    def _write(self, record: ipc.Record) -> None:
+        transport = self._protocol.transport if self._protocol else None
+        if transport is None or self.exit_info is not None:
+            raise self._dead_error()
+        transport.write(encode_json(record.to_wire()))
+
+    def _dead_error(self) -> PagletDeadError:
+        if self._requested is ExitReason.DISPOSED:
+            return PagletDisposedError(f"paglet {self.agent_id} was disposed")
+        info = self.exit_info
+        detail = info.detail if info else "its process is gone"
+        return PagletCrashedError(f"paglet {self.agent_id} {detail}")
+
+    def _call(self, build: Callable[[int], ipc.Record]) -> asyncio.Future[Any]:
+        request_id = next(self._ids)
+        record = build(request_id)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._write(record)
+        self._pending[request_id] = fut
+        return fut
+
+    def deliver(
+        self,
+        kind: str,
+        args: dict[str, Any],
+        *,
+        priority: int = 0,
+        message_id: str | None = None,
+        sender: str | None = None,
+        reply: bool = True,
+    ) -> asyncio.Future[Any] | None:
+        """Queue a message; the future resolves to the handler's reply."""
+        if not reply:
+            self._write(
+                ipc.Deliver(next(self._ids), kind, args, priority, message_id, sender, False)
+            )
+            return None
+        return self._call(
+            lambda i: ipc.Deliver(i, kind, args, priority, message_id, sender, True)
+        )
+
+    async def get_state(self) -> dict[str, Any]:
+        """The JSON projection of the state, taken between two messages."""
+        value: dict[str, Any] = await self._call(ipc.GetState)
+        return value
+
+    # -- ending -----------------------------------------------------------------
+
+    async def stop(self, grace: float, reason: ExitReason = ExitReason.DISPOSED) -> None:
+        """Ask the child to run ``on_disposing`` and exit; kill it after ``grace``."""
+        if self.exit_info is not None:
+            return
+        self._requested = reason
+        hook_error: PagletError | None = None
+        try:
+            dispose = reason is ExitReason.DISPOSED
+            fut = self._call(lambda i: ipc.Stop(i, dispose))
+            await asyncio.wait_for(fut, grace)
+        except TimeoutError:
+            log.warning("paglet %s did not stop within %g s; killing it", self.agent_id, grace)
+        except PagletDeadError:
+            pass
+        except PagletError as exc:
+            hook_error = exc
+        if not await self.wait_ended(grace):
+            self.child.kill(signal.SIGKILL)
+            await self.wait_ended()
+        if hook_error is not None:
+            log.warning("paglet %s on_disposing raised: %s", self.agent_id, hook_error)
+
+    def kill(self, reason: ExitReason) -> None:
+        """Kill the child at once, recording why."""
+        if self.exit_info is None:
+            self._requested = reason
+            self.child.kill(signal.SIGKILL)
+
+    async def wait_ended(self, timeout: float | None = None) -> bool:
+        """Wait until the child's exit was handled; false on timeout."""
+        try:
+            await asyncio.wait_for(self._ended.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _child_exited(self, fut: asyncio.Future[int]) -> None:
+        code = fut.result() if not fut.cancelled() else -signal.SIGKILL
+        self.exit_info = describe_exit(code, self._requested)
+        error = self._dead_error()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(
+                PagletCrashedError(f"paglet {self.agent_id} {self.exit_info.detail} while starting")
+            )
+        pending, self._pending = self._pending, {}
+        for waiter in pending.values():
+            if not waiter.done():
+                waiter.set_exception(error)
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        with contextlib.suppress(OSError):
+            self.child.sock.close()
+        self._ended.set()
+        self._on_exit(self, self.exit_info)

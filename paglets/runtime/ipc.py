@@ -1,0 +1,199 @@
+"""Typed control records exchanged between a host and a paglet's child process.
+
+Each record is a small frozen dataclass with an ``OP`` tag. ``to_wire`` gives
+the JSON object sent in a frame; :func:`decode` turns a received object back
+into its record and fails loudly on an unknown op or unknown fields.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any, ClassVar
+
+from paglets.core.errors import (
+    HandlerError,
+    PagletError,
+    ProtocolError,
+    error_from_wire,
+)
+
+
+class Op(str, Enum):
+    """Record tags on the host-to-child channel."""
+
+    INIT = "init"
+    MESSAGE = "msg"
+    GET_STATE = "state"
+    STOP = "stop"
+    READY = "ready"
+    INIT_FAILED = "init_failed"
+    REPLY = "reply"
+    HEARTBEAT = "hb"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """An error as it crosses a process boundary: by name, never pickled."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> ErrorRecord:
+        """Describe ``exc``; exceptions outside the tree become ``HandlerError``."""
+        tb = "".join(traceback.format_exception(exc))
+        if isinstance(exc, PagletError):
+            return cls(type(exc).__name__, exc.message, tb)
+        return cls(HandlerError.__name__, f"{type(exc).__name__}: {exc}", tb)
+
+    def to_exception(self) -> PagletError:
+        """The matching error of the ``PagletError`` tree."""
+        return error_from_wire(self.type, self.message, self.traceback)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ErrorRecord:
+        if not isinstance(data, dict) or set(data) != {"type", "message", "traceback"}:
+            raise ProtocolError(f"malformed error record: {data!r:.200}")
+        return cls(str(data["type"]), str(data["message"]), data["traceback"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    OP: ClassVar[Op]
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"op": self.OP.value}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            out[name] = value.to_wire() if isinstance(value, ErrorRecord) else value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Init(_Record):
+    """First record to a new child: which paglet to become."""
+
+    OP: ClassVar[Op] = Op.INIT
+    agent_id: str
+    class_path: str
+    state: dict[str, Any] | None
+    host_name: str
+    host_url: str
+    work_dir: str
+    allowed_prefixes: list[str]
+    heartbeat_interval: float
+    run_creation: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Deliver(_Record):
+    """A message for the paglet's mailbox; ``reply`` is false for one-way sends."""
+
+    OP: ClassVar[Op] = Op.MESSAGE
+    id: int
+    kind: str
+    args: dict[str, Any]
+    priority: int
+    message_id: str | None
+    sender: str | None
+    reply: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class GetState(_Record):
+    """Ask for the JSON projection of the state, between two messages."""
+
+    OP: ClassVar[Op] = Op.GET_STATE
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stop(_Record):
+    """After the message in hand, reply and exit; run ``on_disposing`` if disposing."""
+
+    OP: ClassVar[Op] = Op.STOP
+    id: int
+    dispose: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Ready(_Record):
+    """The child built its paglet and ran the creation hook."""
+
+    OP: ClassVar[Op] = Op.READY
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class InitFailed(_Record):
+    """The child could not become the paglet; it exits after sending this."""
+
+    OP: ClassVar[Op] = Op.INIT_FAILED
+    error: ErrorRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(_Record):
+    """The outcome of a ``Deliver``, ``GetState`` or ``Stop``: a value or an error."""
+
+    OP: ClassVar[Op] = Op.REPLY
+    id: int
+    value: Any = None
+    error: ErrorRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(_Record):
+    """Sent on a timer by a thread of the child: it is alive and not GIL-bound."""
+
+    OP: ClassVar[Op] = Op.HEARTBEAT
+
+
+@dataclass(frozen=True, slots=True)
+class Note(_Record):
+    """Something the host should log as a context event (e.g. ``run()`` failed)."""
+
+    OP: ClassVar[Op] = Op.NOTE
+    kind: str
+    detail: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+Record = Init | Deliver | GetState | Stop | Ready | InitFailed | Reply | Heartbeat | Note
+
+_BY_OP: dict[str, type[_Record]] = {
+    cls.OP.value: cls
+    for cls in (Init, Deliver, GetState, Stop, Ready, InitFailed, Reply, Heartbeat, Note)
+}
+_FIELDS: dict[type[_Record], frozenset[str]] = {}
+
+
+def _field_names(cls: type[_Record]) -> frozenset[str]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = frozenset(f.name for f in fields(cls))
+    return names
+
+
+def decode(data: dict[str, Any]) -> Record:
+    """The record for a received JSON object; ``ProtocolError`` if it is not one."""
+    values = dict(data)
+    cls = _BY_OP.get(values.pop("op", None))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown record op in {data!r:.200}")
+    unknown = set(values) - _field_names(cls)
+    if unknown:
+        raise ProtocolError(f"unknown fields {sorted(unknown)} in {cls.__name__} record")
+    if "error" in values and values["error"] is not None:
+        values["error"] = ErrorRecord.from_wire(values["error"])
+    try:
+        return cls(**values)  # type: ignore[return-value]
+    except TypeError as exc:
+        raise ProtocolError(f"malformed {cls.__name__} record: {exc}") from None

@@ -1,0 +1,42 @@
+"""The serial mailbox of one paglet: control first, then by priority, FIFO within one."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+from paglets.runtime.ipc import Deliver, GetState, Stop
+
+MailItem = Deliver | GetState | Stop
+
+
+class Mailbox:
+    """A priority queue consumed by one task.
+
+    ``GetState`` and ``Stop`` go ahead of every message, so a state snapshot or a
+    disposal happens right after the message in hand. Messages are ordered by
+    descending priority and arrival order within a priority.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, int, MailItem]] = []
+        self._seq = itertools.count()
+        self._ready = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def put(self, item: MailItem) -> None:
+        if isinstance(item, Deliver):
+            key = (1, -item.priority)
+        else:
+            key = (0, 0)
+        heapq.heappush(self._heap, (*key, next(self._seq), item))
+        self._ready.set()
+
+    async def get(self) -> MailItem:
+        while not self._heap:
+            self._ready.clear()
+            await self._ready.wait()
+        return heapq.heappop(self._heap)[3]

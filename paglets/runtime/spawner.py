@@ -1,0 +1,249 @@
+"""Starting child processes fast: a warm zygote, or a plain spawn as fallback.
+
+Both spawners hand back a :class:`ChildProcess`: the host's end of a fresh
+socketpair whose other end the child serves, and a future of its exit code
+(negative for a signal, as in :mod:`subprocess`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from paglets.core.errors import HostError
+
+log = logging.getLogger(__name__)
+
+SECRET_ENV_NAMES: tuple[str, ...] = ("PAGLETS_API_KEY",)
+
+
+def child_environment(extra_secrets: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment children start with: the host's, without secrets.
+
+    ``PYTHONPATH`` is set to the host's ``sys.path`` so that children import
+    the same modules the host can see.
+    """
+    drop = set(SECRET_ENV_NAMES) | set(extra_secrets)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    return env
+
+
+@dataclass(eq=False)
+class ChildProcess:
+    """The host's view of one child process."""
+
+    pid: int
+    sock: socket.socket
+    exited: asyncio.Future[int] = field(repr=False)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` unless the child is known to have exited."""
+        if not self.exited.done():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+
+class Spawner(Protocol):
+    """What the supervisor needs to start children."""
+
+    async def start(self) -> None: ...
+
+    async def spawn(self) -> ChildProcess: ...
+
+    async def close(self) -> None: ...
+
+
+class ZygoteSpawner:
+    """Forks children from a pre-warmed zygote process (about 2-3 ms a child)."""
+
+    def __init__(self, *, preload: tuple[str, ...] = (), secrets: tuple[str, ...] = ()) -> None:
+        self._preload = preload
+        self._secrets = secrets
+        self._control: socket.socket | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready: asyncio.Future[int] | None = None
+        self._tokens = itertools.count(1)
+        self._spawning: dict[int, tuple[asyncio.Future[int], socket.socket]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._start_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        pid = self._proc.pid if self._proc else None
+        return f"<ZygoteSpawner pid={pid} children={len(self._exits)}>"
+
+    async def start(self) -> None:
+        async with self._start_lock:
+            if self._control is not None:
+                return
+            loop = self._loop = asyncio.get_running_loop()
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            argv = [sys.executable, "-m", "paglets.runtime.zygote", "--fd", str(theirs.fileno())]
+            for name in self._preload:
+                argv += ["--preload", name]
+            # Popen runs on the loop thread: Linux ties the zygote's parent-death
+            # signal to the thread that forked it.
+            self._proc = subprocess.Popen(
+                argv, pass_fds=[theirs.fileno()], env=child_environment(self._secrets)
+            )
+            theirs.close()
+            ours.setblocking(False)
+            self._control = ours
+            self._ready = loop.create_future()
+            loop.add_reader(ours.fileno(), self._on_readable)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._ready), timeout=60)
+            except BaseException:
+                await self.close()
+                raise
+
+    def _on_readable(self) -> None:
+        assert self._control is not None  # noqa: S101 - reader exists only while open
+        try:
+            data = self._control.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        record: dict[str, Any] = json.loads(data)
+        op = record["op"]
+        if op == "ready" and self._ready is not None and not self._ready.done():
+            self._ready.set_result(record["pid"])
+        elif op == "spawned":
+            waiter, _ = self._spawning.pop(record["token"], (None, None))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(record["pid"])
+            elif waiter is None:
+                log.warning("zygote spawned pid %s for an abandoned request", record["pid"])
+        elif op == "exited":
+            fut = self._exits.pop(record["pid"], None)
+            if fut is not None and not fut.done():
+                fut.set_result(record["code"])
+
+    def _lost(self) -> None:
+        """The zygote is gone; its children die with it (parent-death signal)."""
+        if self._control is not None and self._loop is not None:
+            self._loop.remove_reader(self._control.fileno())
+            self._control.close()
+        self._control = None
+        err = HostError("the zygote process exited; children were lost")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(err)
+        for waiter, sock in self._spawning.values():
+            sock.close()
+            if not waiter.done():
+                waiter.set_exception(err)
+        self._spawning.clear()
+        for fut in self._exits.values():
+            if not fut.done():
+                fut.set_result(-signal.SIGKILL)
+        self._exits.clear()
+        if self._proc is not None:
+            self._proc.poll()
+
+    async def spawn(self) -> ChildProcess:
+        if self._control is None:
+            if self._proc is not None:
+                await self._reap_proc()
+                self._proc = None
+            await self.start()
+        assert self._control is not None  # noqa: S101 - start() opened it
+        loop = asyncio.get_running_loop()
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        token = next(self._tokens)
+        waiter: asyncio.Future[int] = loop.create_future()
+        self._spawning[token] = (waiter, child_end)
+        try:
+            socket.send_fds(
+                self._control, [json.dumps({"op": "spawn", "token": token}).encode()],
+                [child_end.fileno()],
+            )
+        finally:
+            child_end.close()
+        try:
+            pid = await waiter
+        except BaseException:
+            host_end.close()
+            raise
+        exited: asyncio.Future[int] = loop.create_future()
+        self._exits[pid] = exited
+        return ChildProcess(pid, host_end, exited)
+
+    async def _reap_proc(self) -> None:
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+
+    async def close(self) -> None:
+        """Stop the zygote; it kills any children it still has."""
+        control = self._control
+        if control is not None:
+            self._lost()
+        await self._reap_proc()
+        self._proc = None
+
+
+class SubprocessSpawner:
+    """Starts each child as a fresh interpreter: slow (~100+ ms), works anywhere."""
+
+    def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
+        self._secrets = secrets
+        self._procs: set[asyncio.subprocess.Process] = set()
+
+    def __repr__(self) -> str:
+        return f"<SubprocessSpawner children={len(self._procs)}>"
+
+    async def start(self) -> None:
+        return
+
+    async def spawn(self) -> ChildProcess:
+        host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        code = (
+            "import socket, sys; from paglets.runtime.child import run_child; "
+            "run_child(socket.socket(fileno=int(sys.argv[1])))"
+        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", code, str(child_end.fileno()),
+                pass_fds=[child_end.fileno()], env=child_environment(self._secrets),
+                start_new_session=True,
+            )
+        finally:
+            child_end.close()
+        self._procs.add(proc)
+        exited = asyncio.ensure_future(self._wait(proc))
+        return ChildProcess(proc.pid, host_end, exited)
+
+    async def _wait(self, proc: asyncio.subprocess.Process) -> int:
+        try:
+            return await proc.wait()
+        finally:
+            self._procs.discard(proc)
+
+    async def close(self) -> None:
+        for proc in list(self._procs):
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        for proc in list(self._procs):
+            await proc.wait()

@@ -1,0 +1,370 @@
+"""``Supervisor``: the host's table of paglets and the operations on them.
+
+It starts children through a spawner, keeps one :class:`AgentRecord` per
+paglet, delivers messages (synchronous, one-way, future), reads state,
+disposes, and watches children: a missed heartbeat or an exceeded memory
+limit kills the child with a named reason. It never runs paglet code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from paglets.core.errors import (
+    MailboxFullError,
+    PagletCrashedError,
+    PagletDisposedError,
+    PagletError,
+    PagletNotFoundError,
+    PagletTimeoutError,
+    RequestError,
+)
+from paglets.core.events import EventKind
+from paglets.core.status import ExitReason, PagletStatus
+from paglets.runtime import ipc
+from paglets.runtime.handle import ChildHandle, ExitInfo
+
+if TYPE_CHECKING:
+    from paglets.persistence.events import EventLog
+    from paglets.runtime.spawner import Spawner
+    from paglets.wire.modules import ModulePolicy
+
+log = logging.getLogger(__name__)
+
+
+class SendMode(str, Enum):
+    """How a caller wants the reply to a message."""
+
+    SYNC = "sync"
+    ONEWAY = "oneway"
+    FUTURE = "future"
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorLimits:
+    """Bounds the supervisor enforces."""
+
+    heartbeat_interval: float = 0.5
+    hang_timeout: float = 10.0
+    start_timeout: float = 30.0
+    stop_grace: float = 5.0
+    max_mailbox: int = 10_000
+    memory_limit: int | None = 2 * 1024**3
+    remembered_messages: int = 4096
+    tombstones: int = 10_000
+
+
+@dataclass(eq=False)
+class AgentRecord:
+    """What the host knows of one paglet."""
+
+    agent_id: str
+    class_path: str
+    status: PagletStatus
+    created_at: float
+    handle: ChildHandle | None = field(default=None, repr=False)
+    exit: ExitInfo | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.handle.pid if self.handle and self.exit is None else None
+
+    @property
+    def pending(self) -> int:
+        return self.handle.pending if self.handle else 0
+
+
+class Supervisor:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        host_name: str,
+        host_url: str,
+        work_root: Path,
+        spawner: Spawner,
+        policy: ModulePolicy,
+        events: EventLog,
+        limits: SupervisorLimits | None = None,
+    ) -> None:
+        self.host_name = host_name
+        self.host_url = host_url
+        self.work_root = work_root
+        self.spawner = spawner
+        self.policy = policy
+        self.events = events
+        self.limits = limits or SupervisorLimits()
+        self._agents: dict[str, AgentRecord] = {}
+        self._gone: OrderedDict[str, AgentRecord] = OrderedDict()
+        self._results: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<Supervisor {self.host_name} paglets={len(self._agents)}>"
+
+    # -- lookups ----------------------------------------------------------------
+
+    def list(self) -> list[AgentRecord]:
+        return list(self._agents.values())
+
+    def get(self, agent_id: str) -> AgentRecord:
+        """The live record, or the tombstone of a disposed paglet; 404 otherwise."""
+        record = self._agents.get(agent_id) or self._gone.get(agent_id)
+        if record is None:
+            raise PagletNotFoundError(f"no paglet {agent_id} on host {self.host_name}")
+        return record
+
+    def _live(self, agent_id: str) -> tuple[AgentRecord, ChildHandle]:
+        record = self.get(agent_id)
+        if record.status is PagletStatus.DISPOSED:
+            raise PagletDisposedError(f"paglet {agent_id} was disposed")
+        if record.status is PagletStatus.CRASHED:
+            detail = record.exit.detail if record.exit else "crashed"
+            raise PagletCrashedError(f"paglet {agent_id} {detail}")
+        if record.handle is None or record.status is not PagletStatus.ACTIVE:
+            raise PagletCrashedError(f"paglet {agent_id} is {record.status.value}")
+        return record, record.handle
+
+    # -- create -----------------------------------------------------------------
+
+    async def create(
+        self, class_path: str, state: dict[str, Any] | None, agent_id: str | None = None
+    ) -> AgentRecord:
+        """Start a new paglet; returns once its ``on_creation`` hook has run."""
+        self._check_open()
+        self.policy.check(class_path)
+        agent_id = agent_id or uuid.uuid4().hex
+        if agent_id in self._agents or agent_id in self._gone:
+            raise RequestError(f"a paglet with id {agent_id} exists on this host already")
+        record = AgentRecord(agent_id, class_path, PagletStatus.STARTING, time.time())
+        self._agents[agent_id] = record
+        try:
+            child = await self.spawner.spawn()
+            handle = ChildHandle(
+                child, agent_id, on_exit=self._on_exit, on_note=self._on_note
+            )
+            record.handle = handle
+            await handle.start(
+                ipc.Init(
+                    agent_id=agent_id,
+                    class_path=class_path,
+                    state=state,
+                    host_name=self.host_name,
+                    host_url=self.host_url,
+                    work_dir=str(self.work_root / agent_id),
+                    allowed_prefixes=list(self.policy.prefixes),
+                    heartbeat_interval=self.limits.heartbeat_interval,
+                ),
+                self.limits.start_timeout,
+            )
+        except BaseException as exc:
+            self._agents.pop(agent_id, None)
+            if record.handle is not None:
+                record.handle.kill(ExitReason.START_FAILED)
+            self.events.append(
+                EventKind.PAGLET_CREATE_FAILED, agent_id, f"{class_path}: {exc}",
+                {"class_path": class_path, "error": type(exc).__name__},
+            )
+            raise
+        record.status = PagletStatus.ACTIVE
+        self.events.append(
+            EventKind.PAGLET_CREATED, agent_id, f"created {class_path}",
+            {"class_path": class_path, "pid": handle.pid},
+        )
+        return record
+
+    # -- messages ---------------------------------------------------------------
+
+    async def send(
+        self,
+        agent_id: str,
+        kind: str,
+        args: dict[str, Any],
+        *,
+        priority: int = 0,
+        message_id: str | None = None,
+        sender: str | None = None,
+        mode: SendMode = SendMode.SYNC,
+        timeout: float | None = None,
+    ) -> Any:
+        """Deliver a message. ``SYNC`` returns the reply; the others return None.
+
+        A ``message_id`` seen before on this paglet is not delivered again: a
+        synchronous retry waits on the first delivery's reply.
+        """
+        _record, handle = self._live(agent_id)
+        key = (agent_id, message_id) if message_id else None
+        fut = self._results.get(key) if key else None
+        if fut is None:
+            if handle.pending >= self.limits.max_mailbox:
+                raise MailboxFullError(
+                    f"paglet {agent_id} has {handle.pending} messages waiting "
+                    f"(limit {self.limits.max_mailbox}); retry later"
+                )
+            want_reply = mode is not SendMode.ONEWAY or key is not None
+            fut = handle.deliver(
+                kind, args, priority=priority, message_id=message_id, sender=sender,
+                reply=want_reply,
+            )
+            if key is not None and fut is not None:
+                self._remember(key, fut)
+        if mode is not SendMode.SYNC or fut is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except TimeoutError:
+            raise PagletTimeoutError(
+                f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
+            ) from None
+
+    def _remember(self, key: tuple[str, str], fut: asyncio.Future[Any]) -> None:
+        fut.add_done_callback(_consume)
+        self._results[key] = fut
+        while len(self._results) > self.limits.remembered_messages:
+            self._results.popitem(last=False)
+
+    async def result(self, agent_id: str, message_id: str, timeout: float) -> tuple[bool, Any]:
+        """Wait up to ``timeout`` for a remembered message's reply: (done, reply)."""
+        fut = self._results.get((agent_id, message_id))
+        if fut is None:
+            self.get(agent_id)
+            raise PagletNotFoundError(
+                f"no message {message_id} remembered for paglet {agent_id}; "
+                "results are kept for the most recent messages only"
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        if not fut.done():
+            return False, None
+        return True, fut.result()
+
+    async def state(self, agent_id: str) -> dict[str, Any]:
+        _record, handle = self._live(agent_id)
+        return await handle.get_state()
+
+    # -- ending -----------------------------------------------------------------
+
+    async def dispose(self, agent_id: str) -> None:
+        """Run ``on_disposing``, stop the process, remove the paglet and its work dir."""
+        record = self.get(agent_id)
+        if record.status is PagletStatus.DISPOSED:
+            return
+        if record.handle is not None and record.exit is None:
+            record.status = PagletStatus.STOPPING
+            await record.handle.stop(self.limits.stop_grace)
+        record.status = PagletStatus.DISPOSED
+        self._bury(record)
+        await asyncio.to_thread(shutil.rmtree, self.work_root / agent_id, True)
+        self.events.append(EventKind.PAGLET_DISPOSED, agent_id, "disposed")
+
+    def _bury(self, record: AgentRecord) -> None:
+        self._agents.pop(record.agent_id, None)
+        self._gone[record.agent_id] = record
+        while len(self._gone) > self.limits.tombstones:
+            self._gone.popitem(last=False)
+
+    def _on_exit(self, handle: ChildHandle, info: ExitInfo) -> None:
+        record = self._agents.get(handle.agent_id)
+        if record is None or record.handle is not handle:
+            return
+        record.exit = info
+        if info.reason in (ExitReason.DISPOSED, ExitReason.START_FAILED):
+            return
+        if record.status is PagletStatus.STOPPING and info.reason is ExitReason.HOST_STOPPED:
+            return
+        record.status = PagletStatus.CRASHED
+        kind = EventKind.PAGLET_HUNG if info.reason is ExitReason.HUNG else EventKind.PAGLET_CRASHED
+        self.events.append(
+            kind, record.agent_id, info.detail,
+            {"reason": info.reason.value, "code": info.code, "class_path": record.class_path},
+        )
+        log.warning("paglet %s %s", record.agent_id, info.detail)
+
+    def _on_note(self, handle: ChildHandle, note: ipc.Note) -> None:
+        try:
+            kind = EventKind(note.kind)
+        except ValueError:
+            log.warning("paglet %s sent an unknown note %r", handle.agent_id, note.kind)
+            return
+        self.events.append(kind, handle.agent_id, note.detail, note.data)
+
+    # -- watching ---------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """Forever: kill hung children and children over their memory limit."""
+        interval = self.limits.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            self.sweep_heartbeats()
+            if self.limits.memory_limit is not None:
+                await self.sweep_memory(self.limits.memory_limit)
+
+    def sweep_heartbeats(self) -> None:
+        now = time.monotonic()
+        for record in list(self._agents.values()):
+            handle = record.handle
+            if record.status is not PagletStatus.ACTIVE or handle is None:
+                continue
+            if now - handle.last_beat > self.limits.hang_timeout:
+                log.warning("paglet %s missed heartbeats; killing it", record.agent_id)
+                handle.kill(ExitReason.HUNG)
+
+    async def sweep_memory(self, limit: int) -> None:
+        handles = {
+            r.handle.pid: r.handle
+            for r in self._agents.values()
+            if r.status is PagletStatus.ACTIVE and r.handle is not None
+        }
+        if not handles:
+            return
+        sizes = await asyncio.to_thread(_rss_of, list(handles))
+        for pid, rss in sizes.items():
+            if rss > limit:
+                log.warning("paglet %s uses %d bytes (limit %d)", handles[pid].agent_id, rss, limit)
+                handles[pid].kill(ExitReason.MEMORY_LIMIT)
+
+    # -- closing ----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise PagletError("the host is stopping; no new paglets")
+
+    async def close(self) -> None:
+        """Stop every child (``on_disposing`` is not run), then the spawner."""
+        self._closing = True
+        records = [r for r in self._agents.values() if r.handle and r.exit is None]
+        for record in records:
+            record.status = PagletStatus.STOPPING
+        await asyncio.gather(
+            *(r.handle.stop(self.limits.stop_grace, ExitReason.HOST_STOPPED)
+              for r in records if r.handle),
+            return_exceptions=True,
+        )
+        await self.spawner.close()
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    """Mark a remembered result's exception as seen; callers read it later."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _rss_of(pids: list[int]) -> dict[int, int]:
+    sizes: dict[int, int] = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            sizes[pid] = psutil.Process(pid).memory_info().rss
+    return sizes

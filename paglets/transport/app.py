@@ -1,0 +1,248 @@
+"""The host's aiohttp application: routes of the ``/v1`` control API.
+
+The host owns the :class:`aiohttp.web.Application` (never subclassed) and
+passes everything the routes need as one :class:`ApiContext` under a typed
+``AppKey``. Every error leaves as JSON ``{"error": {type, message, traceback}}``
+with the status its :class:`PagletError` class names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from paglets.core.errors import (
+    PagletError,
+    RequestError,
+)
+from paglets.core.events import EventKind
+from paglets.core.status import HostStatus
+from paglets.runtime.supervisor import SendMode
+from paglets.transport.auth import auth_middleware
+from paglets.transport.body import read_json
+from paglets.wire.records import (
+    API_PREFIX,
+    CreateRequest,
+    ErrorBody,
+    PagletInfo,
+    SendRequest,
+    event_to_dict,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aiohttp.typedefs import Handler
+
+    from paglets.persistence.events import EventLog
+    from paglets.runtime.supervisor import AgentRecord, Supervisor
+    from paglets.wire.records import HostInfo
+
+log = logging.getLogger(__name__)
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+MAX_WAIT = 60.0
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What the routes need from the host."""
+
+    supervisor: Supervisor
+    events: EventLog
+    host_info: Callable[[], HostInfo]
+    status: Callable[[], HostStatus]
+    api_key: str | None
+    max_body: int
+    read_timeout: float
+
+
+API: web.AppKey[ApiContext] = web.AppKey("paglets.transport.app.API", ApiContext)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_dumps(data), status=status, content_type="application/json")
+
+
+def error_response(exc: PagletError) -> web.Response:
+    """The JSON error response for ``exc``."""
+    body = ErrorBody(type(exc).__name__, exc.message, exc.remote_traceback)
+    return _json({"error": body.to_dict()}, status=exc.http_status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PagletError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # noqa: PLR2004 - redirects pass through
+            raise
+        kind = "PagletNotFoundError" if exc.status == 404 else "RequestError"  # noqa: PLR2004
+        body = ErrorBody(kind, f"{exc.status} {exc.reason}: {request.method} {request.path}")
+        return _json({"error": body.to_dict()}, status=exc.status)
+    except Exception as exc:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        body = ErrorBody("HostError", f"internal error: {type(exc).__name__}: {exc}",
+                         traceback.format_exc())
+        return _json({"error": body.to_dict()}, status=500)
+
+
+def paglet_info(record: AgentRecord, ctx: ApiContext) -> PagletInfo:
+    sup = ctx.supervisor
+    return PagletInfo(
+        agent_id=record.agent_id,
+        class_path=record.class_path,
+        host=sup.host_name,
+        host_url=sup.host_url,
+        status=record.status.value,
+        created_at=record.created_at,
+        pid=record.pid,
+        pending=record.pending,
+        exit_reason=record.exit.reason.value if record.exit else None,
+        exit_detail=record.exit.detail if record.exit else None,
+    )
+
+
+def _query_float(request: web.Request, name: str, default: float, upper: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RequestError(f"query parameter {name!r} must be a number") from None
+    if not 0 <= value <= upper:
+        raise RequestError(f"query parameter {name!r} must be between 0 and {upper:g}")
+    return value
+
+
+def _query_int(request: web.Request, name: str, default: int, upper: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RequestError(f"query parameter {name!r} must be an integer") from None
+    if not 0 <= value <= upper:
+        raise RequestError(f"query parameter {name!r} must be between 0 and {upper}")
+    return value
+
+
+# -- handlers -------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    return _json({"status": ctx.status().value})
+
+
+async def host_info(request: web.Request) -> web.Response:
+    return _json(request.app[API].host_info().to_dict())
+
+
+async def list_paglets(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    return _json({"paglets": [paglet_info(r, ctx).to_dict() for r in ctx.supervisor.list()]})
+
+
+async def create_paglet(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    req: CreateRequest = CreateRequest.parse(
+        await read_json(request, ctx.max_body, ctx.read_timeout)
+    )
+    if req.state is not None and not isinstance(req.state, dict):
+        raise RequestError("'state' must be a JSON object of the state's fields")
+    record = await ctx.supervisor.create(req.class_path, req.state, req.agent_id)
+    return _json(paglet_info(record, ctx).to_dict(), status=201)
+
+
+async def get_paglet(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    record = ctx.supervisor.get(request.match_info["agent_id"])
+    return _json(paglet_info(record, ctx).to_dict())
+
+
+async def get_state(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    state = await ctx.supervisor.state(request.match_info["agent_id"])
+    return _json({"state": state})
+
+
+async def send_message(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    req = SendRequest.parse(await read_json(request, ctx.max_body, ctx.read_timeout))
+    mode = SendMode(req.mode)
+    message_id = req.message_id
+    if message_id is None and mode is SendMode.FUTURE:
+        message_id = uuid.uuid4().hex
+    reply = await ctx.supervisor.send(
+        request.match_info["agent_id"], req.kind, req.args, priority=req.priority,
+        message_id=message_id, sender=req.sender, mode=mode, timeout=req.timeout,
+    )
+    if mode is SendMode.SYNC:
+        return _json({"reply": reply})
+    return _json({"accepted": True, "message_id": message_id}, status=202)
+
+
+async def message_result(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    wait = _query_float(request, "wait", 0.0, MAX_WAIT)
+    done, reply = await ctx.supervisor.result(
+        request.match_info["agent_id"], request.match_info["message_id"], wait
+    )
+    return _json({"done": done, "reply": reply})
+
+
+async def dispose_paglet(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    await ctx.supervisor.dispose(request.match_info["agent_id"])
+    return _json({"disposed": True})
+
+
+async def list_events(request: web.Request) -> web.Response:
+    ctx = request.app[API]
+    since = _query_int(request, "since", 0, 2**62)
+    limit = _query_int(request, "limit", 100, 10_000)
+    wait = _query_float(request, "wait", 0.0, MAX_WAIT)
+    agent_id = request.query.get("agent_id")
+    kinds = None
+    if "kind" in request.query:
+        try:
+            kinds = [EventKind(k) for k in request.query.getall("kind")]
+        except ValueError as exc:
+            raise RequestError(f"unknown event kind: {exc}") from None
+    events = ctx.events.query(since, limit, agent_id=agent_id, kinds=kinds)
+    if not events and wait > 0 and await ctx.events.wait_after(since, wait):
+        events = ctx.events.query(since, limit, agent_id=agent_id, kinds=kinds)
+    cursor = events[-1].cursor if events else max(since, 0)
+    return _json({"events": [event_to_dict(e) for e in events], "cursor": cursor})
+
+
+def build_app(ctx: ApiContext) -> web.Application:
+    """The application serving the control API for one host."""
+    middlewares: list[Any] = [error_middleware]
+    if ctx.api_key:
+        middlewares.append(auth_middleware(ctx.api_key))
+    app = web.Application(middlewares=middlewares, client_max_size=ctx.max_body)
+    app[API] = ctx
+    p = API_PREFIX
+    app.router.add_get("/health", health)
+    app.router.add_get(f"{p}/host", host_info)
+    app.router.add_get(f"{p}/paglets", list_paglets)
+    app.router.add_post(f"{p}/paglets", create_paglet)
+    app.router.add_get(f"{p}/paglets/{{agent_id}}", get_paglet)
+    app.router.add_delete(f"{p}/paglets/{{agent_id}}", dispose_paglet)
+    app.router.add_get(f"{p}/paglets/{{agent_id}}/state", get_state)
+    app.router.add_post(f"{p}/paglets/{{agent_id}}/messages", send_message)
+    app.router.add_get(f"{p}/paglets/{{agent_id}}/messages/{{message_id}}", message_result)
+    app.router.add_get(f"{p}/events", list_events)
+    return app

@@ -1,0 +1,44 @@
+"""Reading request bodies with our own byte caps and read timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Any
+
+from paglets.core.errors import PayloadTooLargeError, RequestError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes:
+    """The whole body, or ``PayloadTooLargeError`` past ``limit`` bytes."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(
+                        f"request body exceeds the {limit}-byte limit"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(f"request body not received within {timeout:g} s") from None
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
+    """The body decoded as JSON; ``RequestError`` with the parser's reason otherwise."""
+    body = await read_capped(request, limit, timeout)
+    if not body:
+        raise RequestError("expected a JSON body, got an empty one")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"malformed JSON body: {exc}") from None

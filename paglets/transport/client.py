@@ -1,0 +1,388 @@
+"""``AsyncHostClient`` and ``AsyncPagletProxy``: the async core of the client API.
+
+One :class:`aiohttp.ClientSession` per client keeps connections alive, so a
+message costs one request on a warm connection. Errors come back by name:
+the host's JSON error becomes the matching :class:`PagletError`, and
+``aiohttp`` errors never escape this module (they become
+:class:`HostUnavailableError` or :class:`PagletTimeoutError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl as ssl_module
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Self
+
+import aiohttp
+
+from paglets.config import DEFAULT_API_KEY_ENV
+from paglets.core.errors import (
+    HostUnavailableError,
+    PagletError,
+    PagletTimeoutError,
+    ProtocolError,
+    error_from_wire,
+)
+from paglets.core.message import Message
+from paglets.core.state import PagletState
+from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
+from paglets.wire.state_json import state_to_json
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterable
+    from types import TracebackType
+
+    from paglets.core.events import ContextEvent
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_RESULT_POLL = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PagletRef:
+    """A serializable reference to a paglet: store it in state, pass it in messages."""
+
+    agent_id: str
+    host_url: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"agent_id": self.agent_id, "host_url": self.host_url}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PagletRef:
+        try:
+            return cls(str(data["agent_id"]), str(data["host_url"]))
+        except (KeyError, TypeError) as exc:
+            raise ProtocolError(f"not a paglet reference: {data!r:.200}") from exc
+
+
+def _message(message: Message | str, args: dict[str, Any] | None, priority: int | None) -> Message:
+    if isinstance(message, str):
+        return Message(message, args or {}, priority if priority is not None else 0)
+    if args is not None:
+        raise TypeError("pass args inside the Message, not beside it")
+    return message
+
+
+class AsyncHostClient:
+    """Talks to one host's ``/v1`` API from async code.
+
+    Args:
+        url: the host's base URL, e.g. ``http://127.0.0.1:8765``; a path prefix
+            (a host behind a reverse proxy) is kept.
+        api_key: the bearer key; defaults to ``$PAGLETS_API_KEY`` when set.
+        ssl: an :class:`ssl.SSLContext` for ``https`` URLs with a private CA.
+        connect_timeout: seconds to wait for a connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        ssl: ssl_module.SSLContext | None = None,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise PagletError(f"host URL {url!r} must start with http:// or https://")
+        key = api_key if api_key is not None else os.environ.get(DEFAULT_API_KEY_ENV)
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._ssl = ssl
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncHostClient {self.url}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers, timeout=self._timeout, connector=connector
+            )
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One API call; returns the decoded JSON body or raises the host's error."""
+        session = self._get_session()
+        data = _dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        url = f"{self.url}{path}"
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(timeout):
+                    async with session.request(
+                        method, url, data=data, headers=headers, params=params
+                    ) as resp:
+                        payload = await resp.read()
+                        status = resp.status
+                break
+            except TimeoutError:
+                raise PagletTimeoutError(
+                    f"{method} {url} got no answer within {timeout:g} s"
+                ) from None
+            except aiohttp.ServerDisconnectedError:
+                # A kept-alive connection closed under us; requests are safe to
+                # repeat (messages carry ids the host deduplicates).
+                if attempt == 2:  # noqa: PLR2004
+                    raise HostUnavailableError(f"host {self.url} closed the connection") from None
+            except aiohttp.ClientError as exc:
+                raise HostUnavailableError(f"cannot reach host {self.url}: {exc}") from None
+        return _decode(status, payload, url)
+
+    # -- host -------------------------------------------------------------------
+
+    async def host_info(self) -> HostInfo:
+        """The host's description."""
+        info: HostInfo = HostInfo.parse(await self.request("GET", f"{API_PREFIX}/host"))
+        return info
+
+    async def health(self) -> str:
+        """The host's status word from the unauthenticated health check."""
+        return str((await self.request("GET", "/health"))["status"])
+
+    async def list(self) -> list[PagletInfo]:
+        """The paglets on the host."""
+        data = await self.request("GET", f"{API_PREFIX}/paglets")
+        return [PagletInfo.parse(item) for item in data["paglets"]]
+
+    async def create(
+        self,
+        class_path: str,
+        state: PagletState | dict[str, Any] | None = None,
+        *,
+        agent_id: str | None = None,
+    ) -> AsyncPagletProxy:
+        """Start a paglet of ``class_path`` ("package.module:Class") on the host."""
+        if isinstance(state, PagletState):
+            state = state_to_json(state)
+        body = {"class_path": class_path, "state": state, "agent_id": agent_id}
+        info = PagletInfo.parse(await self.request("POST", f"{API_PREFIX}/paglets", body))
+        return AsyncPagletProxy(self, info.agent_id)
+
+    def proxy(self, agent_id: str) -> AsyncPagletProxy:
+        """A proxy to a paglet on this host, by id (no request is made)."""
+        return AsyncPagletProxy(self, agent_id)
+
+    async def events(
+        self,
+        since: int = 0,
+        limit: int = 100,
+        *,
+        agent_id: str | None = None,
+        wait: float = 0.0,
+    ) -> tuple[list[ContextEvent], int]:
+        """Events after cursor ``since`` and the cursor to ask from next time.
+
+        With ``wait`` > 0 the host holds the request until an event arrives.
+        """
+        params = {"since": str(since), "limit": str(limit), "wait": str(wait)}
+        if agent_id is not None:
+            params["agent_id"] = agent_id
+        data = await self.request("GET", f"{API_PREFIX}/events", params=params)
+        return [event_from_dict(e) for e in data["events"]], int(data["cursor"])
+
+    async def follow_events(self, since: int = 0) -> AsyncIterator[ContextEvent]:
+        """Yield events as they are logged, forever (long polling)."""
+        cursor = since
+        while True:
+            events, cursor = await self.events(cursor, 1000, wait=_RESULT_POLL)
+            for event in events:
+                yield event
+
+
+def _decode(status: int, payload: bytes, url: str) -> Any:
+    try:
+        data = json.loads(payload) if payload else None
+    except ValueError:
+        data = None
+    if status >= 400:  # noqa: PLR2004
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and "type" in error:
+            raise error_from_wire(
+                str(error["type"]), str(error.get("message", "")), error.get("traceback")
+            )
+        raise PagletError(f"HTTP {status} from {url}: {payload[:200]!r}")
+    if data is None and payload:
+        raise ProtocolError(f"{url} answered with a body that is not JSON")
+    return data
+
+
+class AsyncPagletProxy:
+    """The handle to a paglet, for async code. See :class:`paglets.PagletProxy`."""
+
+    def __init__(self, client: AsyncHostClient, agent_id: str) -> None:
+        self.client = client
+        self.agent_id = agent_id
+        self._path = f"{API_PREFIX}/paglets/{agent_id}"
+
+    def __repr__(self) -> str:
+        return f"<AsyncPagletProxy {self.agent_id} at {self.client.url}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncPagletProxy) and self.ref == other.ref
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+    @property
+    def ref(self) -> PagletRef:
+        """The serializable reference to this paglet."""
+        return PagletRef(self.agent_id, self.client.url)
+
+    def _body(self, msg: Message, mode: str, timeout: float | None) -> dict[str, Any]:
+        return {
+            "kind": msg.kind, "args": msg.args, "priority": msg.priority,
+            "message_id": msg.message_id or uuid.uuid4().hex, "sender": msg.sender,
+            "mode": mode, "timeout": timeout,
+        }
+
+    async def send(
+        self,
+        message: Message | str,
+        args: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send and wait for the handler's reply.
+
+        ``message`` is a :class:`Message` or a kind (then ``args``/``priority``
+        go beside it). Raises the handler's error as a ``HandlerError``, or
+        ``PagletTimeoutError`` after ``timeout`` seconds.
+        """
+        msg = _message(message, args, priority)
+        data = await self.client.request(
+            "POST", f"{self._path}/messages", self._body(msg, "sync", timeout),
+            timeout=None if timeout is None else timeout + 5.0,
+        )
+        return data["reply"]
+
+    async def send_oneway(
+        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        priority: int | None = None,
+    ) -> None:
+        """Queue a message and return at once; failures go to the event log."""
+        msg = _message(message, args, priority)
+        await self.client.request("POST", f"{self._path}/messages", self._body(msg, "oneway", None))
+
+    async def send_future(
+        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        priority: int | None = None,
+    ) -> AsyncPagletFuture:
+        """Queue a message; the returned future gives its reply later."""
+        msg = _message(message, args, priority)
+        data = await self.client.request(
+            "POST", f"{self._path}/messages", self._body(msg, "future", None)
+        )
+        return AsyncPagletFuture(self, str(data["message_id"]))
+
+    async def info(self) -> PagletInfo:
+        """Where and how the paglet is (``agent_id``, ``host``, ``status``, ...)."""
+        info: PagletInfo = PagletInfo.parse(await self.client.request("GET", self._path))
+        return info
+
+    async def state(self) -> dict[str, Any]:
+        """The JSON projection of the paglet's state, taken between two messages."""
+        data = await self.client.request("GET", f"{self._path}/state")
+        state: dict[str, Any] = data["state"]
+        return state
+
+    async def dispose(self) -> None:
+        """Run ``on_disposing`` and end the paglet."""
+        await self.client.request("DELETE", self._path)
+
+
+class AsyncPagletFuture:
+    """The reply to a message sent with ``send_future``, kept by the host."""
+
+    def __init__(self, proxy: AsyncPagletProxy, message_id: str) -> None:
+        self.proxy = proxy
+        self.message_id = message_id
+        self._done = False
+        self._reply: Any = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncPagletFuture {self.message_id} {'done' if self._done else 'pending'}>"
+
+    async def _poll(self, wait: float) -> bool:
+        if self._done:
+            return True
+        path = f"{self.proxy._path}/messages/{self.message_id}"  # noqa: SLF001
+        data = await self.proxy.client.request("GET", path, params={"wait": f"{wait:g}"})
+        if data["done"]:
+            self._done, self._reply = True, data["reply"]
+        return self._done
+
+    async def done(self) -> bool:
+        """Whether the reply is there (raises the handler's error if it failed)."""
+        return await self._poll(0.0)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the reply; ``PagletTimeoutError`` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            remaining = _RESULT_POLL if deadline is None else deadline - loop.time()
+            if await self._poll(max(0.0, min(remaining, _RESULT_POLL))):
+                return self._reply
+            if deadline is not None and loop.time() >= deadline:
+                raise PagletTimeoutError(f"no reply to message {self.message_id} yet")
+
+
+class AsyncReplySet:
+    """Fan-in over several futures: iterate replies as they complete."""
+
+    def __init__(self, futures: Iterable[AsyncPagletFuture] = ()) -> None:
+        self.futures = list(futures)
+
+    def add(self, future: AsyncPagletFuture) -> None:
+        self.futures.append(future)
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    async def gather(self, timeout: float | None = None) -> list[Any]:
+        """All replies, in the order the futures were added."""
+        return list(await asyncio.gather(*(f.result(timeout) for f in self.futures)))
+
+    async def as_completed(
+        self, timeout: float | None = None
+    ) -> AsyncIterator[tuple[AsyncPagletFuture, Any]]:
+        """Yield ``(future, reply)`` pairs in completion order."""
+
+        async def one(fut: AsyncPagletFuture) -> tuple[AsyncPagletFuture, Any]:
+            return fut, await fut.result(timeout)
+
+        for next_done in asyncio.as_completed([one(f) for f in self.futures]):
+            yield await next_done

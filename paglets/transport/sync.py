@@ -1,0 +1,291 @@
+"""The blocking facade: ``HostClient``, ``PagletProxy``, ``PagletFuture``, ``ReplySet``.
+
+Each :class:`HostClient` runs its :class:`AsyncHostClient` on a private event
+loop in a background thread, and every blocking method is one call into that
+loop. Calling a blocking method from inside a running event loop would stall
+it, so that raises :class:`PagletError` pointing at the async API instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+from paglets.core.errors import PagletError, PagletTimeoutError
+from paglets.transport.client import (
+    AsyncHostClient,
+    AsyncPagletFuture,
+    AsyncPagletProxy,
+    PagletRef,
+)
+
+if TYPE_CHECKING:
+    import ssl as ssl_module
+    from collections.abc import Coroutine, Iterable, Iterator
+    from types import TracebackType
+
+    from paglets.core.events import ContextEvent
+    from paglets.core.message import Message
+    from paglets.core.state import PagletState
+    from paglets.wire.records import HostInfo, PagletInfo
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop in a daemon thread, for one client's blocking calls."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+        self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise PagletError(
+                "a blocking paglets call was made inside a running event loop; "
+                "use AsyncHostClient / proxy.aio in async code"
+            )
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise PagletTimeoutError(f"no answer within {timeout:g} s") from None
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+class HostClient:
+    """Talks to one host from plain (blocking) code.
+
+    Args:
+        url: the host's base URL.
+        api_key: the bearer key; defaults to ``$PAGLETS_API_KEY`` when set.
+        ssl: an :class:`ssl.SSLContext` for ``https`` URLs with a private CA.
+
+    Use it as a context manager, or call :meth:`close`, to stop its thread.
+    """
+
+    def __init__(
+        self, url: str, api_key: str | None = None, *, ssl: ssl_module.SSLContext | None = None
+    ) -> None:
+        self.aio = AsyncHostClient(url, api_key, ssl=ssl)
+        self._runner = _LoopThread(f"paglets-client {self.aio.url}")
+
+    def __repr__(self) -> str:
+        return f"<HostClient {self.url}>"
+
+    @property
+    def url(self) -> str:
+        return self.aio.url
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return self._runner.run(coro, timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close connections and stop the client's thread."""
+        if self._runner.loop.is_running():
+            self._run(self.aio.close())
+        self._runner.stop()
+
+    def host_info(self) -> HostInfo:
+        """The host's description."""
+        return self._run(self.aio.host_info())
+
+    def health(self) -> str:
+        """The host's status word."""
+        return self._run(self.aio.health())
+
+    def list(self) -> list[PagletInfo]:
+        """The paglets on the host."""
+        return self._run(self.aio.list())
+
+    def create(
+        self,
+        class_path: str,
+        state: PagletState | dict[str, Any] | None = None,
+        *,
+        agent_id: str | None = None,
+    ) -> PagletProxy:
+        """Start a paglet of ``class_path`` ("package.module:Class") on the host."""
+        proxy = self._run(self.aio.create(class_path, state, agent_id=agent_id))
+        return PagletProxy(self, proxy)
+
+    def proxy(self, agent_id: str) -> PagletProxy:
+        """A proxy to a paglet on this host, by id."""
+        return PagletProxy(self, self.aio.proxy(agent_id))
+
+    def events(
+        self, since: int = 0, limit: int = 100, *, agent_id: str | None = None, wait: float = 0.0
+    ) -> tuple[list[ContextEvent], int]:
+        """Events after cursor ``since``, and the cursor to ask from next time."""
+        return self._run(self.aio.events(since, limit, agent_id=agent_id, wait=wait))
+
+
+class PagletProxy:
+    """The handle to a paglet, from blocking code.
+
+    ``proxy.aio`` is the :class:`AsyncPagletProxy` with the same methods as
+    coroutines. ``proxy.ref`` is a serializable :class:`PagletRef`.
+    """
+
+    def __init__(self, client: HostClient, aio: AsyncPagletProxy) -> None:
+        self.client = client
+        self.aio = aio
+
+    def __repr__(self) -> str:
+        return f"<PagletProxy {self.agent_id} at {self.client.url}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PagletProxy) and self.ref == other.ref
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+    @property
+    def agent_id(self) -> str:
+        return self.aio.agent_id
+
+    @property
+    def ref(self) -> PagletRef:
+        return self.aio.ref
+
+    def send(
+        self,
+        message: Message | str,
+        args: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send and wait for the handler's reply."""
+        return self.client._run(  # noqa: SLF001 - the client's own runner
+            self.aio.send(message, args, priority=priority, timeout=timeout)
+        )
+
+    def send_oneway(
+        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        priority: int | None = None,
+    ) -> None:
+        """Queue a message and return at once."""
+        self.client._run(self.aio.send_oneway(message, args, priority=priority))  # noqa: SLF001
+
+    def send_future(
+        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        priority: int | None = None,
+    ) -> PagletFuture:
+        """Queue a message; the future gives its reply later."""
+        fut = self.client._run(  # noqa: SLF001
+            self.aio.send_future(message, args, priority=priority)
+        )
+        return PagletFuture(self.client, fut)
+
+    def info(self) -> PagletInfo:
+        """Where and how the paglet is."""
+        return self.client._run(self.aio.info())  # noqa: SLF001
+
+    def state(self) -> dict[str, Any]:
+        """The JSON projection of the paglet's state."""
+        return self.client._run(self.aio.state())  # noqa: SLF001
+
+    def dispose(self) -> None:
+        """Run ``on_disposing`` and end the paglet."""
+        self.client._run(self.aio.dispose())  # noqa: SLF001
+
+
+class PagletFuture:
+    """The reply to a ``send_future`` message, from blocking code."""
+
+    def __init__(self, client: HostClient, aio: AsyncPagletFuture) -> None:
+        self.client = client
+        self.aio = aio
+
+    def __repr__(self) -> str:
+        return f"<PagletFuture {self.aio.message_id}>"
+
+    @property
+    def message_id(self) -> str:
+        return self.aio.message_id
+
+    def done(self) -> bool:
+        """Whether the reply is there."""
+        return self.client._run(self.aio.done())  # noqa: SLF001
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the reply; ``PagletTimeoutError`` after ``timeout`` seconds."""
+        return self.client._run(self.aio.result(timeout))  # noqa: SLF001
+
+
+class ReplySet:
+    """Fan-in over several :class:`PagletFuture`: replies as they complete."""
+
+    def __init__(self, futures: Iterable[PagletFuture] = ()) -> None:
+        self.futures = list(futures)
+
+    def add(self, future: PagletFuture) -> None:
+        self.futures.append(future)
+
+    def __len__(self) -> int:
+        return len(self.futures)
+
+    def results(self, timeout: float | None = None) -> list[Any]:
+        """All replies, in the order the futures were added."""
+        return [f.result(timeout) for f in self.futures]
+
+    def as_completed(self, timeout: float | None = None) -> Iterator[tuple[PagletFuture, Any]]:
+        """``(future, reply)`` pairs in completion order."""
+        pending = list(self.futures)
+        while pending:
+            by_client: dict[int, list[PagletFuture]] = {}
+            for fut in pending:
+                by_client.setdefault(id(fut.client), []).append(fut)
+            group = next(iter(by_client.values()))
+            client = group[0].client
+            done = client._run(_first_done([f.aio for f in group], timeout))  # noqa: SLF001
+            match = next(f for f in group if f.aio is done[0])
+            pending.remove(match)
+            yield match, done[1]
+
+
+async def _first_done(
+    futures: list[AsyncPagletFuture], timeout: float | None
+) -> tuple[AsyncPagletFuture, Any]:
+    async def one(fut: AsyncPagletFuture) -> tuple[AsyncPagletFuture, Any]:
+        return fut, await fut.result(timeout)
+
+    tasks = [asyncio.ensure_future(one(f)) for f in futures]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        return next(iter(done)).result()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+__all__ = ["HostClient", "PagletFuture", "PagletProxy", "PagletRef", "ReplySet"]

@@ -1,0 +1,1 @@
+"""Codecs: JSON control records, state projections and the module allow-list. No I/O."""

@@ -1,0 +1,184 @@
+"""JSON control records of the HTTP API (``/v1``).
+
+Records are dataclasses; unknown fields fail loudly. Most use dataclasses-json
+(``Undefined.RAISE``). :class:`SendRequest` is decoded by hand: it is on the
+message hot path, where dataclasses-json costs about 100 µs a record.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from dataclasses_json import DataClassJsonMixin, Undefined, config
+
+from paglets.core.errors import RequestError
+from paglets.core.events import ContextEvent, EventKind
+
+PROTOCOL_VERSION = 1
+API_PREFIX = "/v1"
+
+_STRICT = config(undefined=Undefined.RAISE)["dataclasses_json"]
+
+
+class Record(DataClassJsonMixin):
+    """Base of the dataclasses-json records: strict about unknown fields."""
+
+    dataclass_json_config: ClassVar[dict[str, Any]] = _STRICT
+
+    def __getitem__(self, key: str) -> Any:
+        """Mapping-style access to fields (``info["status"]``)."""
+        if key not in self.__dataclass_fields__:  # type: ignore[attr-defined]
+            raise KeyError(key)
+        return getattr(self, key)
+
+    @classmethod
+    def parse(cls, data: Any) -> Any:
+        """Decode ``data`` into this record; a clear ``RequestError`` otherwise."""
+        if not isinstance(data, dict):
+            raise RequestError(f"{cls.__name__} must be a JSON object")
+        try:
+            return cls.from_dict(data)
+        except Exception as exc:  # noqa: BLE001 - dataclasses-json raises marshmallow errors too
+            raise RequestError(f"invalid {cls.__name__}: {exc}") from None
+
+
+@dataclass
+class CreateRequest(Record):
+    """``POST /v1/paglets``: which class to start, with what initial state."""
+
+    class_path: str
+    state: dict[str, Any] | None = None
+    agent_id: str | None = None
+
+
+@dataclass
+class PagletInfo(Record):
+    """What ``GET /v1/paglets/{id}`` and the list return for one paglet."""
+
+    agent_id: str
+    class_path: str
+    host: str
+    host_url: str
+    status: str
+    created_at: float
+    pid: int | None = None
+    pending: int = 0
+    exit_reason: str | None = None
+    exit_detail: str | None = None
+
+
+@dataclass
+class HostInfo(Record):
+    """What ``GET /v1/host`` returns."""
+
+    name: str
+    url: str
+    version: str
+    protocol_version: int
+    mesh_version: str
+    pid: int
+    status: str
+    started_at: float
+    paglets: int
+    peers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ErrorBody(Record):
+    """The body of every error response: a stable type name, a message, a traceback."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendRequest:
+    """``POST /v1/paglets/{id}/messages``."""
+
+    kind: str
+    args: dict[str, Any]
+    priority: int = 0
+    message_id: str | None = None
+    sender: str | None = None
+    mode: str = "sync"
+    timeout: float | None = None
+
+    _FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"kind", "args", "priority", "message_id", "sender", "mode", "timeout"}
+    )
+    _MODES: ClassVar[frozenset[str]] = frozenset({"sync", "oneway", "future"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind, "args": self.args, "priority": self.priority,
+            "message_id": self.message_id, "sender": self.sender, "mode": self.mode,
+            "timeout": self.timeout,
+        }
+
+    @classmethod
+    def parse(cls, data: Any) -> SendRequest:
+        if not isinstance(data, dict):
+            raise RequestError("a message must be a JSON object")
+        unknown = data.keys() - cls._FIELDS
+        if unknown:
+            raise RequestError(f"unknown message fields: {sorted(unknown)}")
+        kind = data.get("kind")
+        args = data.get("args", {})
+        priority = data.get("priority", 0)
+        mode = data.get("mode", "sync")
+        timeout = data.get("timeout")
+        if not isinstance(kind, str) or not kind:
+            raise RequestError("message 'kind' must be a non-empty string")
+        if not isinstance(args, dict):
+            raise RequestError("message 'args' must be a JSON object")
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise RequestError("message 'priority' must be an integer")
+        if mode not in cls._MODES:
+            raise RequestError(f"message 'mode' must be one of {sorted(cls._MODES)}")
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise RequestError("message 'timeout' must be a positive number of seconds")
+        for name in ("message_id", "sender"):
+            value = data.get(name)
+            if value is not None and (not isinstance(value, str) or len(value) > 200):
+                raise RequestError(f"message {name!r} must be a string of at most 200 chars")
+        return cls(
+            kind, args, priority, data.get("message_id"), data.get("sender"), mode,
+            None if timeout is None else float(timeout),
+        )
+
+
+def event_to_dict(event: ContextEvent) -> dict[str, Any]:
+    """The JSON form of a context event."""
+    return {
+        "cursor": event.cursor,
+        "timestamp": event.timestamp,
+        "kind": event.kind.value,
+        "host": event.host,
+        "agent_id": event.agent_id,
+        "detail": event.detail,
+        "data": event.data,
+    }
+
+
+def event_from_dict(data: dict[str, Any]) -> ContextEvent:
+    """A context event from its JSON form."""
+    try:
+        return ContextEvent(
+            cursor=int(data["cursor"]),
+            timestamp=float(data["timestamp"]),
+            kind=EventKind(data["kind"]),
+            host=str(data["host"]),
+            agent_id=data.get("agent_id"),
+            detail=str(data.get("detail", "")),
+            data=dict(data.get("data") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RequestError(f"invalid context event: {exc}") from None
