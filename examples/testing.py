@@ -1,0 +1,70 @@
+"""Paglets that misbehave on request, used by the test suite and the demo.
+
+They live in ``examples`` so that every host imports them by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from paglets import LifecycleEvent, Message, Paglet, PagletState
+
+
+@dataclass
+class ProbeState(PagletState):
+    log: list[str] = field(default_factory=list)
+    disposed_marker: str | None = None
+
+
+class Probe(Paglet[ProbeState]):
+    """Does what a message asks: echo, raise, exit, hang, eat memory, record order."""
+
+    State = ProbeState
+
+    def on_disposing(self, event: LifecycleEvent) -> None:
+        if self.state.disposed_marker:
+            with open(self.state.disposed_marker, "w") as fh:  # noqa: PTH123
+                fh.write(event.agent_id)
+
+    async def handle_message(self, message: Message) -> Any:  # noqa: C901, PLR0911
+        kind, args = message.kind, message.args
+        if kind == "echo":
+            return args
+        if kind == "record":
+            self.state.log.append(str(args["tag"]))
+            return len(self.state.log)
+        if kind == "gate":
+            # hold the mailbox until `count` more messages are queued behind us
+            while self.context.pending_messages < int(args["count"]):
+                await asyncio.sleep(0.005)
+            self.state.log.append("gate")
+            return None
+        if kind == "raise":
+            raise ValueError(args.get("text", "boom"))
+        if kind == "exit":
+            sys.exit(int(args.get("code", 3)))
+        if kind == "os_exit":
+            os._exit(int(args.get("code", 4)))
+        if kind == "hang":
+            time.sleep(3600)
+        if kind == "sleep":
+            await asyncio.sleep(float(args["seconds"]))
+            return "slept"
+        if kind == "eat_memory":
+            hoard = []
+            for _ in range(int(args.get("chunks", 400))):
+                hoard.append(bytearray(50 * 1024 * 1024))
+                time.sleep(0.01)
+            return len(hoard)
+        if kind == "env":
+            return dict(os.environ)
+        if kind == "pid":
+            return os.getpid()
+        if kind == "unserializable":
+            return {1, 2, 3}
+        return self.not_handled()

@@ -1,0 +1,108 @@
+"""Shared fixtures: real hosts on ephemeral ports, and leak checks on every test."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+
+from paglets import AsyncHostClient, Host
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+    from pathlib import Path
+
+
+def _descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_processes() -> Iterator[None]:
+    """Fail a test that leaves child processes (zygotes, paglets, daemons) behind."""
+    before = _descendants()
+    yield
+    deadline = time.monotonic() + 10
+    leaked = _descendants() - before
+    while leaked and time.monotonic() < deadline:
+        time.sleep(0.05)
+        leaked = {p for p in leaked if psutil.pid_exists(p) and _alive(p)}
+    assert not leaked, f"test leaked processes: {sorted(leaked)}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves non-daemon-pool threads running."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        extra = [
+            t for t in set(threading.enumerate()) - before
+            if t.is_alive() and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))
+        ]
+        if not extra:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"test leaked threads: {extra}")
+
+
+
+
+@pytest.fixture
+async def make_host(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Host]]]:
+    """Start real hosts on ephemeral loopback ports; all are stopped at teardown."""
+    hosts: list[Host] = []
+    counter = iter(range(1000))
+
+    async def factory(**options: Any) -> Host:
+        n = next(counter)
+        options.setdefault("name", f"h{n}")
+        options.setdefault("state_dir", tmp_path / f"state{n}")
+        host = Host(**options)
+        hosts.append(host)
+        await host.start()
+        return host
+
+    try:
+        yield factory
+    finally:
+        await asyncio.gather(*(h.stop() for h in hosts), return_exceptions=True)
+
+
+@pytest.fixture
+async def host(make_host: Callable[..., Awaitable[Host]]) -> Host:
+    return await make_host(name="alpha")
+
+
+@pytest.fixture
+async def client(host: Host) -> AsyncIterator[AsyncHostClient]:
+    async with AsyncHostClient(host.url) as c:
+        yield c
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, what: str = ""
+) -> None:
+    """Poll ``predicate`` until true; fail by name at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
