@@ -1,3 +1,4 @@
+# ruff: noqa: ASYNC110, ASYNC251, PLR0912 - this paglet blocks and polls on purpose
 """Paglets that misbehave on request, used by the test suite and the demo.
 
 They live in ``examples`` so that every host imports them by default.

@@ -50,19 +50,27 @@ class HostConfig:
     insecure: bool = False
     preload: tuple[str, ...] = ()
     spawner: str = "zygote"
+    warm_children: int = 2
     secret_env: tuple[str, ...] = (DEFAULT_API_KEY_ENV,)
     max_body: int = DEFAULT_MAX_BODY
     read_timeout: float = 30.0
     limits: SupervisorLimits = field(default_factory=SupervisorLimits)
 
     def __post_init__(self) -> None:
-        if self.state_dir is not None and not isinstance(self.state_dir, Path):
-            object.__setattr__(self, "state_dir", Path(self.state_dir))
+        self._normalise()
+        self._validate()
+
+    def _normalise(self) -> None:
+        state_dir: object = self.state_dir
+        if isinstance(state_dir, str):
+            object.__setattr__(self, "state_dir", Path(state_dir))
         for name in ("peers", "allow_modules", "preload", "secret_env"):
-            value = getattr(self, name)
+            value: object = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigurationError(f"{name} must be a sequence of strings, not a string")
-            object.__setattr__(self, name, tuple(value))
+            object.__setattr__(self, name, tuple(value))  # type: ignore[arg-type]
+
+    def _validate(self) -> None:
         if not self.name or any(c.isspace() or c == "/" for c in self.name):
             raise ConfigurationError(
                 f"host name {self.name!r} must be non-empty without spaces or '/'"
@@ -71,6 +79,8 @@ class HostConfig:
             raise ConfigurationError(f"port {self.port} is outside 0-65535")
         if self.spawner not in ("zygote", "spawn"):
             raise ConfigurationError("spawner must be 'zygote' or 'spawn'")
+        if not 0 <= self.warm_children <= 64:  # noqa: PLR2004 - a sane bound
+            raise ConfigurationError("warm_children must be between 0 and 64")
         if self.max_body < 1024:  # noqa: PLR2004 - a useful minimum
             raise ConfigurationError("max_body must be at least 1024 bytes")
         if self.api_key is not None and not self.api_key:

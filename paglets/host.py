@@ -30,7 +30,7 @@ from paglets.core.errors import HostNotRunningError
 from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
 from paglets.persistence.events import EventLog
-from paglets.runtime.spawner import Spawner, SubprocessSpawner, ZygoteSpawner
+from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
 from paglets.transport.app import ApiContext, build_app
 from paglets.wire.modules import ModulePolicy
@@ -70,6 +70,8 @@ class Host:
             spawner = ZygoteSpawner(preload=cfg.preload, secrets=cfg.secret_env)
         else:
             spawner = SubprocessSpawner(secrets=cfg.secret_env)
+        if cfg.warm_children:
+            spawner = WarmPool(spawner, cfg.warm_children)
         self.supervisor = Supervisor(
             host_name=cfg.name,
             host_url="",

@@ -6,9 +6,11 @@ The runtime provides the implementation; paglet code only reads it through
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import logging
+    from pathlib import Path
 
 
 class PagletContext(Protocol):

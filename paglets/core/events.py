@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class LifecycleKind(str, Enum):
+class LifecycleKind(StrEnum):
     """Which lifecycle transition a hook is called for."""
 
     CREATION = "creation"
@@ -29,7 +29,7 @@ class LifecycleEvent:
     host_name: str
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     """Kinds of context events in a host's event log."""
 
     HOST_STARTED = "host.started"

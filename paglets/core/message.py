@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Final
+from typing import Any, Final, Self
 
 
 class Priority(IntEnum):
@@ -47,9 +47,9 @@ class Message:
 class _NotHandled:
     """The type of :data:`NOT_HANDLED`."""
 
-    _instance: _NotHandled | None = None
+    _instance: Self | None = None
 
-    def __new__(cls) -> _NotHandled:
+    def __new__(cls) -> Self:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance

@@ -53,19 +53,18 @@ class Paglet(Generic[StateT]):
             isinstance(state_cls, type) and issubclass(state_cls, PagletState)
         ):
             raise ConfigurationError(
-                f"{cls.__qualname__}.State must be a PagletState dataclass, "
-                f"not {state_cls!r}"
+                f"{cls.__qualname__}.State must be a PagletState dataclass, not {state_cls!r}"
             )
 
     # -- lifecycle hooks ------------------------------------------------------
 
-    def on_creation(self, event: LifecycleEvent) -> None | Awaitable[None]:
+    def on_creation(self, event: LifecycleEvent) -> Awaitable[None] | None:
         """Called once per identity, right after the paglet is created."""
 
-    def on_disposing(self, event: LifecycleEvent) -> None | Awaitable[None]:
+    def on_disposing(self, event: LifecycleEvent) -> Awaitable[None] | None:
         """Called before the paglet is disposed; its process ends afterwards."""
 
-    def run(self) -> None | Awaitable[None]:
+    def run(self) -> Awaitable[None] | None:
         """Background work, started after the paglet becomes active.
 
         Override with ``async def run(self)`` to run on the paglet's event loop

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class PagletStatus(str, Enum):
+class PagletStatus(StrEnum):
     """Where a paglet is in its life on one host."""
 
     STARTING = "starting"
@@ -15,7 +15,7 @@ class PagletStatus(str, Enum):
     DISPOSED = "disposed"
 
 
-class HostStatus(str, Enum):
+class HostStatus(StrEnum):
     """Where a host is in its life."""
 
     CREATED = "created"
@@ -25,7 +25,7 @@ class HostStatus(str, Enum):
     STOPPED = "stopped"
 
 
-class ExitReason(str, Enum):
+class ExitReason(StrEnum):
     """Why a paglet's process ended."""
 
     DISPOSED = "disposed"

@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -34,7 +35,7 @@ from paglets.wire.modules import ModulePolicy, import_class
 from paglets.wire.state_json import state_from_json, state_to_json
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class ChildRuntime:
             if isinstance(item, ipc.Deliver):
                 await self._deliver(self.paglet, item)
             elif isinstance(item, ipc.GetState):
-                self._reply(item.id, lambda p=self.paglet: state_to_json(p.state))
+                self._reply(item.id, partial(state_to_json, self.paglet.state))
             else:
                 await self._stop(self.paglet, item)
                 return
@@ -179,8 +180,11 @@ class ChildRuntime:
         record = ipc.ErrorRecord.from_exception(exc)
         try:
             self.channel.send(
-                ipc.Note("paglet.run_failed", f"run() raised {type(exc).__name__}: {exc}",
-                         {"traceback": record.traceback})
+                ipc.Note(
+                    "paglet.run_failed",
+                    f"run() raised {type(exc).__name__}: {exc}",
+                    {"traceback": record.traceback},
+                )
             )
         except OSError:
             os._exit(0)
@@ -191,10 +195,10 @@ class ChildRuntime:
         )
         try:
             value = await _call(paglet.handle_message, message)
-        except BaseException as exc:  # noqa: BLE001 - the caller gets it by name
+        except BaseException as exc:
             if isinstance(exc, SystemExit | KeyboardInterrupt):
                 raise
-            self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(exc), item.reply)
+            self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(exc), wanted=item.reply)
             return
         if value is NOT_HANDLED:
             error = ipc.ErrorRecord.from_exception(
@@ -202,20 +206,20 @@ class ChildRuntime:
                     f"{type(paglet).__qualname__} does not handle messages of kind {item.kind!r}"
                 )
             )
-            self._send_reply(item.id, None, error, item.reply)
+            self._send_reply(item.id, None, error, wanted=item.reply)
             return
-        self._send_reply(item.id, value, None, item.reply)
+        self._send_reply(item.id, value, None, wanted=item.reply)
 
     def _reply(self, request_id: int, compute: Callable[[], Any]) -> None:
         try:
             value = compute()
         except Exception as exc:  # noqa: BLE001 - the caller gets it by name
-            self._send_reply(request_id, None, ipc.ErrorRecord.from_exception(exc), True)
+            self._send_reply(request_id, None, ipc.ErrorRecord.from_exception(exc), wanted=True)
             return
-        self._send_reply(request_id, value, None, True)
+        self._send_reply(request_id, value, None, wanted=True)
 
     def _send_reply(
-        self, request_id: int, value: Any, error: ipc.ErrorRecord | None, wanted: bool
+        self, request_id: int, value: Any, error: ipc.ErrorRecord | None, *, wanted: bool
     ) -> None:
         if not wanted:
             if error is not None:
@@ -247,7 +251,7 @@ class ChildRuntime:
                 await _call(paglet.on_disposing, self._event(LifecycleKind.DISPOSING))
         except Exception as exc:  # noqa: BLE001 - reported, disposal goes on
             error = ipc.ErrorRecord.from_exception(exc)
-        self._send_reply(item.id, None, error, True)
+        self._send_reply(item.id, None, error, wanted=True)
 
 
 def _heartbeat(channel: _Channel, interval: float) -> None:
@@ -262,30 +266,39 @@ def _heartbeat(channel: _Channel, interval: float) -> None:
 
 
 def run_child(sock: socket.socket) -> NoReturn:
-    """Become the paglet described by the first record on ``sock``; never returns."""
+    """Become the paglet described by the first record on ``sock``; never returns.
+
+    Everything that does not depend on the paglet (logging, the event loop) is
+    set up before the ``Init`` record is read, so a pre-started child waiting
+    in the host's warm pool becomes its paglet with as little work as possible.
+    """
     die_with_parent()
-    sock.setblocking(True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s paglet[%(process)d] %(levelname)s %(message)s"
+    )
+    runner = asyncio.Runner()
+    runner.get_loop()
+    sock.setblocking(True)  # noqa: FBT003 - the socket API
     channel = _Channel(sock)
     decoder = FrameDecoder()
     records = [ipc.decode(f) for f in channel.read_one_blocking(decoder) if isinstance(f, dict)]
     init = records[0]
     if not isinstance(init, ipc.Init):
         os._exit(70)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s paglet {init.agent_id[:8]} %(levelname)s %(message)s"
-    )
     threading.Thread(
-        target=_heartbeat, args=(channel, init.heartbeat_interval), name="paglet-heartbeat",
+        target=_heartbeat,
+        args=(channel, init.heartbeat_interval),
+        name="paglet-heartbeat",
         daemon=True,
     ).start()
     runtime = ChildRuntime(channel, init, records[1:])
     runtime._decoder = decoder  # noqa: SLF001 - keep bytes already read past the Init
     try:
-        asyncio.run(runtime.serve())
+        runner.run(runtime.serve())
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
         _flush_and_exit(code)
-    except BaseException:  # noqa: BLE001 - a crash is reported by the exit code
+    except BaseException:
         log.exception("paglet %s crashed", init.agent_id)
         _flush_and_exit(1)
     _flush_and_exit(0)
@@ -294,4 +307,3 @@ def run_child(sock: socket.socket) -> NoReturn:
 def _flush_and_exit(code: int) -> NoReturn:
     logging.shutdown()
     os._exit(code)
-

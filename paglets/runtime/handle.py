@@ -70,6 +70,12 @@ _REQUESTED_DETAIL = {
 }
 
 
+def _as_record(frame: dict[str, Any] | bytes) -> ipc.Record:
+    if not isinstance(frame, dict):
+        raise ProtocolError("unexpected binary frame from a child")
+    return ipc.decode(frame)
+
+
 class _ChannelProtocol(asyncio.Protocol):
     def __init__(self, handle: ChildHandle) -> None:
         self.handle = handle
@@ -82,16 +88,14 @@ class _ChannelProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self.decoder.feed(data)
-            for frame in frames:
-                if not isinstance(frame, dict):
-                    raise ProtocolError("unexpected binary frame from a child")
-                self.handle.on_record(ipc.decode(frame))
+            for frame in self.decoder.feed(data):
+                self.handle.on_record(_as_record(frame))
         except ProtocolError:
             log.exception("paglet %s sent a malformed frame; killing it", self.handle.agent_id)
             self.handle.kill(ExitReason.EXCEPTION)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        del exc  # the child's exit code, reported by the spawner, says why
         self.transport = None
 
 
@@ -220,11 +224,11 @@ class ChildHandle:
         """Queue a message; the future resolves to the handler's reply."""
         if not reply:
             self._write(
-                ipc.Deliver(next(self._ids), kind, args, priority, message_id, sender, False)
+                ipc.Deliver(next(self._ids), kind, args, priority, message_id, sender, reply=False)
             )
             return None
         return self._call(
-            lambda i: ipc.Deliver(i, kind, args, priority, message_id, sender, True)
+            lambda i: ipc.Deliver(i, kind, args, priority, message_id, sender, reply=True)
         )
 
     async def get_state(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from paglets.core.errors import (
@@ -20,7 +20,7 @@ from paglets.core.errors import (
 )
 
 
-class Op(str, Enum):
+class Op(StrEnum):
     """Record tags on the host-to-child channel."""
 
     INIT = "init"
@@ -185,7 +185,7 @@ def _field_names(cls: type[_Record]) -> frozenset[str]:
 def decode(data: dict[str, Any]) -> Record:
     """The record for a received JSON object; ``ProtocolError`` if it is not one."""
     values = dict(data)
-    cls = _BY_OP.get(values.pop("op", None))  # type: ignore[arg-type]
+    cls = _BY_OP.get(values.pop("op", None))
     if cls is None:
         raise ProtocolError(f"unknown record op in {data!r:.200}")
     unknown = set(values) - _field_names(cls)

@@ -28,10 +28,7 @@ class Mailbox:
         return len(self._heap)
 
     def put(self, item: MailItem) -> None:
-        if isinstance(item, Deliver):
-            key = (1, -item.priority)
-        else:
-            key = (0, 0)
+        key = (1, -item.priority) if isinstance(item, Deliver) else (0, 0)
         heapq.heappush(self._heap, (*key, next(self._seq), item))
         self._ready.set()
 

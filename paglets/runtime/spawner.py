@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from paglets.core.errors import HostError
@@ -61,6 +62,9 @@ class Spawner(Protocol):
 
     async def spawn(self) -> ChildProcess: ...
 
+    def warm(self, module: str) -> None:
+        """Hint that children will import ``module`` (an allow-listed paglet module)."""
+
     async def close(self) -> None: ...
 
 
@@ -78,6 +82,7 @@ class ZygoteSpawner:
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock = asyncio.Lock()
+        self._warmed: set[str] = set(preload)
 
     def __repr__(self) -> str:
         pid = self._proc.pid if self._proc else None
@@ -94,11 +99,11 @@ class ZygoteSpawner:
                 argv += ["--preload", name]
             # Popen runs on the loop thread: Linux ties the zygote's parent-death
             # signal to the thread that forked it.
-            self._proc = subprocess.Popen(
+            self._proc = subprocess.Popen(  # noqa: ASYNC220 - must fork from the loop thread
                 argv, pass_fds=[theirs.fileno()], env=child_environment(self._secrets)
             )
             theirs.close()
-            ours.setblocking(False)
+            ours.setblocking(False)  # noqa: FBT003 - the socket API
             self._control = ours
             self._ready = loop.create_future()
             loop.add_reader(ours.fileno(), self._on_readable)
@@ -169,7 +174,8 @@ class ZygoteSpawner:
         self._spawning[token] = (waiter, child_end)
         try:
             socket.send_fds(
-                self._control, [json.dumps({"op": "spawn", "token": token}).encode()],
+                self._control,
+                [json.dumps({"op": "spawn", "token": token}).encode()],
                 [child_end.fileno()],
             )
         finally:
@@ -182,6 +188,14 @@ class ZygoteSpawner:
         exited: asyncio.Future[int] = loop.create_future()
         self._exits[pid] = exited
         return ChildProcess(pid, host_end, exited)
+
+    def warm(self, module: str) -> None:
+        """Have the zygote import ``module`` so later children start with it loaded."""
+        if module in self._warmed or self._control is None:
+            return
+        self._warmed.add(module)
+        with contextlib.suppress(OSError):
+            self._control.send(json.dumps({"op": "preload", "module": module}).encode())
 
     async def _reap_proc(self) -> None:
         proc = self._proc
@@ -204,6 +218,86 @@ class ZygoteSpawner:
         self._proc = None
 
 
+class WarmPool:
+    """Keeps ``size`` children started ahead of need, in front of another spawner.
+
+    A pooled child has forked, set up logging and its event loop, and waits for
+    its ``Init`` record; taking one costs no fork on the create path. The pool
+    refills in the background after each take.
+    """
+
+    def __init__(self, inner: Spawner, size: int = 2) -> None:
+        self.inner = inner
+        self.size = size
+        self._ready: list[ChildProcess] = []
+        self._refill: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def __repr__(self) -> str:
+        return f"<WarmPool ready={len(self._ready)}/{self.size} {self.inner!r}>"
+
+    async def start(self) -> None:
+        await self.inner.start()
+        self._schedule_refill()
+
+    def _schedule_refill(self) -> None:
+        if self._closing or self.size <= 0:
+            return
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.get_running_loop().create_task(self._fill())
+
+    async def _fill(self) -> None:
+        while not self._closing and len(self._ready) < self.size:
+            try:
+                child = await self.inner.spawn()
+            except HostError:
+                log.exception("could not pre-start a child")
+                return
+            if self.closing:
+                _discard(child)
+                return
+            child.exited.add_done_callback(partial(self._forget, child))
+            self._ready.append(child)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def _forget(self, child: ChildProcess, _exited: object = None) -> None:
+        if child in self._ready:
+            self._ready.remove(child)
+            child.sock.close()
+
+    def warm(self, module: str) -> None:
+        self.inner.warm(module)
+
+    async def spawn(self) -> ChildProcess:
+        while self._ready:
+            child = self._ready.pop(0)
+            if not child.exited.done():
+                self._schedule_refill()
+                return child
+        child = await self.inner.spawn()
+        self._schedule_refill()
+        return child
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._refill is not None:
+            self._refill.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refill
+        for child in self._ready:
+            _discard(child)
+        self._ready.clear()
+        await self.inner.close()
+
+
+def _discard(child: ChildProcess) -> None:
+    child.sock.close()
+    child.kill()
+
+
 class SubprocessSpawner:
     """Starts each child as a fresh interpreter: slow (~100+ ms), works anywhere."""
 
@@ -217,6 +311,9 @@ class SubprocessSpawner:
     async def start(self) -> None:
         return
 
+    def warm(self, module: str) -> None:
+        del module  # each child is a fresh interpreter: nothing to warm
+
     async def spawn(self) -> ChildProcess:
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         code = (
@@ -225,8 +322,12 @@ class SubprocessSpawner:
         )
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", code, str(child_end.fileno()),
-                pass_fds=[child_end.fileno()], env=child_environment(self._secrets),
+                sys.executable,
+                "-c",
+                code,
+                str(child_end.fileno()),
+                pass_fds=[child_end.fileno()],
+                env=child_environment(self._secrets),
                 start_new_session=True,
             )
         finally:

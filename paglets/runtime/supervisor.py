@@ -16,8 +16,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from enum import Enum
-from pathlib import Path
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -37,6 +36,8 @@ from paglets.runtime import ipc
 from paglets.runtime.handle import ChildHandle, ExitInfo
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from paglets.persistence.events import EventLog
     from paglets.runtime.spawner import Spawner
     from paglets.wire.modules import ModulePolicy
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class SendMode(str, Enum):
+class SendMode(StrEnum):
     """How a caller wants the reply to a message."""
 
     SYNC = "sync"
@@ -145,7 +146,7 @@ class Supervisor:
     ) -> AgentRecord:
         """Start a new paglet; returns once its ``on_creation`` hook has run."""
         self._check_open()
-        self.policy.check(class_path)
+        module, _qualname = self.policy.check(class_path)
         agent_id = agent_id or uuid.uuid4().hex
         if agent_id in self._agents or agent_id in self._gone:
             raise RequestError(f"a paglet with id {agent_id} exists on this host already")
@@ -153,9 +154,7 @@ class Supervisor:
         self._agents[agent_id] = record
         try:
             child = await self.spawner.spawn()
-            handle = ChildHandle(
-                child, agent_id, on_exit=self._on_exit, on_note=self._on_note
-            )
+            handle = ChildHandle(child, agent_id, on_exit=self._on_exit, on_note=self._on_note)
             record.handle = handle
             await handle.start(
                 ipc.Init(
@@ -175,13 +174,18 @@ class Supervisor:
             if record.handle is not None:
                 record.handle.kill(ExitReason.START_FAILED)
             self.events.append(
-                EventKind.PAGLET_CREATE_FAILED, agent_id, f"{class_path}: {exc}",
+                EventKind.PAGLET_CREATE_FAILED,
+                agent_id,
+                f"{class_path}: {exc}",
                 {"class_path": class_path, "error": type(exc).__name__},
             )
             raise
+        self.spawner.warm(module)
         record.status = PagletStatus.ACTIVE
         self.events.append(
-            EventKind.PAGLET_CREATED, agent_id, f"created {class_path}",
+            EventKind.PAGLET_CREATED,
+            agent_id,
+            f"created {class_path}",
             {"class_path": class_path, "pid": handle.pid},
         )
         return record
@@ -216,7 +220,11 @@ class Supervisor:
                 )
             want_reply = mode is not SendMode.ONEWAY or key is not None
             fut = handle.deliver(
-                kind, args, priority=priority, message_id=message_id, sender=sender,
+                kind,
+                args,
+                priority=priority,
+                message_id=message_id,
+                sender=sender,
                 reply=want_reply,
             )
             if key is not None and fut is not None:
@@ -267,7 +275,7 @@ class Supervisor:
             await record.handle.stop(self.limits.stop_grace)
         record.status = PagletStatus.DISPOSED
         self._bury(record)
-        await asyncio.to_thread(shutil.rmtree, self.work_root / agent_id, True)
+        await asyncio.to_thread(shutil.rmtree, self.work_root / agent_id, ignore_errors=True)
         self.events.append(EventKind.PAGLET_DISPOSED, agent_id, "disposed")
 
     def _bury(self, record: AgentRecord) -> None:
@@ -288,7 +296,9 @@ class Supervisor:
         record.status = PagletStatus.CRASHED
         kind = EventKind.PAGLET_HUNG if info.reason is ExitReason.HUNG else EventKind.PAGLET_CRASHED
         self.events.append(
-            kind, record.agent_id, info.detail,
+            kind,
+            record.agent_id,
+            info.detail,
             {"reason": info.reason.value, "code": info.code, "class_path": record.class_path},
         )
         log.warning("paglet %s %s", record.agent_id, info.detail)
@@ -349,8 +359,11 @@ class Supervisor:
         for record in records:
             record.status = PagletStatus.STOPPING
         await asyncio.gather(
-            *(r.handle.stop(self.limits.stop_grace, ExitReason.HOST_STOPPED)
-              for r in records if r.handle),
+            *(
+                r.handle.stop(self.limits.stop_grace, ExitReason.HOST_STOPPED)
+                for r in records
+                if r.handle
+            ),
             return_exceptions=True,
         )
         await self.spawner.close()

@@ -74,6 +74,9 @@ class Zygote:
         if not data:
             self._shutdown(0)
         request = json.loads(data)
+        if request.get("op") == "preload" and not fds:
+            _import_quietly(str(request.get("module")))
+            return
         if request.get("op") != "spawn" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -121,15 +124,20 @@ class Zygote:
         os._exit(code)
 
 
+def _import_quietly(name: str) -> None:
+    """Import a module children will need; a failure is left for the child to report."""
+    try:
+        importlib.import_module(name)
+    except Exception:
+        log.debug("zygote: could not preload %s", name, exc_info=True)
+    gc.collect()
+    gc.freeze()
+
+
 def _preload(modules: list[str]) -> None:
     importlib.import_module("paglets.runtime.child")
     for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:
-            log.exception("zygote: could not preload %s", name)
-    gc.collect()
-    gc.freeze()
+        _import_quietly(name)
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

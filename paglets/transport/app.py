@@ -22,7 +22,6 @@ from paglets.core.errors import (
     RequestError,
 )
 from paglets.core.events import EventKind
-from paglets.core.status import HostStatus
 from paglets.runtime.supervisor import SendMode
 from paglets.transport.auth import auth_middleware
 from paglets.transport.body import read_json
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
 
     from aiohttp.typedefs import Handler
 
+    from paglets.core.status import HostStatus
     from paglets.persistence.events import EventLog
     from paglets.runtime.supervisor import AgentRecord, Supervisor
     from paglets.wire.records import HostInfo
@@ -90,8 +90,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return _json({"error": body.to_dict()}, status=exc.status)
     except Exception as exc:
         log.exception("unexpected error serving %s %s", request.method, request.path)
-        body = ErrorBody("HostError", f"internal error: {type(exc).__name__}: {exc}",
-                         traceback.format_exc())
+        body = ErrorBody(
+            "HostError", f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc()
+        )
         return _json({"error": body.to_dict()}, status=500)
 
 
@@ -185,8 +186,14 @@ async def send_message(request: web.Request) -> web.Response:
     if message_id is None and mode is SendMode.FUTURE:
         message_id = uuid.uuid4().hex
     reply = await ctx.supervisor.send(
-        request.match_info["agent_id"], req.kind, req.args, priority=req.priority,
-        message_id=message_id, sender=req.sender, mode=mode, timeout=req.timeout,
+        request.match_info["agent_id"],
+        req.kind,
+        req.args,
+        priority=req.priority,
+        message_id=message_id,
+        sender=req.sender,
+        mode=mode,
+        timeout=req.timeout,
     )
     if mode is SendMode.SYNC:
         return _json({"reply": reply})

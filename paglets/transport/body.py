@@ -16,7 +16,9 @@ async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes
     """The whole body, or ``PayloadTooLargeError`` past ``limit`` bytes."""
     declared = request.content_length
     if declared is not None and declared > limit:
-        raise PayloadTooLargeError(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+        raise PayloadTooLargeError(
+            f"request body of {declared} bytes exceeds the {limit}-byte limit"
+        )
     chunks: list[bytes] = []
     size = 0
     try:
@@ -24,9 +26,7 @@ async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes
             async for chunk in request.content.iter_chunked(64 * 1024):
                 size += len(chunk)
                 if size > limit:
-                    raise PayloadTooLargeError(
-                        f"request body exceeds the {limit}-byte limit"
-                    )
+                    raise PayloadTooLargeError(f"request body exceeds the {limit}-byte limit")
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestError(f"request body not received within {timeout:g} s") from None

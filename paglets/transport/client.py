@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import ssl as ssl_module
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
@@ -33,6 +32,8 @@ from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_di
 from paglets.wire.state_json import state_to_json
 
 if TYPE_CHECKING:
+    import builtins
+    import ssl as ssl_module
     from collections.abc import AsyncIterator, Iterable
     from types import TracebackType
 
@@ -201,7 +202,7 @@ class AsyncHostClient:
         *,
         agent_id: str | None = None,
         wait: float = 0.0,
-    ) -> tuple[list[ContextEvent], int]:
+    ) -> tuple[builtins.list[ContextEvent], int]:
         """Events after cursor ``since`` and the cursor to ask from next time.
 
         With ``wait`` > 0 the host holds the request until an event arrives.
@@ -262,9 +263,13 @@ class AsyncPagletProxy:
 
     def _body(self, msg: Message, mode: str, timeout: float | None) -> dict[str, Any]:
         return {
-            "kind": msg.kind, "args": msg.args, "priority": msg.priority,
-            "message_id": msg.message_id or uuid.uuid4().hex, "sender": msg.sender,
-            "mode": mode, "timeout": timeout,
+            "kind": msg.kind,
+            "args": msg.args,
+            "priority": msg.priority,
+            "message_id": msg.message_id or uuid.uuid4().hex,
+            "sender": msg.sender,
+            "mode": mode,
+            "timeout": timeout,
         }
 
     async def send(
@@ -283,13 +288,18 @@ class AsyncPagletProxy:
         """
         msg = _message(message, args, priority)
         data = await self.client.request(
-            "POST", f"{self._path}/messages", self._body(msg, "sync", timeout),
+            "POST",
+            f"{self._path}/messages",
+            self._body(msg, "sync", timeout),
             timeout=None if timeout is None else timeout + 5.0,
         )
         return data["reply"]
 
     async def send_oneway(
-        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        self,
+        message: Message | str,
+        args: dict[str, Any] | None = None,
+        *,
         priority: int | None = None,
     ) -> None:
         """Queue a message and return at once; failures go to the event log."""
@@ -297,7 +307,10 @@ class AsyncPagletProxy:
         await self.client.request("POST", f"{self._path}/messages", self._body(msg, "oneway", None))
 
     async def send_future(
-        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        self,
+        message: Message | str,
+        args: dict[str, Any] | None = None,
+        *,
         priority: int | None = None,
     ) -> AsyncPagletFuture:
         """Queue a message; the returned future gives its reply later."""

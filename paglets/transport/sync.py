@@ -21,6 +21,7 @@ from paglets.transport.client import (
 )
 
 if TYPE_CHECKING:
+    import builtins
     import ssl as ssl_module
     from collections.abc import Coroutine, Iterable, Iterator
     from types import TracebackType
@@ -143,7 +144,7 @@ class HostClient:
 
     def events(
         self, since: int = 0, limit: int = 100, *, agent_id: str | None = None, wait: float = 0.0
-    ) -> tuple[list[ContextEvent], int]:
+    ) -> tuple[builtins.list[ContextEvent], int]:
         """Events after cursor ``since``, and the cursor to ask from next time."""
         return self._run(self.aio.events(since, limit, agent_id=agent_id, wait=wait))
 
@@ -190,14 +191,20 @@ class PagletProxy:
         )
 
     def send_oneway(
-        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        self,
+        message: Message | str,
+        args: dict[str, Any] | None = None,
+        *,
         priority: int | None = None,
     ) -> None:
         """Queue a message and return at once."""
         self.client._run(self.aio.send_oneway(message, args, priority=priority))  # noqa: SLF001
 
     def send_future(
-        self, message: Message | str, args: dict[str, Any] | None = None, *,
+        self,
+        message: Message | str,
+        args: dict[str, Any] | None = None,
+        *,
         priority: int | None = None,
     ) -> PagletFuture:
         """Queue a message; the future gives its reply later."""

@@ -18,6 +18,7 @@ from paglets.core.events import ContextEvent, EventKind
 
 PROTOCOL_VERSION = 1
 API_PREFIX = "/v1"
+_MAX_ID = 200
 
 _STRICT = config(undefined=Undefined.RAISE)["dataclasses_json"]
 
@@ -25,7 +26,7 @@ _STRICT = config(undefined=Undefined.RAISE)["dataclasses_json"]
 class Record(DataClassJsonMixin):
     """Base of the dataclasses-json records: strict about unknown fields."""
 
-    dataclass_json_config: ClassVar[dict[str, Any]] = _STRICT
+    dataclass_json_config = _STRICT
 
     def __getitem__(self, key: str) -> Any:
         """Mapping-style access to fields (``info["status"]``)."""
@@ -113,8 +114,12 @@ class SendRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "kind": self.kind, "args": self.args, "priority": self.priority,
-            "message_id": self.message_id, "sender": self.sender, "mode": self.mode,
+            "kind": self.kind,
+            "args": self.args,
+            "priority": self.priority,
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "mode": self.mode,
             "timeout": self.timeout,
         }
 
@@ -147,10 +152,15 @@ class SendRequest:
             raise RequestError("message 'timeout' must be a positive number of seconds")
         for name in ("message_id", "sender"):
             value = data.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > 200):
-                raise RequestError(f"message {name!r} must be a string of at most 200 chars")
+            if value is not None and (not isinstance(value, str) or len(value) > _MAX_ID):
+                raise RequestError(f"message {name!r} must be a string of at most {_MAX_ID} chars")
         return cls(
-            kind, args, priority, data.get("message_id"), data.get("sender"), mode,
+            kind,
+            args,
+            priority,
+            data.get("message_id"),
+            data.get("sender"),
+            mode,
             None if timeout is None else float(timeout),
         )
 
