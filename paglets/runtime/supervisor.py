@@ -17,6 +17,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import psutil
@@ -229,6 +230,8 @@ class Supervisor:
             )
             if key is not None and fut is not None:
                 self._remember(key, fut)
+            if mode is not SendMode.SYNC and fut is not None:
+                fut.add_done_callback(partial(self._unwaited_done, agent_id, kind))
         if mode is not SendMode.SYNC or fut is None:
             return None
         try:
@@ -237,6 +240,18 @@ class Supervisor:
             raise PagletTimeoutError(
                 f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
             ) from None
+
+    def _unwaited_done(self, agent_id: str, kind: str, fut: asyncio.Future[Any]) -> None:
+        """Log the failure of a message nobody waits on (one-way or future)."""
+        if fut.cancelled() or fut.exception() is None:
+            return
+        exc = fut.exception()
+        self.events.append(
+            EventKind.MESSAGE_FAILED,
+            agent_id,
+            f"{kind!r} failed: {exc}",
+            {"kind": kind, "error": type(exc).__name__},
+        )
 
     def _remember(self, key: tuple[str, str], fut: asyncio.Future[Any]) -> None:
         fut.add_done_callback(_consume)
