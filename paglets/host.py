@@ -197,11 +197,11 @@ class Host:
     # -- running as a daemon ----------------------------------------------------
 
     def request_stop(self) -> None:
-        """Ask :meth:`serve_forever` to stop the host."""
+        """Ask `serve_forever` to stop the host."""
         self._stop_requested.set()
 
     async def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT (a second SIGINT exits at once) or :meth:`request_stop`."""
+        """Run until SIGTERM/SIGINT (a second SIGINT exits at once) or `request_stop`."""
         loop = asyncio.get_running_loop()
         await self.start()
         interrupts = 0

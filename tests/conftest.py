@@ -49,15 +49,14 @@ def no_leaked_threads() -> Iterator[None]:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         extra = [
-            t for t in set(threading.enumerate()) - before
+            t
+            for t in set(threading.enumerate()) - before
             if t.is_alive() and not t.name.startswith(("asyncio_", "ThreadPoolExecutor"))
         ]
         if not extra:
             return
         time.sleep(0.05)
     pytest.fail(f"test leaked threads: {extra}")
-
-
 
 
 @pytest.fixture

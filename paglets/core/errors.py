@@ -1,6 +1,6 @@
 """The one exception tree of paglets.
 
-Every error raised by paglets derives from :class:`PagletError`. Where a caller
+Every error raised by paglets derives from `PagletError`. Where a caller
 would naturally catch a builtin, the paglets error inherits it too::
 
     PagletError
@@ -17,7 +17,7 @@ would naturally catch a builtin, the paglets error inherits it too::
      ├── MailboxFullError                         too many messages waiting (429)
      ├── PagletTimeoutError (TimeoutError)        no reply within the caller's timeout
      ├── PagletDeadError                          the paglet stopped before replying (410)
-     │    ├── PagletCrashedError                  its process died; ``exit_reason`` says how
+     │    ├── PagletCrashedError                  its process died; the message says how
      │    └── PagletDisposedError                 it was disposed
      ├── HostError                                host-level failures
      │    ├── HostUnavailableError (ConnectionError)  the host cannot be reached
@@ -25,9 +25,9 @@ would naturally catch a builtin, the paglets error inherits it too::
      ├── TransferError                            a move did not happen; the paglet stayed
      └── ProtocolError                            a malformed frame or wire record
 
-Errors cross process and host boundaries by name (:func:`error_from_wire`),
+Errors cross process and host boundaries by name (`error_from_wire`),
 never by unpickling. An error name the receiver does not know becomes a plain
-:class:`PagletError` that keeps the remote type name.
+`PagletError` that keeps the remote type name.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class MessageNotHandledError(PagletError):
 
 
 class HandlerError(PagletError):
-    """The paglet's message handler raised; ``remote_type`` names the exception."""
+    """The paglet's message handler raised; the message starts with the exception's type."""
 
     http_status = HTTPStatus.UNPROCESSABLE_ENTITY
 
@@ -189,7 +189,7 @@ def error_from_wire(
     """Rebuild an error sent by another process or host, by its type name.
 
     Only classes of this tree can be built; any other name becomes a plain
-    :class:`PagletError` whose ``remote_type`` keeps the name.
+    `PagletError` whose ``remote_type`` keeps the name.
     """
     cls = _all_error_classes().get(type_name, PagletError)
     return cls(message, remote_type=type_name, remote_traceback=remote_traceback)

@@ -45,7 +45,7 @@ class Message:
 
 
 class _NotHandled:
-    """The type of :data:`NOT_HANDLED`."""
+    """The type of `NOT_HANDLED`."""
 
     _instance: Self | None = None
 
@@ -59,4 +59,4 @@ class _NotHandled:
 
 
 NOT_HANDLED: Final = _NotHandled()
-"""Returned by :meth:`Paglet.not_handled` to say a message kind is not understood."""
+"""Returned by `Paglet.not_handled` to say a message kind is not understood."""

@@ -22,7 +22,7 @@ StateT = TypeVar("StateT", bound=PagletState)
 class Paglet(Generic[StateT]):
     """A mobile agent: one dataclass of state, lifecycle hooks and a message handler.
 
-    Subclass it, set ``State`` to your :class:`PagletState` dataclass and
+    Subclass it, set ``State`` to your `PagletState` dataclass and
     override what you need::
 
         class Counter(Paglet[CounterState]):
@@ -78,7 +78,7 @@ class Paglet(Generic[StateT]):
     def handle_message(self, message: Message) -> Any:
         """Handle one message and return a JSON-compatible reply.
 
-        Return :meth:`not_handled` for kinds the paglet does not understand.
+        Return `not_handled` for kinds the paglet does not understand.
         An exception raised here reaches the caller as a ``HandlerError``.
         """
         del message
@@ -92,10 +92,10 @@ class Paglet(Generic[StateT]):
 
     @classmethod
     def has_run(cls) -> bool:
-        """Whether the class overrides :meth:`run`."""
+        """Whether the class overrides `run`."""
         return cls.run is not Paglet.run
 
     @classmethod
     def run_is_async(cls) -> bool:
-        """Whether the class's :meth:`run` is a coroutine function."""
+        """Whether the class's `run` is a coroutine function."""
         return inspect.iscoroutinefunction(cls.run)

@@ -1,6 +1,6 @@
 """The paglet's child process: becomes one paglet and serves its mailbox.
 
-Entry point :func:`run_child` takes the child's end of the host channel. It
+Entry point `run_child` takes the child's end of the host channel. It
 reads an ``Init`` record, imports and builds the paglet, runs the creation hook,
 answers ``Ready`` and then serves messages one at a time on an asyncio loop.
 A thread sends heartbeats; when the host's end goes away the child exits.

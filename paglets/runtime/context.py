@@ -1,4 +1,4 @@
-"""The child's implementation of :class:`paglets.core.context.PagletContext`."""
+"""The child's implementation of `paglets.core.context.PagletContext`."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ class FrameDecoder:
 
     ``feed`` returns the complete frames seen so far: dicts for JSON frames and
     ``bytes`` for binary frames. A frame over ``max_frame`` bytes, an unknown
-    kind or a body that is not a JSON object raises :class:`ProtocolError`.
+    kind or a body that is not a JSON object raises `ProtocolError`.
     """
 
     __slots__ = ("_buffer", "_max_frame")

@@ -1,7 +1,7 @@
 """``ChildHandle``: the host's side of one paglet's child process.
 
 It sends records down the channel, matches replies to waiting callers, keeps
-the heartbeat time, and turns the child's exit into a named :class:`ExitInfo`.
+the heartbeat time, and turns the child's exit into a named `ExitInfo`.
 When the child ends, every pending call fails at once with a typed error.
 """
 

@@ -1,7 +1,7 @@
 """Typed control records exchanged between a host and a paglet's child process.
 
 Each record is a small frozen dataclass with an ``OP`` tag. ``to_wire`` gives
-the JSON object sent in a frame; :func:`decode` turns a received object back
+the JSON object sent in a frame; `decode` turns a received object back
 into its record and fails loudly on an unknown op or unknown fields.
 """
 

@@ -1,8 +1,8 @@
 """Starting child processes fast: a warm zygote, or a plain spawn as fallback.
 
-Both spawners hand back a :class:`ChildProcess`: the host's end of a fresh
+Both spawners hand back a `ChildProcess`: the host's end of a fresh
 socketpair whose other end the child serves, and a future of its exit code
-(negative for a signal, as in :mod:`subprocess`).
+(negative for a signal, as in `subprocess`).
 """
 
 from __future__ import annotations

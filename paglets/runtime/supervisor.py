@@ -1,6 +1,6 @@
 """``Supervisor``: the host's table of paglets and the operations on them.
 
-It starts children through a spawner, keeps one :class:`AgentRecord` per
+It starts children through a spawner, keeps one `AgentRecord` per
 paglet, delivers messages (synchronous, one-way, future), reads state,
 disposes, and watches children: a missed heartbeat or an exceeded memory
 limit kills the child with a named reason. It never runs paglet code.

@@ -4,7 +4,7 @@ The host starts it once (``python -m paglets.runtime.zygote --fd N``) with a
 scrubbed environment. It imports the child runtime and the configured preload
 modules, then waits on a datagram socket for ``spawn`` requests, each carrying
 the child's end of a fresh host channel as a passed file descriptor. A forked
-child becomes its paglet at once (:func:`paglets.runtime.child.run_child`).
+child becomes its paglet at once (`paglets.runtime.child.run_child`).
 
 The zygote reaps its children and reports each exit code to the host. When
 the host's socket closes, or on SIGTERM, it kills the children it still has

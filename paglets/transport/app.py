@@ -1,9 +1,9 @@
 """The host's aiohttp application: routes of the ``/v1`` control API.
 
-The host owns the :class:`aiohttp.web.Application` (never subclassed) and
-passes everything the routes need as one :class:`ApiContext` under a typed
+The host owns the `aiohttp.web.Application` (never subclassed) and
+passes everything the routes need as one `ApiContext` under a typed
 ``AppKey``. Every error leaves as JSON ``{"error": {type, message, traceback}}``
-with the status its :class:`PagletError` class names.
+with the status its `PagletError` class names.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """``AsyncHostClient`` and ``AsyncPagletProxy``: the async core of the client API.
 
-One :class:`aiohttp.ClientSession` per client keeps connections alive, so a
+One `aiohttp.ClientSession` per client keeps connections alive, so a
 message costs one request on a warm connection. Errors come back by name:
-the host's JSON error becomes the matching :class:`PagletError`, and
+the host's JSON error becomes the matching `PagletError`, and
 ``aiohttp`` errors never escape this module (they become
-:class:`HostUnavailableError` or :class:`PagletTimeoutError`).
+`HostUnavailableError` or `PagletTimeoutError`).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class AsyncHostClient:
         url: the host's base URL, e.g. ``http://127.0.0.1:8765``; a path prefix
             (a host behind a reverse proxy) is kept.
         api_key: the bearer key; defaults to ``$PAGLETS_API_KEY`` when set.
-        ssl: an :class:`ssl.SSLContext` for ``https`` URLs with a private CA.
+        ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA.
         connect_timeout: seconds to wait for a connection.
     """
 
@@ -240,7 +240,7 @@ def _decode(status: int, payload: bytes, url: str) -> Any:
 
 
 class AsyncPagletProxy:
-    """The handle to a paglet, for async code. See :class:`paglets.PagletProxy`."""
+    """The handle to a paglet, for async code. See `paglets.PagletProxy`."""
 
     def __init__(self, client: AsyncHostClient, agent_id: str) -> None:
         self.client = client
@@ -282,7 +282,7 @@ class AsyncPagletProxy:
     ) -> Any:
         """Send and wait for the handler's reply.
 
-        ``message`` is a :class:`Message` or a kind (then ``args``/``priority``
+        ``message`` is a `Message` or a kind (then ``args``/``priority``
         go beside it). Raises the handler's error as a ``HandlerError``, or
         ``PagletTimeoutError`` after ``timeout`` seconds.
         """

@@ -1,9 +1,9 @@
 """The blocking facade: ``HostClient``, ``PagletProxy``, ``PagletFuture``, ``ReplySet``.
 
-Each :class:`HostClient` runs its :class:`AsyncHostClient` on a private event
+Each `HostClient` runs its `AsyncHostClient` on a private event
 loop in a background thread, and every blocking method is one call into that
 loop. Calling a blocking method from inside a running event loop would stall
-it, so that raises :class:`PagletError` pointing at the async API instead.
+it, so that raises `PagletError` pointing at the async API instead.
 """
 
 from __future__ import annotations
@@ -77,9 +77,9 @@ class HostClient:
     Args:
         url: the host's base URL.
         api_key: the bearer key; defaults to ``$PAGLETS_API_KEY`` when set.
-        ssl: an :class:`ssl.SSLContext` for ``https`` URLs with a private CA.
+        ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA.
 
-    Use it as a context manager, or call :meth:`close`, to stop its thread.
+    Use it as a context manager, or call `close`, to stop its thread.
     """
 
     def __init__(
@@ -152,8 +152,8 @@ class HostClient:
 class PagletProxy:
     """The handle to a paglet, from blocking code.
 
-    ``proxy.aio`` is the :class:`AsyncPagletProxy` with the same methods as
-    coroutines. ``proxy.ref`` is a serializable :class:`PagletRef`.
+    ``proxy.aio`` is the `AsyncPagletProxy` with the same methods as
+    coroutines. ``proxy.ref`` is a serializable `PagletRef`.
     """
 
     def __init__(self, client: HostClient, aio: AsyncPagletProxy) -> None:
@@ -250,7 +250,7 @@ class PagletFuture:
 
 
 class ReplySet:
-    """Fan-in over several :class:`PagletFuture`: replies as they complete."""
+    """Fan-in over several `PagletFuture`: replies as they complete."""
 
     def __init__(self, futures: Iterable[PagletFuture] = ()) -> None:
         self.futures = list(futures)

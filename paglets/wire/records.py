@@ -1,7 +1,7 @@
 """JSON control records of the HTTP API (``/v1``).
 
 Records are dataclasses; unknown fields fail loudly. Most use dataclasses-json
-(``Undefined.RAISE``). :class:`SendRequest` is decoded by hand: it is on the
+(``Undefined.RAISE``). `SendRequest` is decoded by hand: it is on the
 message hot path, where dataclasses-json costs about 100 µs a record.
 """
 

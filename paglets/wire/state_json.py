@@ -1,7 +1,7 @@
 """The JSON projection of paglet state, and the restricted decoder back from JSON.
 
-:func:`state_to_json` turns a :class:`~paglets.core.state.PagletState` into plain
-JSON values. :func:`state_from_json` rebuilds it, driven only by the type hints of
+`state_to_json` turns a `paglets.core.state.PagletState` into plain
+JSON values. `state_from_json` rebuilds it, driven only by the type hints of
 the state class: it constructs that dataclass, the dataclasses its hints name and
 a fixed set of value types, and never looks anything up by a name found in the data.
 
@@ -71,7 +71,7 @@ def state_to_json(state: PagletState) -> dict[str, Any]:
     """Project paglet state onto JSON-compatible values.
 
     Args:
-        state: a dataclass instance, normally a :class:`PagletState` subclass.
+        state: a dataclass instance, normally a `PagletState` subclass.
 
     Returns:
         A dict holding only dicts, lists, str, int, float, bool and None.
@@ -138,7 +138,7 @@ def state_from_json(cls: type[S], data: Mapping[str, Any]) -> S:
 
     Args:
         cls: the state dataclass.
-        data: the JSON object, as produced by :func:`state_to_json`.
+        data: the JSON object, as produced by `state_to_json`.
 
     Returns:
         A new instance of ``cls``.

@@ -1,0 +1,361 @@
+"""``paglets-demo``: a guided tour of paglets on a small local mesh.
+
+It starts a few ``paglets-host`` processes on loopback (any free ports, a
+temporary state directory), then, as any script would, talks to them with
+`paglets.HostClient`: it creates counter paglets, sends them messages,
+collects replies with ``send_future`` and a `paglets.ReplySet`, lets one
+paglet crash while the others keep answering, shows each host's context events,
+and prints timings. Whatever happens (an error, Ctrl-C), it stops the hosts and
+removes its temporary files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from paglets.cli._errors import run_cli
+from paglets.core.errors import HostError, PagletCrashedError, PagletError
+from paglets.transport.sync import HostClient, ReplySet
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from paglets.core.events import ContextEvent
+    from paglets.transport.sync import PagletProxy
+
+PROG = "paglets-demo"
+HOST_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
+COUNTER = "examples.counter:Counter"
+PROBE = "examples.testing:Probe"
+INCREMENTS = 5
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+REPLY_TIMEOUT = 30.0
+
+
+@dataclass
+class DemoHost:
+    """One ``paglets-host`` process the demo started."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    log_file: Path
+    url: str = ""
+
+    def log_tail(self) -> str:
+        """The last line the host logged, to explain a failure."""
+        try:
+            lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
+
+
+@dataclass
+class Counters:
+    """What the summary reports."""
+
+    created: int = 0
+    messages: int = 0
+    round_trips: list[float] = field(default_factory=list)
+    first_replies: list[float] = field(default_factory=list)
+
+    def send(self, proxy: PagletProxy, kind: str, args: dict[str, Any] | None = None) -> Any:
+        """Send one message and wait for its reply, timing the round trip."""
+        self.messages += 1
+        started = time.perf_counter()
+        reply = proxy.send(kind, args, timeout=REPLY_TIMEOUT)
+        self.round_trips.append(time.perf_counter() - started)
+        return reply
+
+
+# -- output -----------------------------------------------------------------------
+
+
+def _section(title: str) -> None:
+    click.echo(f"\n== {title} ==")
+
+
+def _say(text: str = "") -> None:
+    click.echo(f"  {text}" if text else "")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in (headers, ["-" * w for w in widths], *rows):
+        _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _short(agent_id: str | None) -> str:
+    return agent_id[:8] if agent_id else "-"
+
+
+def _reply(reply: Any) -> str:
+    if isinstance(reply, dict) and set(reply) == {"count"}:
+        return f"count={reply['count']}"
+    return repr(reply)
+
+
+def _ms(seconds: list[float]) -> str:
+    return f"{statistics.median(seconds) * 1000:.1f} ms" if seconds else "n/a"
+
+
+# -- the hosts ----------------------------------------------------------------------
+
+
+def _start_host(root: Path, name: str, peers: Sequence[str]) -> DemoHost:
+    ready_file = root / f"{name}.ready.json"
+    log_file = root / f"{name}.log"
+    argv = [sys.executable, "-m", "paglets.cli.host", "--name", name, "--port", "0"]
+    argv += ["--ready-file", str(ready_file), "--state-dir", str(root / "state")]
+    argv += ["--mesh-version", "demo", "--log-level", "info"]
+    for peer in peers:
+        argv += ["--peer", peer]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    return DemoHost(name, process, ready_file, log_file)
+
+
+def _wait_ready(hosts: Sequence[DemoHost]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    waiting = [h for h in hosts if not h.url]
+    while waiting:
+        for host in list(waiting):
+            if host.ready_file.exists():
+                host.url = json.loads(host.ready_file.read_text(encoding="utf-8"))["url"]
+                waiting.remove(host)
+            elif (code := host.process.poll()) is not None:
+                raise HostError(
+                    f"host {host.name} exited with code {code} before it was ready: "
+                    f"{host.log_tail() or 'no log output'}"
+                )
+        if waiting and time.monotonic() > deadline:
+            names = ", ".join(h.name for h in waiting)
+            raise HostError(f"hosts {names} were not ready within {READY_TIMEOUT:g} s")
+        if waiting:
+            time.sleep(0.05)
+
+
+def _stop_hosts(hosts: Sequence[DemoHost]) -> None:
+    """SIGTERM every host, wait for all within a bound, kill any that hang."""
+    for host in hosts:
+        if host.process.poll() is None:
+            host.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for host in hosts:
+        try:
+            code = host.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            host.process.kill()
+            code = host.process.wait()
+            _say(f"{host.name}: did not stop within {STOP_TIMEOUT:g} s; killed")
+            continue
+        how = f"exit code {code}" if code >= 0 else f"ended by {signal.Signals(-code).name}"
+        _say(f"{host.name}: stopped, {how}")
+
+
+# -- the tour -------------------------------------------------------------------------
+
+
+def run_demo(n_hosts: int, n_paglets: int) -> None:
+    """Start ``n_hosts`` hosts, run the tour with ``n_paglets`` counters each, clean up."""
+    root = Path(tempfile.mkdtemp(prefix="paglets-demo-"))
+    hosts: list[DemoHost] = []
+    try:
+        with contextlib.ExitStack() as clients:
+            _section(f"1. Starting {n_hosts} hosts")
+            _say("Each host is a `paglets-host` process on loopback; each paglet will be")
+            _say("a child process of its host.")
+            _say()
+            hosts.append(_start_host(root, HOST_NAMES[0], ()))
+            _wait_ready(hosts)
+            for name in HOST_NAMES[1:n_hosts]:
+                hosts.append(_start_host(root, name, (hosts[0].url,)))
+            _wait_ready(hosts)
+            _table(
+                ("HOST", "URL", "PID"),
+                [(h.name, h.url, str(h.process.pid)) for h in hosts],
+            )
+            by_host = {h.name: clients.enter_context(HostClient(h.url)) for h in hosts}
+            _tour(by_host, n_paglets)
+        _section("Stopping hosts")
+        _say("SIGTERM: each host stops its paglets, then exits.")
+        _stop_hosts(hosts)
+    finally:
+        running = [h for h in hosts if h.process.poll() is None]
+        if running:
+            _section("Stopping hosts")
+            _stop_hosts(running)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _tour(clients: dict[str, HostClient], n_paglets: int) -> None:
+    stats = Counters()
+    counters = _create_counters(clients, n_paglets, stats)
+    _send_increments(counters, stats)
+    _fan_in(counters, stats)
+    _crash(clients, counters, stats)
+    _events(clients)
+    _section("7. Summary")
+    _table(
+        ("WHAT", "VALUE"),
+        [
+            ("hosts", str(len(clients))),
+            ("paglets created", str(stats.created)),
+            ("messages sent", str(stats.messages)),
+            ("median message round trip", _ms(stats.round_trips)),
+            ("median create -> first reply", _ms(stats.first_replies)),
+        ],
+    )
+
+
+def _create_counters(
+    clients: dict[str, HostClient], n_paglets: int, stats: Counters
+) -> list[tuple[str, PagletProxy]]:
+    _section("2. Creating paglets")
+    _say(f"{n_paglets} `{COUNTER}` per host; each answers its first `increment`.")
+    _say()
+    counters: list[tuple[str, PagletProxy]] = []
+    rows = []
+    for name, client in clients.items():
+        for _ in range(n_paglets):
+            started = time.perf_counter()
+            proxy = client.create(COUNTER)
+            stats.created += 1
+            reply = stats.send(proxy, "increment")
+            elapsed = time.perf_counter() - started
+            stats.first_replies.append(elapsed)
+            counters.append((name, proxy))
+            rows.append((name, _short(proxy.agent_id), f"{elapsed * 1000:.1f}", _reply(reply)))
+    _table(("HOST", "PAGLET", "CREATE -> REPLY MS", "REPLY"), rows)
+    return counters
+
+
+def _send_increments(counters: list[tuple[str, PagletProxy]], stats: Counters) -> None:
+    _section("3. Sending messages")
+    _say(f"Each counter gets {INCREMENTS} `increment` messages with send (wait for the reply).")
+    _say()
+    rows = []
+    for name, proxy in counters:
+        reply: Any = None
+        for by in range(1, INCREMENTS + 1):
+            reply = stats.send(proxy, "increment", {"by": by})
+        rows.append((name, _short(proxy.agent_id), _reply(reply)))
+    _table(("HOST", "PAGLET", "LAST REPLY"), rows)
+
+
+def _fan_in(counters: list[tuple[str, PagletProxy]], stats: Counters) -> None:
+    _section("4. Fan-in with send_future + ReplySet")
+    _say("One `get` to every counter at once; replies listed as they complete.")
+    _say()
+    where = {proxy.agent_id: name for name, proxy in counters}
+    replies = ReplySet()
+    ids = {}
+    for _, proxy in counters:
+        future = proxy.send_future("get")
+        stats.messages += 1
+        replies.add(future)
+        ids[future.message_id] = proxy.agent_id
+    rows = []
+    total = 0
+    for future, reply in replies.as_completed(REPLY_TIMEOUT):
+        agent_id = ids[future.message_id]
+        total += int(reply["count"])
+        rows.append((where[agent_id], _short(agent_id), _reply(reply)))
+    _table(("HOST", "PAGLET", "REPLY"), rows)
+    _say()
+    _say(f"{len(replies)} replies; the counts add up to {total}.")
+
+
+def _crash(
+    clients: dict[str, HostClient], counters: list[tuple[str, PagletProxy]], stats: Counters
+) -> None:
+    _section("5. A paglet crashes; the others keep answering")
+    _say(f"A `{PROBE}` on the first host is asked to kill its own process.")
+    _say()
+    name, client = next(iter(clients.items()))
+    probe = client.create(PROBE)
+    stats.created += 1
+    label = f"{name} probe {_short(probe.agent_id)}"
+    _say(f"{label}: echo -> {_reply(stats.send(probe, 'echo', {'hello': 'world'}))}")
+    stats.messages += 1
+    try:
+        probe.send("os_exit", {"code": 4}, timeout=REPLY_TIMEOUT)
+    except PagletCrashedError as exc:
+        _say(f"{label}: os_exit -> {type(exc).__name__}: {exc}")
+    else:
+        raise PagletError(f"the probe on {name} did not crash as asked")
+    info = probe.info()
+    _say(f"{label}: status {info.status} ({info.exit_detail})")
+    answered = sum(1 for _, proxy in counters if stats.send(proxy, "get") is not None)
+    _say(f"counters still answering `get`: {answered} of {len(counters)}")
+
+
+def _events(clients: dict[str, HostClient]) -> None:
+    _section("6. Context events")
+    _say("Each host logs what happens to it and its paglets; scripts can query")
+    _say("or follow the log.")
+    for name, client in clients.items():
+        events: list[ContextEvent] = []
+        cursor = 0
+        while True:
+            page, cursor = client.events(cursor, limit=100)
+            if not page:
+                break
+            events.extend(page)
+        _say()
+        _say(f"-- {name} --")
+        _table(
+            ("KIND", "PAGLET", "DETAIL"),
+            [(str(e.kind), _short(e.agent_id), e.detail) for e in events],
+        )
+
+
+# -- command line -----------------------------------------------------------------
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--hosts",
+    "n_hosts",
+    type=click.IntRange(1, len(HOST_NAMES)),
+    default=3,
+    show_default=True,
+    help="Number of hosts to start.",
+)
+@click.option(
+    "--paglets",
+    "n_paglets",
+    type=click.IntRange(1, 50),
+    default=2,
+    show_default=True,
+    help="Counter paglets per host.",
+)
+def command(n_hosts: int, n_paglets: int) -> None:
+    """Start a small local mesh and show what paglets do."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    run_demo(n_hosts, n_paglets)
+
+
+def main() -> None:
+    """Entry point of the ``paglets-demo`` console script."""
+    run_cli(command, PROG)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""``paglets-host``: run one paglets host as a daemon.
+
+::
+
+    paglets-host --name alpha --port 8765 --mesh-version dev
+    paglets-host --name beta --port 8766 --peer http://127.0.0.1:8765
+
+The host serves until SIGTERM or SIGINT, then stops accepting requests, stops
+its paglets within a bound and exits 0. ``--ready-file`` lets a supervisor (a
+test, a script, the demo) wait for the host without polling its port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from paglets._version import __version__
+from paglets.cli._errors import run_cli
+from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
+from paglets.host import Host
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+PROG = "paglets-host"
+DEFAULT_PORT = 8765
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _check_peer(
+    _ctx: click.Context, _param: click.Parameter, value: Sequence[str]
+) -> tuple[str, ...]:
+    for url in value:
+        if not url.startswith(("http://", "https://")):
+            raise click.BadParameter(f"peer URL {url!r} must start with http:// or https://")
+    return tuple(url.rstrip("/") for url in value)
+
+
+def _check_ready_file(
+    _ctx: click.Context, _param: click.Parameter, value: Path | None
+) -> Path | None:
+    if value is not None and not value.parent.is_dir():
+        raise click.BadParameter(f"directory {value.parent} does not exist")
+    return value
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--name", help="Host name in the mesh.  [default: this machine's hostname]")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    help="Port to bind; 0 picks any free port (see --ready-file).",
+)
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    callback=_check_peer,
+    metavar="URL",
+    help="URL of another host of the mesh; repeatable.",
+)
+@click.option("--mesh-version", default="dev", show_default=True, help="Version of the mesh.")
+@click.option(
+    "--api-key-env",
+    default=DEFAULT_API_KEY_ENV,
+    show_default=True,
+    metavar="NAME",
+    help="Environment variable holding the API key; paglets never see it.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where hosts keep their state.  [default: $PAGLETS_HOME or the user state dir]",
+)
+@click.option(
+    "--allow-module",
+    "allow_modules",
+    multiple=True,
+    metavar="PREFIX",
+    help="Module prefix paglet classes may come from; repeatable.",
+)
+@click.option(
+    "--preload",
+    multiple=True,
+    metavar="MODULE",
+    help="Module the zygote imports once, so paglets start fast; repeatable.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow binding a non-loopback address without an API key.",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    callback=_check_ready_file,
+    help='Once listening, write {"url", "pid", "name"} as JSON here; removed at exit.',
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+)
+@click.version_option(__version__, prog_name=PROG)
+def command(  # click passes options by keyword
+    *,
+    name: str | None,
+    host: str,
+    port: int,
+    peers: tuple[str, ...],
+    mesh_version: str,
+    api_key_env: str,
+    state_dir: Path | None,
+    allow_modules: tuple[str, ...],
+    preload: tuple[str, ...],
+    insecure: bool,
+    ready_file: Path | None,
+    log_level: str,
+) -> None:
+    """Run a paglets host until SIGTERM or SIGINT."""
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    secrets = tuple(dict.fromkeys((DEFAULT_API_KEY_ENV, api_key_env)))
+    config = HostConfig(
+        name=name or socket.gethostname(),
+        host=host,
+        port=port,
+        api_key=os.environ.get(api_key_env) or None,
+        mesh_version=mesh_version,
+        peers=peers,
+        state_dir=state_dir,
+        allow_modules=allow_modules,
+        insecure=insecure,
+        preload=preload,
+        secret_env=secrets,
+    )
+    asyncio.run(_serve(Host(config), ready_file))
+
+
+async def _serve(host: Host, ready_file: Path | None) -> None:
+    await host.start()
+    serving = asyncio.create_task(host.serve_forever(), name=f"serve-{host.name}")
+    try:
+        # One turn of the loop lets serve_forever install its SIGTERM/SIGINT
+        # handlers, so whoever waits on the ready file may signal us at once.
+        await asyncio.sleep(0)
+        if ready_file is not None:
+            await asyncio.to_thread(_write_ready_file, ready_file, host)
+        await serving
+    finally:
+        if not serving.done():
+            host.request_stop()
+            await serving
+        await host.stop()
+        if ready_file is not None:
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(ready_file.unlink)
+
+
+def _write_ready_file(path: Path, host: Host) -> None:
+    """Write the ready file atomically: a reader sees all of it or nothing."""
+    data = {"url": host.url, "pid": os.getpid(), "name": host.name}
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+        temp.replace(path)
+    finally:
+        temp.unlink(missing_ok=True)
+    log.debug("wrote ready file %s", path)
+
+
+def main() -> None:
+    """Entry point of the ``paglets-host`` console script."""
+    run_cli(command, PROG)
+
+
+if __name__ == "__main__":
+    main()
