@@ -37,7 +37,7 @@ from paglets.wire.modules import ModulePolicy
 from paglets.wire.records import PROTOCOL_VERSION, HostInfo
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
     from types import TracebackType
 
 log = logging.getLogger(__name__)
@@ -200,10 +200,13 @@ class Host:
         """Ask `serve_forever` to stop the host."""
         self._stop_requested.set()
 
-    async def serve_forever(self) -> None:
-        """Run until SIGTERM/SIGINT (a second SIGINT exits at once) or `request_stop`."""
+    async def serve_forever(self, on_ready: Callable[[Host], None] | None = None) -> None:
+        """Run until SIGTERM/SIGINT (a second SIGINT exits at once) or `request_stop`.
+
+        Signal handlers are in place before the host starts, so a signal at any
+        moment stops it in order. ``on_ready`` is called once it is listening.
+        """
         loop = asyncio.get_running_loop()
-        await self.start()
         interrupts = 0
 
         def on_signal(sig: signal.Signals) -> None:
@@ -217,6 +220,9 @@ class Host:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         try:
+            await self.start()
+            if on_ready is not None and not self._stop_requested.is_set():
+                on_ready(self)
             await self._stop_requested.wait()
         finally:
             await self.stop()

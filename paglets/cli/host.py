@@ -27,10 +27,11 @@ import click
 from paglets._version import __version__
 from paglets.cli._errors import run_cli
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
-from paglets.host import Host
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from paglets.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ def command(  # click passes options by keyword
     log_level: str,
 ) -> None:
     """Run a paglets host until SIGTERM or SIGINT."""
+    from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp); after option parsing
+
     logging.basicConfig(
         level=log_level.upper(),
         stream=sys.stderr,
@@ -157,20 +160,13 @@ def command(  # click passes options by keyword
 
 
 async def _serve(host: Host, ready_file: Path | None) -> None:
-    await host.start()
-    serving = asyncio.create_task(host.serve_forever(), name=f"serve-{host.name}")
-    try:
-        # One turn of the loop lets serve_forever install its SIGTERM/SIGINT
-        # handlers, so whoever waits on the ready file may signal us at once.
-        await asyncio.sleep(0)
+    def announce(ready: Host) -> None:
         if ready_file is not None:
-            await asyncio.to_thread(_write_ready_file, ready_file, host)
-        await serving
+            _write_ready_file(ready_file, ready)
+
+    try:
+        await host.serve_forever(on_ready=announce)
     finally:
-        if not serving.done():
-            host.request_stop()
-            await serving
-        await host.stop()
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):
                 await asyncio.to_thread(ready_file.unlink)
