@@ -254,6 +254,24 @@ class ChildRuntime:
         self._send_reply(item.id, None, error, wanted=True)
 
 
+class _Heartbeat:
+    """A thread, started before the ``Init`` arrives, that beats once it has an interval."""
+
+    def __init__(self, channel: _Channel) -> None:
+        self.channel = channel
+        self.interval = 0.0
+        self._go = threading.Event()
+        threading.Thread(target=self._main, name="paglet-heartbeat", daemon=True).start()
+
+    def start(self, interval: float) -> None:
+        self.interval = interval
+        self._go.set()
+
+    def _main(self) -> None:
+        self._go.wait()
+        _heartbeat(self.channel, self.interval)
+
+
 def _heartbeat(channel: _Channel, interval: float) -> None:
     beat = encode_json(ipc.Heartbeat().to_wire())
     while True:
@@ -280,17 +298,13 @@ def run_child(sock: socket.socket) -> NoReturn:
     runner.get_loop()
     sock.setblocking(True)  # noqa: FBT003 - the socket API
     channel = _Channel(sock)
+    heartbeat = _Heartbeat(channel)
     decoder = FrameDecoder()
     records = [ipc.decode(f) for f in channel.read_one_blocking(decoder) if isinstance(f, dict)]
     init = records[0]
     if not isinstance(init, ipc.Init):
         os._exit(70)
-    threading.Thread(
-        target=_heartbeat,
-        args=(channel, init.heartbeat_interval),
-        name="paglet-heartbeat",
-        daemon=True,
-    ).start()
+    heartbeat.start(init.heartbeat_interval)
     runtime = ChildRuntime(channel, init, records[1:])
     runtime._decoder = decoder  # noqa: SLF001 - keep bytes already read past the Init
     try:

@@ -8,7 +8,6 @@ When the child ends, every pending call fails at once with a typed error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import signal
@@ -26,7 +25,6 @@ from paglets.core.errors import (
 )
 from paglets.core.status import ExitReason
 from paglets.runtime import ipc
-from paglets.runtime.frames import FrameDecoder, encode_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,35 +68,6 @@ _REQUESTED_DETAIL = {
 }
 
 
-def _as_record(frame: dict[str, Any] | bytes) -> ipc.Record:
-    if not isinstance(frame, dict):
-        raise ProtocolError("unexpected binary frame from a child")
-    return ipc.decode(frame)
-
-
-class _ChannelProtocol(asyncio.Protocol):
-    def __init__(self, handle: ChildHandle) -> None:
-        self.handle = handle
-        self.decoder = FrameDecoder()
-        self.transport: asyncio.WriteTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101 - stream transport
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            for frame in self.decoder.feed(data):
-                self.handle.on_record(_as_record(frame))
-        except ProtocolError:
-            log.exception("paglet %s sent a malformed frame; killing it", self.handle.agent_id)
-            self.handle.kill(ExitReason.EXCEPTION)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        del exc  # the child's exit code, reported by the spawner, says why
-        self.transport = None
-
-
 class ChildHandle:
     """Talks to one child; see the module docstring."""
 
@@ -120,7 +89,6 @@ class ChildHandle:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ready: asyncio.Future[int] | None = None
         self._requested: ExitReason | None = None
-        self._protocol: _ChannelProtocol | None = None
         self._ended = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -143,13 +111,9 @@ class ChildHandle:
 
     async def start(self, init: ipc.Init, timeout: float) -> None:
         """Send ``Init`` and wait for ``Ready``; raises the child's error otherwise."""
-        loop = asyncio.get_running_loop()
-        self._ready = loop.create_future()
+        self._ready = asyncio.get_running_loop().create_future()
         self.child.exited.add_done_callback(self._child_exited)
-        _, protocol = await loop.create_unix_connection(
-            lambda: _ChannelProtocol(self), sock=self.child.sock
-        )
-        self._protocol = protocol
+        self.child.channel.attach(self.on_record, self._on_protocol_error)
         self._write(init)
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)
@@ -163,6 +127,10 @@ class ChildHandle:
             raise
 
     # -- records in -------------------------------------------------------------
+
+    def _on_protocol_error(self, exc: ProtocolError) -> None:
+        log.error("paglet %s sent a malformed frame (%s); killing it", self.agent_id, exc)
+        self.kill(ExitReason.EXCEPTION)
 
     def on_record(self, record: ipc.Record) -> None:
         self.last_beat = time.monotonic()
@@ -191,10 +159,8 @@ class ChildHandle:
     # -- calls ------------------------------------------------------------------
 
     def _write(self, record: ipc.Record) -> None:
-        transport = self._protocol.transport if self._protocol else None
-        if transport is None or self.exit_info is not None:
+        if self.exit_info is not None or not self.child.channel.send(record):
             raise self._dead_error()
-        transport.write(encode_json(record.to_wire()))
 
     def _dead_error(self) -> PagletDeadError:
         if self._requested is ExitReason.DISPOSED:
@@ -250,6 +216,7 @@ class ChildHandle:
             await asyncio.wait_for(fut, grace)
         except TimeoutError:
             log.warning("paglet %s did not stop within %g s; killing it", self.agent_id, grace)
+            self.child.kill(signal.SIGKILL)
         except PagletDeadError:
             pass
         except PagletError as exc:
@@ -286,9 +253,6 @@ class ChildHandle:
         for waiter in pending.values():
             if not waiter.done():
                 waiter.set_exception(error)
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
-        with contextlib.suppress(OSError):
-            self.child.sock.close()
+        self.child.close()
         self._ended.set()
         self._on_exit(self, self.exit_info)

@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from paglets.core.errors import HostError
+from paglets.runtime.channel import HostChannel, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,15 @@ def child_environment(extra_secrets: tuple[str, ...] = ()) -> dict[str, str]:
 
 @dataclass(eq=False)
 class ChildProcess:
-    """The host's view of one child process."""
+    """The host's view of one child process: its pid, channel and exit code."""
 
     pid: int
-    sock: socket.socket
+    channel: HostChannel
     exited: asyncio.Future[int] = field(repr=False)
+
+    def close(self) -> None:
+        """Close the host's end of the channel (the child then exits)."""
+        self.channel.close()
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` unless the child is known to have exited."""
@@ -78,7 +83,9 @@ class ZygoteSpawner:
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready: asyncio.Future[int] | None = None
         self._tokens = itertools.count(1)
-        self._spawning: dict[int, tuple[asyncio.Future[int], socket.socket]] = {}
+        self._spawning: dict[
+            int, tuple[asyncio.Future[tuple[int, asyncio.Future[int]]], socket.socket]
+        ] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._start_lock = asyncio.Lock()
@@ -129,9 +136,12 @@ class ZygoteSpawner:
         if op == "ready" and self._ready is not None and not self._ready.done():
             self._ready.set_result(record["pid"])
         elif op == "spawned":
+            pid = record["pid"]
+            # Registered here, not in spawn(): "exited" may be the very next datagram.
+            exited = self._exits[pid] = asyncio.get_running_loop().create_future()
             waiter, _ = self._spawning.pop(record["token"], (None, None))
             if waiter is not None and not waiter.done():
-                waiter.set_result(record["pid"])
+                waiter.set_result((pid, exited))
             elif waiter is None:
                 log.warning("zygote spawned pid %s for an abandoned request", record["pid"])
         elif op == "exited":
@@ -170,7 +180,7 @@ class ZygoteSpawner:
         loop = asyncio.get_running_loop()
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         token = next(self._tokens)
-        waiter: asyncio.Future[int] = loop.create_future()
+        waiter: asyncio.Future[tuple[int, asyncio.Future[int]]] = loop.create_future()
         self._spawning[token] = (waiter, child_end)
         try:
             socket.send_fds(
@@ -181,13 +191,11 @@ class ZygoteSpawner:
         finally:
             child_end.close()
         try:
-            pid = await waiter
+            pid, exited = await waiter
         except BaseException:
             host_end.close()
             raise
-        exited: asyncio.Future[int] = loop.create_future()
-        self._exits[pid] = exited
-        return ChildProcess(pid, host_end, exited)
+        return ChildProcess(pid, await open_channel(host_end), exited)
 
     def warm(self, module: str) -> None:
         """Have the zygote import ``module`` so later children start with it loaded."""
@@ -266,7 +274,7 @@ class WarmPool:
     def _forget(self, child: ChildProcess, _exited: object = None) -> None:
         if child in self._ready:
             self._ready.remove(child)
-            child.sock.close()
+            child.close()
 
     def warm(self, module: str) -> None:
         self.inner.warm(module)
@@ -294,7 +302,7 @@ class WarmPool:
 
 
 def _discard(child: ChildProcess) -> None:
-    child.sock.close()
+    child.close()
     child.kill()
 
 
@@ -334,7 +342,7 @@ class SubprocessSpawner:
             child_end.close()
         self._procs.add(proc)
         exited = asyncio.ensure_future(self._wait(proc))
-        return ChildProcess(proc.pid, host_end, exited)
+        return ChildProcess(proc.pid, await open_channel(host_end), exited)
 
     async def _wait(self, proc: asyncio.subprocess.Process) -> int:
         try:

@@ -19,17 +19,27 @@ async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes
         raise PayloadTooLargeError(
             f"request body of {declared} bytes exceeds the {limit}-byte limit"
         )
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.content.iter_chunked(64 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(f"request body exceeds the {limit}-byte limit")
-                chunks.append(chunk)
+        if declared is not None:
+            # The usual case: a declared length within the cap, read in one call.
+            async with asyncio.timeout(timeout):
+                return await request.content.readexactly(declared)
+        return await _read_chunked(request, limit, timeout)
+    except asyncio.IncompleteReadError:
+        raise RequestError("the request body ended before its declared length") from None
     except TimeoutError:
         raise RequestError(f"request body not received within {timeout:g} s") from None
+
+
+async def _read_chunked(request: web.Request, limit: int, timeout: float) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(timeout):
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body exceeds the {limit}-byte limit")
+            chunks.append(chunk)
     return b"".join(chunks)
 
 
