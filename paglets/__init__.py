@@ -17,6 +17,7 @@ from paglets.core.errors import (
     ConfigurationError,
     HandlerError,
     HostError,
+    HostNotFoundError,
     HostNotRunningError,
     HostUnavailableError,
     InvalidStateError,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
         PagletRef,
     )
     from paglets.transport.sync import HostClient, PagletFuture, PagletProxy, ReplySet
+    from paglets.wire.mesh import HostRecord
     from paglets.wire.records import HostInfo, PagletInfo
 
 # Host-side names load on first use, so a paglet's child process, which imports
@@ -67,6 +69,7 @@ _LAZY = {
     "PagletProxy": "paglets.transport.sync",
     "ReplySet": "paglets.transport.sync",
     "HostInfo": "paglets.wire.records",
+    "HostRecord": "paglets.wire.mesh",
     "PagletInfo": "paglets.wire.records",
 }
 
@@ -99,7 +102,9 @@ __all__ = [
     "HostConfig",
     "HostError",
     "HostInfo",
+    "HostNotFoundError",
     "HostNotRunningError",
+    "HostRecord",
     "HostStatus",
     "HostUnavailableError",
     "InvalidStateError",

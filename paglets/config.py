@@ -55,6 +55,16 @@ class HostConfig:
     max_body: int = DEFAULT_MAX_BODY
     read_timeout: float = 30.0
     limits: SupervisorLimits = field(default_factory=SupervisorLimits)
+    # The mesh (see docs/mesh.md).
+    tags: tuple[str, ...] = ()
+    properties: dict[str, str] = field(default_factory=dict)
+    public_url: str | None = None
+    bind_public: bool | tuple[str, ...] = False  # True: the detected LAN address, watched
+    discovery: bool | None = None  # None: on for non-loopback binds
+    discovery_interfaces: tuple[str, ...] = ()  # addresses for mDNS; empty: all
+    gossip_interval: float = 1.0
+    offline_after: float = 5.0
+    address_poll_interval: float = 5.0
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -64,7 +74,15 @@ class HostConfig:
         state_dir: object = self.state_dir
         if isinstance(state_dir, str):
             object.__setattr__(self, "state_dir", Path(state_dir))
-        for name in ("peers", "allow_modules", "preload", "secret_env"):
+        object.__setattr__(self, "properties", dict(self.properties))
+        if not isinstance(self.bind_public, bool):
+            object.__setattr__(self, "bind_public", tuple(self.bind_public))
+            if not self.bind_public:
+                object.__setattr__(self, "bind_public", True)
+        if self.public_url is not None:
+            object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        names = ("peers", "allow_modules", "preload", "secret_env", "tags", "discovery_interfaces")
+        for name in names:
             value: object = getattr(self, name)
             if isinstance(value, str):
                 raise ConfigurationError(f"{name} must be a sequence of strings, not a string")
@@ -85,11 +103,65 @@ class HostConfig:
             raise ConfigurationError("max_body must be at least 1024 bytes")
         if self.api_key is not None and not self.api_key:
             raise ConfigurationError("the API key must not be empty")
-        if not is_loopback(self.host) and not self.api_key and not self.insecure:
+        if not self.binds_loopback_only and not self.api_key and not self.insecure:
+            shown = "the LAN address" if self.bind_public is True else self.bind_addresses[0]
             raise ConfigurationError(
-                f"refusing to bind {self.host} without an API key: set PAGLETS_API_KEY "
+                f"refusing to bind {shown} without an API key: set PAGLETS_API_KEY "
                 "(or --api-key-env NAME), or pass --insecure to accept unauthenticated access"
             )
+        self._validate_mesh()
+
+    def _validate_mesh(self) -> None:
+        for tag in self.tags:
+            if not tag or any(c.isspace() or c == "," for c in tag):
+                raise ConfigurationError(f"tag {tag!r} must be non-empty without spaces or ','")
+        for key, value in self.properties.items():
+            if not isinstance(key, str) or not key or "=" in key or not isinstance(value, str):
+                raise ConfigurationError(f"property {key!r} must be KEY=VALUE with a non-empty KEY")
+        self._validate_addresses()
+        if not self.gossip_interval > 0:
+            raise ConfigurationError("gossip_interval must be positive")
+        if not self.offline_after > self.gossip_interval:
+            raise ConfigurationError(
+                f"offline_after ({self.offline_after:g} s) must be longer than "
+                f"gossip_interval ({self.gossip_interval:g} s)"
+            )
+        if not self.address_poll_interval > 0:
+            raise ConfigurationError("address_poll_interval must be positive")
+
+    def _validate_addresses(self) -> None:
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"public URL {self.public_url!r} must start with http(s)://")
+        for address in self.bind_public if isinstance(self.bind_public, tuple) else ():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ConfigurationError(
+                    f"--bind-public {address!r} is not an IP address of this machine"
+                ) from None
+
+    @property
+    def bind_addresses(self) -> tuple[str, ...]:
+        """The addresses to bind; empty when ``bind_public`` asks to detect one."""
+        if self.bind_public is True:
+            return ()
+        if self.bind_public:
+            return self.bind_public
+        return (self.host,)
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        """Whether the host listens on loopback addresses only."""
+        if self.bind_public is True:
+            return False
+        return all(is_loopback(a) for a in self.bind_addresses)
+
+    @property
+    def discovery_enabled(self) -> bool:
+        """zeroconf discovery: as asked, else on exactly when the host binds beyond loopback."""
+        if self.discovery is not None:
+            return self.discovery
+        return not self.binds_loopback_only
 
     @property
     def home(self) -> Path:

@@ -29,6 +29,7 @@ from paglets.config import HostConfig
 from paglets.core.errors import HostNotRunningError
 from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
+from paglets.mesh.service import MeshService
 from paglets.persistence.events import EventLog
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
@@ -81,6 +82,13 @@ class Host:
             events=self.events,
             limits=cfg.limits,
         )
+        self.mesh = MeshService(
+            cfg, self.events, lambda: len(self.supervisor.list()), self._set_url
+        )
+
+    def _set_url(self, url: str) -> None:
+        self._url = url
+        self.supervisor.host_url = url
 
     def __repr__(self) -> str:
         return f"<Host {self.config.name} {self.status.value} {self._url or 'unbound'}>"
@@ -136,20 +144,17 @@ class Host:
             )
             app.cleanup_ctx.append(self._children_ctx)
             app.cleanup_ctx.append(self._watchdog_ctx)
+            self.mesh.install(app)
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
             try:
                 await runner.setup()
-                site = web.TCPSite(runner, cfg.host, cfg.port)
-                await site.start()
+                self._set_url(await self.mesh.bind(runner))
+                await self.mesh.join()
             except BaseException:
                 await runner.cleanup()
                 self.status = HostStatus.STOPPED
                 raise
             self._runner = runner
-            port = _bound_port(runner)
-            shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-            self._url = f"http://{shown}:{port}"
-            self.supervisor.host_url = self._url
             self.started_at = time.time()
             self.status = HostStatus.RUNNING
             self.events.append(EventKind.HOST_STARTED, detail=f"listening on {self._url}")
@@ -228,10 +233,3 @@ class Host:
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
-
-
-def _bound_port(runner: web.AppRunner) -> int:
-    for address in runner.addresses:
-        if isinstance(address, tuple):
-            return int(address[1])
-    raise HostNotRunningError("the host has no bound TCP address")

@@ -23,6 +23,7 @@ import pytest
 import paglets
 from paglets.cli.host import command
 from paglets.core.errors import PagletError
+from paglets.mesh.routes import add_routes as add_mesh_routes
 from paglets.transport.app import ApiContext, build_app
 from paglets.wire.records import ErrorBody
 
@@ -233,6 +234,7 @@ def test_every_http_route_is_documented() -> None:
         read_timeout=1.0,
     )
     app = build_app(ctx)
+    add_mesh_routes(app, None)
     text = (DOCS / "operations.md").read_text()
     routes = {
         (route.method, route.resource.canonical)

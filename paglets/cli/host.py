@@ -49,6 +49,31 @@ def _check_peer(
     return tuple(url.rstrip("/") for url in value)
 
 
+def _check_properties(
+    _ctx: click.Context, _param: click.Parameter, value: Sequence[str]
+) -> dict[str, str]:
+    properties = {}
+    for item in value:
+        key, sep, val = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"property {item!r} must be KEY=VALUE")
+        properties[key.strip()] = val
+    return properties
+
+
+def _bind_public(values: tuple[str, ...]) -> bool | tuple[str, ...]:
+    """``--bind-public`` alone means "detect"; with addresses, exactly those."""
+    if not values:
+        return False
+    addresses = tuple(v for v in values if v)
+    if addresses and len(addresses) != len(values):
+        raise click.BadParameter(
+            "give --bind-public either alone (detect the LAN address) or with addresses",
+            param_hint="--bind-public",
+        )
+    return addresses or True
+
+
 def _check_ready_file(
     _ctx: click.Context, _param: click.Parameter, value: Path | None
 ) -> Path | None:
@@ -76,6 +101,63 @@ def _check_ready_file(
     help="URL of another host of the mesh; repeatable.",
 )
 @click.option("--mesh-version", default="dev", show_default=True, help="Version of the mesh.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="A tag of this host; repeatable.")
+@click.option(
+    "--property",
+    "properties",
+    multiple=True,
+    callback=_check_properties,
+    metavar="KEY=VALUE",
+    help="A property of this host, shown to the mesh; repeatable.",
+)
+@click.option(
+    "--bind-public",
+    multiple=True,
+    is_flag=False,
+    flag_value="",
+    metavar="[ADDR]",
+    help="Bind the detected LAN address and follow it when it changes; with ADDR, bind "
+    "exactly that address (repeatable; the first is published). Replaces --host.",
+)
+@click.option(
+    "--public-url", metavar="URL", help="The URL to publish to the mesh, if not the bound one."
+)
+@click.option(
+    "--discovery/--no-discovery",
+    default=None,
+    help="Announce and discover hosts with zeroconf.  [default: on unless bound to loopback only]",
+)
+@click.option(
+    "--discovery-interface",
+    "discovery_interfaces",
+    multiple=True,
+    metavar="ADDR",
+    help="Address of an interface zeroconf uses; repeatable.  [default: all]",
+)
+@click.option(
+    "--gossip-interval",
+    type=click.FloatRange(min=0.01),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds between gossip rounds (heartbeats).",
+)
+@click.option(
+    "--offline-after",
+    type=click.FloatRange(min=0.02),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Seconds without a heartbeat before a host is shown offline.",
+)
+@click.option(
+    "--address-poll-interval",
+    type=click.FloatRange(min=0.01),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --bind-public: seconds between checks of the LAN address.",
+)
 @click.option(
     "--api-key-env",
     default=DEFAULT_API_KEY_ENV,
@@ -126,6 +208,15 @@ def command(  # click passes options by keyword
     port: int,
     peers: tuple[str, ...],
     mesh_version: str,
+    tags: tuple[str, ...],
+    properties: dict[str, str],
+    bind_public: tuple[str, ...],
+    public_url: str | None,
+    discovery: bool | None,
+    discovery_interfaces: tuple[str, ...],
+    gossip_interval: float,
+    offline_after: float,
+    address_poll_interval: float,
     api_key_env: str,
     state_dir: Path | None,
     allow_modules: tuple[str, ...],
@@ -142,6 +233,9 @@ def command(  # click passes options by keyword
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    source = click.get_current_context().get_parameter_source("host")
+    if bind_public and source is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--bind-public replaces --host: give one of them")
     secrets = tuple(dict.fromkeys((DEFAULT_API_KEY_ENV, api_key_env)))
     config = HostConfig(
         name=name or socket.gethostname(),
@@ -150,6 +244,15 @@ def command(  # click passes options by keyword
         api_key=os.environ.get(api_key_env) or None,
         mesh_version=mesh_version,
         peers=peers,
+        tags=tags,
+        properties=properties,
+        bind_public=_bind_public(bind_public),
+        public_url=public_url,
+        discovery=discovery,
+        discovery_interfaces=discovery_interfaces,
+        gossip_interval=gossip_interval,
+        offline_after=offline_after,
+        address_poll_interval=address_poll_interval,
         state_dir=state_dir,
         allow_modules=allow_modules,
         insecure=insecure,

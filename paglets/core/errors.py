@@ -21,7 +21,8 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    └── PagletDisposedError                 it was disposed
      ├── HostError                                host-level failures
      │    ├── HostUnavailableError (ConnectionError)  the host cannot be reached
-     │    └── HostNotRunningError                 the host is stopping or stopped (503)
+     │    ├── HostNotRunningError                 the host is stopping or stopped (503)
+     │    └── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
      ├── TransferError                            a move did not happen; the paglet stayed
      └── ProtocolError                            a malformed frame or wire record
 
@@ -159,6 +160,12 @@ class HostNotRunningError(HostError):
     """The host is not running, or is stopping."""
 
     http_status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class HostNotFoundError(HostError, LookupError):
+    """No host of that name or URL in the mesh."""
+
+    http_status = HTTPStatus.NOT_FOUND
 
 
 class TransferError(PagletError):

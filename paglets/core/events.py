@@ -41,6 +41,12 @@ class EventKind(StrEnum):
     PAGLET_HUNG = "paglet.hung"
     RUN_FAILED = "paglet.run_failed"
     MESSAGE_FAILED = "message.failed"
+    MESH_HOST_JOINED = "mesh.host_joined"
+    MESH_HOST_MOVED = "mesh.host_moved"
+    MESH_HOST_OFFLINE = "mesh.host_offline"
+    MESH_HOST_ONLINE = "mesh.host_online"
+    MESH_DUPLICATE_NAME = "mesh.duplicate_name"
+    MESH_ADDRESS_CHANGED = "mesh.address_changed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from paglets.core.errors import (
 )
 from paglets.core.message import Message
 from paglets.core.state import PagletState
+from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
 from paglets.wire.state_json import state_to_json
 
@@ -167,6 +168,23 @@ class AsyncHostClient:
         """The host's description."""
         info: HostInfo = HostInfo.parse(await self.request("GET", f"{API_PREFIX}/host"))
         return info
+
+    async def hosts(
+        self, *, online: bool | None = None, tag: str | None = None
+    ) -> builtins.list[HostRecord]:
+        """The mesh as this host sees it: every host known, this one first."""
+        params = {} if online is None else {"online": "true" if online else "false"}
+        if tag is not None:
+            params["tag"] = tag
+        data = await self.request("GET", f"{API_PREFIX}/mesh/hosts", params=params)
+        return [HostRecord.from_dict(item) for item in data["hosts"]]
+
+    async def resolve(self, name_or_url: str) -> str:
+        """The URL of the host of that name in this host's mesh (a URL is returned as is)."""
+        data = await self.request(
+            "GET", f"{API_PREFIX}/mesh/resolve", params={"target": name_or_url}
+        )
+        return str(data["url"])
 
     async def health(self) -> str:
         """The host's status word from the unauthenticated health check."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from paglets.core.events import ContextEvent
     from paglets.core.message import Message
     from paglets.core.state import PagletState
+    from paglets.wire.mesh import HostRecord
     from paglets.wire.records import HostInfo, PagletInfo
 
 T = TypeVar("T")
@@ -118,6 +119,16 @@ class HostClient:
     def host_info(self) -> HostInfo:
         """The host's description."""
         return self._run(self.aio.host_info())
+
+    def hosts(
+        self, *, online: bool | None = None, tag: str | None = None
+    ) -> builtins.list[HostRecord]:
+        """The mesh as this host sees it: every host known, this one first."""
+        return self._run(self.aio.hosts(online=online, tag=tag))
+
+    def resolve(self, name_or_url: str) -> str:
+        """The URL of the host of that name in this host's mesh (a URL is returned as is)."""
+        return self._run(self.aio.resolve(name_or_url))
 
     def health(self) -> str:
         """The host's status word."""

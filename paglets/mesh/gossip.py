@@ -1,0 +1,182 @@
+"""``Gossiper``: the periodic gossip and heartbeat rounds of one host.
+
+Every ``interval`` seconds the host increments its heartbeat and POSTs its
+whole table to a few peers (``POST /v1/mesh/gossip``); each peer merges it and
+answers with its own table, which the host merges in turn. Targets per round:
+up to ``fanout`` random online hosts, one offline host (to notice it is back),
+and every seed or discovered URL the table does not know yet.
+
+The gossiper owns its `aiohttp.ClientSession`. A failed exchange is logged
+and forgotten: ``aiohttp`` errors are translated here and never end the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from typing import TYPE_CHECKING, Any, Self
+
+import aiohttp
+
+from paglets.core.errors import HostUnavailableError, PagletError, ProtocolError, error_from_wire
+from paglets.wire.mesh import HostRecord
+from paglets.wire.records import API_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from types import TracebackType
+
+    from paglets.mesh.peers import MergeResult, PeerTable
+
+log = logging.getLogger(__name__)
+
+GOSSIP_PATH = f"{API_PREFIX}/mesh/gossip"
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def gossip_body(sent_at: float, records: Iterable[HostRecord]) -> dict[str, Any]:
+    """The JSON body of one gossip message."""
+    return {"sent_at": sent_at, "hosts": [r.to_dict() for r in records]}
+
+
+def parse_gossip(data: Any) -> tuple[float, list[HostRecord]]:
+    """``(sent_at, records)`` from a gossip body; `ProtocolError` if malformed."""
+    if not isinstance(data, dict) or data.keys() != {"sent_at", "hosts"}:
+        raise ProtocolError('a gossip body is {"sent_at": number, "hosts": [host records]}')
+    sent_at, hosts = data["sent_at"], data["hosts"]
+    if isinstance(sent_at, bool) or not isinstance(sent_at, int | float):
+        raise ProtocolError("gossip 'sent_at' must be a number")
+    if not isinstance(hosts, list):
+        raise ProtocolError("gossip 'hosts' must be a list")
+    return float(sent_at), [HostRecord.from_dict(h) for h in hosts]
+
+
+class Gossiper:
+    """See the module docstring.
+
+    Args:
+        table: the host's peer table.
+        on_merge: called with the result of every merge (events, duplicates).
+        interval: seconds between rounds.
+        api_key: the mesh's bearer key, if any.
+        fanout: how many online peers to talk to per round.
+        timeout: seconds one exchange may take.
+    """
+
+    def __init__(
+        self,
+        table: PeerTable,
+        on_merge: Callable[[MergeResult], None],
+        *,
+        interval: float,
+        api_key: str | None = None,
+        fanout: int = 3,
+        timeout: float = 5.0,
+    ) -> None:
+        self.table = table
+        self.interval = interval
+        self.fanout = fanout
+        self._on_merge = on_merge
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self._candidates: dict[str, None] = {}  # seeds and discovered URLs, in order
+        self._wake = asyncio.Event()
+        self.rounds = 0
+
+    def __repr__(self) -> str:
+        return f"<Gossiper {self.table.me.name} rounds={self.rounds} every {self.interval:g} s>"
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def add_candidate(self, url: str, *, now: bool = False) -> None:
+        """Talk to ``url`` in the coming rounds until the table knows it; ``now`` wakes the loop."""
+        url = url.rstrip("/")
+        if self.table.find_url(url) is None:
+            self._candidates[url] = None
+            if now:
+                self._wake.set()
+
+    async def exchange(self, url: str) -> MergeResult:
+        """One gossip exchange with the host at ``url``; merges its answer.
+
+        Raises `HostUnavailableError` when it cannot be reached, and the
+        peer's own error (by name) when it refuses.
+        """
+        if self._session is None:
+            raise HostUnavailableError("the gossiper is closed")
+        sent_at, records = self.table.gossip()
+        body = _dumps(gossip_body(sent_at, records))
+        try:
+            async with self._session.post(
+                f"{url}{GOSSIP_PATH}", data=body, headers=self._headers
+            ) as resp:
+                payload = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise HostUnavailableError(
+                f"cannot gossip with {url}: {exc or type(exc).__name__}"
+            ) from None
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise ProtocolError(f"{url} answered gossip with a body that is not JSON") from None
+        if status >= 400:  # noqa: PLR2004
+            error = data.get("error") if isinstance(data, dict) else None
+            if isinstance(error, dict):
+                raise error_from_wire(str(error.get("type")), str(error.get("message", "")))
+            raise ProtocolError(f"{url} answered gossip with HTTP {status}")
+        sent_at, records = parse_gossip(data)
+        result = self.table.merge(records, sent_at)
+        self._candidates.pop(url, None)
+        self._on_merge(result)
+        return result
+
+    def _targets(self) -> list[str]:
+        me = self.table.me.name
+        peers = [h for h in self.table.hosts() if h.name != me]
+        online = [h.url for h in peers if h.online]
+        offline = [h.url for h in peers if not h.online]
+        targets = random.sample(online, min(self.fanout, len(online)))
+        if offline:
+            targets.append(random.choice(offline))  # noqa: S311 - not crypto
+        targets += [url for url in self._candidates if url not in targets]
+        return targets
+
+    async def round(self) -> None:
+        """One round: beat, then exchange with this round's targets concurrently."""
+        self.rounds += 1
+        results = await asyncio.gather(
+            *(self.exchange(url) for url in self._targets()), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, PagletError):
+                log.debug("gossip: %s", result)
+            elif isinstance(result, BaseException):
+                log.warning("gossip exchange failed: %r", result)
+
+    async def run(self, beat: Callable[[], None]) -> None:
+        """Rounds every ``interval`` s until cancelled; ``beat`` refreshes our own record."""
+        while True:
+            beat()
+            await self.round()
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)

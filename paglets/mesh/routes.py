@@ -1,0 +1,85 @@
+"""The mesh routes of the ``/v1`` API, registered on the host's application.
+
+=======  ======================  ============================================
+GET      ``/v1/mesh/hosts``      every host known: ``{"hosts": [HostRecord]}``
+POST     ``/v1/mesh/gossip``     merge a peer's table, answer with ours
+GET      ``/v1/mesh/resolve``    ``?target=NAME_OR_URL`` → ``{"url", "host"}``
+=======  ======================  ============================================
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from paglets.core.errors import HostNotFoundError, ProtocolError, RequestError
+from paglets.mesh.gossip import GOSSIP_PATH, gossip_body, parse_gossip
+from paglets.transport.body import read_json
+from paglets.wire.records import API_PREFIX
+
+if TYPE_CHECKING:
+    from paglets.mesh.service import MeshService
+
+MESH: web.AppKey[MeshService] = web.AppKey("paglets.mesh.routes.MESH")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _json(data: Any) -> web.Response:
+    return web.Response(body=_dumps(data), content_type="application/json")
+
+
+def _query_bool(request: web.Request, name: str) -> bool | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise RequestError(f"query parameter {name!r} must be true or false")
+
+
+async def list_hosts(request: web.Request) -> web.Response:
+    mesh = request.app[MESH]
+    hosts = mesh.hosts(
+        online=_query_bool(request, "online"),
+        tags=request.query.getall("tag", []),
+        mesh_version=request.query.get("mesh_version"),
+    )
+    return _json({"hosts": [h.to_dict() for h in hosts]})
+
+
+async def gossip(request: web.Request) -> web.Response:
+    mesh = request.app[MESH]
+    cfg = mesh.config
+    data = await read_json(request, cfg.max_body, cfg.read_timeout)
+    try:
+        sent_at, records = parse_gossip(data)
+    except ProtocolError as exc:
+        raise RequestError(f"invalid gossip: {exc}") from None
+    hosts = mesh.receive_gossip(sent_at, records)
+    sent_at, _ = mesh.table.gossip()
+    return _json(gossip_body(sent_at, hosts))
+
+
+async def resolve(request: web.Request) -> web.Response:
+    mesh = request.app[MESH]
+    target = request.query.get("target")
+    if not target:
+        raise RequestError("query parameter 'target' (a host name or URL) is required")
+    url = mesh.resolve(target)
+    try:
+        host = mesh.lookup(target).to_dict()
+    except HostNotFoundError:
+        host = None
+    return _json({"url": url, "host": host})
+
+
+def add_routes(app: web.Application, mesh: MeshService) -> None:
+    """Register the mesh routes on ``app`` (before it starts)."""
+    app[MESH] = mesh
+    app.router.add_get(f"{API_PREFIX}/mesh/hosts", list_hosts)
+    app.router.add_post(GOSSIP_PATH, gossip)
+    app.router.add_get(f"{API_PREFIX}/mesh/resolve", resolve)

@@ -1,0 +1,432 @@
+"""``MeshService``: membership, gossip, zeroconf and ``--bind-public`` for one host.
+
+The host creates one, lets it `install` its routes and background tasks on
+the application, asks it to `bind` the listening sockets (it knows about
+``--bind-public``) and then to `join` the mesh through ``--peer`` URLs. After
+that the service answers what the mesh looks like: `hosts`, `resolve` a host
+name to a URL, and `movement_target`, which refuses hosts of another mesh
+version or offline ones.
+
+Background work, each one ``cleanup_ctx`` of the host's application: gossip
+rounds, the zeroconf announcement and browser (when discovery is on) and the
+LAN-address watcher (``--bind-public`` without addresses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from paglets._version import __version__
+from paglets.core.errors import (
+    ConfigurationError,
+    HostNotFoundError,
+    PagletError,
+    TransferError,
+)
+from paglets.core.events import EventKind
+from paglets.mesh.bindpublic import Listeners, detect_lan_address, url_for, watch_address
+from paglets.mesh.discovery import Announcement, Discovery
+from paglets.mesh.gossip import Gossiper
+from paglets.mesh.peers import Change, MergeResult, PeerTable
+from paglets.mesh.routes import add_routes
+from paglets.wire.mesh import HostRecord
+from paglets.wire.records import PROTOCOL_VERSION
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Iterable
+
+    from aiohttp import web
+
+    from paglets.config import HostConfig
+    from paglets.persistence.events import EventLog
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT = 5.0
+_EVENT_OF_CHANGE = {
+    "joined": EventKind.MESH_HOST_JOINED,
+    "replaced": EventKind.MESH_HOST_JOINED,
+    "moved": EventKind.MESH_HOST_MOVED,
+    "offline": EventKind.MESH_HOST_OFFLINE,
+    "online": EventKind.MESH_HOST_ONLINE,
+}
+
+
+class MeshService:
+    """See the module docstring.
+
+    Args:
+        config: the host's options.
+        events: the host's event log.
+        paglet_count: how many paglets the host holds now.
+        on_url: called with the host's new local URL after a rebind.
+    """
+
+    def __init__(
+        self,
+        config: HostConfig,
+        events: EventLog,
+        paglet_count: Callable[[], int],
+        on_url: Callable[[str], None],
+    ) -> None:
+        self.config = config
+        self.events = events
+        self._paglet_count = paglet_count
+        self._on_url = on_url
+        me = HostRecord(
+            name=config.name,
+            url="",
+            mesh_version=config.mesh_version,
+            protocol_version=PROTOCOL_VERSION,
+            version=__version__,
+            tags=list(config.tags),
+            properties=dict(config.properties),
+            incarnation=time.time_ns() // 1000,
+        )
+        self.table = PeerTable(me, config.offline_after)
+        self.listeners: Listeners | None = None
+        self.gossiper: Gossiper | None = None
+        self.discovery: Discovery | None = None
+        self._ready = asyncio.Event()
+        self._reported: set[tuple[str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"<MeshService {self.config.name} {self.table!r}>"
+
+    @property
+    def url(self) -> str:
+        """The URL this host publishes to the mesh."""
+        return self.table.me.url
+
+    # -- wiring into the host ----------------------------------------------------
+
+    def install(self, app: web.Application) -> None:
+        """Add the mesh routes and the background tasks to the host's application."""
+        add_routes(app, self)
+        app.cleanup_ctx.append(self._gossip_ctx)
+        if self.config.discovery_enabled:
+            app.cleanup_ctx.append(self._discovery_ctx)
+        if self.config.bind_public is True:
+            app.cleanup_ctx.append(self._address_ctx)
+
+    async def bind(self, runner: web.AppRunner) -> str:
+        """Bind the listening sockets; returns the host's local URL."""
+        cfg = self.config
+        addresses = cfg.bind_addresses
+        if cfg.bind_public is True:
+            found = await asyncio.to_thread(detect_lan_address)
+            if found is None:
+                raise ConfigurationError(
+                    "--bind-public found no LAN address (no interface is up with an IPv4 "
+                    "address other than loopback or link-local); pass --bind-public ADDRESS"
+                )
+            addresses = (found,)
+        self.listeners = Listeners(runner)
+        await self.listeners.bind(addresses, cfg.port)
+        commit = await asyncio.to_thread(git_commit)
+        self.table.set_me(self.table.me.replace(commit=commit, **await self._urls()))
+        return self.listeners.urls[0]
+
+    async def _urls(self) -> dict[str, object]:
+        assert self.listeners is not None  # noqa: S101 - bind() set it
+        urls = self.listeners.urls
+        published = self.config.public_url
+        if published is None:
+            address = self.listeners.addresses[0]
+            if ipaddress.ip_address(address).is_unspecified:
+                lan = await asyncio.to_thread(detect_lan_address)
+                published = url_for(lan or "127.0.0.1", self.listeners.port)
+            else:
+                published = urls[0]
+        return {"url": published, "urls": list(dict.fromkeys([published, *urls]))}
+
+    async def join(self) -> None:
+        """Exchange tables with every ``--peer``; a taken host name fails the start.
+
+        Unreachable peers are only logged: they are tried again every round.
+
+        Raises:
+            ConfigurationError: another live host of the mesh already has this name.
+        """
+        gossiper = self.gossiper
+        if gossiper is None:
+            raise PagletError("the mesh service was not installed on the host's application")
+        for peer in self.config.peers:
+            gossiper.add_candidate(peer)
+        results = await asyncio.gather(
+            *(self._join_one(gossiper, peer) for peer in self.config.peers)
+        )
+        for result in results:
+            for dup in result.duplicates if result is not None else ():
+                if dup.name == self.config.name:
+                    raise ConfigurationError(
+                        f"host name {dup.name!r} is already used by {dup.refused_url} in this "
+                        "mesh; pick another --name"
+                    )
+        self._ready.set()
+
+    async def _join_one(self, gossiper: Gossiper, peer: str) -> MergeResult | None:
+        try:
+            async with asyncio.timeout(JOIN_TIMEOUT):
+                return await gossiper.exchange(peer)
+        except TimeoutError:
+            log.warning("peer %s did not answer within %g s; will retry", peer, JOIN_TIMEOUT)
+        except PagletError as exc:
+            log.warning("cannot join through %s: %s; will retry", peer, exc)
+        return None
+
+    # -- the mesh view -----------------------------------------------------------
+
+    def hosts(
+        self,
+        *,
+        online: bool | None = None,
+        tags: Iterable[str] = (),
+        mesh_version: str | None = None,
+    ) -> list[HostRecord]:
+        """Every host known, this one first; filtered by online state, tags, mesh version."""
+        wanted = set(tags)
+        return [
+            h
+            for h in self._fresh_table().hosts()
+            if (online is None or h.online == online)
+            and wanted <= set(h.tags)
+            and (mesh_version is None or h.mesh_version == mesh_version)
+        ]
+
+    def lookup(self, name_or_url: str) -> HostRecord:
+        """The host of that name or URL.
+
+        Raises:
+            HostNotFoundError: no host of the mesh has that name or URL.
+        """
+        table = self._fresh_table()
+        if name_or_url.startswith(("http://", "https://")):
+            record = table.find_url(name_or_url)
+        else:
+            record = table.get(name_or_url)
+        if record is None:
+            known = ", ".join(h.name for h in table.hosts())
+            raise HostNotFoundError(
+                f"no host {name_or_url!r} in the mesh of {self.config.name} (known: {known})"
+            )
+        return record
+
+    def resolve(self, name_or_url: str) -> str:
+        """The URL of a host given by name; a URL is returned as it is.
+
+        Raises:
+            HostNotFoundError: no host of the mesh has that name.
+        """
+        if name_or_url.startswith(("http://", "https://")):
+            return name_or_url.rstrip("/")
+        return self.lookup(name_or_url).url
+
+    def movement_target(self, name_or_url: str) -> HostRecord:
+        """The host a paglet may move to, checked: online, same mesh and protocol version.
+
+        Raises:
+            HostNotFoundError: no host of the mesh has that name or URL.
+            TransferError: the host is offline, or runs another mesh or protocol version.
+        """
+        target = self.lookup(name_or_url)
+        if target.name == self.config.name:
+            return target
+        mine = self.config.mesh_version
+        if target.mesh_version != mine:
+            raise TransferError(
+                f"host {target.name} ({target.url}) runs mesh version {target.mesh_version!r} "
+                f"but {self.config.name} runs {mine!r}: paglets move only between hosts of "
+                "the same --mesh-version"
+            )
+        if target.protocol_version != PROTOCOL_VERSION:
+            raise TransferError(
+                f"host {target.name} speaks protocol {target.protocol_version}, "
+                f"{self.config.name} speaks {PROTOCOL_VERSION}"
+            )
+        if not target.online:
+            age = time.time() - target.last_seen
+            raise TransferError(
+                f"host {target.name} ({target.url}) is offline: last seen {age:.1f} s ago"
+            )
+        return target
+
+    def receive_gossip(self, sent_at: float, records: list[HostRecord]) -> list[HostRecord]:
+        """Merge what a peer sent; returns our table for the answer."""
+        self.on_merge(self.table.merge(records, sent_at))
+        return self._fresh_table().hosts()
+
+    def _fresh_table(self) -> PeerTable:
+        self.table.set_me(self.table.me.replace(paglets=self._paglet_count()))
+        self._report(self.table.sweep())
+        return self.table
+
+    # -- events --------------------------------------------------------------------
+
+    def on_merge(self, result: MergeResult) -> None:
+        """Log what a merge changed, and each refused duplicate name once."""
+        self._report(result.changes)
+        for dup in result.duplicates:
+            key = (dup.name, dup.refused_url)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            log.warning(
+                "host name %r is claimed by %s but already used by %s; keeping the first",
+                dup.name,
+                dup.refused_url,
+                dup.kept_url,
+            )
+            self.events.append(
+                EventKind.MESH_DUPLICATE_NAME,
+                detail=f"host name {dup.name!r} claimed by {dup.refused_url} is already "
+                f"used by {dup.kept_url}; kept the first",
+                data={"name": dup.name, "kept_url": dup.kept_url, "refused_url": dup.refused_url},
+            )
+
+    def _report(self, changes: Iterable[Change]) -> None:
+        for change in changes:
+            if change.name == self.config.name:
+                continue
+            self.events.append(
+                _EVENT_OF_CHANGE[change.what],
+                detail=f"host {change.name} ({change.url}) {change.what}",
+                data={"name": change.name, "url": change.url},
+            )
+            log.info("mesh: host %s (%s) %s", change.name, change.url, change.what)
+
+    # -- background tasks ------------------------------------------------------------
+
+    async def _gossip_ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        cfg = self.config
+        async with Gossiper(
+            self.table, self.on_merge, interval=cfg.gossip_interval, api_key=cfg.api_key
+        ) as gossiper:
+            self.gossiper = gossiper
+            task = asyncio.create_task(self._gossip(gossiper), name=f"gossip-{cfg.name}")
+            try:
+                yield
+            finally:
+                await _cancel(task)
+                self.gossiper = None
+
+    async def _gossip(self, gossiper: Gossiper) -> None:
+        await self._ready.wait()
+
+        def beat() -> None:
+            self.table.beat(paglets=self._paglet_count())
+            self._report(self.table.sweep())
+
+        await gossiper.run(beat)
+
+    async def _discovery_ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        discovery = Discovery(self._on_found, self.config.discovery_interfaces)
+        self.discovery = discovery
+        task = asyncio.create_task(self._announce(discovery), name=f"zeroconf-{self.config.name}")
+        try:
+            yield
+        finally:
+            await _cancel(task)
+            self.discovery = None
+            await discovery.stop()
+
+    async def _announce(self, discovery: Discovery) -> None:
+        await self._ready.wait()
+        await discovery.start(*self._announcement())
+
+    def _announcement(self) -> tuple[Announcement, str, int]:
+        assert self.listeners is not None  # noqa: S101 - bound before ready
+        me = self.table.me
+        announcement = Announcement(me.name, me.url, me.mesh_version, me.protocol_version)
+        address = self.listeners.addresses[0]
+        if ipaddress.ip_address(address).is_unspecified:
+            address = _host_of(me.url)
+        return announcement, address, self.listeners.port
+
+    def _on_found(self, found: Announcement) -> None:
+        if found.name == self.config.name or self.gossiper is None:
+            return
+        self.gossiper.add_candidate(found.url, now=True)
+
+    async def _address_ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(self._watch(), name=f"address-watch-{self.config.name}")
+        try:
+            yield
+        finally:
+            await _cancel(task)
+
+    async def _watch(self) -> None:
+        await self._ready.wait()
+        assert self.listeners is not None  # noqa: S101 - bound before ready
+        await watch_address(
+            self.listeners.addresses[0], self._rebind, self.config.address_poll_interval
+        )
+
+    async def _rebind(self, new: str) -> None:
+        assert self.listeners is not None  # noqa: S101 - bound before ready
+        old_url = self.url
+        await self.listeners.rebind(self.listeners.addresses[0], new)
+        self.table.set_me(self.table.me.replace(**await self._urls()))
+        self._on_url(self.listeners.urls[0])
+        self.events.append(
+            EventKind.MESH_ADDRESS_CHANGED,
+            detail=f"address changed: now {self.url} (was {old_url})",
+            data={"url": self.url, "previous_url": old_url},
+        )
+        if self.gossiper is not None:
+            for peer in self.config.peers:
+                self.gossiper.add_candidate(peer, now=True)
+        if self.discovery is not None:
+            await self.discovery.republish(*self._announcement())
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        try:
+            await task
+        except Exception:
+            log.exception("mesh task %s failed", task.get_name())
+
+
+def _host_of(url: str) -> str:
+    rest = url.split("://", 1)[1].split("/", 1)[0]
+    return rest.rsplit(":", 1)[0].strip("[]")
+
+
+def git_commit(start: Path | None = None) -> str | None:
+    """The commit of the git checkout paglets runs from, if it runs from one.
+
+    Reads ``.git`` directly (no ``git`` process): ``HEAD``, then the ref it
+    names, loose or packed. Blocking: call it in a thread from async code.
+    """
+    root = (start or Path(__file__)).resolve()
+    for directory in root.parents:
+        git = directory / ".git"
+        if git.is_dir():
+            break
+    else:
+        return None
+    try:
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head or None
+        ref = head.removeprefix("ref: ")
+        loose = git / ref
+        if loose.is_file():
+            return loose.read_text().strip() or None
+        packed = git / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                sha, _, name = line.partition(" ")
+                if name == ref:
+                    return sha
+    except OSError:
+        return None
+    return None
