@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -87,6 +88,7 @@ class Gossiper:
         self._session: aiohttp.ClientSession | None = None
         self._candidates: dict[str, None] = {}  # seeds and discovered URLs, in order
         self._wake = asyncio.Event()
+        self._inflight: dict[str, asyncio.Task[None]] = {}
         self.rounds = 0
 
     def __repr__(self) -> str:
@@ -161,22 +163,44 @@ class Gossiper:
         return targets
 
     async def round(self) -> None:
-        """One round: beat, then exchange with this round's targets concurrently."""
+        """One round: exchange with this round's targets concurrently, and wait for them."""
         self.rounds += 1
-        results = await asyncio.gather(
-            *(self.exchange(url) for url in self._targets()), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, PagletError):
-                log.debug("gossip: %s", result)
-            elif isinstance(result, BaseException):
-                log.warning("gossip exchange failed: %r", result)
+        await asyncio.gather(*(self._exchange_logged(url) for url in self._targets()))
+
+    async def _exchange_logged(self, url: str) -> None:
+        try:
+            await self.exchange(url)
+        except PagletError as exc:
+            log.debug("gossip: %s", exc)
+        except Exception:
+            log.exception("gossip with %s failed", url)
+
+    def _launch_round(self) -> None:
+        """Start this round's exchanges without waiting: a slow peer never delays a beat."""
+        self.rounds += 1
+        for url in self._targets():
+            if url in self._inflight:
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._exchange_logged(url), name=f"gossip {url}"
+            )
+            self._inflight[url] = task
+            task.add_done_callback(functools.partial(self._done, url))
+
+    def _done(self, url: str, _task: asyncio.Task[None]) -> None:
+        self._inflight.pop(url, None)
 
     async def run(self, beat: Callable[[], None]) -> None:
         """Rounds every ``interval`` s until cancelled; ``beat`` refreshes our own record."""
-        while True:
-            beat()
-            await self.round()
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+        try:
+            while True:
+                beat()
+                self._launch_round()
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+        finally:
+            tasks = list(self._inflight.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
