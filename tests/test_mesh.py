@@ -62,6 +62,10 @@ async def test_three_hosts_join_through_one_seed_and_converge(
         assert [r.name for r in await client.hosts(tag="core")] == ["seed"]
         with pytest.raises(HostNotFoundError, match="no host 'nobody'"):
             await client.resolve("nobody")
+        async with await client.at("seed") as at_seed:
+            counter = await at_seed.create("examples.counter:Counter")
+            assert await counter.send("increment") == {"count": 1}
+            assert (await counter.info()).host == "seed"
     joined = seed.events.query(kinds=[EventKind.MESH_HOST_JOINED])
     assert {e.data["name"] for e in joined} == {"b", "c"}
 
@@ -274,3 +278,52 @@ def test_a_duplicate_name_refuses_to_start(daemons: Daemons, tmp_path: Path) -> 
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: host name 'd-seed' is already used by {seed} in this mesh; pick another --name"
     )
+
+
+async def test_a_mesh_with_an_api_key_gossips_with_it(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a = await make_host(name="ka", api_key="k3y", **FAST)
+    b = await make_host(name="kb", api_key="k3y", peers=(a.url,), **FAST)
+    stranger = await make_host(name="kx", api_key="other", peers=(a.url,), **FAST)
+    await wait_for(lambda: _names(a) == _names(b) == {"ka", "kb"}, 5, "the keyed mesh")
+    assert _names(stranger) == {"kx"}, "a host with another key is refused"
+    async with AsyncHostClient(a.url, api_key="k3y") as client:
+        assert {h.name for h in await client.hosts()} == {"ka", "kb"}
+
+
+def test_bind_public_to_a_foreign_address_is_one_line_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            *HOST_CMD,
+            "--bind-public",
+            "192.0.2.77",
+            "--insecure",
+            "--port",
+            "0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=_env(),
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot bind 192.0.2.77: not an address of this machine; check --bind-public"
+    ]
+
+
+def test_bind_public_and_host_together_are_refused(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*HOST_CMD, "--bind-public", "--host", "127.0.0.1", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=_env(),
+    )
+    assert result.returncode == 2
+    assert "--bind-public replaces --host" in result.stderr

@@ -159,3 +159,5 @@ def test_bind_public_discovery_and_rebind_across_namespaces(lab: Lab) -> None:
         return {f["name"]: f["url"] for f in found}
 
     _until(lambda: announced().get("ns-alpha") == new_a, 20, "zeroconf republished alpha")
+    for log in lab.tmp.glob("*.log"):
+        assert "Traceback" not in log.read_text(), log.read_text()

@@ -57,6 +57,10 @@ def _os_error(exc: OSError, params: Mapping[str, Any]) -> str | None:
     port, host = params.get("port"), params.get("host")
     if exc.errno == errno.EADDRINUSE:
         return f"port {port} is in use; pick another with --port"
+    public = [a for a in params.get("bind_public") or () if a]
+    if exc.errno == errno.EADDRNOTAVAIL and public:
+        shown = ", ".join(public)
+        return f"cannot bind {shown}: not an address of this machine; check --bind-public"
     if exc.errno == errno.EADDRNOTAVAIL:
         return f"cannot bind {host}: no such local address; pick another with --host"
     if exc.errno == errno.EACCES and port is not None:

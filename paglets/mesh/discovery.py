@@ -121,9 +121,23 @@ class Discovery:
         log.info("announced %s on zeroconf at %s", announcement.url, info.parsed_addresses())
 
     async def republish(self, announcement: Announcement, address: str, port: int) -> None:
-        """Announce again after an address change: new sockets, new records."""
-        await self.stop()
-        await self.start(announcement, address, port)
+        """Announce again after an address change: new sockets, new records.
+
+        The sockets of vanished addresses are dropped first, so no goodbye goes
+        out on an address that no longer exists.
+        """
+        zc, info = self._zc, self._info
+        update = getattr(zc, "async_update_interfaces", None)  # zeroconf >= 0.150
+        if zc is None or info is None or update is None:
+            await self.stop()
+            await self.start(announcement, address, port)
+            return
+        await update()
+        new = service_info(announcement, address, port)
+        new.name = info.name  # keep the name zeroconf settled on
+        await zc.async_update_service(new)
+        self._info = new
+        log.info("announced %s on zeroconf at %s", announcement.url, new.parsed_addresses())
 
     async def stop(self) -> None:
         """Say goodbye, stop browsing and close the sockets."""

@@ -93,6 +93,7 @@ class AsyncHostClient:
         if not self.url.startswith(("http://", "https://")):
             raise PagletError(f"host URL {url!r} must start with http:// or https://")
         key = api_key if api_key is not None else os.environ.get(DEFAULT_API_KEY_ENV)
+        self._key = key or ""
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._ssl = ssl
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
@@ -185,6 +186,14 @@ class AsyncHostClient:
             "GET", f"{API_PREFIX}/mesh/resolve", params={"target": name_or_url}
         )
         return str(data["url"])
+
+    async def at(self, name_or_url: str) -> AsyncHostClient:
+        """A client for another host of the mesh, by name or URL, with the same key and TLS.
+
+        Raises ``HostNotFoundError`` when this host's mesh has no host of that name.
+        """
+        url = await self.resolve(name_or_url)
+        return AsyncHostClient(url, self._key, ssl=self._ssl)
 
     async def health(self) -> str:
         """The host's status word from the unauthenticated health check."""

@@ -130,6 +130,11 @@ class HostClient:
         """The URL of the host of that name in this host's mesh (a URL is returned as is)."""
         return self._run(self.aio.resolve(name_or_url))
 
+    def at(self, name_or_url: str) -> HostClient:
+        """A client for another host of the mesh, by name or URL, with the same key and TLS."""
+        url = self.resolve(name_or_url)
+        return HostClient(url, self.aio._key, ssl=self.aio._ssl)  # noqa: SLF001 - our own twin
+
     def health(self) -> str:
         """The host's status word."""
         return self._run(self.aio.health())
