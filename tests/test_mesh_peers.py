@@ -184,3 +184,18 @@ def test_gossip_body_is_strict() -> None:
     with pytest.raises(ProtocolError):
         parse_gossip({"sent_at": "now", "hosts": []})
     assert parse_gossip({"sent_at": 1, "hosts": [record("b", 2).to_dict()]})[0] == 1.0
+
+
+def test_a_long_dead_host_is_forgotten_and_stays_forgotten() -> None:
+    clock = Clock()
+    t = PeerTable(record("a", 1), OFFLINE_AFTER, forget_after=60, clock=clock, wall_clock=clock)
+    t.merge(*sent(record("b", 2, heartbeat=3), at=clock.now))
+    clock.now += 61
+    assert [(c.name, c.what) for c in t.sweep()] == [("b", "forgotten")]
+    assert "b" not in t
+    # A peer that still has the old record cannot bring it back.
+    assert t.merge(*sent(record("b", 2, heartbeat=3), at=clock.now, age=61)).changes == []
+    assert "b" not in t
+    # A fresh heartbeat does.
+    t.merge(*sent(record("b", 2, heartbeat=4), at=clock.now))
+    assert t.get("b").online

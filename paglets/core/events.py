@@ -45,6 +45,7 @@ class EventKind(StrEnum):
     MESH_HOST_MOVED = "mesh.host_moved"
     MESH_HOST_OFFLINE = "mesh.host_offline"
     MESH_HOST_ONLINE = "mesh.host_online"
+    MESH_HOST_FORGOTTEN = "mesh.host_forgotten"
     MESH_DUPLICATE_NAME = "mesh.duplicate_name"
     MESH_ADDRESS_CHANGED = "mesh.address_changed"
 

@@ -10,6 +10,8 @@ Gossip merges tables; heartbeats say who is alive:
   body carries the sender's ``sent_at``; the receiver takes the age
   ``sent_at - last_seen`` and never compares two machines' clocks.
 - A host is online while the freshest news of it is younger than ``offline_after``.
+  After ``forget_after`` without news it leaves the table, and news that old is
+  ignored, so a forgotten host is not brought back by a peer that still has it.
 - Names are unique. Two records of one name are the same host when they share
   a URL or an incarnation (a restart on the same port, a rebind to a new
   address). Otherwise the name is taken: the table keeps the host it had while
@@ -43,7 +45,7 @@ class Change:
     """A host that joined the table, or went offline or online again."""
 
     name: str
-    what: str  # "joined", "moved", "replaced", "offline" or "online"
+    what: str  # "joined", "moved", "replaced", "offline", "online" or "forgotten"
     url: str
 
 
@@ -68,6 +70,7 @@ class PeerTable:
     Args:
         me: this host's own record; always online.
         offline_after: seconds without fresher news before a host is offline.
+        forget_after: seconds without news before a host leaves the table.
         clock: a monotonic clock (injectable for tests).
         wall_clock: the wall clock used for ``last_seen`` and ``sent_at``.
     """
@@ -77,10 +80,12 @@ class PeerTable:
         me: HostRecord,
         offline_after: float,
         *,
+        forget_after: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.offline_after = offline_after
+        self.forget_after = max(forget_after, offline_after)
         self._clock = clock
         self._wall = wall_clock
         self._me = me.name
@@ -161,6 +166,8 @@ class PeerTable:
         now = self._clock()
         for record in records:
             age = max(0.0, sent_at - record.last_seen)
+            if age >= self.forget_after:
+                continue
             self._merge_one(record, now - age, now, result)
         return result
 
@@ -202,10 +209,14 @@ class PeerTable:
             entry.seen = max(entry.seen, seen)
 
     def sweep(self) -> list[Change]:
-        """Hosts that went offline or came back online since the last sweep."""
+        """Hosts that went offline, came back online or were forgotten since the last sweep."""
         now = self._clock()
         changes = []
-        for entry in self._entries.values():
+        for entry in list(self._entries.values()):
+            if entry.record.name != self._me and now - entry.seen >= self.forget_after:
+                del self._entries[entry.record.name]
+                changes.append(Change(entry.record.name, "forgotten", entry.record.url))
+                continue
             online = self._is_online(entry, now)
             if online != entry.online:
                 entry.online = online

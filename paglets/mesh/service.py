@@ -55,6 +55,7 @@ _EVENT_OF_CHANGE = {
     "moved": EventKind.MESH_HOST_MOVED,
     "offline": EventKind.MESH_HOST_OFFLINE,
     "online": EventKind.MESH_HOST_ONLINE,
+    "forgotten": EventKind.MESH_HOST_FORGOTTEN,
 }
 
 
