@@ -19,7 +19,6 @@ import contextlib
 import ipaddress
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paglets._version import __version__
@@ -31,6 +30,7 @@ from paglets.core.errors import (
 )
 from paglets.core.events import EventKind
 from paglets.mesh.bindpublic import Listeners, detect_lan_address, url_for, watch_address
+from paglets.mesh.codeversion import git_commit
 from paglets.mesh.discovery import Announcement, Discovery
 from paglets.mesh.gossip import Gossiper
 from paglets.mesh.peers import Change, MergeResult, PeerTable
@@ -399,35 +399,3 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 def _host_of(url: str) -> str:
     rest = url.split("://", 1)[1].split("/", 1)[0]
     return rest.rsplit(":", 1)[0].strip("[]")
-
-
-def git_commit(start: Path | None = None) -> str | None:
-    """The commit of the git checkout paglets runs from, if it runs from one.
-
-    Reads ``.git`` directly (no ``git`` process): ``HEAD``, then the ref it
-    names, loose or packed. Blocking: call it in a thread from async code.
-    """
-    root = (start or Path(__file__)).resolve()
-    for directory in root.parents:
-        git = directory / ".git"
-        if git.is_dir():
-            break
-    else:
-        return None
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head or None
-        ref = head.removeprefix("ref: ")
-        loose = git / ref
-        if loose.is_file():
-            return loose.read_text().strip() or None
-        packed = git / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text().splitlines():
-                sha, _, name = line.partition(" ")
-                if name == ref:
-                    return sha
-    except OSError:
-        return None
-    return None
