@@ -80,6 +80,7 @@ class ZygoteSpawner:
         self._preload = preload
         self._secrets = secrets
         self._control: socket.socket | None = None
+        self._alive: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready: asyncio.Future[int] | None = None
         self._tokens = itertools.count(1)
@@ -101,19 +102,42 @@ class ZygoteSpawner:
                 return
             loop = self._loop = asyncio.get_running_loop()
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-            argv = [sys.executable, "-m", "paglets.runtime.zygote", "--fd", str(theirs.fileno())]
+            # A datagram socket shows no end-of-file when its peer dies: the
+            # zygote also holds the only write end of this pipe, whose read end
+            # becomes readable (EOF) the moment the zygote is gone.
+            alive_r, alive_w = os.pipe()
+            argv = [
+                sys.executable,
+                "-m",
+                "paglets.runtime.zygote",
+                "--fd",
+                str(theirs.fileno()),
+                "--alive-fd",
+                str(alive_w),
+            ]
             for name in self._preload:
                 argv += ["--preload", name]
-            # Popen runs on the loop thread: Linux ties the zygote's parent-death
-            # signal to the thread that forked it.
-            self._proc = subprocess.Popen(  # noqa: ASYNC220 - must fork from the loop thread
-                argv, pass_fds=[theirs.fileno()], env=child_environment(self._secrets)
-            )
-            theirs.close()
+            try:
+                # Popen runs on the loop thread: Linux ties the zygote's
+                # parent-death signal to the thread that forked it.
+                self._proc = subprocess.Popen(  # noqa: ASYNC220 - must fork from the loop thread
+                    argv,
+                    pass_fds=[theirs.fileno(), alive_w],
+                    env=child_environment(self._secrets),
+                )
+            except BaseException:
+                ours.close()
+                os.close(alive_r)
+                raise
+            finally:
+                theirs.close()
+                os.close(alive_w)
             ours.setblocking(False)  # noqa: FBT003 - the socket API
             self._control = ours
+            self._alive = alive_r
             self._ready = loop.create_future()
             loop.add_reader(ours.fileno(), self._on_readable)
+            loop.add_reader(alive_r, self._lost)
             try:
                 await asyncio.wait_for(asyncio.shield(self._ready), timeout=60)
             except BaseException:
@@ -154,7 +178,11 @@ class ZygoteSpawner:
         if self._control is not None and self._loop is not None:
             self._loop.remove_reader(self._control.fileno())
             self._control.close()
+        if self._alive is not None and self._loop is not None:
+            self._loop.remove_reader(self._alive)
+            os.close(self._alive)
         self._control = None
+        self._alive = None
         err = HostError("the zygote process exited; children were lost")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(err)
@@ -188,6 +216,11 @@ class ZygoteSpawner:
                 [json.dumps({"op": "spawn", "token": token}).encode()],
                 [child_end.fileno()],
             )
+        except OSError as exc:
+            self._spawning.pop(token, None)
+            host_end.close()
+            self._lost()
+            raise HostError(f"the zygote could not be reached ({exc}); retry") from None
         finally:
             child_end.close()
         try:

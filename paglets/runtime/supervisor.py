@@ -78,6 +78,7 @@ class AgentRecord:
     created_at: float
     handle: ChildHandle | None = field(default=None, repr=False)
     exit: ExitInfo | None = None
+    disposal: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
     def pid(self) -> int | None:
@@ -285,6 +286,13 @@ class Supervisor:
         record = self.get(agent_id)
         if record.status is PagletStatus.DISPOSED:
             return
+        if record.disposal is None:
+            # Single flight: concurrent disposes all wait on the first one.
+            record.disposal = asyncio.get_running_loop().create_task(self._dispose(record))
+        await asyncio.shield(record.disposal)
+
+    async def _dispose(self, record: AgentRecord) -> None:
+        agent_id = record.agent_id
         if record.handle is not None and record.exit is None:
             record.status = PagletStatus.STOPPING
             await record.handle.stop(self.limits.stop_grace)

@@ -41,8 +41,9 @@ def _send(control: socket.socket, record: dict[str, Any]) -> None:
 class Zygote:
     """The fork loop; see the module docstring."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, alive_fd: int) -> None:
         self.control = control
+        self.alive_fd = alive_fd  # held open only; the host sees EOF when we die
         self.children: set[int] = set()
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -95,6 +96,7 @@ class Zygote:
             signal.signal(sig, signal.SIG_DFL)
         self.selector.close()
         self.control.close()
+        os.close(self.alive_fd)
         os.close(self._wake_r)
         os.close(self._wake_w)
         from paglets.runtime.child import run_child  # noqa: PLC0415 - preloaded already
@@ -143,14 +145,16 @@ def _preload(modules: list[str]) -> None:
 def main(argv: list[str] | None = None) -> NoReturn:
     parser = argparse.ArgumentParser(prog="paglets-zygote")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--alive-fd", type=int, required=True)
     parser.add_argument("--preload", action="append", default=[])
     args = parser.parse_args(argv)
     os.setpgrp()
     die_with_parent(signal.SIGTERM)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     control = socket.socket(fileno=args.fd)
+    alive_fd: int = args.alive_fd
     _preload(args.preload)
-    Zygote(control).serve()
+    Zygote(control, alive_fd).serve()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The ways children start: warm zygote, pool, plain spawn, and a lost zygote."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+import pytest
+
+from paglets import AsyncHostClient, HostError, PagletCrashedError
+from paglets.runtime.spawner import WarmPool, ZygoteSpawner
+
+
+@pytest.mark.parametrize(
+    ("spawner", "warm"), [("zygote", 0), ("zygote", 2), ("spawn", 0), ("spawn", 1)]
+)
+async def test_each_spawner_runs_paglets(make_host, spawner, warm):
+    host = await make_host(spawner=spawner, warm_children=warm)
+    async with AsyncHostClient(host.url) as client:
+        proxies = [await client.create("examples.counter:Counter") for _ in range(3)]
+        for proxy in proxies:
+            assert await proxy.send("increment", {"by": 2}) == {"count": 2}
+        pids = {(await p.info()).pid for p in proxies}
+        assert len(pids) == 3
+        assert os.getpid() not in pids
+        for proxy in proxies:
+            await proxy.dispose()
+
+
+async def test_zygote_children_are_forked_from_the_zygote(make_host):
+    host = await make_host(spawner="zygote", warm_children=0)
+    async with AsyncHostClient(host.url) as client:
+        proxy = await client.create("examples.counter:Counter")
+        pid = (await proxy.info()).pid
+        assert pid is not None
+        zygote = psutil.Process(pid).parent()
+        assert zygote is not None
+        assert "paglets.runtime.zygote" in " ".join(zygote.cmdline())
+        assert zygote.ppid() == os.getpid()
+
+
+async def test_a_lost_zygote_fails_its_children_and_is_restarted(make_host):
+    host = await make_host(spawner="zygote", warm_children=0)
+    async with AsyncHostClient(host.url) as client:
+        proxy = await client.create("examples.counter:Counter")
+        pid = (await proxy.info()).pid
+        assert pid is not None
+        zygote = psutil.Process(pid).parent()
+        assert zygote is not None
+        zygote.send_signal(signal.SIGKILL)
+        zygote.wait(10)
+        with pytest.raises(PagletCrashedError):
+            await proxy.send("get", timeout=10)
+        # the next create starts a fresh zygote
+        again = await client.create("examples.counter:Counter")
+        assert await again.send("increment") == {"count": 1}
+        await again.dispose()
+        await proxy.dispose()
+
+
+async def test_the_pool_keeps_children_ready_and_closes_them():
+    pool = WarmPool(ZygoteSpawner(), size=2)
+    await pool.start()
+    try:
+        child = await pool.spawn()
+        assert child.pid > 0
+        child.close()
+        child.kill()
+        await child.exited
+    finally:
+        await pool.close()
+
+
+async def test_spawning_after_close_is_refused_cleanly():
+    spawner = ZygoteSpawner()
+    await spawner.start()
+    await spawner.close()
+    # a closed spawner starts a new zygote on demand, and can be closed again
+    child = await spawner.spawn()
+    child.close()
+    await child.exited
+    await spawner.close()
+    assert isinstance(HostError("x"), HostError)
