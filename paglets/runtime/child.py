@@ -51,9 +51,12 @@ class _Channel:
         self._lock = threading.Lock()
 
     def send(self, record: ipc.Record) -> None:
-        data = encode_json(record.to_wire())
+        self.send_frame(encode_json(record.to_wire()))
+
+    def send_frame(self, frame: bytes) -> None:
+        """Write one encoded frame whole, even with another thread writing too."""
         with self._lock:
-            self.sock.sendall(data)
+            self.sock.sendall(frame)
 
     def read_one_blocking(self, decoder: FrameDecoder) -> list[dict[str, Any] | bytes]:
         while True:
@@ -239,8 +242,7 @@ class ChildRuntime:
                 PayloadTooLargeError(f"the reply is {len(data)} bytes; at most {MAX_REPLY_BYTES}")
             )
             data = encode_json(ipc.Reply(request_id, None, too_big).to_wire())
-        with self.channel._lock:  # noqa: SLF001 - the channel's own write lock
-            self.channel.sock.sendall(data)
+        self.channel.send_frame(data)
 
     async def _stop(self, paglet: Paglet[Any], item: ipc.Stop) -> None:
         error: ipc.ErrorRecord | None = None
@@ -277,8 +279,7 @@ def _heartbeat(channel: _Channel, interval: float) -> None:
     while True:
         time.sleep(interval)
         try:
-            with channel._lock:  # noqa: SLF001 - the channel's own write lock
-                channel.sock.sendall(beat)
+            channel.send_frame(beat)
         except OSError:
             os._exit(0)  # the host is gone
 
