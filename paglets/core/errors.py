@@ -24,6 +24,7 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── HostNotRunningError                 the host is stopping or stopped (503)
      │    └── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
      ├── TransferError                            a move did not happen; the paglet stayed
+     ├── StorageError (OSError)                   the host's disk or database failed (507)
      └── ProtocolError                            a malformed frame or wire record
 
 Errors cross process and host boundaries by name (`error_from_wire`),
@@ -172,6 +173,12 @@ class TransferError(PagletError):
     """A dispatch, clone or retract did not happen; the paglet stayed where it was."""
 
     http_status = HTTPStatus.CONFLICT
+
+
+class StorageError(PagletError, OSError):
+    """The host could not read or write its durable state (disk full, corrupt database)."""
+
+    http_status = HTTPStatus.INSUFFICIENT_STORAGE
 
 
 class ProtocolError(PagletError):
