@@ -68,4 +68,42 @@ class Probe(Paglet[ProbeState]):
             return os.getpid()
         if kind == "unserializable":
             return {1, 2, 3}
+        if kind == "hosts":
+            hosts = self.context.hosts(
+                online=args.get("online"),
+                tags=args.get("tags", ()),
+                movable=args.get("movable", False),
+            )
+            return [h.name for h in hosts]
+        if kind == "forward":
+            other = self.context.proxy(args["to"], args.get("host"))
+            if args.get("async"):
+                return await other.send_async(args["kind"], **args.get("args", {}))
+            return other.send(args["kind"], **args.get("args", {}))
+        return self.not_handled()
+
+
+@dataclass
+class CallerState(PagletState):
+    seen_by_run: list[str] = field(default_factory=list)
+
+
+class Caller(Paglet[CallerState]):
+    """Calls its host from a ``def`` handler and from a ``run()`` thread."""
+
+    State = CallerState
+
+    def run(self) -> None:
+        self.state.seen_by_run = [h.name for h in self.context.hosts()]
+
+    def handle_message(self, message: Message) -> Any:
+        if message.kind == "hosts":
+            return [h.name for h in self.context.hosts()]
+        if message.kind == "seen_by_run":
+            return self.state.seen_by_run
+        if message.kind == "forward":
+            args = message.args
+            return self.context.proxy(args["to"], args.get("host")).send(
+                args["kind"], **args["args"]
+            )
         return self.not_handled()

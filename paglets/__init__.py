@@ -9,7 +9,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from paglets._version import __version__
-from paglets.core.context import PagletContext
+from paglets.core.context import MeshHost, PagletContext, PagletLink
 from paglets.core.errors import (
     AuthenticationError,
     ClassNotAllowedError,
@@ -111,6 +111,7 @@ __all__ = [
     "LifecycleEvent",
     "LifecycleKind",
     "MailboxFullError",
+    "MeshHost",
     "Message",
     "MessageNotHandledError",
     "Paglet",
@@ -121,6 +122,7 @@ __all__ = [
     "PagletError",
     "PagletFuture",
     "PagletInfo",
+    "PagletLink",
     "PagletNotFoundError",
     "PagletProxy",
     "PagletRef",

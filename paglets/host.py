@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 from paglets._version import __version__
+from paglets.calls import HostCalls
 from paglets.config import HostConfig
 from paglets.core.errors import HostNotRunningError
 from paglets.core.events import EventKind
@@ -85,6 +86,8 @@ class Host:
         self.mesh = MeshService(
             cfg, self.events, lambda: len(self.supervisor.list()), self._set_url
         )
+        self.calls = HostCalls(cfg, self.supervisor, self.mesh)
+        self.supervisor.call_handler = self.calls
 
     def _set_url(self, url: str) -> None:
         self._url = url
@@ -164,6 +167,7 @@ class Host:
         await self.supervisor.spawner.start()
         yield
         await self.supervisor.close()
+        await self.calls.close()
 
     async def _watchdog_ctx(self, _app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self.supervisor.watch(), name=f"watchdog-{self.name}")

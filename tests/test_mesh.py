@@ -110,6 +110,23 @@ async def test_another_mesh_version_is_visible_but_never_a_target(
         a.mesh.movement_target("b")
 
 
+async def test_a_stopping_host_says_goodbye(make_host: Callable[..., Awaitable[Host]]) -> None:
+    # offline-after is long: only the goodbye can explain b going offline quickly
+    slow = {**FAST, "offline_after": 60.0}
+    a = await make_host(name="a", **slow)
+    b = await make_host(name="b", peers=(a.url,), **slow)
+    await wait_for(lambda: _names(a) == {"a", "b"} == _names(b), 5, "joined")
+    since = a.events.last_cursor
+    await b.stop()
+    assert _names(a, online=False) == {"b"}, "the goodbye arrives before stop() returns"
+    kinds = [e.kind for e in a.events.query(since)]
+    assert EventKind.MESH_HOST_OFFLINE in kinds
+    # a restarted b is welcome back under its name
+    b2 = await make_host(name="b", peers=(a.url,), **slow)
+    await wait_for(lambda: _names(a) == {"a", "b"}, 5, "b back online")
+    assert a.mesh.movement_target("b").url == b2.url
+
+
 async def test_zeroconf_discovers_hosts_on_loopback(
     make_host: Callable[..., Awaitable[Host]],
 ) -> None:

@@ -6,10 +6,12 @@ The runtime provides the implementation; paglet code only reads it through
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Iterable, Mapping
     from pathlib import Path
 
 
@@ -44,4 +46,84 @@ class PagletContext(Protocol):
     @property
     def log(self) -> logging.Logger:
         """A logger named after the paglet."""
+        ...
+
+    def hosts(
+        self,
+        *,
+        online: bool | None = None,
+        tags: Iterable[str] = (),
+        mesh_version: str | None = None,
+        movable: bool = False,
+    ) -> list[MeshHost]:
+        """The hosts of the mesh this host knows, itself first.
+
+        Args:
+            online: only hosts online (``True``) or offline (``False``).
+            tags: only hosts carrying every one of these ``--tag`` values.
+            mesh_version: only hosts of this ``--mesh-version``.
+            movable: only hosts a paglet here may move to (online, same mesh
+                and protocol version).
+        """
+        ...
+
+    def proxy(self, agent_id: str, host: str | None = None) -> PagletLink:
+        """A handle to another paglet, on this host or on ``host`` (a name or URL)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MeshHost:
+    """One host of the mesh, as a paglet sees it through `PagletContext.hosts`.
+
+    Attributes:
+        name: the host's unique name.
+        url: the URL it publishes.
+        online: whether its heartbeat is recent.
+        mesh_version: its ``--mesh-version``.
+        protocol_version: the wire protocol it speaks.
+        version: the paglets version it runs.
+        commit: the git commit it runs from, if any.
+        paglets: how many paglets it holds.
+        tags: its ``--tag`` values.
+        properties: its ``--property`` pairs.
+        movable: whether a paglet on the asking host may move there.
+    """
+
+    name: str
+    url: str
+    online: bool
+    mesh_version: str
+    protocol_version: int
+    version: str
+    commit: str | None
+    paglets: int
+    tags: tuple[str, ...]
+    properties: Mapping[str, str]
+    movable: bool
+
+
+class PagletLink(Protocol):
+    """Another paglet, as a paglet reaches it through `PagletContext.proxy`.
+
+    Calls block until the host answered, from ``def`` and ``async def`` code
+    alike; ``send_async`` does not block the paglet's event loop.
+    """
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def host(self) -> str | None: ...
+
+    def send(self, kind: str, /, **args: Any) -> Any:
+        """Deliver a message and return the handler's reply."""
+        ...
+
+    def send_oneway(self, kind: str, /, **args: Any) -> None:
+        """Deliver a message without waiting for it to be handled."""
+        ...
+
+    async def send_async(self, kind: str, /, **args: Any) -> Any:
+        """`send` as a coroutine."""
         ...

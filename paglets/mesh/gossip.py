@@ -162,6 +162,18 @@ class Gossiper:
         targets += [url for url in self._candidates if url not in targets]
         return targets
 
+    async def farewell(self, timeout: float) -> None:
+        """Tell every online peer at once that this host leaves (see `PeerTable.leave`)."""
+        self.table.leave()
+        me = self.table.me.name
+        peers = [h.url for h in self.table.hosts() if h.name != me and h.online]
+        if not peers:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                asyncio.gather(*(self._exchange_logged(url) for url in peers)), timeout
+            )
+
     async def round(self) -> None:
         """One round: exchange with this round's targets concurrently, and wait for them."""
         self.rounds += 1

@@ -62,6 +62,7 @@ class _Entry:
     record: HostRecord  # as its owner published it; online/last_seen are recomputed
     seen: float  # local monotonic time of the freshest news of it
     online: bool = True  # as last reported by sweep()
+    left: bool = False  # its owner said goodbye (a newer record with online=False)
 
 
 class PeerTable:
@@ -90,6 +91,7 @@ class PeerTable:
         self._wall = wall_clock
         self._me = me.name
         self._entries: dict[str, _Entry] = {me.name: _Entry(me, clock())}
+        self._leaving = False
 
     def __repr__(self) -> str:
         now = self._clock()
@@ -113,6 +115,11 @@ class PeerTable:
             raise ValueError("a host cannot change its name")
         self._entries[self._me] = _Entry(record, self._clock())
 
+    def leave(self) -> HostRecord:
+        """Publish that this host is leaving: its next gossip says it is offline."""
+        self._leaving = True
+        return self.beat()
+
     def beat(self, **changes: object) -> HostRecord:
         """Increment this host's heartbeat, applying ``changes``; returns the new record."""
         me = self.me
@@ -123,11 +130,13 @@ class PeerTable:
     # -- reading ---------------------------------------------------------------
 
     def _is_online(self, entry: _Entry, now: float) -> bool:
-        return entry.record.name == self._me or now - entry.seen < self.offline_after
+        if entry.record.name == self._me:
+            return not self._leaving
+        return not entry.left and now - entry.seen < self.offline_after
 
     def _view(self, entry: _Entry, now: float, wall: float) -> HostRecord:
         if entry.record.name == self._me:
-            return entry.record.replace(online=True, last_seen=wall)
+            return entry.record.replace(online=not self._leaving, last_seen=wall)
         return entry.record.replace(
             online=self._is_online(entry, now), last_seen=wall - (now - entry.seen)
         )
@@ -175,7 +184,7 @@ class PeerTable:
         entry = self._entries.get(record.name)
         fresh = now - seen < self.offline_after
         if entry is None:
-            self._entries[record.name] = _Entry(record, seen, online=fresh)
+            self._entries[record.name] = _Entry(record, seen, online=fresh, left=not record.online)
             result.changes.append(Change(record.name, "joined", record.url))
             return
         known = entry.record
@@ -203,6 +212,8 @@ class PeerTable:
         known_version = (known.incarnation, known.heartbeat)
         if version > known_version:
             entry.record = record
+            # only a newer record can say goodbye, and a newer one can take it back
+            entry.left = not record.online
             if record.url != known.url:
                 result.changes.append(Change(record.name, "moved", record.url))
         if version >= known_version:

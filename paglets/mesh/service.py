@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 5.0
+FAREWELL_TIMEOUT = 1.0  # how long a stopping host waits to tell its peers it leaves
 _EVENT_OF_CHANGE = {
     "joined": EventKind.MESH_HOST_JOINED,
     "replaced": EventKind.MESH_HOST_JOINED,
@@ -315,6 +316,8 @@ class MeshService:
                 yield
             finally:
                 await _cancel(task)
+                if self._ready.is_set():
+                    await gossiper.farewell(FAREWELL_TIMEOUT)
                 self.gossiper = None
 
     async def _gossip(self, gossiper: Gossiper) -> None:

@@ -29,6 +29,7 @@ from paglets.core.paglet import Paglet
 from paglets.runtime import ipc
 from paglets.runtime.context import ChildContext
 from paglets.runtime.frames import FrameDecoder, encode_json
+from paglets.runtime.link import HostLink
 from paglets.runtime.mailbox import Mailbox
 from paglets.runtime.osutil import die_with_parent
 from paglets.wire.modules import ModulePolicy, import_class
@@ -88,10 +89,11 @@ class ChildRuntime:
         self._decoder = FrameDecoder()
         self._stopping = False
         self._run_task: asyncio.Task[None] | None = None
+        self.link: HostLink | None = None
 
     # -- setup ------------------------------------------------------------------
 
-    def build(self) -> Paglet[Any]:
+    def build(self, link: HostLink) -> Paglet[Any]:
         init = self.init
         policy = ModulePolicy(tuple(init.allowed_prefixes))
         cls = import_class(init.class_path, policy, base=Paglet)
@@ -103,6 +105,7 @@ class ChildRuntime:
             host_url=init.host_url,
             work_dir=Path(init.work_dir),
             mailbox=self.mailbox,
+            link=link,
         )
         paglet: Paglet[Any] = cls(state, context)
         return paglet
@@ -114,8 +117,9 @@ class ChildRuntime:
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
+        self.link = HostLink(self.channel.send, self._pump, loop)
         try:
-            self.paglet = self.build()
+            self.paglet = self.build(self.link)
             if self.init.run_creation:
                 await _call(self.paglet.on_creation, self._event(LifecycleKind.CREATION))
         except BaseException as exc:  # noqa: BLE001 - reported to the host by name
@@ -141,6 +145,17 @@ class ChildRuntime:
             return
         except OSError:
             chunk = b""
+        self._route(chunk)
+
+    def _pump(self) -> None:
+        """Block until the host sends something, and route it (see `HostLink`)."""
+        try:
+            chunk = self.channel.sock.recv(_READ_SIZE)
+        except OSError:
+            chunk = b""
+        self._route(chunk)
+
+    def _route(self, chunk: bytes) -> None:
         if not chunk:
             os._exit(0)  # the host is gone: nobody is left to answer
         for frame in self._decoder.feed(chunk):
@@ -151,6 +166,8 @@ class ChildRuntime:
     def _accept(self, record: ipc.Record) -> None:
         if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Stop):
             self.mailbox.put(record)
+        elif isinstance(record, ipc.CallResult) and self.link is not None:
+            self.link.resolve(record)
         else:
             raise ProtocolError(f"unexpected {type(record).__name__} from the host")
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from paglets.core.context import MeshHost
+from paglets.core.errors import ProtocolError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from pathlib import Path
 
+    from paglets.runtime.link import HostLink
     from paglets.runtime.mailbox import Mailbox
 
 
@@ -15,13 +20,21 @@ class ChildContext:
     """What a paglet sees of its host, from inside its process."""
 
     def __init__(
-        self, *, agent_id: str, host_name: str, host_url: str, work_dir: Path, mailbox: Mailbox
+        self,
+        *,
+        agent_id: str,
+        host_name: str,
+        host_url: str,
+        work_dir: Path,
+        mailbox: Mailbox,
+        link: HostLink,
     ) -> None:
         self._agent_id = agent_id
         self._host_name = host_name
         self._host_url = host_url
         self._work_dir = work_dir
         self._mailbox = mailbox
+        self._link = link
         self._log = logging.getLogger(f"paglets.agent.{agent_id}")
 
     @property
@@ -49,5 +62,87 @@ class ChildContext:
     def log(self) -> logging.Logger:
         return self._log
 
+    @property
+    def link(self) -> HostLink:
+        """The raw call channel to the host (runtime internals use it)."""
+        return self._link
+
+    def hosts(
+        self,
+        *,
+        online: bool | None = None,
+        tags: Iterable[str] = (),
+        mesh_version: str | None = None,
+        movable: bool = False,
+    ) -> list[MeshHost]:
+        rows = self._link.call(
+            "mesh.hosts",
+            online=online,
+            tags=list(tags),
+            mesh_version=mesh_version,
+            movable=movable,
+        )
+        return [_mesh_host(row) for row in rows]
+
+    def proxy(self, agent_id: str, host: str | None = None) -> ChildProxy:
+        return ChildProxy(self._link, agent_id, host)
+
     def __repr__(self) -> str:
         return f"<ChildContext {self._agent_id} on {self._host_name}>"
+
+
+def _mesh_host(row: Any) -> MeshHost:
+    try:
+        return MeshHost(
+            name=row["name"],
+            url=row["url"],
+            online=row["online"],
+            mesh_version=row["mesh_version"],
+            protocol_version=row["protocol_version"],
+            version=row["version"],
+            commit=row["commit"],
+            paglets=row["paglets"],
+            tags=tuple(row["tags"]),
+            properties=dict(row["properties"]),
+            movable=row["movable"],
+        )
+    except (KeyError, TypeError) as exc:
+        raise ProtocolError(f"malformed host record from the host: {exc}") from None
+
+
+class ChildProxy:
+    """A paglet reached from inside another paglet; see `paglets.core.context.PagletLink`."""
+
+    def __init__(self, link: HostLink, agent_id: str, host: str | None) -> None:
+        self._link = link
+        self._agent_id = agent_id
+        self._host = host
+
+    def __repr__(self) -> str:
+        return f"<ChildProxy {self._agent_id} on {self._host or 'this host'}>"
+
+    @property
+    def agent_id(self) -> str:
+        return self._agent_id
+
+    @property
+    def host(self) -> str | None:
+        return self._host
+
+    def _args(self, kind: str, args: dict[str, Any], mode: str) -> dict[str, Any]:
+        return {
+            "agent_id": self._agent_id,
+            "host": self._host,
+            "kind": kind,
+            "args": args,
+            "mode": mode,
+        }
+
+    def send(self, kind: str, /, **args: Any) -> Any:
+        return self._link.call("paglet.send", **self._args(kind, args, "sync"))
+
+    def send_oneway(self, kind: str, /, **args: Any) -> None:
+        self._link.call("paglet.send", **self._args(kind, args, "oneway"))
+
+    async def send_async(self, kind: str, /, **args: Any) -> Any:
+        return await self._link.call_async("paglet.send", **self._args(kind, args, "sync"))

@@ -78,6 +78,7 @@ class ChildHandle:
         *,
         on_exit: Callable[[ChildHandle, ExitInfo], None],
         on_note: Callable[[ChildHandle, ipc.Note], None],
+        on_call: Callable[[ChildHandle, ipc.Call], None] | None = None,
     ) -> None:
         self.child = child
         self.agent_id = agent_id
@@ -85,6 +86,7 @@ class ChildHandle:
         self.exit_info: ExitInfo | None = None
         self._on_exit = on_exit
         self._on_note = on_note
+        self._on_call = on_call
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ready: asyncio.Future[int] | None = None
@@ -144,23 +146,35 @@ class ChildHandle:
                 fut.set_result(record.value)
         elif isinstance(record, ipc.Heartbeat):
             return
-        elif isinstance(record, ipc.Ready):
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(record.pid)
-        elif isinstance(record, ipc.InitFailed):
-            self._requested = ExitReason.START_FAILED
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_exception(record.error.to_exception())
+        elif isinstance(record, ipc.Ready | ipc.InitFailed):
+            self._on_started(record)
         elif isinstance(record, ipc.Note):
             self._on_note(self, record)
+        elif isinstance(record, ipc.Call) and self._on_call is not None:
+            self._on_call(self, record)
         else:
             raise ProtocolError(f"unexpected {type(record).__name__} from a child")
+
+    def _on_started(self, record: ipc.Ready | ipc.InitFailed) -> None:
+        if isinstance(record, ipc.InitFailed):
+            self._requested = ExitReason.START_FAILED
+        if self._ready is None or self._ready.done():
+            return
+        if isinstance(record, ipc.Ready):
+            self._ready.set_result(record.pid)
+        else:
+            self._ready.set_exception(record.error.to_exception())
 
     # -- calls ------------------------------------------------------------------
 
     def _write(self, record: ipc.Record) -> None:
         if self.exit_info is not None or not self.child.channel.send(record):
             raise self._dead_error()
+
+    def answer(self, call_id: int, value: Any, error: ipc.ErrorRecord | None) -> None:
+        """Send the result of a child's ``Call``; a child that is gone is not an error."""
+        if self.exit_info is None:
+            self.child.channel.send(ipc.CallResult(call_id, value, error))
 
     def _dead_error(self) -> PagletDeadError:
         if self._requested is ExitReason.DISPOSED:

@@ -32,6 +32,8 @@ class Op(StrEnum):
     REPLY = "reply"
     HEARTBEAT = "hb"
     NOTE = "note"
+    CALL = "call"
+    CALL_RESULT = "result"
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,11 +168,55 @@ class Note(_Record):
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Record = Init | Deliver | GetState | Stop | Ready | InitFailed | Reply | Heartbeat | Note
+@dataclass(frozen=True, slots=True)
+class Call(_Record):
+    """The child asks its host to do something for the paglet (see `paglets.runtime.link`)."""
+
+    OP: ClassVar[Op] = Op.CALL
+    id: int
+    method: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult(_Record):
+    """The host's answer to a ``Call``: a value or an error."""
+
+    OP: ClassVar[Op] = Op.CALL_RESULT
+    id: int
+    value: Any = None
+    error: ErrorRecord | None = None
+
+
+Record = (
+    Init
+    | Deliver
+    | GetState
+    | Stop
+    | Ready
+    | InitFailed
+    | Reply
+    | Heartbeat
+    | Note
+    | Call
+    | CallResult
+)
 
 _BY_OP: dict[str, type[_Record]] = {
     cls.OP.value: cls
-    for cls in (Init, Deliver, GetState, Stop, Ready, InitFailed, Reply, Heartbeat, Note)
+    for cls in (
+        Init,
+        Deliver,
+        GetState,
+        Stop,
+        Ready,
+        InitFailed,
+        Reply,
+        Heartbeat,
+        Note,
+        Call,
+        CallResult,
+    )
 }
 _FIELDS: dict[type[_Record], frozenset[str]] = {}
 

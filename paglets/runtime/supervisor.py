@@ -37,6 +37,7 @@ from paglets.runtime import ipc
 from paglets.runtime.handle import ChildHandle, ExitInfo
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from paglets.persistence.events import EventLog
@@ -90,7 +91,11 @@ class AgentRecord:
 
 
 class Supervisor:
-    """See the module docstring."""
+    """See the module docstring.
+
+    ``call_handler``, set by the host, answers the calls paglets make to their
+    host (`paglets.runtime.link`): ``await call_handler(agent_id, method, args)``.
+    """
 
     def __init__(
         self,
@@ -114,6 +119,8 @@ class Supervisor:
         self._gone: OrderedDict[str, AgentRecord] = OrderedDict()
         self._results: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
         self._closing = False
+        self.call_handler: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.host_name} paglets={len(self._agents)}>"
@@ -156,7 +163,13 @@ class Supervisor:
         self._agents[agent_id] = record
         try:
             child = await self.spawner.spawn()
-            handle = ChildHandle(child, agent_id, on_exit=self._on_exit, on_note=self._on_note)
+            handle = ChildHandle(
+                child,
+                agent_id,
+                on_exit=self._on_exit,
+                on_note=self._on_note,
+                on_call=self._on_call,
+            )
             record.handle = handle
             await handle.start(
                 ipc.Init(
@@ -334,6 +347,24 @@ class Supervisor:
             return
         self.events.append(kind, handle.agent_id, note.detail, note.data)
 
+    def _on_call(self, handle: ChildHandle, call: ipc.Call) -> None:
+        task = asyncio.get_running_loop().create_task(self._answer(handle, call))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _answer(self, handle: ChildHandle, call: ipc.Call) -> None:
+        value: Any = None
+        error: ipc.ErrorRecord | None = None
+        if self.call_handler is None:
+            no_calls = RequestError(f"this host answers no calls from paglets ({call.method!r})")
+            handle.answer(call.id, None, ipc.ErrorRecord.from_exception(no_calls))
+            return
+        try:
+            value = await self.call_handler(handle.agent_id, call.method, call.args)
+        except Exception as exc:  # noqa: BLE001 - the paglet gets it by name
+            error = ipc.ErrorRecord.from_exception(exc)
+        handle.answer(call.id, value, error)
+
     # -- watching ---------------------------------------------------------------
 
     async def watch(self) -> None:
@@ -389,6 +420,9 @@ class Supervisor:
             ),
             return_exceptions=True,
         )
+        for task in self._calls:
+            task.cancel()
+        await asyncio.gather(*self._calls, return_exceptions=True)
         await self.spawner.close()
 
 

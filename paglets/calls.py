@@ -1,0 +1,117 @@
+"""``HostCalls``: what a host does when one of its paglets asks.
+
+Paglet code reaches its host through ``self.context`` (`paglets.runtime.link`);
+each call names a method served here. The host answers from its own tables
+(the mesh view), its supervisor (paglets on this host) or another host's API
+(paglets elsewhere, through one pooled client per host).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from paglets.core.errors import HostNotFoundError, RequestError, TransferError
+from paglets.runtime.supervisor import SendMode
+from paglets.transport.client import AsyncHostClient
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from paglets.config import HostConfig
+    from paglets.mesh.service import MeshService
+    from paglets.runtime.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+class HostCalls:
+    """Serves calls from paglets; see the module docstring."""
+
+    def __init__(self, config: HostConfig, supervisor: Supervisor, mesh: MeshService) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.mesh = mesh
+        self._clients: dict[str, AsyncHostClient] = {}
+        self._methods: dict[str, Callable[[str, dict[str, Any]], Awaitable[Any]]] = {
+            "mesh.hosts": self.mesh_hosts,
+            "paglet.send": self.send,
+        }
+
+    def __repr__(self) -> str:
+        return f"<HostCalls {sorted(self._methods)}>"
+
+    def register(self, method: str, serve: Callable[[str, dict[str, Any]], Awaitable[Any]]) -> None:
+        """Serve ``method`` with ``await serve(agent_id, args)``."""
+        self._methods[method] = serve
+
+    async def __call__(self, agent_id: str, method: str, args: dict[str, Any]) -> Any:
+        serve = self._methods.get(method)
+        if serve is None:
+            raise RequestError(
+                f"the host answers no call {method!r} (known: {sorted(self._methods)})"
+            )
+        return await serve(agent_id, args)
+
+    def client(self, url: str) -> AsyncHostClient:
+        """A pooled client to the host at ``url``, with this host's API key."""
+        client = self._clients.get(url)
+        if client is None:
+            client = self._clients[url] = AsyncHostClient(url, self.config.api_key or "")
+        return client
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    # -- methods --------------------------------------------------------------------
+
+    async def mesh_hosts(self, _agent_id: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        records = self.mesh.hosts(
+            online=args.get("online"),
+            tags=args.get("tags") or (),
+            mesh_version=args.get("mesh_version"),
+        )
+        rows = []
+        for record in records:
+            try:
+                self.mesh.movement_target(record.url)
+                movable = True
+            except (TransferError, HostNotFoundError):
+                movable = False
+            if args.get("movable") and not movable:
+                continue
+            row = record.to_dict()
+            row["movable"] = movable
+            rows.append(row)
+        return rows
+
+    def is_here(self, host: str | None) -> bool:
+        """Whether ``host`` (a name, a URL or None) names this host."""
+        if host is None or host == self.config.name:
+            return True
+        me = self.mesh.table.me
+        return host.startswith(("http://", "https://")) and me.answers_on(host)
+
+    async def send(self, agent_id: str, args: dict[str, Any]) -> Any:
+        target = _str(args, "agent_id")
+        kind = _str(args, "kind")
+        body = args.get("args") or {}
+        mode = SendMode(args.get("mode", "sync"))
+        host = args.get("host")
+        if self.is_here(host):
+            return await self.supervisor.send(target, kind, body, sender=agent_id, mode=mode)
+        url = self.mesh.resolve(str(host))
+        proxy = self.client(url).proxy(target)
+        if mode is SendMode.SYNC:
+            return await proxy.send(kind, body)
+        await proxy.send_oneway(kind, body)
+        return None
+
+
+def _str(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise RequestError(f"call argument {key!r} must be a non-empty string")
+    return value
