@@ -12,6 +12,7 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    └── ClassNotFoundError (ImportError)    class path not importable on that host
      ├── AuthenticationError (PermissionError)    missing or wrong API key (401)
      ├── PagletNotFoundError (LookupError)        no such paglet on that host (404)
+     │    └── PagletMovedError                    it moved; ``location`` says where
      ├── MessageNotHandledError                   the handler returned ``not_handled()``
      ├── HandlerError                             the paglet's handler raised
      ├── MailboxFullError                         too many messages waiting (429)
@@ -107,6 +108,26 @@ class PagletNotFoundError(PagletError, LookupError):
     """No paglet with that id on the host asked."""
 
     http_status = HTTPStatus.NOT_FOUND
+
+
+class PagletMovedError(PagletNotFoundError):
+    """The paglet left the host asked; ``location`` is the URL of the host it went to.
+
+    Proxies follow it by themselves (a few hops at most).
+    """
+
+    _AT = " now at "
+
+    @classmethod
+    def to(cls, agent_id: str, host_name: str, url: str) -> PagletMovedError:
+        """The error for ``agent_id``, which moved to ``host_name`` at ``url``."""
+        return cls(f"paglet {agent_id} moved to host {host_name}{cls._AT}{url}")
+
+    @property
+    def location(self) -> str | None:
+        """The URL of the host the paglet moved to, if the message names one."""
+        _, found, url = self.message.rpartition(self._AT)
+        return url.strip() or None if found else None
 
 
 class MessageNotHandledError(PagletError):
