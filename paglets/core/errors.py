@@ -127,7 +127,9 @@ class PagletMovedError(PagletNotFoundError):
     def location(self) -> str | None:
         """The URL of the host the paglet moved to, if the message names one."""
         _, found, url = self.message.rpartition(self._AT)
-        return url.strip() or None if found else None
+        if not found:
+            return None
+        return url.strip() or None
 
 
 class MessageNotHandledError(PagletError):
