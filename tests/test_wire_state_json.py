@@ -21,7 +21,7 @@ import pytest
 
 from paglets.core.errors import InvalidStateError, RequestError
 from paglets.core.state import PagletState
-from paglets.wire.state_json import state_from_json, state_to_json
+from paglets.wire.state_json import BLOB_MIN, state_from_json, state_to_json
 
 UserId = NewType("UserId", str)
 
@@ -485,3 +485,87 @@ def test_unresolvable_hints_are_an_invalid_state_error() -> None:
 
     with pytest.raises(InvalidStateError, match=r"cannot resolve the type hints of .*Local"):
         state_from_json(Local, {})
+
+
+# -- out-of-band bytes ("$blob") ------------------------------------------------------
+
+
+@dataclass
+class Blobs(PagletState):
+    big: bytes = b""
+    buffer: bytearray = field(default_factory=bytearray)
+    many: list[bytes] = field(default_factory=list)
+    named: dict[str, bytes] = field(default_factory=dict)
+    maybe: bytes | None = None
+    label: str = ""
+    anything: Any = None
+
+
+def test_large_bytes_go_out_of_band_without_a_copy() -> None:
+    big, buffer = b"x" * BLOB_MIN, bytearray(b"y" * 5000)
+    state = Blobs(big=big, buffer=buffer, many=[b"s", b"z" * 2000], named={"k": b"w" * 3000})
+    blobs: list[memoryview] = []
+    data = state_to_json(state, blobs)
+    assert data["big"] == {"$blob": 0}
+    assert data["buffer"] == {"$blob": 1}
+    assert data["many"] == [{"$bytes": "cw=="}, {"$blob": 2}]
+    assert data["named"] == {"k": {"$blob": 3}}
+    assert [b.nbytes for b in blobs] == [BLOB_MIN, 5000, 2000, 3000]
+    assert blobs[0].obj is big
+    assert blobs[1].obj is buffer
+    json.dumps(data)  # still plain JSON
+    assert state_from_json(Blobs, data, blobs) == state
+
+
+def test_bytes_below_the_threshold_stay_inline() -> None:
+    blobs: list[memoryview] = []
+    data = state_to_json(Blobs(big=b"x" * (BLOB_MIN - 1)), blobs)
+    assert blobs == []
+    assert set(data["big"]) == {"$bytes"}
+
+
+def test_without_a_blob_list_everything_is_base64() -> None:
+    data = state_to_json(Blobs(big=b"x" * 5000))
+    assert set(data["big"]) == {"$bytes"}
+    assert state_from_json(Blobs, data).big == b"x" * 5000
+
+
+def test_blobs_decode_to_the_hinted_type_as_copies() -> None:
+    source = bytearray(b"q" * 2000)
+    blobs = [memoryview(source)]
+    state = state_from_json(
+        Blobs, {"big": {"$blob": 0}, "buffer": {"$blob": 0}, "maybe": {"$blob": 0}}, blobs
+    )
+    assert type(state.big) is bytes
+    assert type(state.buffer) is bytearray
+    assert state.maybe == bytes(source)
+    source[0] = ord("r")  # the decoded values do not share memory with the blob
+    assert state.big[0] == ord("q")
+    assert state.buffer[0] == ord("q")
+
+
+@pytest.mark.parametrize(
+    ("data", "blobs", "expected"),
+    [
+        ({"label": {"$blob": 0}}, [b"x"], r"state\.label: expected str, got object"),
+        ({"big": {"$blob": 1}}, [b"x"], r"state\.big: \$blob must be an integer index below 1"),
+        ({"big": {"$blob": -1}}, [b"x"], r"state\.big: \$blob must be .* got integer -1"),
+        ({"big": {"$blob": True}}, [b"x", b"y"], r"state\.big: \$blob must be .* got boolean True"),
+        ({"big": {"$blob": 0.0}}, [b"x"], r"state\.big: \$blob must be .* got number"),
+        ({"big": {"$blob": "0"}}, [b"x"], r"state\.big: \$blob must be .* got string"),
+        ({"big": {"$blob": 0}}, None, r"state\.big: a \{\"\$blob\": \.\.\.\} reference, but no"),
+        ({"many": [{"$blob": 0}]}, [], r"state\.many\[0\]: \$blob must be .* below 0"),
+        ({"big": {"$blob": 0, "x": 1}}, [b"x"], r"state\.big: expected bytes"),
+    ],
+)
+def test_bad_blob_references(
+    data: dict[str, Any], blobs: list[bytes] | None, expected: str
+) -> None:
+    with pytest.raises(InvalidStateError, match=expected):
+        state_from_json(Blobs, data, blobs)
+
+
+def test_blob_reference_in_an_any_field_stays_data() -> None:
+    # Any keeps decoded JSON as is: the reference is never resolved there.
+    state = state_from_json(Blobs, {"anything": {"$blob": 0}}, [b"secret"])
+    assert state.anything == {"$blob": 0}

@@ -27,6 +27,7 @@ would naturally catch a builtin, the paglets error inherits it too::
      ├── TransferError                            a move did not happen; the paglet stayed
      ├── StorageError (OSError)                   the host's disk or database failed (507)
      └── ProtocolError                            a malformed frame or wire record
+          └── EnvelopeError                       a malformed or truncated movement envelope
 
 Errors cross process and host boundaries by name (`error_from_wire`),
 never by unpickling. An error name the receiver does not know becomes a plain
@@ -208,6 +209,10 @@ class ProtocolError(PagletError):
     """A malformed frame or wire record."""
 
     http_status = HTTPStatus.BAD_REQUEST
+
+
+class EnvelopeError(ProtocolError):
+    """A movement envelope that is malformed, truncated, of another version or of another class."""
 
 
 def _all_error_classes() -> dict[str, type[PagletError]]:

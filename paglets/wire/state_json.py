@@ -17,6 +17,13 @@ datetime, date, time    ISO 8601 string
 UUID, Path, Decimal     string
 bytes, bytearray        ``{"$bytes": "<base64>"}``
 ======================  =====================================
+
+Out-of-band bytes: given a ``blobs`` list, `state_to_json` leaves every
+``bytes``/``bytearray`` of at least `BLOB_MIN` bytes out of the JSON, appends a
+memoryview of it (no copy) to the list and writes ``{"$blob": <index>}`` in its
+place. The movement envelope carries those bytes raw after the JSON, and
+`state_from_json` takes them back through its own ``blobs`` argument, only
+where the type hint is ``bytes`` or ``bytearray``.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import functools
 import json
 import types
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from pathlib import PurePath
@@ -38,11 +45,15 @@ from typing import Any, Literal, NewType, TypeVar, Union, get_args, get_origin, 
 from paglets.core.errors import InvalidStateError
 from paglets.core.state import PagletState
 
-__all__ = ["state_from_json", "state_to_json"]
+__all__ = ["BLOB_MIN", "state_from_json", "state_to_json"]
 
 S = TypeVar("S", bound=PagletState)
+_Blobs = Sequence[bytes | memoryview] | None
 
 _BYTES_KEY = "$bytes"
+_BLOB_KEY = "$blob"
+BLOB_MIN = 1024
+"""The size from which `state_to_json` moves bytes out of band, when asked to."""
 _SUPPORTED = (
     "None, bool, int, float, str, list, tuple, set, frozenset, dict with str keys, "
     "dataclasses, Enum, datetime, date, time, UUID, Path, Decimal and bytes"
@@ -67,11 +78,14 @@ _BARE: dict[Any, Any] = {kind: kind[Any] for kind in (list, set, frozenset)}
 _BARE |= {tuple: tuple[Any, ...], dict: dict[str, Any]}
 
 
-def state_to_json(state: PagletState) -> dict[str, Any]:
+def state_to_json(state: PagletState, blobs: list[memoryview] | None = None) -> dict[str, Any]:
     """Project paglet state onto JSON-compatible values.
 
     Args:
         state: a dataclass instance, normally a `PagletState` subclass.
+        blobs: if a list, bytes values of at least `BLOB_MIN` bytes are appended
+            to it as memoryviews and encoded as ``{"$blob": <index>}``; if
+            None, all bytes are encoded as base64.
 
     Returns:
         A dict holding only dicts, lists, str, int, float, bool and None.
@@ -84,28 +98,31 @@ def state_to_json(state: PagletState) -> dict[str, Any]:
     if not dataclasses.is_dataclass(state) or isinstance(state, type):
         raise InvalidStateError(f"state must be a dataclass instance, not {_name(type(state))}")
     try:
-        return _encode_dataclass(state, "state")
+        return _encode_dataclass(state, "state", blobs)
     except RecursionError:
         raise InvalidStateError("state is nested too deeply (or refers to itself)") from None
 
 
-def _encode_dataclass(value: Any, path: str) -> dict[str, Any]:
+def _encode_dataclass(value: Any, path: str, blobs: list[memoryview] | None) -> dict[str, Any]:
     return {
-        f.name: _encode(getattr(value, f.name), f"{path}.{f.name}")
+        f.name: _encode(getattr(value, f.name), f"{path}.{f.name}", blobs)
         for f in dataclasses.fields(value)
     }
 
 
-def _encode(value: Any, path: str) -> Any:
+def _encode(value: Any, path: str, blobs: list[memoryview] | None) -> Any:
     if isinstance(value, Enum):
-        return _encode(value.value, path)
+        return _encode(value.value, path, blobs)
+    if blobs is not None and isinstance(value, bytes | bytearray) and len(value) >= BLOB_MIN:
+        blobs.append(memoryview(value))
+        return {_BLOB_KEY: len(blobs) - 1}
     for kinds, convert in _SCALARS:
         if isinstance(value, kinds):
             return convert(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _encode_dataclass(value, path)
+        return _encode_dataclass(value, path, blobs)
     if isinstance(value, list | tuple | set | frozenset):
-        items = [_encode(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        items = [_encode(item, f"{path}[{i}]", blobs) for i, item in enumerate(value)]
         return items if isinstance(value, list | tuple) else _stable_order(items)
     if isinstance(value, dict):
         bad = [key for key in value if not isinstance(key, str)]
@@ -114,7 +131,7 @@ def _encode(value: Any, path: str) -> Any:
                 f"cannot encode {path}: dict key {bad[0]!r} is a {_name(type(bad[0]))}; "
                 "state dicts must have str keys"
             )
-        return {key: _encode(item, f"{path}[{key!r}]") for key, item in value.items()}
+        return {key: _encode(item, f"{path}[{key!r}]", blobs) for key, item in value.items()}
     raise InvalidStateError(
         f"cannot encode {path}: type {_name(type(value))} is not supported in paglet state "
         f"(supported: {_SUPPORTED})"
@@ -128,7 +145,9 @@ def _stable_order(items: list[Any]) -> list[Any]:
         return sorted(items, key=lambda item: json.dumps(item, sort_keys=True))
 
 
-def state_from_json(cls: type[S], data: Mapping[str, Any]) -> S:
+def state_from_json(
+    cls: type[S], data: Mapping[str, Any], blobs: Sequence[bytes | memoryview] | None = None
+) -> S:
     """Rebuild state of class ``cls`` from its JSON projection, strictly.
 
     Only ``cls``, dataclasses reachable through its field type hints and the
@@ -139,6 +158,8 @@ def state_from_json(cls: type[S], data: Mapping[str, Any]) -> S:
     Args:
         cls: the state dataclass.
         data: the JSON object, as produced by `state_to_json`.
+        blobs: the out-of-band bytes that ``{"$blob": <index>}`` values refer
+            to, in order; None when the data cannot hold such references.
 
     Returns:
         A new instance of ``cls``.
@@ -146,12 +167,13 @@ def state_from_json(cls: type[S], data: Mapping[str, Any]) -> S:
     Raises:
         InvalidStateError: unknown or missing fields, or a value that does not
             fit its type hint; the message names the field path, the expected
-            and the actual type.
+            and the actual type; also a ``$blob`` reference where the hint is not
+            bytes, or whose index is not one of ``blobs``.
     """
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise InvalidStateError(f"state class must be a dataclass, not {cls!r}")
     try:
-        state: S = _decode_dataclass(cls, data, "state")
+        state: S = _decode_dataclass(cls, data, "state", blobs)
     except RecursionError:
         raise InvalidStateError("state is nested too deeply to decode") from None
     return state
@@ -165,7 +187,7 @@ def _hints(cls: type) -> dict[str, Any]:
         raise InvalidStateError(f"cannot resolve the type hints of {_name(cls)}: {exc}") from exc
 
 
-def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
+def _decode_dataclass(cls: type, data: Any, path: str, blobs: _Blobs) -> Any:
     if not isinstance(data, Mapping):
         raise _mismatch(path, _name(cls) + " (an object)", data)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -179,7 +201,7 @@ def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
     for name, field in fields.items():
         if name in data:
             target = init if field.init else late
-            target[name] = _decode(hints[name], data[name], f"{path}.{name}")
+            target[name] = _decode(hints[name], data[name], f"{path}.{name}", blobs)
         elif field.init and field.default is field.default_factory is dataclasses.MISSING:
             raise InvalidStateError(f"{path}: missing required field {name!r} of {_name(cls)}")
     try:
@@ -191,14 +213,14 @@ def _decode_dataclass(cls: type, data: Any, path: str) -> Any:
     return obj
 
 
-def _decode(tp: Any, value: Any, path: str) -> Any:
+def _decode(tp: Any, value: Any, path: str, blobs: _Blobs) -> Any:
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:
         return value
     if isinstance(tp, NewType):
-        return _decode(tp.__supertype__, value, path)
+        return _decode(tp.__supertype__, value, path, blobs)
     if origin is Union or origin is types.UnionType:
-        return _decode_union(tp, args, value, path)
+        return _decode_union(tp, args, value, path, blobs)
     if origin is Literal:
         for arg in args:
             plain = arg.value if isinstance(arg, Enum) else arg
@@ -207,47 +229,49 @@ def _decode(tp: Any, value: Any, path: str) -> Any:
         raise _mismatch(path, _name(tp), value)
     if tp in _BARE or origin in _BARE:
         return _decode_container(
-            tp, origin or tp, args or get_args(_BARE[origin or tp]), value, path
+            tp, origin or tp, args or get_args(_BARE[origin or tp]), value, path, blobs
         )
     if isinstance(tp, type) and origin is None:
-        return _decode_class(tp, value, path)
+        return _decode_class(tp, value, path, blobs)
     raise InvalidStateError(f"{path}: unsupported type hint {_name(tp)} (supported: {_SUPPORTED})")
 
 
-def _decode_container(tp: Any, origin: Any, args: Any, value: Any, path: str) -> Any:
+def _decode_container(  # noqa: PLR0917 - private, one call site
+    tp: Any, origin: Any, args: Any, value: Any, path: str, blobs: _Blobs
+) -> Any:
     if origin is dict:
         if args[0] is not str:
             raise InvalidStateError(f"{path}: unsupported type hint {_name(tp)}; keys must be str")
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise _mismatch(path, _name(tp), value)
-        return {k: _decode(args[1], v, f"{path}[{k!r}]") for k, v in value.items()}
+        return {k: _decode(args[1], v, f"{path}[{k!r}]", blobs) for k, v in value.items()}
     if not isinstance(value, list):
         raise _mismatch(path, _name(tp), value)
     if origin is not tuple or args[-1] is Ellipsis:
-        return origin(_decode(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        return origin(_decode(args[0], v, f"{path}[{i}]", blobs) for i, v in enumerate(value))
     if len(args) != len(value):
         raise InvalidStateError(f"{path}: expected {_name(tp)}, got an array of {len(value)}")
     items = zip(args, value, strict=True)
-    return tuple(_decode(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(items))
+    return tuple(_decode(a, v, f"{path}[{i}]", blobs) for i, (a, v) in enumerate(items))
 
 
-def _decode_union(tp: Any, args: tuple[Any, ...], value: Any, path: str) -> Any:
+def _decode_union(tp: Any, args: tuple[Any, ...], value: Any, path: str, blobs: _Blobs) -> Any:
     if value is None and type(None) in args:
         return None
     members = [arg for arg in args if arg is not type(None)]
     if len(members) == 1:  # Optional[X]: X's own error is the useful one
-        return _decode(members[0], value, path)
+        return _decode(members[0], value, path, blobs)
     for member in members:
         try:
-            return _decode(member, value, path)
+            return _decode(member, value, path, blobs)
         except InvalidStateError:
             continue
     raise _mismatch(path, _name(tp), value)
 
 
-def _decode_class(tp: type, value: Any, path: str) -> Any:
+def _decode_class(tp: type, value: Any, path: str, blobs: _Blobs) -> Any:
     if dataclasses.is_dataclass(tp):
-        return _decode_dataclass(tp, value, path)
+        return _decode_dataclass(tp, value, path, blobs)
     if issubclass(tp, Enum):
         for member in tp:
             if member.value == value and isinstance(member.value, bool) == isinstance(value, bool):
@@ -259,13 +283,30 @@ def _decode_class(tp: type, value: Any, path: str) -> Any:
             raise _mismatch(path, _name(tp), value)
         return float(value) if tp is float and isinstance(value, int) else value
     if tp is bytes or tp is bytearray:
-        if not (isinstance(value, Mapping) and set(value) == {_BYTES_KEY}):
-            raise _mismatch(path, f'{tp.__name__} (an object {{"{_BYTES_KEY}": base64}})', value)
-        try:
-            return tp(base64.b64decode(value[_BYTES_KEY], validate=True))
-        except (TypeError, binascii.Error) as exc:
-            raise InvalidStateError(f"{path}: invalid base64 for {tp.__name__}: {exc}") from exc
+        return _decode_bytes(tp, value, path, blobs)
     return _decode_string(tp, value, path)
+
+
+def _decode_bytes(tp: type[bytes | bytearray], value: Any, path: str, blobs: _Blobs) -> Any:
+    if isinstance(value, Mapping) and set(value) == {_BLOB_KEY}:
+        index = value[_BLOB_KEY]
+        if blobs is None:
+            raise InvalidStateError(
+                f'{path}: a {{"{_BLOB_KEY}": ...}} reference, but no out-of-band bytes came '
+                "with this state (they only travel in a movement envelope)"
+            )
+        if type(index) is not int or not 0 <= index < len(blobs):
+            raise InvalidStateError(
+                f"{path}: {_BLOB_KEY} must be an integer index below {len(blobs)}, "
+                f"got {_json_kind(index)} {index!r:.40}"
+            )
+        return tp(blobs[index])
+    if not (isinstance(value, Mapping) and set(value) == {_BYTES_KEY}):
+        raise _mismatch(path, f'{tp.__name__} (an object {{"{_BYTES_KEY}": base64}})', value)
+    try:
+        return tp(base64.b64decode(value[_BYTES_KEY], validate=True))
+    except (TypeError, binascii.Error) as exc:
+        raise InvalidStateError(f"{path}: invalid base64 for {tp.__name__}: {exc}") from exc
 
 
 def _decode_string(tp: type, value: Any, path: str) -> Any:
