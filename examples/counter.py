@@ -22,6 +22,9 @@ class Counter(Paglet[CounterState]):
     def on_creation(self, event: LifecycleEvent) -> None:
         self.state.visits.append(event.host_name)
 
+    def on_arrival(self, event: LifecycleEvent) -> None:
+        self.state.visits.append(event.host_name)
+
     def handle_message(self, message: Message) -> Any:
         if message.kind == "increment":
             self.state.count += int(message.args.get("by", 1))

@@ -27,6 +27,7 @@ from paglets.core.errors import (
     PagletDeadError,
     PagletDisposedError,
     PagletError,
+    PagletMovedError,
     PagletNotFoundError,
     PagletTimeoutError,
     PayloadTooLargeError,
@@ -36,6 +37,7 @@ from paglets.core.errors import (
 )
 from paglets.core.events import ContextEvent, EventKind, LifecycleEvent, LifecycleKind
 from paglets.core.message import NOT_HANDLED, Message, Priority
+from paglets.core.movement import ArrivalMode, Itinerary, ItineraryStop, TransferTicket
 from paglets.core.paglet import Paglet
 from paglets.core.state import PagletState
 from paglets.core.status import ExitReason, HostStatus, PagletStatus
@@ -85,6 +87,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "NOT_HANDLED",
+    "ArrivalMode",
     "AsyncHostClient",
     "AsyncPagletFuture",
     "AsyncPagletProxy",
@@ -108,6 +111,8 @@ __all__ = [
     "HostStatus",
     "HostUnavailableError",
     "InvalidStateError",
+    "Itinerary",
+    "ItineraryStop",
     "LifecycleEvent",
     "LifecycleKind",
     "MailboxFullError",
@@ -123,6 +128,7 @@ __all__ = [
     "PagletFuture",
     "PagletInfo",
     "PagletLink",
+    "PagletMovedError",
     "PagletNotFoundError",
     "PagletProxy",
     "PagletRef",
@@ -135,5 +141,6 @@ __all__ = [
     "ReplySet",
     "RequestError",
     "TransferError",
+    "TransferTicket",
     "__version__",
 ]

@@ -65,6 +65,9 @@ class HostConfig:
     gossip_interval: float = 1.0
     offline_after: float = 5.0
     address_poll_interval: float = 5.0
+    # Movement (see docs/movement.md): fsync envelopes and the journal before a
+    # commit counts, so a committed move survives a power cut, not only a crash.
+    transfer_fsync: bool = True
 
     def __post_init__(self) -> None:
         self._normalise()

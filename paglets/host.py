@@ -31,6 +31,7 @@ from paglets.core.errors import HostNotRunningError
 from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
 from paglets.mesh.service import MeshService
+from paglets.movement.service import TransferService
 from paglets.persistence.events import EventLog
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
@@ -88,6 +89,14 @@ class Host:
         )
         self.calls = HostCalls(cfg, self.supervisor, self.mesh)
         self.supervisor.call_handler = self.calls
+        self.transfers = TransferService(
+            config=cfg,
+            supervisor=self.supervisor,
+            mesh=self.mesh,
+            events=self.events,
+            policy=self.policy,
+            calls=self.calls,
+        )
 
     def _set_url(self, url: str) -> None:
         self._url = url
@@ -148,11 +157,13 @@ class Host:
             app.cleanup_ctx.append(self._children_ctx)
             app.cleanup_ctx.append(self._watchdog_ctx)
             self.mesh.install(app)
+            self.transfers.install(app)
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
             try:
                 await runner.setup()
                 self._set_url(await self.mesh.bind(runner))
                 await self.mesh.join()
+                await self.transfers.started([self._url, *self.mesh.table.me.urls])
             except BaseException:
                 await runner.cleanup()
                 self.status = HostStatus.STOPPED

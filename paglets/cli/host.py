@@ -184,6 +184,13 @@ def _check_ready_file(
     help="Module the zygote imports once, so paglets start fast; repeatable.",
 )
 @click.option(
+    "--transfer-fsync/--no-transfer-fsync",
+    default=True,
+    show_default=True,
+    help="fsync arriving paglets and the journal before a move commits (survives power "
+    "cuts); without it a committed move survives a crash of the host process only.",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Allow binding a non-loopback address without an API key.",
@@ -221,6 +228,7 @@ def command(  # click passes options by keyword
     state_dir: Path | None,
     allow_modules: tuple[str, ...],
     preload: tuple[str, ...],
+    transfer_fsync: bool,
     insecure: bool,
     ready_file: Path | None,
     log_level: str,
@@ -258,6 +266,7 @@ def command(  # click passes options by keyword
         insecure=insecure,
         preload=preload,
         secret_env=secrets,
+        transfer_fsync=transfer_fsync,
     )
     asyncio.run(_serve(Host(config), ready_file))
 

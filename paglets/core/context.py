@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from pathlib import Path
 
+    from paglets.core.movement import TransferTicket
+
 
 class PagletContext(Protocol):
     """The host as seen from inside a paglet."""
@@ -69,6 +71,40 @@ class PagletContext(Protocol):
 
     def proxy(self, agent_id: str, host: str | None = None) -> PagletLink:
         """A handle to another paglet, on this host or on ``host`` (a name or URL)."""
+        ...
+
+    def dispatch(self, target: str, ticket: TransferTicket | None = None) -> None:
+        """Move this paglet; see `paglets.Paglet.dispatch`."""
+        ...
+
+    def clone(self, target: str | None = None, ticket: TransferTicket | None = None) -> PagletLink:
+        """Copy this paglet; see `paglets.Paglet.clone`."""
+        ...
+
+    def retract(self, agent_id: str, host: str, ticket: TransferTicket | None = None) -> PagletLink:
+        """Pull the paglet ``agent_id`` from ``host`` (name or URL) to this host."""
+        ...
+
+    def dispose(self) -> None:
+        """Dispose this paglet once the current handler returns."""
+        ...
+
+    def register_file(
+        self, path: str | Path, *, name: str | None = None, mode: str = "copy"
+    ) -> str:
+        """Have a file travel with this paglet; returns its name.
+
+        Args:
+            path: the file on this host.
+            name: a relative POSIX name for it (default: the file's name).
+            mode: ``copy`` keeps the file here too; ``move`` deletes it here once
+                a dispatch has succeeded (a clone always copies).
+        """
+        ...
+
+    @property
+    def files(self) -> Mapping[str, Path]:
+        """Registered files by name, where they are on this host."""
         ...
 
 

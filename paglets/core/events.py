@@ -12,6 +12,12 @@ class LifecycleKind(StrEnum):
 
     CREATION = "creation"
     DISPOSING = "disposing"
+    DISPATCHING = "dispatching"
+    RETRACTING = "retracting"
+    ARRIVAL = "arrival"
+    CLONING = "cloning"
+    CLONE = "clone"
+    CLONED = "cloned"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,11 +28,20 @@ class LifecycleEvent:
         kind: the transition.
         agent_id: the paglet's id.
         host_name: the host it happens on.
+        target: for ``dispatching``, ``retracting`` and ``cloning``: the host
+            (name or URL) the paglet or its copy goes to.
+        origin: for ``arrival`` and ``clone``: the name of the host it came from.
+        clone_id: for ``cloned`` (in the original): the copy's id.
+        hops: how many moves this paglet has made (0 until its first arrival).
     """
 
     kind: LifecycleKind
     agent_id: str
     host_name: str
+    target: str | None = None
+    origin: str | None = None
+    clone_id: str | None = None
+    hops: int = 0
 
 
 class EventKind(StrEnum):
@@ -40,7 +55,14 @@ class EventKind(StrEnum):
     PAGLET_CRASHED = "paglet.crashed"
     PAGLET_HUNG = "paglet.hung"
     RUN_FAILED = "paglet.run_failed"
+    HOOK_FAILED = "paglet.hook_failed"
     MESSAGE_FAILED = "message.failed"
+    TRANSFER_SENT = "transfer.sent"
+    TRANSFER_RECEIVED = "transfer.received"
+    TRANSFER_FAILED = "transfer.failed"
+    TRANSFER_IN_DOUBT = "transfer.in_doubt"
+    TRANSFER_RESOLVED = "transfer.resolved"
+    TRANSFER_START_FAILED = "transfer.start_failed"
     MESH_HOST_JOINED = "mesh.host_joined"
     MESH_HOST_MOVED = "mesh.host_moved"
     MESH_HOST_OFFLINE = "mesh.host_offline"

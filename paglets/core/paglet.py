@@ -12,9 +12,10 @@ from paglets.core.state import PagletState
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from paglets.core.context import PagletContext
+    from paglets.core.context import PagletContext, PagletLink
     from paglets.core.events import LifecycleEvent
     from paglets.core.message import Message
+    from paglets.core.movement import TransferTicket
 
 StateT = TypeVar("StateT", bound=PagletState)
 
@@ -64,6 +65,28 @@ class Paglet(Generic[StateT]):
     def on_disposing(self, event: LifecycleEvent) -> Awaitable[None] | None:
         """Called before the paglet is disposed; its process ends afterwards."""
 
+    def on_dispatching(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called before the paglet leaves for ``event.target`` (`dispatch`)."""
+
+    def on_retracting(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called before the paglet is pulled back to ``event.target`` by a retract."""
+
+    def on_arrival(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called on the new host after a dispatch or retract, before ``run()``.
+
+        Registered files are in place already; ``event.origin`` names the host
+        the paglet came from.
+        """
+
+    def on_cloning(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called in the original before its state is copied for a clone."""
+
+    def on_clone(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called in the copy, on its host, before its ``run()``; it has a new id."""
+
+    def on_cloned(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called in the original once the copy exists; ``event.clone_id`` is its id."""
+
     def run(self) -> Awaitable[None] | None:
         """Background work, started after the paglet becomes active.
 
@@ -72,6 +95,35 @@ class Paglet(Generic[StateT]):
         run in a thread of its own (then guard shared state yourself).
         Creation returns without waiting for ``run()``.
         """
+
+    # -- movement -------------------------------------------------------------
+
+    def dispatch(self, target: str, ticket: TransferTicket | None = None) -> None:
+        """Move this paglet to ``target`` (a host name or URL).
+
+        ``on_dispatching`` runs first; then the state (as it is now) and the
+        registered files travel, and the paglet continues on the target with
+        ``on_arrival`` and ``run()``. Here, the handler that called `dispatch`
+        finishes, and its later changes to ``self.state`` stay behind: return
+        soon after. Messages that were waiting follow the paglet.
+
+        Raises:
+            TransferError: the move did not happen (target refused, unreachable,
+                or the ticket is not met); the paglet stays here, running.
+        """
+        self.context.dispatch(target, ticket)
+
+    def clone(self, target: str | None = None, ticket: TransferTicket | None = None) -> PagletLink:
+        """Copy this paglet, with a new id, to ``target`` (default: this host).
+
+        ``on_cloning`` runs here first, ``on_clone`` in the copy, then
+        ``on_cloned`` here. Returns a handle to the copy.
+        """
+        return self.context.clone(target, ticket)
+
+    def dispose(self) -> None:
+        """Dispose this paglet once the current handler returns (``on_disposing`` runs)."""
+        self.context.dispose()
 
     # -- messages -------------------------------------------------------------
 

@@ -13,6 +13,8 @@ class PagletStatus(StrEnum):
     STOPPING = "stopping"
     CRASHED = "crashed"
     DISPOSED = "disposed"
+    MOVED = "moved"
+    IN_DOUBT = "in_doubt"
 
 
 class HostStatus(StrEnum):
@@ -36,3 +38,4 @@ class ExitReason(StrEnum):
     HUNG = "hung"
     HOST_STOPPED = "host_stopped"
     START_FAILED = "start_failed"
+    MOVED = "moved"

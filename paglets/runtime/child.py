@@ -22,7 +22,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from paglets.core.errors import MessageNotHandledError, PayloadTooLargeError, ProtocolError
+from paglets.core.errors import (
+    MessageNotHandledError,
+    PagletError,
+    PagletMovedError,
+    PayloadTooLargeError,
+    ProtocolError,
+)
 from paglets.core.events import LifecycleEvent, LifecycleKind
 from paglets.core.message import NOT_HANDLED, Message
 from paglets.core.paglet import Paglet
@@ -31,7 +37,9 @@ from paglets.runtime.context import ChildContext
 from paglets.runtime.frames import FrameDecoder, encode_json
 from paglets.runtime.link import HostLink
 from paglets.runtime.mailbox import Mailbox
+from paglets.runtime.moving import Location, Mover
 from paglets.runtime.osutil import die_with_parent
+from paglets.wire.envelope import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
 from paglets.wire.state_json import state_from_json, state_to_json
 
@@ -90,6 +98,8 @@ class ChildRuntime:
         self._stopping = False
         self._run_task: asyncio.Task[None] | None = None
         self.link: HostLink | None = None
+        self.mover: Mover
+        self._came_from: str | None = None
 
     # -- setup ------------------------------------------------------------------
 
@@ -97,8 +107,19 @@ class ChildRuntime:
         init = self.init
         policy = ModulePolicy(tuple(init.allowed_prefixes))
         cls = import_class(init.class_path, policy, base=Paglet)
-        state_cls = cls.State
-        state = state_from_json(state_cls, init.state or {})
+        loop = asyncio.get_running_loop()
+        self.mover = Mover(
+            init=init,
+            link=link,
+            hops=0,
+            origin=init.host_name,
+            origin_url=init.host_url,
+            on_departed=partial(loop.call_soon_threadsafe, self.mailbox.close),
+        )
+        if init.envelope is None:
+            state = state_from_json(cls.State, init.state or {})
+        else:
+            state = self._unpack(cls, Path(init.envelope))
         context = ChildContext(
             agent_id=init.agent_id,
             host_name=init.host_name,
@@ -106,12 +127,49 @@ class ChildRuntime:
             work_dir=Path(init.work_dir),
             mailbox=self.mailbox,
             link=link,
+            runtime=self,
         )
         paglet: Paglet[Any] = cls(state, context)
         return paglet
 
+    def _unpack(self, cls: type[Paglet[Any]], path: Path) -> Any:
+        """The state from a movement envelope, and its files put in place."""
+        with EnvelopeReader(path) as reader:
+            header = reader.header
+            state = reader.state(cls.State)
+            files_dir = Path(self.init.files_dir)
+            if header.files:
+                reader.extract_files(files_dir)
+        self.mover.hops = header.hops
+        self.mover.origin, self.mover.origin_url = header.origin, header.origin_url
+        self.mover.arrived_files([f.name for f in header.files], files_dir)
+        self._came_from = header.source
+        return state
+
     def _event(self, kind: LifecycleKind) -> LifecycleEvent:
         return LifecycleEvent(kind, self.init.agent_id, self.init.host_name)
+
+    async def _arrive(self, paglet: Paglet[Any]) -> None:
+        """The hook for how this process came to be: creation, arrival, clone."""
+        arrival = self.init.arrival
+        if arrival == "creation":
+            await _call(paglet.on_creation, self._event(LifecycleKind.CREATION))
+            return
+        if arrival not in ("dispatch", "retract", "clone"):
+            return  # restored after a failed move: it never left
+        kind = LifecycleKind.CLONE if arrival == "clone" else LifecycleKind.ARRIVAL
+        event = LifecycleEvent(
+            kind,
+            self.init.agent_id,
+            self.init.host_name,
+            origin=self._came_from,
+            hops=self.mover.hops,
+        )
+        hook = paglet.on_clone if arrival == "clone" else paglet.on_arrival
+        try:
+            await _call(hook, event)
+        except Exception as exc:  # noqa: BLE001 - the paglet arrived; the host logs it
+            self._note_failed("paglet.hook_failed", f"on_{kind.value}", exc)
 
     # -- the loop ---------------------------------------------------------------
 
@@ -120,23 +178,59 @@ class ChildRuntime:
         self.link = HostLink(self.channel.send, self._pump, loop)
         try:
             self.paglet = self.build(self.link)
-            if self.init.run_creation:
-                await _call(self.paglet.on_creation, self._event(LifecycleKind.CREATION))
+            await self._arrive(self.paglet)
         except BaseException as exc:  # noqa: BLE001 - reported to the host by name
             self.channel.send(ipc.InitFailed(ipc.ErrorRecord.from_exception(exc)))
             return
         loop.add_reader(self.channel.sock.fileno(), self._on_readable)
         self.channel.send(ipc.Ready(os.getpid()))
         self._start_run(self.paglet)
-        while True:
+        while self.mover.departed is None:
             item = await self.mailbox.get()
+            if item is None:
+                break  # the paglet left from run() or a thread
             if isinstance(item, ipc.Deliver):
                 await self._deliver(self.paglet, item)
             elif isinstance(item, ipc.GetState):
                 self._reply(item.id, partial(state_to_json, self.paglet.state))
+            elif isinstance(item, ipc.Move):
+                self._reply(item.id, partial(self._move, self.paglet, item))
             else:
                 await self._stop(self.paglet, item)
                 return
+        if self.mover.departed is not None:
+            await self._leave(self.mover.departed)
+
+    def _move(self, paglet: Paglet[Any], item: ipc.Move) -> dict[str, str]:
+        location = self.mover.move(paglet, item.kind, item.target, item.ticket)
+        return {"agent_id": location.agent_id, "host": location.host, "url": location.url}
+
+    async def _leave(self, location: Location) -> None:
+        """The paglet moved on: what waited for it follows it, then the process ends."""
+        if self._run_task is not None:
+            self._run_task.cancel()
+        moved = PagletMovedError.to(self.init.agent_id, location.host, location.url)
+        for item in self.mailbox.drain():
+            if isinstance(item, ipc.Deliver) and not item.reply:
+                self._forward_oneway(item, location)
+            elif isinstance(item, ipc.Stop):
+                self._send_reply(item.id, None, None, wanted=True)
+            else:
+                self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(moved), wanted=True)
+
+    def _forward_oneway(self, item: ipc.Deliver, location: Location) -> None:
+        assert self.link is not None  # noqa: S101 - set before serving
+        try:
+            self.link.call(
+                "paglet.send",
+                agent_id=location.agent_id,
+                host=location.url,
+                kind=item.kind,
+                args=item.args,
+                mode="oneway",
+            )
+        except PagletError as exc:
+            self._note_failed("message.failed", f"forwarding {item.kind!r}", exc)
 
     def _on_readable(self) -> None:
         try:
@@ -164,7 +258,7 @@ class ChildRuntime:
             self._accept(ipc.decode(frame))
 
     def _accept(self, record: ipc.Record) -> None:
-        if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Stop):
+        if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Move | ipc.Stop):
             self.mailbox.put(record)
         elif isinstance(record, ipc.CallResult) and self.link is not None:
             self.link.resolve(record)
@@ -197,12 +291,15 @@ class ChildRuntime:
             self._note_run_failed(exc)
 
     def _note_run_failed(self, exc: Exception) -> None:
+        self._note_failed("paglet.run_failed", "run()", exc)
+
+    def _note_failed(self, kind: str, what: str, exc: BaseException) -> None:
         record = ipc.ErrorRecord.from_exception(exc)
         try:
             self.channel.send(
                 ipc.Note(
-                    "paglet.run_failed",
-                    f"run() raised {type(exc).__name__}: {exc}",
+                    kind,
+                    f"{what} raised {type(exc).__name__}: {exc}",
                     {"traceback": record.traceback},
                 )
             )

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from paglets.core.context import MeshHost
-from paglets.core.errors import ProtocolError
+from paglets.core.errors import ProtocolError, TransferError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from pathlib import Path
 
+    from paglets.core.movement import TransferTicket
+    from paglets.runtime.child import ChildRuntime
     from paglets.runtime.link import HostLink
     from paglets.runtime.mailbox import Mailbox
+    from paglets.runtime.moving import Location
 
 
 class ChildContext:
@@ -28,6 +32,7 @@ class ChildContext:
         work_dir: Path,
         mailbox: Mailbox,
         link: HostLink,
+        runtime: ChildRuntime,
     ) -> None:
         self._agent_id = agent_id
         self._host_name = host_name
@@ -35,6 +40,7 @@ class ChildContext:
         self._work_dir = work_dir
         self._mailbox = mailbox
         self._link = link
+        self._runtime = runtime
         self._log = logging.getLogger(f"paglets.agent.{agent_id}")
 
     @property
@@ -86,6 +92,44 @@ class ChildContext:
 
     def proxy(self, agent_id: str, host: str | None = None) -> ChildProxy:
         return ChildProxy(self._link, agent_id, host)
+
+    # -- movement -----------------------------------------------------------------
+
+    def _move(self, kind: str, target: str | None, ticket: TransferTicket | None) -> Location:
+        paglet = self._runtime.paglet
+        if paglet is None:
+            raise TransferError("a paglet cannot move before it is built")
+        return self._runtime.mover.move(
+            paglet, kind, target, ticket.to_dict() if ticket is not None else None
+        )
+
+    def dispatch(self, target: str, ticket: TransferTicket | None = None) -> None:
+        self._move("dispatch", target, ticket)
+
+    def clone(self, target: str | None = None, ticket: TransferTicket | None = None) -> ChildProxy:
+        location = self._move("clone", target, ticket)
+        return ChildProxy(self._link, location.agent_id, location.url)
+
+    def retract(self, agent_id: str, host: str, ticket: TransferTicket | None = None) -> ChildProxy:
+        answer = self._link.call(
+            "transfer.retract",
+            agent_id=agent_id,
+            host=host,
+            ticket=ticket.to_dict() if ticket is not None else None,
+        )
+        return ChildProxy(self._link, str(answer["agent_id"]), str(answer["url"]))
+
+    def dispose(self) -> None:
+        self._link.call("paglet.dispose")
+
+    def register_file(
+        self, path: str | Path, *, name: str | None = None, mode: str = "copy"
+    ) -> str:
+        return self._runtime.mover.register(path, name, mode)
+
+    @property
+    def files(self) -> Mapping[str, Path]:
+        return MappingProxyType({f.name: f.path for f in self._runtime.mover.files.values()})
 
     def __repr__(self) -> str:
         return f"<ChildContext {self._agent_id} on {self._host_name}>"

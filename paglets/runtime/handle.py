@@ -65,6 +65,7 @@ _REQUESTED_DETAIL = {
     ExitReason.MEMORY_LIMIT: "exceeded its memory limit and was killed",
     ExitReason.HOST_STOPPED: "stopped with its host",
     ExitReason.START_FAILED: "failed to start",
+    ExitReason.MOVED: "left for another host",
 }
 
 
@@ -210,6 +211,10 @@ class ChildHandle:
         return self._call(
             lambda i: ipc.Deliver(i, kind, args, priority, message_id, sender, reply=True)
         )
+
+    def request(self, build: Callable[[int], ipc.Record]) -> asyncio.Future[Any]:
+        """Send the record ``build(request_id)``; the future resolves to the child's reply."""
+        return self._call(build)
 
     async def get_state(self) -> dict[str, Any]:
         """The JSON projection of the state, taken between two messages."""

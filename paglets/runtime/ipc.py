@@ -32,6 +32,7 @@ class Op(StrEnum):
     REPLY = "reply"
     HEARTBEAT = "hb"
     NOTE = "note"
+    MOVE = "move"
     CALL = "call"
     CALL_RESULT = "result"
 
@@ -91,7 +92,10 @@ class Init(_Record):
     work_dir: str
     allowed_prefixes: list[str]
     heartbeat_interval: float
-    run_creation: bool = True
+    arrival: str = "creation"
+    envelope: str | None = None
+    spool_dir: str = ""
+    files_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,17 @@ class GetState(_Record):
 
     OP: ClassVar[Op] = Op.GET_STATE
     id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Move(_Record):
+    """Between two messages: dispatch, retract or clone the paglet to ``target``."""
+
+    OP: ClassVar[Op] = Op.MOVE
+    id: int
+    kind: str
+    target: str | None
+    ticket: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +207,7 @@ Record = (
     Init
     | Deliver
     | GetState
+    | Move
     | Stop
     | Ready
     | InitFailed
@@ -208,6 +224,7 @@ _BY_OP: dict[str, type[_Record]] = {
         Init,
         Deliver,
         GetState,
+        Move,
         Stop,
         Ready,
         InitFailed,

@@ -6,15 +6,15 @@ import asyncio
 import heapq
 import itertools
 
-from paglets.runtime.ipc import Deliver, GetState, Stop
+from paglets.runtime.ipc import Deliver, GetState, Move, Stop
 
-MailItem = Deliver | GetState | Stop
+MailItem = Deliver | GetState | Move | Stop
 
 
 class Mailbox:
     """A priority queue consumed by one task.
 
-    ``GetState`` and ``Stop`` go ahead of every message, so a state snapshot or a
+    ``GetState``, ``Move`` and ``Stop`` go ahead of every message, so a state snapshot or a
     disposal happens right after the message in hand. Messages are ordered by
     descending priority and arrival order within a priority.
     """
@@ -23,6 +23,7 @@ class Mailbox:
         self._heap: list[tuple[int, int, int, MailItem]] = []
         self._seq = itertools.count()
         self._ready = asyncio.Event()
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -32,8 +33,21 @@ class Mailbox:
         heapq.heappush(self._heap, (*key, next(self._seq), item))
         self._ready.set()
 
-    async def get(self) -> MailItem:
+    def drain(self) -> list[MailItem]:
+        """Everything waiting, in order, leaving the mailbox empty."""
+        items = [heapq.heappop(self._heap)[3] for _ in range(len(self._heap))]
+        self._ready.clear()
+        return items
+
+    def close(self) -> None:
+        """Make a waiting (and every later) `get` on an empty mailbox return ``None``."""
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> MailItem | None:
         while not self._heap:
+            if self._closed:
+                return None
             self._ready.clear()
             await self._ready.wait()
         return heapq.heappop(self._heap)[3]

@@ -27,9 +27,11 @@ from paglets.core.errors import (
     PagletCrashedError,
     PagletDisposedError,
     PagletError,
+    PagletMovedError,
     PagletNotFoundError,
     PagletTimeoutError,
     RequestError,
+    TransferError,
 )
 from paglets.core.events import EventKind
 from paglets.core.status import ExitReason, PagletStatus
@@ -80,6 +82,7 @@ class AgentRecord:
     handle: ChildHandle | None = field(default=None, repr=False)
     exit: ExitInfo | None = None
     disposal: asyncio.Task[None] | None = field(default=None, repr=False)
+    moved_to: tuple[str, str] | None = None  # (host name, URL) once it has left
 
     @property
     def pid(self) -> int | None:
@@ -111,6 +114,8 @@ class Supervisor:
         self.host_name = host_name
         self.host_url = host_url
         self.work_root = work_root
+        self.spool_dir = work_root.parent / "transfers" / "out"
+        self.files_root = work_root.parent / "files"
         self.spawner = spawner
         self.policy = policy
         self.events = events
@@ -139,6 +144,13 @@ class Supervisor:
 
     def _live(self, agent_id: str) -> tuple[AgentRecord, ChildHandle]:
         record = self.get(agent_id)
+        if record.moved_to is not None:
+            raise PagletMovedError.to(agent_id, *record.moved_to)
+        if record.status is PagletStatus.IN_DOUBT:
+            raise TransferError(
+                f"paglet {agent_id} is in a transfer whose outcome is not known yet; "
+                "the host settles it with the target and then it is active here or there"
+            )
         if record.status is PagletStatus.DISPOSED:
             raise PagletDisposedError(f"paglet {agent_id} was disposed")
         if record.status is PagletStatus.CRASHED:
@@ -150,15 +162,32 @@ class Supervisor:
 
     # -- create -----------------------------------------------------------------
 
+    def check_new_id(self, agent_id: str) -> None:
+        """Refuse an id in use here; a paglet that moved away may come back."""
+        gone = self._gone.get(agent_id)
+        if agent_id in self._agents or (gone is not None and gone.moved_to is None):
+            raise RequestError(f"a paglet with id {agent_id} exists on this host already")
+
     async def create(
-        self, class_path: str, state: dict[str, Any] | None, agent_id: str | None = None
+        self,
+        class_path: str,
+        state: dict[str, Any] | None,
+        agent_id: str | None = None,
+        *,
+        arrival: str = "creation",
+        envelope: str | None = None,
     ) -> AgentRecord:
-        """Start a new paglet; returns once its ``on_creation`` hook has run."""
+        """Start a paglet; returns once its creation (or arrival) hook has run.
+
+        ``envelope`` starts it from a movement envelope instead of ``state``;
+        ``arrival`` says which hook runs (``creation``, ``dispatch``, ``retract``,
+        ``clone``, or ``restore`` for none).
+        """
         self._check_open()
         module, _qualname = self.policy.check(class_path)
         agent_id = agent_id or uuid.uuid4().hex
-        if agent_id in self._agents or agent_id in self._gone:
-            raise RequestError(f"a paglet with id {agent_id} exists on this host already")
+        self.check_new_id(agent_id)
+        self._gone.pop(agent_id, None)
         record = AgentRecord(agent_id, class_path, PagletStatus.STARTING, time.time())
         self._agents[agent_id] = record
         try:
@@ -181,6 +210,10 @@ class Supervisor:
                     work_dir=str(self.work_root / agent_id),
                     allowed_prefixes=list(self.policy.prefixes),
                     heartbeat_interval=self.limits.heartbeat_interval,
+                    arrival=arrival,
+                    envelope=envelope,
+                    spool_dir=str(self.spool_dir),
+                    files_dir=str(self.files_root / agent_id),
                 ),
                 self.limits.start_timeout,
             )
@@ -197,12 +230,13 @@ class Supervisor:
             raise
         self.spawner.warm(module)
         record.status = PagletStatus.ACTIVE
-        self.events.append(
-            EventKind.PAGLET_CREATED,
-            agent_id,
-            f"created {class_path}",
-            {"class_path": class_path, "pid": handle.pid},
-        )
+        if arrival == "creation":
+            self.events.append(
+                EventKind.PAGLET_CREATED,
+                agent_id,
+                f"created {class_path}",
+                {"class_path": class_path, "pid": handle.pid},
+            )
         return record
 
     # -- messages ---------------------------------------------------------------
@@ -288,6 +322,68 @@ class Supervisor:
             return False, None
         return True, fut.result()
 
+    async def move(
+        self, agent_id: str, kind: str, target: str | None, ticket: dict[str, Any] | None
+    ) -> dict[str, str]:
+        """Have the paglet dispatch, retract or clone itself (between two messages)."""
+        _record, handle = self._live(agent_id)
+        fut = handle.request(lambda i: ipc.Move(i, kind, target, ticket))
+        result: dict[str, str] = await fut
+        return result
+
+    def mark_moved(self, agent_id: str, host: str, url: str) -> None:
+        """The paglet now lives at ``url``: from here on, callers are sent there."""
+        record = self._agents.get(agent_id) or self._gone.get(agent_id)
+        if record is None:  # known from the journal only (after a restart)
+            record = AgentRecord(agent_id, "", PagletStatus.MOVED, time.time())
+        record.moved_to = (host, url)
+        record.status = PagletStatus.MOVED
+        self._bury(record)
+        self.events.append(
+            EventKind.TRANSFER_SENT, agent_id, f"moved to {host}", {"host": host, "url": url}
+        )
+        if record.handle is not None and record.exit is None:
+            task = asyncio.get_running_loop().create_task(self._let_go(record, record.handle))
+            self._calls.add(task)
+            task.add_done_callback(self._calls.discard)
+        else:
+            self._cleanup_dirs(agent_id)
+
+    async def _let_go(self, record: AgentRecord, handle: ChildHandle) -> None:
+        """Wait for a departed paglet's process to end by itself; stop it if it lingers."""
+        if not await handle.wait_ended(self.limits.stop_grace + 5.0):
+            handle.kill(ExitReason.MOVED)
+            await handle.wait_ended()
+        del record
+        self._cleanup_dirs(handle.agent_id)
+
+    def _cleanup_dirs(self, agent_id: str) -> None:
+        shutil.rmtree(self.work_root / agent_id, ignore_errors=True)
+        shutil.rmtree(self.files_root / agent_id, ignore_errors=True)
+
+    def set_in_doubt(self, agent_id: str) -> None:
+        """Stop the paglet's process: a transfer of it may or may not have committed."""
+        record = self._agents.get(agent_id)
+        if record is None:
+            return
+        record.status = PagletStatus.IN_DOUBT
+        if record.handle is not None and record.exit is None:
+            record.handle.kill(ExitReason.MOVED)
+
+    def hold_in_doubt(self, agent_id: str, class_path: str) -> None:
+        """List a paglet held by an unsettled transfer (after a restart): not running."""
+        if agent_id not in self._agents:
+            self._gone.pop(agent_id, None)
+            self._agents[agent_id] = AgentRecord(
+                agent_id, class_path, PagletStatus.IN_DOUBT, time.time()
+            )
+
+    def forget(self, agent_id: str) -> None:
+        """Drop a record that is not running (after an in-doubt move was settled)."""
+        record = self._agents.pop(agent_id, None)
+        if record is not None and record.handle is not None and record.exit is None:
+            record.handle.kill(ExitReason.MOVED)
+
     async def state(self, agent_id: str) -> dict[str, Any]:
         _record, handle = self._live(agent_id)
         return await handle.get_state()
@@ -299,6 +395,8 @@ class Supervisor:
         record = self.get(agent_id)
         if record.status is PagletStatus.DISPOSED:
             return
+        if record.moved_to is not None:
+            raise PagletMovedError.to(agent_id, *record.moved_to)
         if record.disposal is None:
             # Single flight: concurrent disposes all wait on the first one.
             record.disposal = asyncio.get_running_loop().create_task(self._dispose(record))
@@ -321,11 +419,13 @@ class Supervisor:
             self._gone.popitem(last=False)
 
     def _on_exit(self, handle: ChildHandle, info: ExitInfo) -> None:
-        record = self._agents.get(handle.agent_id)
+        record = self._agents.get(handle.agent_id) or self._gone.get(handle.agent_id)
         if record is None or record.handle is not handle:
             return
         record.exit = info
-        if info.reason in (ExitReason.DISPOSED, ExitReason.START_FAILED):
+        if info.reason in (ExitReason.DISPOSED, ExitReason.START_FAILED, ExitReason.MOVED):
+            return
+        if record.status in (PagletStatus.MOVED, PagletStatus.IN_DOUBT):
             return
         if record.status is PagletStatus.STOPPING and info.reason is ExitReason.HOST_STOPPED:
             return

@@ -227,9 +227,9 @@ async def list_events(request: web.Request) -> web.Response:
             kinds = [EventKind(k) for k in request.query.getall("kind")]
         except ValueError as exc:
             raise RequestError(f"unknown event kind: {exc}") from None
-    events = ctx.events.query(since, limit, agent_id=agent_id, kinds=kinds)
+    events = await ctx.events.query_async(since, limit, agent_id=agent_id, kinds=kinds)
     if not events and wait > 0 and await ctx.events.wait_after(since, wait):
-        events = ctx.events.query(since, limit, agent_id=agent_id, kinds=kinds)
+        events = await ctx.events.query_async(since, limit, agent_id=agent_id, kinds=kinds)
     cursor = events[-1].cursor if events else max(since, 0)
     return _json({"events": [event_to_dict(e) for e in events], "cursor": cursor})
 

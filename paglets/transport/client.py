@@ -22,8 +22,10 @@ from paglets.config import DEFAULT_API_KEY_ENV
 from paglets.core.errors import (
     HostUnavailableError,
     PagletError,
+    PagletMovedError,
     PagletTimeoutError,
     ProtocolError,
+    TransferError,
     error_from_wire,
 )
 from paglets.core.message import Message
@@ -39,9 +41,11 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from paglets.core.events import ContextEvent
+    from paglets.core.movement import TransferTicket
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _RESULT_POLL = 30.0
+MAX_HOPS = 8  # how many moves in a row a proxy follows for one request
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,14 @@ def _message(message: Message | str, args: dict[str, Any] | None, priority: int 
     return message
 
 
+class _Pool:
+    """The connections a client and its siblings share (see `AsyncHostClient.sibling`)."""
+
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        self.siblings: dict[str, AsyncHostClient] = {}
+
+
 class AsyncHostClient:
     """Talks to one host's ``/v1`` API from async code.
 
@@ -88,6 +100,7 @@ class AsyncHostClient:
         *,
         ssl: ssl_module.SSLContext | None = None,
         connect_timeout: float = 10.0,
+        pool: _Pool | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
@@ -97,10 +110,26 @@ class AsyncHostClient:
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._ssl = ssl
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
-        self._session: aiohttp.ClientSession | None = None
+        self._owner = pool is None
+        self._pool = pool or _Pool()
+        self._pool.siblings.setdefault(self.url, self)
 
     def __repr__(self) -> str:
         return f"<AsyncHostClient {self.url}>"
+
+    def sibling(self, url: str) -> AsyncHostClient:
+        """A client for the host at ``url`` sharing this one's key, TLS and connections.
+
+        It is closed with this client (closing it alone does nothing).
+        """
+        url = url.rstrip("/")
+        if url == self.url:
+            return self
+        client = self._pool.siblings.get(url)
+        if client is None:
+            client = AsyncHostClient(url, self._key, ssl=self._ssl, pool=self._pool)
+            self._pool.siblings[url] = client
+        return client
 
     async def __aenter__(self) -> Self:
         return self
@@ -115,17 +144,19 @@ class AsyncHostClient:
 
     async def close(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if not self._owner:
+            return
+        session, self._pool.session = self._pool.session, None
+        if session is not None:
+            await session.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        if self._pool.session is None:
             connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
-            self._session = aiohttp.ClientSession(
+            self._pool.session = aiohttp.ClientSession(
                 headers=self._headers, timeout=self._timeout, connector=connector
             )
-        return self._session
+        return self._pool.session
 
     async def request(
         self,
@@ -222,6 +253,27 @@ class AsyncHostClient:
         """A proxy to a paglet on this host, by id (no request is made)."""
         return AsyncPagletProxy(self, agent_id)
 
+    async def retract(
+        self,
+        paglet: AsyncPagletProxy | PagletRef,
+        ticket: TransferTicket | None = None,
+    ) -> AsyncPagletProxy:
+        """Pull a paglet from the host it is on to this host; returns its proxy here.
+
+        ``on_retracting`` runs on its host, then ``on_arrival`` here.
+
+        Raises:
+            TransferError: it did not move; it stays where it was.
+        """
+        ref = paglet.ref if isinstance(paglet, AsyncPagletProxy) else paglet
+        body = {
+            "agent_id": ref.agent_id,
+            "host": ref.host_url,
+            "ticket": ticket.to_dict() if ticket is not None else None,
+        }
+        data = await self.request("POST", f"{API_PREFIX}/retract", body)
+        return AsyncPagletProxy(self.sibling(str(data["url"])), str(data["agent_id"]))
+
     async def events(
         self,
         since: int = 0,
@@ -283,6 +335,57 @@ class AsyncPagletProxy:
     def __hash__(self) -> int:
         return hash(self.ref)
 
+    async def _request(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        """A request about this paglet; follows it when it has moved to another host."""
+        for _ in range(MAX_HOPS):
+            try:
+                return await self.client.request(method, path, body, timeout=timeout)
+            except PagletMovedError as exc:
+                if exc.location is None:
+                    raise
+                self.client = self.client.sibling(exc.location)
+        raise TransferError(f"paglet {self.agent_id} moved more than {MAX_HOPS} times in a row")
+
+    async def dispatch(self, target: str, ticket: TransferTicket | None = None) -> AsyncPagletProxy:
+        """Move the paglet to ``target`` (a host name or URL), between two messages.
+
+        Returns this proxy, now pointing at the new host.
+
+        Raises:
+            TransferError: it did not move (refused, unreachable, ticket unmet);
+                it stays where it was, running.
+        """
+        data = await self._move("dispatch", target, ticket)
+        self.client = self.client.sibling(str(data["url"]))
+        return self
+
+    async def clone(
+        self, target: str | None = None, ticket: TransferTicket | None = None
+    ) -> AsyncPagletProxy:
+        """Copy the paglet, with a new id, to ``target`` (default: its own host)."""
+        data = await self._move("clone", target, ticket)
+        return AsyncPagletProxy(self.client.sibling(str(data["url"])), str(data["agent_id"]))
+
+    async def retract(self, to: str, ticket: TransferTicket | None = None) -> AsyncPagletProxy:
+        """Pull the paglet to the host ``to`` (a name or URL) from where it is."""
+        here = self.client.sibling(await self.client.resolve(to))
+        moved = await here.retract(self, ticket)
+        self.client = moved.client
+        return self
+
+    async def _move(
+        self, kind: str, target: str | None, ticket: TransferTicket | None
+    ) -> dict[str, Any]:
+        body = {
+            "kind": kind,
+            "target": target,
+            "ticket": ticket.to_dict() if ticket is not None else None,
+        }
+        data: dict[str, Any] = await self._request("POST", f"{self._path}/move", body)
+        return data
+
     @property
     def ref(self) -> PagletRef:
         """The serializable reference to this paglet."""
@@ -314,7 +417,7 @@ class AsyncPagletProxy:
         ``PagletTimeoutError`` after ``timeout`` seconds.
         """
         msg = _message(message, args, priority)
-        data = await self.client.request(
+        data = await self._request(
             "POST",
             f"{self._path}/messages",
             self._body(msg, "sync", timeout),
@@ -331,7 +434,7 @@ class AsyncPagletProxy:
     ) -> None:
         """Queue a message and return at once; failures go to the event log."""
         msg = _message(message, args, priority)
-        await self.client.request("POST", f"{self._path}/messages", self._body(msg, "oneway", None))
+        await self._request("POST", f"{self._path}/messages", self._body(msg, "oneway", None))
 
     async def send_future(
         self,
@@ -342,25 +445,25 @@ class AsyncPagletProxy:
     ) -> AsyncPagletFuture:
         """Queue a message; the returned future gives its reply later."""
         msg = _message(message, args, priority)
-        data = await self.client.request(
+        data = await self._request(
             "POST", f"{self._path}/messages", self._body(msg, "future", None)
         )
         return AsyncPagletFuture(self, str(data["message_id"]))
 
     async def info(self) -> PagletInfo:
         """Where and how the paglet is (``agent_id``, ``host``, ``status``, ...)."""
-        info: PagletInfo = PagletInfo.parse(await self.client.request("GET", self._path))
+        info: PagletInfo = PagletInfo.parse(await self._request("GET", self._path))
         return info
 
     async def state(self) -> dict[str, Any]:
         """The JSON projection of the paglet's state, taken between two messages."""
-        data = await self.client.request("GET", f"{self._path}/state")
+        data = await self._request("GET", f"{self._path}/state")
         state: dict[str, Any] = data["state"]
         return state
 
     async def dispose(self) -> None:
         """Run ``on_disposing`` and end the paglet."""
-        await self.client.request("DELETE", self._path)
+        await self._request("DELETE", self._path)
 
 
 class AsyncPagletFuture:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from paglets.core.events import ContextEvent
     from paglets.core.message import Message
+    from paglets.core.movement import TransferTicket
     from paglets.core.state import PagletState
     from paglets.wire.mesh import HostRecord
     from paglets.wire.records import HostInfo, PagletInfo
@@ -158,6 +159,13 @@ class HostClient:
         """A proxy to a paglet on this host, by id."""
         return PagletProxy(self, self.aio.proxy(agent_id))
 
+    def retract(
+        self, paglet: PagletProxy | PagletRef, ticket: TransferTicket | None = None
+    ) -> PagletProxy:
+        """Pull a paglet from the host it is on to this host; returns its proxy here."""
+        ref = paglet.ref if isinstance(paglet, PagletProxy) else paglet
+        return PagletProxy(self, self._run(self.aio.retract(ref, ticket)))
+
     def events(
         self, since: int = 0, limit: int = 100, *, agent_id: str | None = None, wait: float = 0.0
     ) -> tuple[builtins.list[ContextEvent], int]:
@@ -177,7 +185,7 @@ class PagletProxy:
         self.aio = aio
 
     def __repr__(self) -> str:
-        return f"<PagletProxy {self.agent_id} at {self.client.url}>"
+        return f"<PagletProxy {self.agent_id} at {self.aio.client.url}>"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PagletProxy) and self.ref == other.ref
@@ -240,6 +248,20 @@ class PagletProxy:
     def dispose(self) -> None:
         """Run ``on_disposing`` and end the paglet."""
         self.client._run(self.aio.dispose())  # noqa: SLF001
+
+    def dispatch(self, target: str, ticket: TransferTicket | None = None) -> PagletProxy:
+        """Move the paglet to ``target`` (a host name or URL); returns this proxy, now there."""
+        self.client._run(self.aio.dispatch(target, ticket))  # noqa: SLF001
+        return self
+
+    def clone(self, target: str | None = None, ticket: TransferTicket | None = None) -> PagletProxy:
+        """Copy the paglet, with a new id, to ``target`` (default: its own host)."""
+        return PagletProxy(self.client, self.client._run(self.aio.clone(target, ticket)))  # noqa: SLF001
+
+    def retract(self, to: str, ticket: TransferTicket | None = None) -> PagletProxy:
+        """Pull the paglet to the host ``to`` (a name or URL); returns this proxy, now there."""
+        self.client._run(self.aio.retract(to, ticket))  # noqa: SLF001
+        return self
 
 
 class PagletFuture:

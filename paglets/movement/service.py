@@ -1,0 +1,260 @@
+"""``TransferService``: the host's movement, composed.
+
+It owns the journal (an `AsyncStore` under the host's home), one HTTP
+session for envelopes, the `Sender` and the `Receiver`. It answers the
+movement calls paglets make from inside (``transfer.send``, ``transfer.retract``,
+``paglet.dispose``), serves the movement routes, and after a restart settles
+every transfer the journal left unfinished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from paglets.core.errors import HostNotRunningError, RequestError
+from paglets.core.movement import TransferTicket
+from paglets.movement.source import LOCAL_RECEIVERS, Sender
+from paglets.movement.target import Receiver
+from paglets.persistence.records import TransferPhase, TransferRole
+from paglets.persistence.store import AsyncStore
+from paglets.wire.envelope import EnvelopeReader
+from paglets.wire.records import API_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from aiohttp import web
+
+    from paglets.calls import HostCalls
+    from paglets.config import HostConfig
+    from paglets.mesh.service import MeshService
+    from paglets.persistence.events import EventLog
+    from paglets.persistence.records import TransferRecord
+    from paglets.runtime.supervisor import Supervisor
+    from paglets.wire.modules import ModulePolicy
+
+log = logging.getLogger(__name__)
+
+MOVE_KINDS = ("dispatch", "retract", "clone")
+
+
+class TransferService:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        config: HostConfig,
+        supervisor: Supervisor,
+        mesh: MeshService,
+        events: EventLog,
+        policy: ModulePolicy,
+        calls: HostCalls,
+    ) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.mesh = mesh
+        self.calls = calls
+        self.events = events
+        self._store: AsyncStore | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._urls: list[str] = []
+        self.sender = Sender(
+            config=config,
+            supervisor=supervisor,
+            mesh=mesh,
+            store=self.store,
+            events=events,
+            session=self.session,
+        )
+        self.receiver = Receiver(
+            supervisor=supervisor,
+            store=self.store,
+            events=events,
+            policy=policy,
+            me=lambda: mesh.table.me,
+            inbox=config.home / "transfers" / "in",
+            fsync=config.transfer_fsync,
+        )
+        calls.register("transfer.send", self._call_send)
+        calls.register("transfer.retract", self._call_retract)
+        calls.register("paglet.dispose", self._call_dispose)
+
+    def __repr__(self) -> str:
+        return f"<TransferService {self.config.name}>"
+
+    def store(self) -> AsyncStore:
+        if self._store is None:
+            raise HostNotRunningError(f"host {self.config.name} has no journal open")
+        return self._store
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise HostNotRunningError(f"host {self.config.name} is not running")
+        return self._session
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def install(self, app: web.Application) -> None:
+        from paglets.movement.routes import add_routes  # noqa: PLC0415 - avoids a cycle
+
+        add_routes(app, self)
+        app.cleanup_ctx.append(self._ctx)
+
+    async def _ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        self._store = await AsyncStore.open(
+            self.config.home / "paglets.db", sync=self.config.transfer_fsync
+        )
+        if self._store.recovered_from is not None:
+            log.error(
+                "the journal database was unreadable; it was moved to %s and a new one started",
+                self._store.recovered_from,
+            )
+        await self.events.attach(self._store)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0)
+        )
+        try:
+            yield
+        finally:
+            for url in self._urls:
+                if LOCAL_RECEIVERS.get(url) is self.receiver:
+                    del LOCAL_RECEIVERS[url]
+            await self.sender.close()
+            await self._session.close()
+            self._session = None
+            await self.events.close()
+            await self._store.close()
+            self._store = None
+
+    async def started(self, urls: list[str]) -> None:
+        """The host listens on ``urls``: take in-process moves, and recover."""
+        self._urls = [u.rstrip("/") for u in urls]
+        for url in self._urls:
+            LOCAL_RECEIVERS[url] = self.receiver
+        await self.receiver.recover()
+        await self._recover_sent()
+
+    async def _recover_sent(self) -> None:
+        """Settle what this host was sending when it stopped."""
+        store = self.store()
+        journaled: set[str] = set()
+        for row in await store.transfers(TransferRole.SOURCE):
+            journaled.add(row.transfer_id)
+            if row.phase in (TransferPhase.SENDING, TransferPhase.IN_DOUBT):
+                await self._resettle(row)
+            elif row.phase is TransferPhase.COMMITTED:
+                await self.sender.settled(row, {"host": row.detail.get("host"), "url": row.peer})
+        spool = self.supervisor.spool_dir
+        if not spool.exists():
+            return
+        for envelope in sorted(spool.glob("*.out")):
+            if envelope.stem in journaled:
+                continue
+            # written by a paglet whose host died before journaling the move: the
+            # move never started, and this is the paglet's latest state
+            await self._restore_unsent(envelope)
+
+    async def _resettle(self, row: TransferRecord) -> None:
+        answer = await self.sender._settle(  # noqa: SLF001 - one settling path
+            row.transfer_id, row.agent_id, row.peer, "recovering after a restart"
+        )
+        if answer is not None:
+            await self.sender.settled(row, answer)
+            return
+        origin = str(row.detail.get("from_agent", row.agent_id))
+        if row.kind != "clone":
+            self.supervisor.hold_in_doubt(origin, str(row.detail.get("class_path", "")))
+        await store_phase(self.store(), row, TransferPhase.IN_DOUBT)
+        self.sender.keep_settling(row)
+
+    async def _restore_unsent(self, envelope: Path) -> None:
+        def header_of() -> tuple[str, str]:
+            with EnvelopeReader(envelope) as reader:
+                return reader.header.kind, str(reader.header.meta.get("from_agent", ""))
+
+        try:
+            kind, origin = await asyncio.to_thread(header_of)
+        except Exception:  # noqa: BLE001 - a torn envelope: nothing was sent from it
+            log.warning("dropping unreadable unsent envelope %s", envelope)
+            await asyncio.to_thread(envelope.unlink, missing_ok=True)
+            return
+        if kind == "clone" or not origin:
+            await asyncio.to_thread(envelope.unlink, missing_ok=True)
+            return
+        await self.sender.restore(origin, envelope)
+
+    # -- operations ---------------------------------------------------------------------
+
+    async def move(
+        self, agent_id: str, kind: str, target: str | None, ticket: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Dispatch, retract or clone a paglet of this host (the proxy's call)."""
+        if kind not in MOVE_KINDS:
+            raise RequestError(f"a move is one of {', '.join(MOVE_KINDS)}, not {kind!r}")
+        if kind != "clone" and not target:
+            raise RequestError(f"a {kind} needs a target host (a name or URL)")
+        TransferTicket.from_dict(ticket)  # a bad ticket is the caller's error, early
+        return await self.supervisor.move(agent_id, kind, target, ticket)
+
+    async def retract(
+        self, agent_id: str, host: str, ticket: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Pull ``agent_id`` from ``host`` to this host."""
+        if self.calls.is_here(host):
+            raise RequestError(f"paglet {agent_id} would be retracted from this host to itself")
+        url = self.mesh.resolve(host)
+        client = self.calls.client(url)
+        me = self.mesh.table.me.url
+        body = {"target": me, "ticket": ticket, "kind": "retract"}
+        answer: dict[str, Any] = await client.request(
+            "POST", f"{API_PREFIX}/paglets/{agent_id}/move", body
+        )
+        return answer
+
+    # -- calls from paglets -----------------------------------------------------------
+
+    async def _call_send(self, agent_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        envelope = Path(str(args.get("envelope")))
+        spool = self.supervisor.spool_dir
+        if envelope.parent.resolve() != spool.resolve() or envelope.suffix != ".out":
+            raise RequestError(f"a paglet may only send envelopes from {spool}")
+        kind = str(args.get("kind"))
+        if kind not in MOVE_KINDS:
+            raise RequestError(f"a move is one of {', '.join(MOVE_KINDS)}, not {kind!r}")
+        target = args.get("target") or self.config.name
+        ticket = TransferTicket.from_dict(args.get("ticket"))
+        if kind != "clone" and self.calls.is_here(str(target)):
+            await asyncio.to_thread(envelope.unlink, missing_ok=True)
+            me = self.mesh.table.me
+            return {"agent_id": agent_id, "host": me.name, "url": me.url, "here": True}
+        return await self.sender.send(
+            agent_id=agent_id,
+            new_id=str(args.get("agent_id")),
+            transfer_id=str(args.get("transfer_id")),
+            kind=kind,
+            target=str(target),
+            envelope=envelope,
+            ticket=ticket,
+        )
+
+    async def _call_retract(self, _agent_id: str, args: dict[str, Any]) -> dict[str, Any]:
+        host = args.get("host")
+        if not isinstance(host, str) or not host:
+            raise RequestError("retract needs the host the paglet is on (a name or URL)")
+        return await self.retract(str(args.get("agent_id")), host, args.get("ticket"))
+
+    async def _call_dispose(self, agent_id: str, _args: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self.supervisor.dispose(agent_id))
+        self.sender.settling.add(task)
+        task.add_done_callback(self.sender.settling.discard)
+
+
+async def store_phase(store: AsyncStore, row: TransferRecord, phase: TransferPhase) -> None:
+    if row.phase is not phase:
+        await store.set_phase(row.transfer_id, row.role, phase)

@@ -1,0 +1,384 @@
+"""The sending side of a move: journal, hand over, settle.
+
+The paglet's process has written its envelope into the spool and asks for it
+to be sent. The sender journals the transfer (``sending``), then hands the
+envelope to the target: streamed over HTTP, or, when the target host runs in
+this same process, as a file link with no copy. Then it settles the outcome:
+
+- the target answered with a commit: the move happened (``committed``); the
+  local copy is dropped and callers are sent to the new host (``done``);
+- the target refused before committing: nothing moved (``failed``); the paglet
+  goes on here and the caller gets a ``TransferError``;
+- the outcome is unknown (the connection broke after the envelope may have
+  arrived): the sender asks the target to abort the transfer, which answers
+  ``committed`` or ``aborted`` for sure. If the target cannot be asked, the
+  transfer is ``in_doubt``: the local paglet stops (it must not run twice) and
+  its envelope stays, until the target can be asked again; then the paglet
+  either runs here again or is known to run there. Never both, never neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from paglets.core.errors import (
+    HostNotFoundError,
+    PagletError,
+    TransferError,
+    error_from_wire,
+)
+from paglets.core.events import EventKind
+from paglets.movement.faults import crash_point
+from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
+from paglets.wire.envelope import MEDIA_TYPE
+from paglets.wire.records import API_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from paglets.config import HostConfig
+    from paglets.core.movement import TransferTicket
+    from paglets.mesh.service import MeshService
+    from paglets.movement.target import Receiver
+    from paglets.persistence.events import EventLog
+    from paglets.persistence.store import AsyncStore
+    from paglets.runtime.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+TRANSFER_HEADER = "X-Paglets-Transfer"
+MESH_HEADER = "X-Paglets-Mesh-Version"
+# In-process hosts by URL: a move between two of them is a file link, not HTTP.
+LOCAL_RECEIVERS: dict[str, Receiver] = {}
+
+
+class _Unsure(Exception):  # noqa: N818 - internal signal
+    """The envelope may have reached the target; only asking it can tell."""
+
+
+class Sender:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        config: HostConfig,
+        supervisor: Supervisor,
+        mesh: MeshService,
+        store: Callable[[], AsyncStore],
+        events: EventLog,
+        session: Callable[[], aiohttp.ClientSession],
+    ) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.mesh = mesh
+        self._store = store
+        self.events = events
+        self._session = session
+        self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+        self.settling: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Sender {self.config.name} settling={len(self.settling)}>"
+
+    # -- the move -------------------------------------------------------------------
+
+    async def send(
+        self,
+        *,
+        agent_id: str,
+        new_id: str,
+        transfer_id: str,
+        kind: str,
+        target: str,
+        envelope: Path,
+        ticket: TransferTicket,
+    ) -> dict[str, Any]:
+        """Hand the envelope to ``target``; returns where the paglet (or copy) runs.
+
+        Raises:
+            TransferError: the move did not happen, or its outcome is not known yet.
+        """
+        try:
+            record = self.mesh.movement_target(target)
+        except HostNotFoundError as exc:
+            _drop(envelope)
+            raise TransferError(f"{exc}; the paglet stays here") from None
+        except TransferError:
+            _drop(envelope)
+            raise
+        lacks = ticket.unmet(record)
+        if lacks:
+            _drop(envelope)
+            raise TransferError(
+                f"host {record.name} does not meet the transfer ticket: it lacks {'; '.join(lacks)}"
+            )
+        store = self._store()
+        await store.begin_source(
+            TransferRecord(
+                transfer_id,
+                TransferRole.SOURCE,
+                new_id,
+                kind,
+                TransferPhase.SENDING,
+                peer=record.url,
+                envelope=str(envelope),
+                detail={
+                    "from_agent": agent_id,
+                    "host": record.name,
+                    "class_path": self.supervisor.get(agent_id).class_path,
+                },
+            )
+        )
+        crash_point("source.before_send")
+        try:
+            answer = await asyncio.wait_for(
+                self._hand_over(record.url, transfer_id, envelope, ticket), ticket.timeout
+            )
+        except TransferError as exc:
+            await self._failed(transfer_id, agent_id, envelope, str(exc))
+            raise
+        except (_Unsure, TimeoutError) as exc:
+            settled = await self._settle(transfer_id, new_id, record.url, str(exc) or "timed out")
+            if settled is None:
+                await self._in_doubt(transfer_id, agent_id, kind, record.url, envelope)
+                raise TransferError(
+                    f"the {kind} of paglet {agent_id} to {record.name} may or may not have "
+                    "happened (the target stopped answering); the paglet is held until "
+                    "the target can tell, then it runs there or here"
+                ) from None
+            if settled.get("aborted"):
+                await self._failed(transfer_id, agent_id, envelope, "the target never got it")
+                raise TransferError(
+                    f"the {kind} of paglet {agent_id} to {record.name} failed: {exc}; it stays here"
+                ) from None
+            answer = settled
+        await self._committed(transfer_id, agent_id, kind, answer, envelope)
+        return answer
+
+    async def _hand_over(
+        self, url: str, transfer_id: str, envelope: Path, ticket: TransferTicket
+    ) -> dict[str, Any]:
+        local = LOCAL_RECEIVERS.get(url)
+        if local is not None:
+            try:
+                return await local.receive_file(transfer_id, envelope)
+            except TransferError:
+                raise
+            except PagletError as exc:
+                raise TransferError(f"host at {url} refused the paglet: {exc}") from None
+        reached = False
+        last: Exception | None = None
+        for attempt in range(ticket.retries + 1):
+            if attempt:
+                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+            try:
+                return await self._post(url, transfer_id, envelope)
+            except aiohttp.ClientConnectorError as exc:
+                last = exc  # never connected: this attempt cannot have arrived
+            except (aiohttp.ClientError, OSError) as exc:
+                reached, last = True, exc
+        if reached:
+            raise _Unsure(f"the connection to {url} broke: {last}")
+        raise TransferError(f"cannot reach {url}: {last}; the paglet stays here")
+
+    async def _post(self, url: str, transfer_id: str, envelope: Path) -> dict[str, Any]:
+        headers = {
+            **self._headers,
+            "Content-Type": MEDIA_TYPE,
+            TRANSFER_HEADER: transfer_id,
+            MESH_HEADER: self.config.mesh_version,
+        }
+        async with self._session().post(
+            f"{url}{API_PREFIX}/transfers",
+            data=_stream(envelope),
+            headers=headers,
+        ) as resp:
+            payload = await resp.json(content_type=None)
+        if resp.status >= 400:  # noqa: PLR2004
+            error = payload.get("error") if isinstance(payload, dict) else None
+            if isinstance(error, dict):
+                exc = error_from_wire(str(error.get("type")), str(error.get("message", "")))
+                raise TransferError(f"host at {url} refused the paglet: {exc}")
+            raise TransferError(f"host at {url} refused the paglet with HTTP {resp.status}")
+        if not isinstance(payload, dict) or "agent_id" not in payload:
+            raise _Unsure(f"host at {url} answered the transfer with {payload!r:.200}")
+        return payload
+
+    # -- outcomes -------------------------------------------------------------------
+
+    async def _failed(self, transfer_id: str, agent_id: str, envelope: Path, why: str) -> None:
+        await self._store().set_phase(
+            transfer_id, TransferRole.SOURCE, TransferPhase.FAILED, {"error": why}
+        )
+        _drop(envelope)
+        self.events.append(EventKind.TRANSFER_FAILED, agent_id, why, {"transfer_id": transfer_id})
+
+    async def _committed(
+        self,
+        transfer_id: str,
+        agent_id: str,
+        kind: str,
+        answer: dict[str, Any],
+        envelope: Path,
+    ) -> None:
+        store = self._store()
+        await store.set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.COMMITTED)
+        crash_point("source.after_commit")
+        if kind != "clone":
+            self.supervisor.mark_moved(agent_id, str(answer["host"]), str(answer["url"]))
+        _drop(envelope)
+        await store.set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.DONE)
+
+    async def _settle(
+        self, transfer_id: str, agent_id: str, url: str, why: str
+    ) -> dict[str, Any] | None:
+        """Ask the target whether it committed; ``None`` when it cannot be asked."""
+        log.warning("transfer %s: outcome unknown (%s); asking %s", transfer_id, why, url)
+        local = LOCAL_RECEIVERS.get(url)
+        try:
+            if local is not None:
+                phase = await local.abort(transfer_id, agent_id, self.config.name)
+                return self._settled(phase.value, agent_id, url)
+            async with self._session().post(
+                f"{url}{API_PREFIX}/transfers/{transfer_id}/abort",
+                json={"agent_id": agent_id, "source": self.config.name},
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=10.0),
+            ) as resp:
+                payload = await resp.json(content_type=None)
+            if resp.status >= 400 or not isinstance(payload, dict):  # noqa: PLR2004
+                return None
+            return self._settled(str(payload.get("phase")), agent_id, url, payload)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            log.warning("transfer %s: cannot ask %s: %s", transfer_id, url, exc)
+            return None
+
+    @staticmethod
+    def _settled(
+        phase: str, agent_id: str, url: str, payload: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if phase == TransferPhase.ABORTED:
+            return {"aborted": True}
+        payload = payload or {}
+        return {"agent_id": agent_id, "host": payload.get("host", url), "url": url}
+
+    async def _in_doubt(
+        self, transfer_id: str, agent_id: str, kind: str, url: str, envelope: Path
+    ) -> None:
+        await self._store().set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.IN_DOUBT)
+        if kind != "clone":
+            self.supervisor.set_in_doubt(agent_id)
+        self.events.append(
+            EventKind.TRANSFER_IN_DOUBT,
+            agent_id,
+            f"{kind} to {url}: outcome unknown; held until the target can tell",
+            {"transfer_id": transfer_id, "url": url},
+        )
+        record = TransferRecord(
+            transfer_id,
+            TransferRole.SOURCE,
+            agent_id,
+            kind,
+            TransferPhase.IN_DOUBT,
+            peer=url,
+            envelope=str(envelope),
+            detail={"from_agent": agent_id},
+        )
+        self.keep_settling(record)
+
+    def keep_settling(self, record: TransferRecord) -> None:
+        """Ask the target again and again, in the background, until it can tell."""
+        task = asyncio.get_running_loop().create_task(self._settle_loop(record))
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def _settle_loop(self, record: TransferRecord) -> None:
+        delay = 0.5
+        while True:
+            answer = await self._settle(record.transfer_id, record.agent_id, record.peer, "retry")
+            if answer is not None:
+                await self.settled(record, answer)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def settled(self, record: TransferRecord, answer: dict[str, Any]) -> None:
+        """Act on a settled in-doubt (or interrupted) transfer."""
+        origin_id = str(record.detail.get("from_agent", record.agent_id))
+        envelope = Path(record.envelope) if record.envelope else None
+        store = self._store()
+        if answer.get("aborted"):
+            await store.set_phase(record.transfer_id, TransferRole.SOURCE, TransferPhase.FAILED)
+            if record.kind != "clone" and envelope is not None and envelope.exists():
+                await self.restore(origin_id, envelope)
+            elif envelope is not None:
+                _drop(envelope)
+            detail = "the target never committed it; it runs here"
+        else:
+            await store.set_phase(record.transfer_id, TransferRole.SOURCE, TransferPhase.COMMITTED)
+            if record.kind != "clone":
+                self.supervisor.forget(origin_id)
+                self.supervisor.mark_moved(origin_id, str(answer["host"]), str(answer["url"]))
+            if envelope is not None:
+                _drop(envelope)
+            await store.set_phase(record.transfer_id, TransferRole.SOURCE, TransferPhase.DONE)
+            detail = f"the target committed it; it runs at {answer['url']}"
+        self.events.append(
+            EventKind.TRANSFER_RESOLVED,
+            origin_id,
+            f"{record.kind} {record.transfer_id}: {detail}",
+            {"transfer_id": record.transfer_id},
+        )
+
+    async def restore(self, agent_id: str, envelope: Path) -> None:
+        """Run a paglet here again from the envelope of a move that did not happen."""
+        from paglets.wire.envelope import EnvelopeReader  # noqa: PLC0415 - rare path
+
+        def class_path() -> str:
+            with EnvelopeReader(envelope) as reader:
+                return reader.header.class_path
+
+        self.supervisor.forget(agent_id)
+        try:
+            await self.supervisor.create(
+                await asyncio.to_thread(class_path),
+                None,
+                agent_id,
+                arrival="restore",
+                envelope=str(envelope),
+            )
+        except PagletError:
+            log.exception("paglet %s could not be restored from %s", agent_id, envelope)
+            return
+        _drop(envelope)
+
+    async def close(self) -> None:
+        for task in self.settling:
+            task.cancel()
+        await asyncio.gather(*self.settling, return_exceptions=True)
+
+
+async def _stream(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as fh:
+        sent = 0
+        while True:
+            chunk = await asyncio.to_thread(fh.read, CHUNK)
+            if not chunk:
+                return
+            yield chunk
+            sent += len(chunk)
+            if sent >= CHUNK:
+                crash_point("source.mid_stream")
+
+
+def _drop(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

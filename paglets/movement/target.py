@@ -1,0 +1,274 @@
+"""The receiving side of a move: check, store, commit, start.
+
+An arriving envelope is checked from its header alone (class allowed here,
+ticket met, id free) before the rest is read; then it is streamed to a file in
+the host's inbox, the transfer is committed in the journal, and only then is
+the paglet started from the file (``on_arrival`` or ``on_clone``). The answer
+goes back after the start, so the sender learns where the paglet runs.
+
+After the commit the move has happened whatever comes next: a failure to start
+is logged (``transfer.start_failed``), the envelope stays, and the host tries
+again when it restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from paglets.core.errors import PagletError, RequestError, TransferError
+from paglets.core.events import EventKind
+from paglets.core.movement import ArrivalMode, TransferTicket
+from paglets.movement.faults import crash_point
+from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
+from paglets.wire.envelope import EnvelopeHeader, EnvelopeReader, receive_envelope
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from paglets.persistence.events import EventLog
+    from paglets.persistence.store import AsyncStore
+    from paglets.runtime.supervisor import Supervisor
+    from paglets.wire.mesh import HostRecord
+    from paglets.wire.modules import ModulePolicy
+
+log = logging.getLogger(__name__)
+
+KINDS = ("dispatch", "retract", "clone")
+
+
+class Receiver:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        supervisor: Supervisor,
+        store: Callable[[], AsyncStore],
+        events: EventLog,
+        policy: ModulePolicy,
+        me: Callable[[], HostRecord],
+        inbox: Path,
+        fsync: bool,
+    ) -> None:
+        self.supervisor = supervisor
+        self._store = store
+        self.events = events
+        self.policy = policy
+        self.me = me
+        self.inbox = inbox
+        self.fsync = fsync
+        self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Receiver {self.inbox} inflight={len(self._inflight)}>"
+
+    # -- checks -------------------------------------------------------------------
+
+    def check(self, header: EnvelopeHeader, transfer_id: str) -> None:
+        """Refuse, from the header alone, an envelope this host will not take."""
+        if header.transfer_id != transfer_id:
+            raise RequestError(
+                f"the envelope is for transfer {header.transfer_id}, not {transfer_id}"
+            )
+        if header.kind not in KINDS:
+            raise TransferError(f"an envelope of kind {header.kind!r} cannot arrive by transfer")
+        me = self.me()
+        self.policy.check(header.class_path)
+        self.policy.check(header.state_class_path)
+        ticket = TransferTicket.from_dict(header.ticket or None)
+        lacks = ticket.unmet(me)
+        if lacks:
+            raise TransferError(
+                f"host {me.name} does not meet the transfer ticket: it lacks {'; '.join(lacks)}"
+            )
+        if ticket.arrival_mode is ArrivalMode.INACTIVE:
+            raise TransferError(
+                "arrival_mode 'inactive' needs deactivation, which this host does not "
+                "support yet; send with arrival_mode 'active'"
+            )
+        try:
+            self.supervisor.check_new_id(header.agent_id)
+        except RequestError as exc:
+            raise TransferError(f"host {me.name} refuses the paglet: {exc}") from None
+
+    # -- receiving ----------------------------------------------------------------
+
+    async def receive(
+        self, transfer_id: str, read: Callable[[int], Awaitable[bytes]]
+    ) -> dict[str, Any]:
+        """Receive an envelope streamed by ``read``; idempotent per transfer id."""
+        done = await self._already(transfer_id)
+        if done is not None:
+            return done
+
+        async def land(path: Path) -> EnvelopeHeader:
+            return await receive_envelope(
+                read,
+                path,
+                check=lambda h: self.check(h, transfer_id),
+                sync=self.fsync,
+                progress=lambda: crash_point("target.mid_stream"),
+            )
+
+        return await self._single_flight(transfer_id, land)
+
+    async def receive_file(self, transfer_id: str, source: Path) -> dict[str, Any]:
+        """Take an envelope already on this machine's disk (a same-machine move)."""
+        done = await self._already(transfer_id)
+        if done is not None:
+            return done
+
+        async def land(path: Path) -> EnvelopeHeader:
+            header = await asyncio.to_thread(_read_header, source)
+            self.check(header, transfer_id)
+            await asyncio.to_thread(_link_or_copy, source, path, fsync=self.fsync)
+            return header
+
+        return await self._single_flight(transfer_id, land)
+
+    async def _already(self, transfer_id: str) -> dict[str, Any] | None:
+        inflight = self._inflight.get(transfer_id)
+        if inflight is not None:
+            return await asyncio.shield(inflight)
+        stored = await self._store().get_transfer(transfer_id, TransferRole.TARGET)
+        if stored is None:
+            return None
+        if stored.phase is TransferPhase.ABORTED:
+            raise TransferError(
+                f"transfer {transfer_id} was aborted by its source; the paglet stays there"
+            )
+        return self._answer(stored.agent_id, started=stored.phase is TransferPhase.STARTED)
+
+    async def _single_flight(
+        self, transfer_id: str, land: Callable[[Path], Awaitable[EnvelopeHeader]]
+    ) -> dict[str, Any]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._inflight[transfer_id] = fut
+        try:
+            answer = await self._land_and_commit(transfer_id, land)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: a lone caller must not log "never retrieved"
+            raise
+        else:
+            fut.set_result(answer)
+            return answer
+        finally:
+            self._inflight.pop(transfer_id, None)
+
+    async def _land_and_commit(
+        self, transfer_id: str, land: Callable[[Path], Awaitable[EnvelopeHeader]]
+    ) -> dict[str, Any]:
+        await asyncio.to_thread(self.inbox.mkdir, parents=True, exist_ok=True)
+        path = self.inbox / f"{transfer_id}.in"
+        header = await land(path)
+        try:
+            await self._store().commit_target(
+                TransferRecord(
+                    transfer_id,
+                    TransferRole.TARGET,
+                    header.agent_id,
+                    header.kind,
+                    TransferPhase.COMMITTED,
+                    peer=header.source,
+                    envelope=str(path),
+                    detail={"class_path": header.class_path, "origin": header.origin},
+                )
+            )
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        crash_point("target.after_commit")
+        self.events.append(
+            EventKind.TRANSFER_RECEIVED,
+            header.agent_id,
+            f"{header.kind} from {header.source} committed",
+            {"transfer_id": transfer_id, "kind": header.kind, "source": header.source},
+        )
+        error = await self.start(transfer_id, header.agent_id, header.class_path, header.kind, path)
+        return self._answer(header.agent_id, started=error is None, error=error)
+
+    async def start(
+        self, transfer_id: str, agent_id: str, class_path: str, kind: str, path: Path
+    ) -> str | None:
+        """Start a committed paglet from its envelope; the error text if it failed."""
+        try:
+            await self.supervisor.create(
+                class_path, None, agent_id, arrival=kind, envelope=str(path)
+            )
+        except PagletError as exc:
+            log.warning("paglet %s arrived but did not start: %s", agent_id, exc)
+            self.events.append(
+                EventKind.TRANSFER_START_FAILED,
+                agent_id,
+                f"arrived but did not start: {exc}; the host retries when it restarts",
+                {"transfer_id": transfer_id, "error": type(exc).__name__},
+            )
+            return f"{type(exc).__name__}: {exc}"
+        await self._store().set_phase(transfer_id, TransferRole.TARGET, TransferPhase.STARTED)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(path.unlink)
+        return None
+
+    def _answer(self, agent_id: str, *, started: bool, error: str | None = None) -> dict[str, Any]:
+        me = self.me()
+        return {
+            "agent_id": agent_id,
+            "host": me.name,
+            "url": me.url,
+            "started": started,
+            "error": error,
+        }
+
+    async def abort(self, transfer_id: str, agent_id: str, source: str) -> TransferPhase:
+        """The source gives up: ``ABORTED`` now, unless the transfer committed already."""
+        inflight = self._inflight.get(transfer_id)
+        if inflight is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(inflight)
+        return await self._store().abort_target(transfer_id, agent_id, peer=source)
+
+    async def recover(self) -> None:
+        """Start paglets committed here but not started (the host stopped in between)."""
+        store = self._store()
+        for row in await store.transfers(TransferRole.TARGET, (TransferPhase.COMMITTED,)):
+            path = self.inbox / f"{row.transfer_id}.in"
+            if not path.exists():
+                log.error("transfer %s: committed envelope %s is missing", row.transfer_id, path)
+                continue
+            await self.start(
+                row.transfer_id, row.agent_id, str(row.detail.get("class_path")), row.kind, path
+            )
+        # partial envelopes of transfers that never committed
+        for leftover in self.inbox.glob("*.tmp*") if self.inbox.exists() else ():
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
+
+def _read_header(path: Path) -> EnvelopeHeader:
+    with EnvelopeReader(path) as reader:
+        return reader.header
+
+
+def _link_or_copy(source: Path, dest: Path, *, fsync: bool) -> None:
+    tmp = dest.with_suffix(".tmp-link")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    if fsync:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    tmp.replace(dest)

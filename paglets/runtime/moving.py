@@ -1,0 +1,219 @@
+"""Movement as the paglet's own process does it: hooks, the envelope, the handoff.
+
+`Mover` runs a dispatch, retract or clone from inside the child. It calls
+the leaving hook, writes the paglet's state and registered files as one movement
+envelope into the host's spool directory, and asks the host (``transfer.send``)
+to hand it to the target. The host owns the envelope from then on and answers
+once the target has durably committed it, or with a ``TransferError``.
+
+Everything here blocks the calling thread, so ``self.dispatch()`` works in
+``def`` and ``async def`` handlers alike; an ``async def`` hook is run to
+completion on a private event loop in a helper thread meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from paglets.core.errors import RequestError, TransferError
+from paglets.core.events import LifecycleEvent, LifecycleKind
+from paglets.wire.envelope import EnvelopeSpec, SourceFile, write_envelope
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from paglets.core.paglet import Paglet
+    from paglets.runtime import ipc
+    from paglets.runtime.link import HostLink
+
+_LEAVING = {
+    "dispatch": LifecycleKind.DISPATCHING,
+    "retract": LifecycleKind.RETRACTING,
+    "clone": LifecycleKind.CLONING,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredFile:
+    """A file that travels with the paglet."""
+
+    name: str
+    path: Path
+    mode: str
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where a moved or cloned paglet now is."""
+
+    agent_id: str
+    host: str
+    url: str
+    here: bool = False  # a dispatch to the host it is on: nothing moved
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Location:
+        return cls(
+            str(data["agent_id"]), str(data["host"]), str(data["url"]), bool(data.get("here"))
+        )
+
+
+def run_hook(hook: Callable[[LifecycleEvent], Any], event: LifecycleEvent) -> None:
+    """Call a hook to completion from blocking code; ``async def`` hooks included."""
+    result = hook(event)
+    if not inspect.isawaitable(result):
+        return
+    failure: list[BaseException] = []
+
+    async def await_it() -> None:
+        await result
+
+    def main() -> None:
+        try:
+            asyncio.run(await_it())
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=main, name=f"paglet-hook-{event.kind}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
+class Mover:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        init: ipc.Init,
+        link: HostLink,
+        hops: int,
+        origin: str,
+        origin_url: str,
+        on_departed: Callable[[], object],
+    ) -> None:
+        self.init = init
+        self.link = link
+        self.hops = hops
+        self.origin = origin
+        self.origin_url = origin_url
+        self.files: dict[str, RegisteredFile] = {}
+        self.departed: Location | None = None
+        self._on_departed = on_departed
+
+    def __repr__(self) -> str:
+        where = f"departed to {self.departed.host}" if self.departed else "here"
+        return f"<Mover {self.init.agent_id} {where} files={len(self.files)}>"
+
+    # -- registered files -------------------------------------------------------
+
+    def register(self, path: str | Path, name: str | None, mode: str) -> str:
+        if mode not in ("copy", "move"):
+            raise RequestError(f"file mode must be 'copy' or 'move', not {mode!r}")
+        source = Path(path).absolute()
+        if not source.is_file():
+            raise RequestError(f"cannot register {source}: it is not a regular file")
+        name = name or source.name
+        pure = PurePosixPath(name)
+        if pure.is_absolute() or ".." in pure.parts or not name.strip() or "\0" in name:
+            raise RequestError(
+                f"a registered file name must be a relative path inside the paglet, not {name!r}"
+            )
+        self.files[name] = RegisteredFile(name, source, mode)
+        return name
+
+    def arrived_files(self, names: list[str], files_dir: Path) -> None:
+        """Files that came with the paglet; they belong to it, so they move on."""
+        for name in names:
+            self.files[name] = RegisteredFile(name, files_dir / name, "move")
+
+    # -- moving -----------------------------------------------------------------
+
+    def move(
+        self,
+        paglet: Paglet[Any],
+        kind: str,
+        target: str | None,
+        ticket: dict[str, Any] | None,
+    ) -> Location:
+        """Dispatch, retract or clone ``paglet``; returns where it (or its copy) is.
+
+        Raises:
+            TransferError: the move did not happen; the paglet stays here.
+        """
+        if self.departed is not None:
+            raise TransferError(
+                f"paglet {self.init.agent_id} has already left for {self.departed.host}"
+            )
+        agent_id = self.init.agent_id
+        run_hook(
+            getattr(paglet, f"on_{_LEAVING[kind].value}"),
+            LifecycleEvent(_LEAVING[kind], agent_id, self.init.host_name, target=target),
+        )
+        transfer_id = uuid.uuid4().hex
+        new_id = uuid.uuid4().hex if kind == "clone" else agent_id
+        spool = Path(self.init.spool_dir)
+        spool.mkdir(parents=True, exist_ok=True)
+        envelope = spool / f"{transfer_id}.out"
+        spec = EnvelopeSpec(
+            agent_id=new_id,
+            class_path=self.init.class_path,
+            state_class_path=_class_path(type(paglet.state)),
+            transfer_id=transfer_id,
+            kind=kind,
+            hops=self.hops + (0 if kind == "clone" else 1),
+            origin=self.origin,
+            origin_url=self.origin_url,
+            source=self.init.host_name,
+            created=time.time(),
+            ticket=ticket or {},
+            meta={"from_agent": agent_id},
+        )
+        files = [SourceFile(f.name, f.path, f.mode) for f in self.files.values()]
+        try:
+            write_envelope(envelope, spec, paglet.state, files, sync=False)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                envelope.unlink()
+            raise
+        answer = self.link.call(
+            "transfer.send",
+            transfer_id=transfer_id,
+            kind=kind,
+            target=target,
+            envelope=str(envelope),
+            agent_id=new_id,
+            ticket=ticket,
+        )
+        location = Location.from_wire(answer)
+        if kind == "clone":
+            run_hook(
+                paglet.on_cloned,
+                LifecycleEvent(
+                    LifecycleKind.CLONED, agent_id, self.init.host_name, clone_id=location.agent_id
+                ),
+            )
+            return location
+        if location.here:
+            return location
+        self.departed = location
+        self._on_departed()
+        for registered in self.files.values():
+            if registered.mode == "move":
+                with contextlib.suppress(OSError):
+                    registered.path.unlink()
+        return location
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"

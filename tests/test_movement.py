@@ -1,0 +1,301 @@
+"""Dispatch, clone and retract between real hosts in one process (the envelope as a file link)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import TYPE_CHECKING
+
+import aiohttp
+import pytest
+
+from paglets import (
+    AsyncHostClient,
+    EventKind,
+    Message,
+    Paglet,
+    PagletMovedError,
+    PagletState,
+    PagletStatus,
+    TransferError,
+    TransferTicket,
+)
+from tests.conftest import wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
+
+    from paglets import Host
+
+FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
+TRAVELER = "examples.travel:Traveler"
+
+
+async def _mesh(
+    make_host: Callable[..., Awaitable[Host]], *names: str, **extra: object
+) -> list[Host]:
+    first = await make_host(name=names[0], **FAST, **extra)
+    hosts = [first]
+    hosts += [await make_host(name=n, peers=(first.url,), **FAST, **extra) for n in names[1:]]
+    await wait_for(
+        lambda: all(len(h.mesh.hosts(online=True)) == len(names) for h in hosts),
+        10,
+        "the mesh converged",
+    )
+    return hosts
+
+
+async def test_dispatch_through_the_proxy_moves_state_and_runs_hooks(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(a.url) as client:
+        traveler = await client.create(TRAVELER)
+        assert await traveler.send("increment") == 1
+        assert await traveler.send("payload", {"size": 4 * 1024 * 1024}) == 4 * 1024 * 1024
+        digest = await traveler.send("digest")
+        moved = await traveler.dispatch("b")
+        assert moved is traveler
+        assert traveler.client.url == b.url
+        assert await traveler.send("where") == "b"
+        assert await traveler.send("increment") == 2
+        assert await traveler.send("digest") == digest
+        assert await traveler.send("log") == ["creation@a", "dispatching->b@a", "arrival<-a#1@b"]
+        # the source keeps a forwarding tombstone; a stale proxy follows it
+        stale = client.proxy(traveler.agent_id)
+        assert await stale.send("where") == "b"
+        info = a.supervisor.get(traveler.agent_id)
+        assert info.status is PagletStatus.MOVED
+        assert [r.agent_id for r in b.supervisor.list()] == [traveler.agent_id]
+        assert a.supervisor.list() == []
+        with pytest.raises(PagletMovedError) as moved_error:
+            await a.supervisor.send(traveler.agent_id, "where", {})
+        assert moved_error.value.location == b.url
+        kinds = {e.kind for e in a.events.query(0, 1000)}
+        assert EventKind.TRANSFER_SENT in kinds
+        assert EventKind.TRANSFER_RECEIVED in {e.kind for e in b.events.query(0, 1000)}
+
+
+async def test_dispatch_from_inside_and_back(make_host: Callable[..., Awaitable[Host]]) -> None:
+    _a, b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(_a.url) as client:
+        traveler = await client.create(TRAVELER)
+        assert await traveler.send("go", {"to": b.url}) == "leaving"
+        assert await traveler.send("where") == "b"
+        assert await traveler.send("go", {"to": "a"}) == "leaving"
+        assert await traveler.send("where") == "a"
+        log = await traveler.send("log")
+        assert log[-1] == "arrival<-b#2@a"
+        # a dispatch to the host it is on is a no-op
+        assert await traveler.send("go", {"to": "a"}) == "leaving"
+        assert await traveler.send("where") == "a"
+
+
+async def test_clone_makes_a_second_identity_and_keeps_the_original(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    _a, b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(_a.url) as client:
+        original = await client.create(TRAVELER)
+        await original.send("increment")
+        copy = await original.clone("b")
+        assert copy.agent_id != original.agent_id
+        assert await copy.send("where") == "b"
+        assert await original.send("where") == "a"
+        assert await copy.send("increment") == 2, "the copy starts from the original's state"
+        assert await original.send("increment") == 2
+        copy_log = await copy.send("log")
+        assert copy_log == ["creation@a", "cloning@a", "clone<-a@b"]
+        assert (await original.send("log"))[-1] == f"cloned:{copy.agent_id}@a"
+        # from inside, to the same host by default
+        local_id = await original.send("clone", {})
+        assert await client.proxy(local_id).send("where") == "a"
+        assert len(b.supervisor.list()) == 1
+
+
+async def test_retract_pulls_a_paglet_home(make_host: Callable[..., Awaitable[Host]]) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(a.url) as ca, AsyncHostClient(b.url) as cb:
+        traveler = await cb.create(TRAVELER)
+        back = await ca.retract(traveler)
+        assert back.client.url == a.url
+        assert await back.send("where") == "a"
+        assert (await back.send("log"))[-2:] == [f"retracting->{a.url}@b", "arrival<-b#1@a"]
+        # and out again through the proxy's own retract, to b
+        await back.retract("b")
+        assert await back.send("where") == "b"
+
+
+async def test_an_itinerary_tours_the_mesh(make_host: Callable[..., Awaitable[Host]]) -> None:
+    a, _b, _c = await _mesh(make_host, "a", "b", "c")
+    async with AsyncHostClient(a.url) as client:
+        traveler = await client.create(TRAVELER)
+        assert await traveler.send("tour", {"hosts": ["b", "c", "a"]}) == "touring"
+
+        async def toured() -> bool:
+            report = await traveler.send("tour_log")
+            return bool(report["done"])
+
+        await wait_for(toured, 15, "the tour ended")
+        report = await traveler.send("tour_log")
+        assert report["seen"] == ["visit:b", "visit:c", "visit:a"]
+        assert await traveler.send("where") == "a"
+
+
+async def test_an_unmet_ticket_or_a_bad_target_leaves_the_paglet_running(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a, _b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(a.url) as client:
+        traveler = await client.create(TRAVELER)
+        await traveler.send("increment")
+        with pytest.raises(TransferError, match=r"lacks tags \['gpu'\]"):
+            await traveler.dispatch("b", TransferTicket(tags=("gpu",)))
+        with pytest.raises(TransferError, match="code version"):
+            await traveler.dispatch("b", TransferTicket(code_version="999.0"))
+        with pytest.raises(TransferError, match="no host 'nowhere'"):
+            await traveler.dispatch("nowhere")
+        # refused from inside too: the handler gets the error, the paglet stays
+        with pytest.raises(TransferError):
+            await traveler.send("go", {"to": "nowhere"})
+        assert await traveler.send("increment") == 2
+        assert await traveler.send("where") == "a"
+        assert len(a.supervisor.list()) == 1
+        spool = a.supervisor.spool_dir
+        assert not any(spool.glob("*")), "refused envelopes are not left behind"
+
+
+class Homebody(Paglet[PagletState]):
+    """A paglet of a module (``tests``) that only host ``a`` allows."""
+
+    State = PagletState
+
+    def handle_message(self, message: Message) -> str:
+        return f"{message.kind} at {self.context.host_name}"
+
+
+async def test_a_target_that_does_not_allow_the_class_refuses_it(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a = await make_host(name="a", allow_modules=("tests",), **FAST)
+    strict = await make_host(name="strict", peers=(a.url,), **FAST)
+    await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "joined")
+    async with AsyncHostClient(a.url) as client:
+        homebody = await client.create("tests.test_movement:Homebody")
+        with pytest.raises(TransferError, match="--allow-module tests"):
+            await homebody.dispatch("strict")
+        assert await homebody.send("where") == "where at a"
+        assert strict.supervisor.list() == []
+
+
+async def test_registered_files_travel_and_land_before_arrival(
+    make_host: Callable[..., Awaitable[Host]], tmp_path: Path
+) -> None:
+    _a, _b = await _mesh(make_host, "a", "b")
+    kept, moved = tmp_path / "kept.txt", tmp_path / "moved.txt"
+    kept.write_text("stays at home too")
+    moved.write_text("only travels")
+    async with AsyncHostClient(_a.url) as client:
+        traveler = await client.create(TRAVELER)
+        assert await traveler.send("carry", {"path": str(kept)}) == "kept.txt"
+        assert await traveler.send("carry", {"path": str(moved), "mode": "move"}) == "moved.txt"
+        await traveler.dispatch("b")
+        files = await traveler.send("files")
+        assert files == {"kept.txt": "stays at home too", "moved.txt": "only travels"}
+        assert kept.exists(), "copy mode keeps the source file"
+        assert not moved.exists(), "move mode deletes the source after the dispatch"
+        with pytest.raises(Exception, match="not a regular file"):
+            await traveler.send("carry", {"path": str(tmp_path / "missing")})
+
+
+async def test_messages_sent_during_a_move_all_arrive(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    _a, _b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(_a.url) as client:
+        traveler = await client.create(TRAVELER)
+        sends = [asyncio.ensure_future(traveler.send("increment")) for _ in range(20)]
+        await asyncio.sleep(0)
+        move = asyncio.ensure_future(client.proxy(traveler.agent_id).dispatch("b"))
+        sends += [
+            asyncio.ensure_future(client.proxy(traveler.agent_id).send("increment"))
+            for _ in range(20)
+        ]
+        replies = await asyncio.gather(*sends)
+        await move
+        assert sorted(replies) == list(range(1, 41)), "every message handled exactly once"
+        assert await traveler.send("where") == "b"
+
+
+def _forged(class_path: str, state_class_path: str, state: bytes, transfer_id: str) -> bytes:
+    """An envelope written by hand, as an attacker would."""
+    header = {
+        "agent_id": "f" * 32,
+        "class_path": class_path,
+        "state_class_path": state_class_path,
+        "transfer_id": transfer_id,
+        "kind": "dispatch",
+        "hops": 1,
+        "origin": "evil",
+        "origin_url": "http://127.0.0.1:1",
+        "source": "evil",
+        "created": 0.0,
+        "ticket": {},
+        "meta": {},
+        "state_len": len(state),
+        "blobs": [],
+        "files": [],
+    }
+    raw = json.dumps(header).encode()
+    return b"PGLE" + struct.pack(">HI", 1, len(raw)) + raw + state
+
+
+@pytest.mark.parametrize(
+    ("class_path", "state_class_path", "refusal"),
+    [
+        ("os:system", "examples.travel:TravelerState", "ClassNotAllowedError"),
+        ("subprocess:Popen", "examples.travel:TravelerState", "ClassNotAllowedError"),
+        ("examples.travel:Traveler", "builtins:eval", "ClassNotAllowedError"),
+    ],
+)
+async def test_a_forged_envelope_naming_another_global_is_refused(
+    host: Host, tmp_path: Path, class_path: str, state_class_path: str, refusal: str
+) -> None:
+    marker = tmp_path / "pwned"
+    state = json.dumps({"log": [f"touch {marker}"]}).encode()
+    body = _forged(class_path, state_class_path, state, "t" * 32)
+    headers = {
+        "Content-Type": "application/vnd.paglets.envelope",
+        "X-Paglets-Transfer": "t" * 32,
+        "X-Paglets-Mesh-Version": "dev",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{host.url}/v1/transfers", data=body, headers=headers) as resp,
+    ):
+        error = (await resp.json())["error"]
+    assert resp.status == 403
+    assert error["type"] == refusal
+    assert "--allow-module" in error["message"], "the error says what to do"
+    assert not marker.exists()
+    assert host.supervisor.list() == []
+    assert not any(host.transfers.receiver.inbox.glob("*")), "nothing kept"
+
+
+async def test_a_transfer_from_another_mesh_version_is_refused(host: Host) -> None:
+    body = _forged("examples.travel:Traveler", "examples.travel:TravelerState", b"{}", "u" * 32)
+    headers = {
+        "Content-Type": "application/vnd.paglets.envelope",
+        "X-Paglets-Transfer": "u" * 32,
+        "X-Paglets-Mesh-Version": "other",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{host.url}/v1/transfers", data=body, headers=headers) as resp,
+    ):
+        error = (await resp.json())["error"]
+    assert resp.status == 409
+    assert error["type"] == "TransferError"
+    assert "--mesh-version" in error["message"]

@@ -1,0 +1,171 @@
+"""Movement between host processes over HTTP, and SIGKILL at every phase of a dispatch.
+
+Each crash test kills one host at one phase (``PAGLETS_CRASH_AT``), restarts it on
+the same port and state directory, and checks the invariant: exactly one copy of
+the paglet runs in the mesh, never zero, never two, with its state intact.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+from paglets import HostClient, PagletError
+from tests.test_cli import _command, _env, _wait_gone
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+HOST_CMD = _command("paglets-host", "paglets.cli.host")
+TRAVELER = "examples.travel:Traveler"
+PAYLOAD = 6 * 1024 * 1024  # several 1 MiB chunks: "mid-stream" is a real middle
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Pair:
+    """Two ``paglet-host`` processes, ``src`` and ``dst``, restartable on their ports."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ports = {"src": _free_port(), "dst": _free_port()}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.trees: list[psutil.Process] = []
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self, name: str, crash_at: str | None = None) -> None:
+        ready = self.tmp / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        log = (self.tmp / f"{name}.log").open("ab")
+        other = "dst" if name == "src" else "src"
+        argv = [*HOST_CMD, "--name", name, "--port", str(self.ports[name])]
+        argv += ["--ready-file", str(ready), "--state-dir", str(self.tmp / name)]
+        argv += ["--peer", self.url(other), "--log-level", "warning", "--no-transfer-fsync"]
+        argv += ["--gossip-interval", "0.1", "--offline-after", "1"]
+        env = _env(PAGLETS_CRASH_AT=crash_at) if crash_at else _env()
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        log.close()
+        self.processes[name] = process
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert process.poll() is None, self.log(name)
+            assert time.monotonic() < deadline, f"{name} not ready"
+            time.sleep(0.02)
+        assert json.loads(ready.read_text())["url"] == self.url(name)
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+    def wait_dead(self, name: str) -> None:
+        self.processes[name].wait(30)
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                self.trees += psutil.Process(process.pid).children(recursive=True)
+                process.terminate()
+                process.wait(20)
+        _wait_gone(self.trees)
+
+    def copies(self, agent_id: str) -> dict[str, str]:
+        """Where the paglet is listed as running (or held), by host."""
+        found = {}
+        for name in ("src", "dst"):
+            with HostClient(self.url(name), api_key="") as client:
+                for info in client.list():
+                    if info.agent_id == agent_id:
+                        found[name] = info.status
+        return found
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _traveler(pair: Pair) -> tuple[str, str]:
+    with HostClient(pair.url("src"), api_key="") as client:
+        traveler = client.create(TRAVELER)
+        for _ in range(3):
+            traveler.send("increment")
+        traveler.send("payload", {"size": PAYLOAD})
+        return traveler.agent_id, traveler.send("digest")
+
+
+def test_dispatch_and_clone_over_http(pair: Pair) -> None:
+    pair.start("src")
+    pair.start("dst")
+    agent_id, digest = _traveler(pair)
+    with HostClient(pair.url("src"), api_key="") as client:
+        traveler = client.proxy(agent_id)
+        copy = traveler.clone("dst")
+        traveler.dispatch("dst")
+        assert traveler.send("where") == "dst"
+        assert traveler.send("digest") == digest
+        assert copy.send("digest") == digest
+        assert traveler.send("increment") == 4
+        assert copy.send("increment") == 4
+        traveler.retract("src")
+        assert traveler.send("where") == "src"
+    assert pair.copies(agent_id) == {"src": "active"}
+
+
+CRASHES = [
+    # (host killed, phase, where the one copy ends up)
+    ("src", "source.before_send", "src"),
+    ("src", "source.mid_stream", "src"),
+    ("src", "source.after_commit", "dst"),
+    ("dst", "target.mid_stream", "src"),
+    ("dst", "target.after_commit", "dst"),
+]
+
+
+@pytest.mark.parametrize(("victim", "point", "survivor"), CRASHES, ids=[c[1] for c in CRASHES])
+def test_sigkill_during_a_dispatch_leaves_exactly_one_copy(
+    pair: Pair, victim: str, point: str, survivor: str
+) -> None:
+    pair.start("src", point if victim == "src" else None)
+    pair.start("dst", point if victim == "dst" else None)
+    with HostClient(pair.url("dst"), api_key="") as probe:
+        _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
+    agent_id, digest = _traveler(pair)
+    with HostClient(pair.url("src"), api_key="") as client, pytest.raises(PagletError):
+        client.proxy(agent_id).dispatch("dst")
+    pair.wait_dead(victim)
+    pair.start(victim)
+
+    def settled() -> bool:
+        return pair.copies(agent_id) == {survivor: "active"}
+
+    _wait(settled, 30, f"exactly one active copy on {survivor}: {pair.copies(agent_id)}")
+    with HostClient(pair.url(survivor), api_key="") as client:
+        traveler = client.proxy(agent_id)
+        assert traveler.send("digest") == digest, "state intact"
+        assert traveler.send("increment") == 4
+    time.sleep(1.0)  # nothing revives a second copy afterwards
+    assert pair.copies(agent_id) == {survivor: "active"}
