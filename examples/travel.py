@@ -9,6 +9,8 @@ show exactly what ran where. Messages:
 - ``carry {"path", "mode"}``: register a file to travel with it;
 - ``files``: the registered files and their contents;
 - ``payload {"size"}`` / ``digest``: hold a large ``bytes`` field / its sha256;
+- ``nap {"seconds"}`` / ``save``: deactivate itself (waking after ``seconds``, if
+  given) / write a checkpoint;
 - ``log``, ``where``: what it saw, and where it is.
 """
 
@@ -64,12 +66,18 @@ class Traveler(Paglet[TravelerState]):
     def on_cloned(self, event: LifecycleEvent) -> None:
         self._note(f"cloned:{event.clone_id}", event)
 
+    def on_deactivating(self, event: LifecycleEvent) -> None:
+        self._note("deactivating", event)
+
+    def on_activation(self, event: LifecycleEvent) -> None:
+        self._note("activation", event)
+
     async def run(self) -> None:
         stop = self.state.itinerary.current
         if stop is not None and stop.host != self.context.host_name:
             self.dispatch(stop.host)
 
-    def handle_message(self, message: Message) -> Any:  # noqa: C901, PLR0911 - one branch per kind
+    def handle_message(self, message: Message) -> Any:  # noqa: C901, PLR0911, PLR0912 - one branch per kind
         kind, args = message.kind, message.args
         if kind == "go":
             self.dispatch(str(args["to"]))
@@ -90,6 +98,12 @@ class Traveler(Paglet[TravelerState]):
             return len(self.state.payload)
         if kind == "digest":
             return hashlib.sha256(self.state.payload).hexdigest()
+        if kind == "nap":
+            self.deactivate(args.get("seconds"))
+            return "napping"
+        if kind == "save":
+            self.checkpoint()
+            return "saved"
         if kind == "increment":
             self.state.count += 1
             return self.state.count

@@ -30,6 +30,7 @@ from paglets.config import HostConfig
 from paglets.core.errors import HostNotRunningError
 from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
+from paglets.durability import DurabilityService
 from paglets.mesh.service import MeshService
 from paglets.movement.service import TransferService
 from paglets.persistence.events import EventLog
@@ -97,6 +98,13 @@ class Host:
             policy=self.policy,
             calls=self.calls,
         )
+        self.durability = DurabilityService(
+            config=cfg,
+            supervisor=self.supervisor,
+            events=self.events,
+            store=self.transfers.store,
+            calls=self.calls,
+        )
 
     def _set_url(self, url: str) -> None:
         self._url = url
@@ -158,12 +166,14 @@ class Host:
             app.cleanup_ctx.append(self._watchdog_ctx)
             self.mesh.install(app)
             self.transfers.install(app)
+            self.durability.install(app)
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
             try:
                 await runner.setup()
                 self._set_url(await self.mesh.bind(runner))
                 await self.mesh.join()
                 await self.transfers.started([self._url, *self.mesh.table.me.urls])
+                await self.durability.recover()
             except BaseException:
                 await runner.cleanup()
                 self.status = HostStatus.STOPPED

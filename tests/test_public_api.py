@@ -57,6 +57,7 @@ EXPECTED_ALL = [
     "PagletDisposedError",
     "PagletError",
     "PagletFuture",
+    "PagletInactiveError",
     "PagletInfo",
     "PagletLink",
     "PagletMovedError",
@@ -71,6 +72,7 @@ EXPECTED_ALL = [
     "ProtocolError",
     "ReplySet",
     "RequestError",
+    "StorageError",
     "TransferError",
     "TransferTicket",
     "__version__",
@@ -159,7 +161,7 @@ def test_every_exported_error_is_a_paglet_error() -> None:
         for n in EXPECTED_ALL
         if isinstance(getattr(paglets, n), type) and issubclass(getattr(paglets, n), BaseException)
     ]
-    assert len(errors) == 23
+    assert len(errors) == 25
     for error in errors:
         assert issubclass(error, paglets.PagletError), error
 

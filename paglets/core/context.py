@@ -89,6 +89,14 @@ class PagletContext(Protocol):
         """Dispose this paglet once the current handler returns."""
         ...
 
+    def deactivate(self, wake_at: float | None = None) -> None:
+        """Deactivate this paglet after the current handler; see `paglets.Paglet.deactivate`."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Write the state to disk now; see `paglets.Paglet.checkpoint`."""
+        ...
+
     def register_file(
         self, path: str | Path, *, name: str | None = None, mode: str = "copy"
     ) -> str:

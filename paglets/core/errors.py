@@ -16,6 +16,7 @@ would naturally catch a builtin, the paglets error inherits it too::
      ├── MessageNotHandledError                   the handler returned ``not_handled()``
      ├── HandlerError                             the paglet's handler raised
      ├── MailboxFullError                         too many messages waiting (429)
+     ├── PagletInactiveError                      inactive, and the sender asked for no delay (409)
      ├── PagletTimeoutError (TimeoutError)        no reply within the caller's timeout
      ├── PagletDeadError                          the paglet stopped before replying (410)
      │    ├── PagletCrashedError                  its process died; the message says how
@@ -149,6 +150,12 @@ class MailboxFullError(PagletError):
     """The paglet has as many messages waiting as its mailbox allows."""
 
     http_status = HTTPStatus.TOO_MANY_REQUESTS
+
+
+class PagletInactiveError(PagletError):
+    """The paglet is inactive (on disk) and the message asked not to wait for activation."""
+
+    http_status = HTTPStatus.CONFLICT
 
 
 class PagletTimeoutError(PagletError, TimeoutError):

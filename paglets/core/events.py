@@ -18,6 +18,8 @@ class LifecycleKind(StrEnum):
     CLONING = "cloning"
     CLONE = "clone"
     CLONED = "cloned"
+    DEACTIVATING = "deactivating"
+    ACTIVATION = "activation"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,10 @@ class EventKind(StrEnum):
     RUN_FAILED = "paglet.run_failed"
     HOOK_FAILED = "paglet.hook_failed"
     MESSAGE_FAILED = "message.failed"
+    PAGLET_DEACTIVATED = "paglet.deactivated"
+    PAGLET_ACTIVATED = "paglet.activated"
+    PAGLET_CHECKPOINTED = "paglet.checkpointed"
+    PAGLET_RECOVERED = "paglet.recovered"
     TRANSFER_SENT = "transfer.sent"
     TRANSFER_RECEIVED = "transfer.received"
     TRANSFER_FAILED = "transfer.failed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from paglets.core.errors import ConfigurationError
@@ -87,6 +88,13 @@ class Paglet(Generic[StateT]):
     def on_cloned(self, event: LifecycleEvent) -> Awaitable[None] | None:
         """Called in the original once the copy exists; ``event.clone_id`` is its id."""
 
+    def on_deactivating(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called before the paglet is written to disk and its process stops."""
+
+    def on_activation(self, event: LifecycleEvent) -> Awaitable[None] | None:
+        """Called when an inactive paglet runs again (after deactivation, or a host
+        restart), before ``run()``."""
+
     def run(self) -> Awaitable[None] | None:
         """Background work, started after the paglet becomes active.
 
@@ -125,6 +133,19 @@ class Paglet(Generic[StateT]):
         """Dispose this paglet once the current handler returns (``on_disposing`` runs)."""
         self.context.dispose()
 
+    def deactivate(self, duration: float | None = None, *, until: float | None = None) -> None:
+        """Write this paglet to disk and stop its process once the current handler returns.
+
+        ``on_deactivating`` runs first. A message activates it again, as does the
+        wake-up time: ``duration`` seconds from now, or ``until`` (seconds since
+        the epoch). Without either it sleeps until its next message.
+        """
+        self.context.deactivate(_wake_at(duration, until))
+
+    def checkpoint(self) -> None:
+        """Write the state as it is now to disk: the host recovers from it after a crash."""
+        self.context.checkpoint()
+
     # -- messages -------------------------------------------------------------
 
     def handle_message(self, message: Message) -> Any:
@@ -151,3 +172,13 @@ class Paglet(Generic[StateT]):
     def run_is_async(cls) -> bool:
         """Whether the class's `run` is a coroutine function."""
         return inspect.iscoroutinefunction(cls.run)
+
+
+def _wake_at(duration: float | None, until: float | None) -> float | None:
+    if duration is not None and until is not None:
+        raise ConfigurationError("give deactivate() a duration or an until time, not both")
+    if duration is not None:
+        if duration < 0:
+            raise ConfigurationError("a deactivation duration cannot be negative")
+        return time.time() + duration
+    return until

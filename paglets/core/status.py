@@ -15,6 +15,7 @@ class PagletStatus(StrEnum):
     DISPOSED = "disposed"
     MOVED = "moved"
     IN_DOUBT = "in_doubt"
+    INACTIVE = "inactive"
 
 
 class HostStatus(StrEnum):
@@ -39,3 +40,4 @@ class ExitReason(StrEnum):
     HOST_STOPPED = "host_stopped"
     START_FAILED = "start_failed"
     MOVED = "moved"
+    DEACTIVATED = "deactivated"

@@ -37,7 +37,7 @@ from paglets.runtime.context import ChildContext
 from paglets.runtime.frames import FrameDecoder, encode_json
 from paglets.runtime.link import HostLink
 from paglets.runtime.mailbox import Mailbox
-from paglets.runtime.moving import Location, Mover
+from paglets.runtime.moving import Location, Mover, run_hook
 from paglets.runtime.osutil import die_with_parent
 from paglets.wire.envelope import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
@@ -143,6 +143,7 @@ class ChildRuntime:
         self.mover.hops = header.hops
         self.mover.origin, self.mover.origin_url = header.origin, header.origin_url
         self.mover.arrived_files([f.name for f in header.files], files_dir)
+        self.mover.restore_registrations(header.meta.get("files", []))
         self._came_from = header.source
         return state
 
@@ -154,6 +155,12 @@ class ChildRuntime:
         arrival = self.init.arrival
         if arrival == "creation":
             await _call(paglet.on_creation, self._event(LifecycleKind.CREATION))
+            return
+        if arrival == "activation":
+            try:
+                await _call(paglet.on_activation, self._event(LifecycleKind.ACTIVATION))
+            except Exception as exc:  # noqa: BLE001 - it is active; the host logs it
+                self._note_failed("paglet.hook_failed", "on_activation", exc)
             return
         if arrival not in ("dispatch", "retract", "clone"):
             return  # restored after a failed move: it never left
@@ -195,11 +202,19 @@ class ChildRuntime:
                 self._reply(item.id, partial(state_to_json, self.paglet.state))
             elif isinstance(item, ipc.Move):
                 self._reply(item.id, partial(self._move, self.paglet, item))
+            elif isinstance(item, ipc.Persist):
+                self._reply(item.id, partial(self._persist, self.paglet, item))
             else:
                 await self._stop(self.paglet, item)
                 return
         if self.mover.departed is not None:
             await self._leave(self.mover.departed)
+
+    def _persist(self, paglet: Paglet[Any], item: ipc.Persist) -> dict[str, str]:
+        if item.deactivate:
+            run_hook(paglet.on_deactivating, self._event(LifecycleKind.DEACTIVATING))
+        path = self.mover.checkpoint(paglet, sync=item.sync)
+        return {"path": str(path)}
 
     def _move(self, paglet: Paglet[Any], item: ipc.Move) -> dict[str, str]:
         location = self.mover.move(paglet, item.kind, item.target, item.ticket)
@@ -258,7 +273,7 @@ class ChildRuntime:
             self._accept(ipc.decode(frame))
 
     def _accept(self, record: ipc.Record) -> None:
-        if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Move | ipc.Stop):
+        if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Move | ipc.Persist | ipc.Stop):
             self.mailbox.put(record)
         elif isinstance(record, ipc.CallResult) and self.link is not None:
             self.link.resolve(record)

@@ -7,7 +7,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from paglets.core.context import MeshHost
-from paglets.core.errors import ProtocolError, TransferError
+from paglets.core.errors import ProtocolError, StorageError, TransferError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -121,6 +121,16 @@ class ChildContext:
 
     def dispose(self) -> None:
         self._link.call("paglet.dispose")
+
+    def deactivate(self, wake_at: float | None = None) -> None:
+        self._link.call("paglet.deactivate", wake_at=wake_at)
+
+    def checkpoint(self) -> None:
+        paglet = self._runtime.paglet
+        if paglet is None:
+            raise StorageError("a paglet cannot checkpoint before it is built")
+        path = self._runtime.mover.checkpoint(paglet, sync=self._runtime.init.fsync)
+        self._link.call("paglet.checkpointed", envelope=str(path))
 
     def register_file(
         self, path: str | Path, *, name: str | None = None, mode: str = "copy"

@@ -66,6 +66,7 @@ _REQUESTED_DETAIL = {
     ExitReason.HOST_STOPPED: "stopped with its host",
     ExitReason.START_FAILED: "failed to start",
     ExitReason.MOVED: "left for another host",
+    ExitReason.DEACTIVATED: "was deactivated",
 }
 
 

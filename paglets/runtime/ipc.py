@@ -33,6 +33,7 @@ class Op(StrEnum):
     HEARTBEAT = "hb"
     NOTE = "note"
     MOVE = "move"
+    PERSIST = "persist"
     CALL = "call"
     CALL_RESULT = "result"
 
@@ -96,6 +97,8 @@ class Init(_Record):
     envelope: str | None = None
     spool_dir: str = ""
     files_dir: str = ""
+    checkpoint: str = ""
+    fsync: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,17 @@ class Move(_Record):
     kind: str
     target: str | None
     ticket: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Persist(_Record):
+    """Between two messages: write the paglet to its checkpoint file (and run
+    ``on_deactivating`` first when it is being deactivated)."""
+
+    OP: ClassVar[Op] = Op.PERSIST
+    id: int
+    deactivate: bool = False
+    sync: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +222,7 @@ Record = (
     | Deliver
     | GetState
     | Move
+    | Persist
     | Stop
     | Ready
     | InitFailed
@@ -225,6 +240,7 @@ _BY_OP: dict[str, type[_Record]] = {
         Deliver,
         GetState,
         Move,
+        Persist,
         Stop,
         Ready,
         InitFailed,

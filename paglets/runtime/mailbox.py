@@ -6,16 +6,18 @@ import asyncio
 import heapq
 import itertools
 
-from paglets.runtime.ipc import Deliver, GetState, Move, Stop
+from paglets.runtime.ipc import Deliver, GetState, Move, Persist, Stop
 
-MailItem = Deliver | GetState | Move | Stop
+MailItem = Deliver | GetState | Move | Persist | Stop
 
 
 class Mailbox:
     """A priority queue consumed by one task.
 
-    ``GetState``, ``Move`` and ``Stop`` go ahead of every message, so a state snapshot or a
-    disposal happens right after the message in hand. Messages are ordered by
+    ``GetState``, ``Move``, a checkpoint ``Persist`` and ``Stop`` go ahead of
+    every message, so a state snapshot or a disposal happens right after the
+    message in hand; a deactivating ``Persist`` waits until every queued
+    message is handled. Messages are ordered by
     descending priority and arrival order within a priority.
     """
 
@@ -29,7 +31,12 @@ class Mailbox:
         return len(self._heap)
 
     def put(self, item: MailItem) -> None:
-        key = (1, -item.priority) if isinstance(item, Deliver) else (0, 0)
+        if isinstance(item, Deliver):
+            key = (1, -item.priority)
+        elif isinstance(item, Persist) and item.deactivate:
+            key = (2, 0)  # after every message already queued: they change the state
+        else:
+            key = (0, 0)
         heapq.heappush(self._heap, (*key, next(self._seq), item))
         self._ready.set()
 

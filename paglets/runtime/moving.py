@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from paglets.core.errors import RequestError, TransferError
+from paglets.core.errors import RequestError, StorageError, TransferError
 from paglets.core.events import LifecycleEvent, LifecycleKind
 from paglets.wire.envelope import EnvelopeSpec, SourceFile, write_envelope
 
@@ -136,6 +136,54 @@ class Mover:
         """Files that came with the paglet; they belong to it, so they move on."""
         for name in names:
             self.files[name] = RegisteredFile(name, files_dir / name, "move")
+
+    def restore_registrations(self, entries: Any) -> None:
+        """Registrations kept in a checkpoint: the files stay where they were."""
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, dict) and {"name", "path", "mode"} <= entry.keys():
+                name = str(entry["name"])
+                self.files[name] = RegisteredFile(name, Path(entry["path"]), str(entry["mode"]))
+
+    # -- checkpoints --------------------------------------------------------------
+
+    def checkpoint(self, paglet: Paglet[Any], *, sync: bool) -> Path:
+        """Write the paglet's state to its checkpoint file, all or nothing.
+
+        Registered files are not copied: the checkpoint names where they are.
+
+        Raises:
+            StorageError: the disk is full or cannot be written; the old
+                checkpoint, if any, is left as it was.
+        """
+        path = Path(self.init.checkpoint)
+        spec = EnvelopeSpec(
+            agent_id=self.init.agent_id,
+            class_path=self.init.class_path,
+            state_class_path=_class_path(type(paglet.state)),
+            transfer_id=uuid.uuid4().hex,
+            kind="checkpoint",
+            hops=self.hops,
+            origin=self.origin,
+            origin_url=self.origin_url,
+            source=self.init.host_name,
+            created=time.time(),
+            meta={
+                "files": [
+                    {"name": f.name, "path": str(f.path), "mode": f.mode}
+                    for f in self.files.values()
+                ]
+            },
+        )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_envelope(path, spec, paglet.state, (), sync=sync)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the checkpoint of paglet {self.init.agent_id} to {path}: "
+                f"{exc.strerror or exc}; free some disk space there (or move the host's "
+                "--state-dir) and try again"
+            ) from None
+        return path
 
     # -- moving -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
@@ -27,6 +27,7 @@ from paglets.core.errors import (
     PagletCrashedError,
     PagletDisposedError,
     PagletError,
+    PagletInactiveError,
     PagletMovedError,
     PagletNotFoundError,
     PagletTimeoutError,
@@ -93,6 +94,24 @@ class AgentRecord:
         return self.handle.pending if self.handle else 0
 
 
+class Keeper(Protocol):
+    """What keeps paglets on disk (`paglets.durability`), as the supervisor sees it."""
+
+    def created(
+        self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
+    ) -> None:
+        """A paglet started (created, arrived, activated); remember it."""
+
+    def gone(self, agent_id: str) -> None:
+        """A paglet was disposed or moved away; forget it."""
+
+    async def activate(self, agent_id: str) -> None:
+        """Start an inactive paglet from its checkpoint."""
+
+    async def settle(self, agent_id: str) -> None:
+        """Wait until a deactivation of the paglet in progress has finished."""
+
+
 class Supervisor:
     """See the module docstring.
 
@@ -116,6 +135,9 @@ class Supervisor:
         self.work_root = work_root
         self.spool_dir = work_root.parent / "transfers" / "out"
         self.files_root = work_root.parent / "files"
+        self.checkpoints = work_root.parent / "paglets"
+        self.fsync = True
+        self.keeper: Keeper | None = None
         self.spawner = spawner
         self.policy = policy
         self.events = events
@@ -161,6 +183,10 @@ class Supervisor:
         return record, record.handle
 
     # -- create -----------------------------------------------------------------
+
+    def checkpoint_path(self, agent_id: str) -> Path:
+        """Where the paglet's checkpoint (its durable state) is kept."""
+        return self.checkpoints / f"{agent_id}.env"
 
     def check_new_id(self, agent_id: str) -> None:
         """Refuse an id in use here; a paglet that moved away may come back."""
@@ -214,6 +240,8 @@ class Supervisor:
                     envelope=envelope,
                     spool_dir=str(self.spool_dir),
                     files_dir=str(self.files_root / agent_id),
+                    checkpoint=str(self.checkpoint_path(agent_id)),
+                    fsync=self.fsync,
                 ),
                 self.limits.start_timeout,
             )
@@ -237,6 +265,8 @@ class Supervisor:
                 f"created {class_path}",
                 {"class_path": class_path, "pid": handle.pid},
             )
+        if self.keeper is not None:
+            self.keeper.created(record, state if envelope is None else None, envelope)
         return record
 
     # -- messages ---------------------------------------------------------------
@@ -252,12 +282,15 @@ class Supervisor:
         sender: str | None = None,
         mode: SendMode = SendMode.SYNC,
         timeout: float | None = None,
+        no_delay: bool = False,
     ) -> Any:
         """Deliver a message. ``SYNC`` returns the reply; the others return None.
 
         A ``message_id`` seen before on this paglet is not delivered again: a
-        synchronous retry waits on the first delivery's reply.
+        synchronous retry waits on the first delivery's reply. A message to an
+        inactive paglet activates it first, unless ``no_delay``.
         """
+        await self.wake(agent_id, no_delay=no_delay)
         _record, handle = self._live(agent_id)
         key = (agent_id, message_id) if message_id else None
         fut = self._results.get(key) if key else None
@@ -339,6 +372,8 @@ class Supervisor:
         record.moved_to = (host, url)
         record.status = PagletStatus.MOVED
         self._bury(record)
+        if self.keeper is not None:
+            self.keeper.gone(agent_id)
         self.events.append(
             EventKind.TRANSFER_SENT, agent_id, f"moved to {host}", {"host": host, "url": url}
         )
@@ -384,7 +419,56 @@ class Supervisor:
         if record is not None and record.handle is not None and record.exit is None:
             record.handle.kill(ExitReason.MOVED)
 
+    async def wake(self, agent_id: str, *, no_delay: bool = False) -> None:
+        """Activate the paglet if it is inactive (``PagletInactiveError`` with ``no_delay``)."""
+        if self.keeper is not None:
+            await self.keeper.settle(agent_id)
+        record = self._agents.get(agent_id)
+        if record is None or record.status is not PagletStatus.INACTIVE:
+            return
+        if no_delay or self.keeper is None:
+            raise PagletInactiveError(
+                f"paglet {agent_id} is inactive; send without no_delay to activate it"
+            )
+        await self.keeper.activate(agent_id)
+
+    def hold_inactive(self, agent_id: str, class_path: str, since: float) -> AgentRecord:
+        """List a paglet kept on disk, with no process."""
+        record = AgentRecord(agent_id, class_path, PagletStatus.INACTIVE, since)
+        self._gone.pop(agent_id, None)
+        self._agents[agent_id] = record
+        return record
+
+    def release_inactive(self, agent_id: str) -> AgentRecord:
+        """Take an inactive paglet's record out, to start it again under its id."""
+        record = self._agents.get(agent_id)
+        if record is None or record.status is not PagletStatus.INACTIVE:
+            raise PagletError(f"paglet {agent_id} is not inactive")
+        del self._agents[agent_id]
+        return record
+
+    async def persist(self, agent_id: str, *, deactivate: bool) -> str:
+        """Have the paglet write its checkpoint (after ``on_deactivating`` if deactivating)."""
+        _record, handle = self._live(agent_id)
+        fut = handle.request(lambda i: ipc.Persist(i, deactivate=deactivate, sync=self.fsync))
+        answer: dict[str, str] = await fut
+        return answer["path"]
+
+    async def stop_inactive(self, agent_id: str) -> None:
+        """Stop the process of a paglet that was just written to disk."""
+        record = self._agents.get(agent_id)
+        if record is None or record.handle is None:
+            return
+        handle = record.handle
+        record.status = PagletStatus.STOPPING
+        await handle.stop(self.limits.stop_grace, ExitReason.DEACTIVATED)
+        record.status = PagletStatus.INACTIVE
+        record.handle = None
+        record.exit = None
+        shutil.rmtree(self.work_root / agent_id, ignore_errors=True)
+
     async def state(self, agent_id: str) -> dict[str, Any]:
+        await self.wake(agent_id)
         _record, handle = self._live(agent_id)
         return await handle.get_state()
 
@@ -409,6 +493,8 @@ class Supervisor:
             await record.handle.stop(self.limits.stop_grace)
         record.status = PagletStatus.DISPOSED
         self._bury(record)
+        if self.keeper is not None:
+            self.keeper.gone(agent_id)
         await asyncio.to_thread(shutil.rmtree, self.work_root / agent_id, ignore_errors=True)
         self.events.append(EventKind.PAGLET_DISPOSED, agent_id, "disposed")
 
@@ -423,7 +509,12 @@ class Supervisor:
         if record is None or record.handle is not handle:
             return
         record.exit = info
-        if info.reason in (ExitReason.DISPOSED, ExitReason.START_FAILED, ExitReason.MOVED):
+        if info.reason in (
+            ExitReason.DISPOSED,
+            ExitReason.START_FAILED,
+            ExitReason.MOVED,
+            ExitReason.DEACTIVATED,
+        ):
             return
         if record.status in (PagletStatus.MOVED, PagletStatus.IN_DOUBT):
             return

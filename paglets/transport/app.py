@@ -194,6 +194,7 @@ async def send_message(request: web.Request) -> web.Response:
         sender=req.sender,
         mode=mode,
         timeout=req.timeout,
+        no_delay=req.no_delay,
     )
     if mode is SendMode.SYNC:
         return _json({"reply": reply})

@@ -391,8 +391,11 @@ class AsyncPagletProxy:
         """The serializable reference to this paglet."""
         return PagletRef(self.agent_id, self.client.url)
 
-    def _body(self, msg: Message, mode: str, timeout: float | None) -> dict[str, Any]:
+    def _body(
+        self, msg: Message, mode: str, timeout: float | None, *, no_delay: bool = False
+    ) -> dict[str, Any]:
         return {
+            "no_delay": no_delay,
             "kind": msg.kind,
             "args": msg.args,
             "priority": msg.priority,
@@ -409,18 +412,21 @@ class AsyncPagletProxy:
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        no_delay: bool = False,
     ) -> Any:
         """Send and wait for the handler's reply.
 
         ``message`` is a `Message` or a kind (then ``args``/``priority``
         go beside it). Raises the handler's error as a ``HandlerError``, or
-        ``PagletTimeoutError`` after ``timeout`` seconds.
+        ``PagletTimeoutError`` after ``timeout`` seconds. A message to an
+        inactive paglet activates it first; with ``no_delay`` it fails at once
+        with ``PagletInactiveError`` instead.
         """
         msg = _message(message, args, priority)
         data = await self._request(
             "POST",
             f"{self._path}/messages",
-            self._body(msg, "sync", timeout),
+            self._body(msg, "sync", timeout, no_delay=no_delay),
             timeout=None if timeout is None else timeout + 5.0,
         )
         return data["reply"]
@@ -449,6 +455,28 @@ class AsyncPagletProxy:
             "POST", f"{self._path}/messages", self._body(msg, "future", None)
         )
         return AsyncPagletFuture(self, str(data["message_id"]))
+
+    async def deactivate(
+        self, duration: float | None = None, *, until: float | None = None
+    ) -> None:
+        """Write the paglet to disk and stop its process, after the messages queued.
+
+        Its next message activates it again, as does the wake-up time:
+        ``duration`` seconds from now or ``until`` (seconds since the epoch).
+
+        Raises:
+            StorageError: its checkpoint could not be written; it stays active.
+        """
+        body: dict[str, Any] = {"duration": duration, "until": until}
+        await self._request("POST", f"{self._path}/deactivate", body)
+
+    async def activate(self) -> None:
+        """Start an inactive paglet again (``on_activation``, then ``run()``)."""
+        await self._request("POST", f"{self._path}/activate", {})
+
+    async def checkpoint(self) -> None:
+        """Have the paglet write its state to disk now; the host recovers from it."""
+        await self._request("POST", f"{self._path}/checkpoint", {})
 
     async def info(self) -> PagletInfo:
         """Where and how the paglet is (``agent_id``, ``host``, ``status``, ...)."""

@@ -208,10 +208,11 @@ class PagletProxy:
         *,
         priority: int | None = None,
         timeout: float | None = None,
+        no_delay: bool = False,
     ) -> Any:
-        """Send and wait for the handler's reply."""
+        """Send and wait for the handler's reply (see `AsyncPagletProxy.send`)."""
         return self.client._run(  # noqa: SLF001 - the client's own runner
-            self.aio.send(message, args, priority=priority, timeout=timeout)
+            self.aio.send(message, args, priority=priority, timeout=timeout, no_delay=no_delay)
         )
 
     def send_oneway(
@@ -248,6 +249,18 @@ class PagletProxy:
     def dispose(self) -> None:
         """Run ``on_disposing`` and end the paglet."""
         self.client._run(self.aio.dispose())  # noqa: SLF001
+
+    def deactivate(self, duration: float | None = None, *, until: float | None = None) -> None:
+        """Write the paglet to disk and stop its process (see `AsyncPagletProxy.deactivate`)."""
+        self.client._run(self.aio.deactivate(duration, until=until))  # noqa: SLF001
+
+    def activate(self) -> None:
+        """Start an inactive paglet again."""
+        self.client._run(self.aio.activate())  # noqa: SLF001
+
+    def checkpoint(self) -> None:
+        """Have the paglet write its state to disk now."""
+        self.client._run(self.aio.checkpoint())  # noqa: SLF001
 
     def dispatch(self, target: str, ticket: TransferTicket | None = None) -> PagletProxy:
         """Move the paglet to ``target`` (a host name or URL); returns this proxy, now there."""

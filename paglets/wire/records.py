@@ -81,9 +81,10 @@ class SendRequest:
     sender: str | None = None
     mode: str = "sync"
     timeout: float | None = None
+    no_delay: bool = False
 
     _FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"kind", "args", "priority", "message_id", "sender", "mode", "timeout"}
+        {"kind", "args", "priority", "message_id", "sender", "mode", "timeout", "no_delay"}
     )
     _MODES: ClassVar[frozenset[str]] = frozenset({"sync", "oneway", "future"})
 
@@ -96,10 +97,11 @@ class SendRequest:
             "sender": self.sender,
             "mode": self.mode,
             "timeout": self.timeout,
+            "no_delay": self.no_delay,
         }
 
     @classmethod
-    def parse(cls, data: Any) -> SendRequest:
+    def parse(cls, data: Any) -> SendRequest:  # noqa: C901 - one check per field
         if not isinstance(data, dict):
             raise RequestError("a message must be a JSON object")
         unknown = data.keys() - cls._FIELDS
@@ -125,6 +127,9 @@ class SendRequest:
             or timeout <= 0
         ):
             raise RequestError("message 'timeout' must be a positive number of seconds")
+        no_delay = data.get("no_delay", False)
+        if not isinstance(no_delay, bool):
+            raise RequestError("message 'no_delay' must be true or false")
         for name in ("message_id", "sender"):
             value = data.get(name)
             if value is not None and (not isinstance(value, str) or len(value) > _MAX_ID):
@@ -137,6 +142,7 @@ class SendRequest:
             data.get("sender"),
             mode,
             None if timeout is None else float(timeout),
+            no_delay,
         )
 
 

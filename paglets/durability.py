@@ -1,0 +1,397 @@
+"""``DurabilityService``: paglets kept on disk, across deactivation and host restarts.
+
+Every paglet of a host has a row in the host's store (`paglets.persistence`):
+its class, ``active`` or ``inactive``, and its durable state. That state is the
+creation state until the paglet first writes a checkpoint, then its latest
+checkpoint file (a movement envelope of kind ``checkpoint`` under
+``<home>/paglets/``). A paglet that arrives by a move keeps the arriving
+envelope as its first checkpoint.
+
+- **Deactivate**: after the messages already queued, ``on_deactivating`` runs,
+  the paglet writes its checkpoint, the row says ``inactive`` and the process
+  stops. Messages sent meanwhile wait, then activate it again.
+- **Activate**: a new process starts from the checkpoint and runs
+  ``on_activation`` then ``run()``. A message to an inactive paglet activates it
+  (unless ``no_delay``), and so does its wake-up time.
+- **Host stop** (SIGTERM): every active paglet writes a checkpoint first.
+  **Host start**: inactive paglets are listed again (no process); active ones
+  are activated from their checkpoint. After a SIGKILL of the host that is the
+  last checkpoint (or the creation state): the loss window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from paglets.core.errors import PagletError, RequestError, StorageError
+from paglets.core.events import EventKind
+from paglets.core.status import ExitReason, PagletStatus
+from paglets.persistence.files import quarantine
+from paglets.persistence.records import PagletRecord
+from paglets.runtime.handle import ExitInfo
+from paglets.transport.body import read_json
+from paglets.wire.records import API_PREFIX
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
+
+    from paglets.calls import HostCalls
+    from paglets.config import HostConfig
+    from paglets.persistence.events import EventLog
+    from paglets.persistence.store import AsyncStore
+    from paglets.runtime.supervisor import AgentRecord, Supervisor
+
+log = logging.getLogger(__name__)
+
+ACTIVE, INACTIVE, BROKEN = "active", "inactive", "broken"
+RECOVERY_CONCURRENCY = 8
+
+
+class DurabilityService:
+    """See the module docstring; it is the supervisor's `Keeper`."""
+
+    def __init__(
+        self,
+        *,
+        config: HostConfig,
+        supervisor: Supervisor,
+        events: EventLog,
+        store: Callable[[], AsyncStore],
+        calls: HostCalls,
+    ) -> None:
+        self.config = config
+        self.supervisor = supervisor
+        self.events = events
+        self._store = store
+        self._activating: dict[str, asyncio.Future[None]] = {}
+        self._settling: dict[str, asyncio.Future[None]] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        supervisor.keeper = self
+        supervisor.fsync = config.transfer_fsync
+        calls.register("paglet.deactivate", self._call_deactivate)
+        calls.register("paglet.checkpointed", self._call_checkpointed)
+
+    def __repr__(self) -> str:
+        return f"<DurabilityService {self.config.name} timers={len(self._timers)}>"
+
+    # -- the supervisor's keeper ---------------------------------------------------------
+
+    def created(
+        self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
+    ) -> None:
+        agent_id = record.agent_id
+        checkpoint = self.supervisor.checkpoint_path(agent_id)
+        if envelope is not None and Path(envelope) != checkpoint:
+            # an arriving or restored envelope becomes the paglet's first checkpoint
+            try:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(envelope, checkpoint)  # noqa: PTH105 - one rename, on purpose sync
+            except OSError as exc:
+                log.warning("cannot keep %s as the checkpoint of %s: %s", envelope, agent_id, exc)
+                envelope = None
+            else:
+                envelope = str(checkpoint)
+        row = PagletRecord(
+            agent_id,
+            record.class_path,
+            ACTIVE,
+            envelope=envelope,
+            detail={} if envelope is not None else {"state": state or {}},
+        )
+        self._spawn(self._store().put_paglet(row))
+
+    def gone(self, agent_id: str) -> None:
+        self._cancel_timer(agent_id)
+        self._spawn(self._forget(agent_id))
+
+    async def _forget(self, agent_id: str) -> None:
+        await self._store().delete_paglet(agent_id)
+        with contextlib.suppress(OSError):
+            await asyncio.to_thread(self.supervisor.checkpoint_path(agent_id).unlink)
+
+    async def settle(self, agent_id: str) -> None:
+        settling = self._settling.get(agent_id)
+        if settling is not None:
+            await asyncio.shield(settling)
+
+    async def activate(self, agent_id: str) -> None:
+        running = self._activating.get(agent_id)
+        if running is not None:
+            await asyncio.shield(running)
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._activating[agent_id] = fut
+        try:
+            await self._activate(agent_id)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        else:
+            fut.set_result(None)
+        finally:
+            del self._activating[agent_id]
+
+    async def _activate(self, agent_id: str) -> None:
+        settling = self._settling.get(agent_id)
+        if settling is not None:
+            await asyncio.shield(settling)
+        record = self.supervisor.get(agent_id)
+        if record.status is not PagletStatus.INACTIVE:
+            return
+        row = await self._store().get_paglet(agent_id)
+        if row is None:
+            raise StorageError(f"paglet {agent_id} is inactive but its record is gone")
+        self._cancel_timer(agent_id)
+        self.supervisor.release_inactive(agent_id)
+        try:
+            await self._start(row, record.created_at)
+        except PagletError as exc:
+            await self._broken(row, exc)
+            raise
+        self.events.append(EventKind.PAGLET_ACTIVATED, agent_id, "activated")
+
+    async def _start(self, row: PagletRecord, since: float) -> None:
+        state = row.detail.get("state") if row.envelope is None else None
+        try:
+            await self.supervisor.create(
+                row.class_path, state, row.agent_id, arrival="activation", envelope=row.envelope
+            )
+        except PagletError:
+            if row.agent_id not in {r.agent_id for r in self.supervisor.list()}:
+                self.supervisor.hold_inactive(row.agent_id, row.class_path, since)
+            raise
+
+    async def _broken(self, row: PagletRecord, exc: PagletError) -> None:
+        """A checkpoint that cannot be started: quarantine it, say so, keep the host."""
+        reason = f"cannot activate from {row.envelope or 'its creation state'}: {exc}"
+        if row.envelope is not None:
+            with contextlib.suppress(StorageError, FileNotFoundError):
+                await asyncio.to_thread(quarantine, Path(row.envelope), self.config.home, reason)
+        await self._store().put_paglet(
+            PagletRecord(row.agent_id, row.class_path, BROKEN, None, {"error": reason})
+        )
+        record = self.supervisor.get(row.agent_id)
+        record.status = PagletStatus.CRASHED
+        record.exit = ExitInfo(ExitReason.START_FAILED, None, reason)
+
+    # -- operations -----------------------------------------------------------------------
+
+    async def deactivate(self, agent_id: str, wake_at: float | None = None) -> None:
+        """Write the paglet to disk and stop its process; see the module docstring.
+
+        Raises:
+            StorageError: the checkpoint could not be written; the paglet stays active.
+        """
+        record = self.supervisor.get(agent_id)
+        if record.status is PagletStatus.INACTIVE:
+            await self._set_wake(agent_id, record.class_path, wake_at)
+            return
+        if agent_id in self._settling:
+            await asyncio.shield(self._settling[agent_id])
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._settling[agent_id] = fut
+        try:
+            path = await self.supervisor.persist(agent_id, deactivate=True)
+            await self._store().put_paglet(
+                PagletRecord(agent_id, record.class_path, INACTIVE, path, {"wake_at": wake_at})
+            )
+            await self.supervisor.stop_inactive(agent_id)
+        finally:
+            fut.set_result(None)
+            del self._settling[agent_id]
+        self._schedule(agent_id, wake_at)
+        when = f" until {time.ctime(wake_at)}" if wake_at else ""
+        self.events.append(
+            EventKind.PAGLET_DEACTIVATED, agent_id, f"deactivated{when}", {"wake_at": wake_at}
+        )
+
+    async def checkpoint(self, agent_id: str) -> None:
+        """Write the paglet's state to disk now, between two messages."""
+        await self.supervisor.wake(agent_id)
+        path = await self.supervisor.persist(agent_id, deactivate=False)
+        await self._checkpointed(agent_id, path)
+
+    async def _checkpointed(self, agent_id: str, path: str) -> None:
+        if Path(path) != self.supervisor.checkpoint_path(agent_id):
+            raise RequestError(f"a checkpoint of {agent_id} must be written to its own file")
+        record = self.supervisor.get(agent_id)
+        await self._store().put_paglet(PagletRecord(agent_id, record.class_path, ACTIVE, path))
+        self.events.append(EventKind.PAGLET_CHECKPOINTED, agent_id, "checkpointed")
+
+    async def _set_wake(self, agent_id: str, class_path: str, wake_at: float | None) -> None:
+        row = await self._store().get_paglet(agent_id)
+        if row is not None:
+            await self._store().put_paglet(
+                PagletRecord(agent_id, class_path, INACTIVE, row.envelope, {"wake_at": wake_at})
+            )
+        self._schedule(agent_id, wake_at)
+
+    # -- wake-up times ----------------------------------------------------------------------
+
+    def _schedule(self, agent_id: str, wake_at: float | None) -> None:
+        self._cancel_timer(agent_id)
+        if wake_at is None:
+            return
+        delay = max(0.0, wake_at - time.time())
+        self._timers[agent_id] = asyncio.get_running_loop().call_later(delay, self._wake, agent_id)
+
+    def _wake(self, agent_id: str) -> None:
+        self._timers.pop(agent_id, None)
+        self._spawn(self._wake_logged(agent_id))
+
+    async def _wake_logged(self, agent_id: str) -> None:
+        try:
+            await self.supervisor.wake(agent_id)
+        except PagletError as exc:
+            log.warning("paglet %s did not wake up: %s", agent_id, exc)
+
+    def _cancel_timer(self, agent_id: str) -> None:
+        timer = self._timers.pop(agent_id, None)
+        if timer is not None:
+            timer.cancel()
+
+    # -- host start and stop ----------------------------------------------------------------
+
+    def install(self, app: web.Application) -> None:
+        """Add the routes and the stop-time checkpoints to the host's application."""
+        app[DURABILITY] = self
+        prefix = f"{API_PREFIX}/paglets/{{agent_id}}"
+        app.router.add_post(f"{prefix}/deactivate", _deactivate_route)
+        app.router.add_post(f"{prefix}/activate", _activate_route)
+        app.router.add_post(f"{prefix}/checkpoint", _checkpoint_route)
+        app.cleanup_ctx.append(self._ctx)
+
+    async def _ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await self._persist_all()
+            for agent_id in list(self._timers):
+                self._cancel_timer(agent_id)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _persist_all(self) -> None:
+        """Before the host stops: every active paglet writes its checkpoint."""
+        active = [r.agent_id for r in self.supervisor.list() if r.status is PagletStatus.ACTIVE]
+        limit = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+
+        async def one(agent_id: str) -> None:
+            async with limit:
+                try:
+                    path = await asyncio.wait_for(
+                        self.supervisor.persist(agent_id, deactivate=False),
+                        self.supervisor.limits.stop_grace,
+                    )
+                    await self._checkpointed(agent_id, path)
+                except (PagletError, TimeoutError) as exc:
+                    log.warning("paglet %s: no checkpoint at stop (%s)", agent_id, exc)
+
+        await asyncio.gather(*(one(a) for a in active))
+
+    async def recover(self) -> None:
+        """After the host starts: list inactive paglets, start the active ones."""
+        known = {r.agent_id for r in self.supervisor.list()}
+        limit = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+        now = time.time()
+
+        async def start(row: PagletRecord) -> None:
+            async with limit:
+                try:
+                    await self._start(row, now)
+                except PagletError as exc:
+                    await self._broken(row, exc)
+                    log.error(  # noqa: TRY400 - the reason is the message; no traceback
+                        "paglet %s could not be recovered: %s", row.agent_id, exc
+                    )
+                    return
+                self.events.append(
+                    EventKind.PAGLET_RECOVERED,
+                    row.agent_id,
+                    "recovered from " + ("its checkpoint" if row.envelope else "its creation"),
+                )
+
+        starting = []
+        for row in await self._store().paglets():
+            if row.agent_id in known:
+                continue
+            if row.status == INACTIVE:
+                self.supervisor.hold_inactive(row.agent_id, row.class_path, row.updated)
+                wake_at = row.detail.get("wake_at")
+                self._schedule(row.agent_id, wake_at if isinstance(wake_at, int | float) else None)
+            elif row.status == ACTIVE:
+                starting.append(start(row))
+        await asyncio.gather(*starting)
+
+    # -- calls from paglets -----------------------------------------------------------------
+
+    async def _call_deactivate(self, agent_id: str, args: dict[str, Any]) -> None:
+        wake_at = args.get("wake_at")
+        if wake_at is not None and not isinstance(wake_at, int | float):
+            raise RequestError("wake_at must be a time in seconds since the epoch")
+        # after the current handler: the paglet is waiting for this answer
+        self._spawn(self._deactivate_logged(agent_id, wake_at))
+
+    async def _deactivate_logged(self, agent_id: str, wake_at: float | None) -> None:
+        try:
+            await self.deactivate(agent_id, wake_at)
+        except PagletError as exc:
+            log.warning("paglet %s asked to be deactivated but stays active: %s", agent_id, exc)
+            self.events.append(EventKind.MESSAGE_FAILED, agent_id, f"deactivate failed: {exc}")
+
+    async def _call_checkpointed(self, agent_id: str, args: dict[str, Any]) -> None:
+        await self._checkpointed(agent_id, str(args.get("envelope")))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+# -- routes -----------------------------------------------------------------------------------
+
+DURABILITY: web.AppKey[DurabilityService] = web.AppKey("paglets.durability.DURABILITY")
+
+
+async def _deactivate_route(request: web.Request) -> web.Response:
+    """``POST /v1/paglets/{id}/deactivate`` ``{"until": epoch seconds | "duration": s}``."""
+    service = request.app[DURABILITY]
+    data = await read_json(request, service.config.max_body, service.config.read_timeout)
+    if not isinstance(data, dict) or set(data) - {"until", "duration"}:
+        raise RequestError('deactivate takes {"until": epoch seconds} or {"duration": seconds}')
+    until, duration = data.get("until"), data.get("duration")
+    for name, value in (("until", until), ("duration", duration)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise RequestError(f"{name!r} must be a number of seconds")
+    if until is not None and duration is not None:
+        raise RequestError("give 'until' or 'duration', not both")
+    wake_at = time.time() + duration if duration is not None else until
+    agent_id = request.match_info["agent_id"]
+    await service.deactivate(agent_id, wake_at)
+    return web.json_response({"agent_id": agent_id, "status": "inactive", "wake_at": wake_at})
+
+
+async def _activate_route(request: web.Request) -> web.Response:
+    service = request.app[DURABILITY]
+    agent_id = request.match_info["agent_id"]
+    await service.supervisor.wake(agent_id)
+    return web.json_response({"agent_id": agent_id, "status": "active"})
+
+
+async def _checkpoint_route(request: web.Request) -> web.Response:
+    service = request.app[DURABILITY]
+    agent_id = request.match_info["agent_id"]
+    await service.checkpoint(agent_id)
+    return web.json_response({"agent_id": agent_id, "checkpointed": True})

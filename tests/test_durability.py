@@ -1,0 +1,232 @@
+"""Deactivation, activation, checkpoints and host restarts, with real hosts and disks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+from typing import TYPE_CHECKING
+
+import pytest
+
+from paglets import (
+    AsyncHostClient,
+    EventKind,
+    Host,
+    HostClient,
+    PagletInactiveError,
+    PagletStatus,
+    StorageError,
+)
+from tests.conftest import wait_for
+from tests.test_movement_crash import Pair
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterator
+    from pathlib import Path
+
+TRAVELER = "examples.travel:Traveler"
+COUNTER = "examples.counter:Counter"
+QUIET = {"warm_children": 0}
+
+
+async def test_deactivate_and_activate_on_message(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        traveler = await client.create(TRAVELER)
+        await traveler.send("increment")
+        await traveler.send("payload", {"size": 2 * 1024 * 1024})
+        digest = await traveler.send("digest")
+        await traveler.deactivate()
+        info = await traveler.info()
+        assert info.status == "inactive"
+        assert info.pid is None
+        assert host.supervisor.checkpoint_path(traveler.agent_id).exists()
+        with pytest.raises(PagletInactiveError, match="inactive"):
+            await traveler.send("increment", no_delay=True)
+        assert (await traveler.info()).status == "inactive", "no_delay does not activate"
+        assert await traveler.send("increment") == 2, "a message activates it"
+        assert await traveler.send("digest") == digest
+        assert (await traveler.send("log"))[-2:] == ["deactivating@alpha", "activation@alpha"]
+        kinds = [e.kind for e in host.events.query(0, 1000, agent_id=traveler.agent_id)]
+        assert EventKind.PAGLET_DEACTIVATED in kinds
+        assert EventKind.PAGLET_ACTIVATED in kinds
+
+
+async def test_messages_queued_before_a_deactivation_are_kept(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        traveler = await client.create(TRAVELER)
+        sends = [asyncio.ensure_future(traveler.send("increment")) for _ in range(10)]
+        await asyncio.sleep(0)
+        nap = asyncio.ensure_future(traveler.deactivate())
+        sends += [asyncio.ensure_future(traveler.send("increment")) for _ in range(10)]
+        assert sorted(await asyncio.gather(*sends)) == list(range(1, 21))
+        await nap
+        assert await traveler.send("increment") == 21
+
+
+async def test_a_paglet_deactivates_itself_and_wakes_up(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        traveler = await client.create(TRAVELER)
+        assert await traveler.send("nap", {"seconds": 0.5}) == "napping"
+        record = host.supervisor.get(traveler.agent_id)
+        await wait_for(lambda: record.status is PagletStatus.INACTIVE, 5, "asleep")
+        record = host.supervisor.get(traveler.agent_id)
+
+        def awake() -> bool:
+            return host.supervisor.get(traveler.agent_id).status is PagletStatus.ACTIVE
+
+        await wait_for(awake, 5, "woken by its timer, not by a message")
+        assert (await traveler.send("log"))[-1] == "activation@alpha"
+
+
+async def test_a_stopped_host_brings_its_paglets_back(
+    make_host: Callable[..., Awaitable[Host]], tmp_path: Path
+) -> None:
+    options = {"name": "keeper", "state_dir": tmp_path / "state", **QUIET}
+    first = await make_host(**options)
+    async with AsyncHostClient(first.url) as client:
+        awake = await client.create(TRAVELER)
+        asleep = await client.create(TRAVELER)
+        fresh = await client.create(COUNTER, {"count": 41})
+        for _ in range(3):
+            await awake.send("increment")
+        await asleep.send("increment")
+        await asleep.deactivate()
+    await first.stop()
+
+    second = await make_host(**options)
+    statuses = {r.agent_id: r.status for r in second.supervisor.list()}
+    assert statuses == {
+        awake.agent_id: PagletStatus.ACTIVE,
+        asleep.agent_id: PagletStatus.INACTIVE,
+        fresh.agent_id: PagletStatus.ACTIVE,
+    }
+    async with AsyncHostClient(second.url) as client:
+        assert await client.proxy(awake.agent_id).send("increment") == 4, "state kept at stop"
+        assert await client.proxy(asleep.agent_id).send("increment") == 2
+        assert (await client.proxy(fresh.agent_id).send("get")) == {"count": 41}
+        log = await client.proxy(awake.agent_id).send("log")
+        assert log == ["creation@keeper", "activation@keeper"]
+        # disposed paglets are gone for good
+        await client.proxy(fresh.agent_id).dispose()
+    await second.stop()
+    third = await make_host(**options)
+    assert fresh.agent_id not in {r.agent_id for r in third.supervisor.list()}
+
+
+async def test_a_corrupt_checkpoint_is_quarantined_and_reported(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        traveler = await client.create(TRAVELER)
+        await traveler.deactivate()
+        checkpoint = host.supervisor.checkpoint_path(traveler.agent_id)
+        data = checkpoint.read_bytes()
+        checkpoint.write_bytes(data[: len(data) // 2])
+        with pytest.raises(Exception, match="truncated"):
+            await traveler.send("increment")
+        info = await traveler.info()
+        assert info.status == "crashed"
+        assert not checkpoint.exists()
+        assert list((host.config.home / "quarantine").glob(f"*{traveler.agent_id}*"))
+        # the host and other paglets are fine
+        other = await client.create(TRAVELER)
+        assert await other.send("increment") == 1
+
+
+async def test_many_inactive_paglets_are_listed_and_wake_on_message(host: Host) -> None:
+    count = 200
+    async with AsyncHostClient(host.url) as client:
+        proxies = []
+        for batch in range(count // 20):
+            made = await asyncio.gather(*(client.create(COUNTER) for _ in range(20)))
+            await asyncio.gather(*(p.deactivate() for p in made))
+            proxies += made
+            del batch
+        listed = await client.list()
+        assert len(listed) == count
+        assert {i.status for i in listed} == {"inactive"}
+        replies = await asyncio.gather(*(p.send("increment") for p in proxies[:10]))
+        assert replies == [{"count": 1}] * 10
+        assert sum(1 for r in host.supervisor.list() if r.status is PagletStatus.ACTIVE) == 10
+
+
+# -- disks that fill up ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MiB tmpfs, made by the test (needs root and mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"this machine forbids mounting a tmpfs: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["umount", "-l", str(mount)], check=True, capture_output=True)
+
+
+async def test_a_full_disk_fails_the_deactivation_and_the_paglet_stays_active(
+    make_host: Callable[..., Awaitable[Host]], small_disk: Path
+) -> None:
+    host = await make_host(name="tiny", state_dir=small_disk, **QUIET)
+    async with AsyncHostClient(host.url) as client:
+        traveler = await client.create(TRAVELER)
+        await traveler.send("increment")
+        await traveler.send("payload", {"size": 8 * 1024 * 1024})
+        with pytest.raises(StorageError, match="free some disk space"):
+            await traveler.deactivate()
+        info = await traveler.info()
+        assert info.status == "active"
+        assert await traveler.send("increment") == 2
+        leftovers = [p.name for p in host.supervisor.checkpoints.glob("*")]
+        assert leftovers == [], f"no partial checkpoint is left: {leftovers}"
+
+
+# -- SIGKILL of the host ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    p = Pair(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+def test_after_a_sigkill_paglets_come_back_from_their_last_checkpoint(pair: Pair) -> None:
+    pair.start("src")
+    with HostClient(pair.url("src"), api_key="") as client:
+        saved = client.create(TRAVELER)
+        for _ in range(3):
+            saved.send("increment")
+        assert saved.send("save") == "saved"
+        saved.send("increment")  # after the checkpoint: inside the loss window
+        never = client.create(COUNTER, {"count": 7})
+        never.send("increment")  # never checkpointed: back to its creation state
+        asleep = client.create(COUNTER, {"count": 5})
+        asleep.deactivate()
+    pair.processes["src"].kill()
+    pair.wait_dead("src")
+    pair.start("src")
+    with HostClient(pair.url("src"), api_key="") as client:
+        statuses = {i.agent_id: i.status for i in client.list()}
+        assert statuses == {
+            saved.agent_id: "active",
+            never.agent_id: "active",
+            asleep.agent_id: "inactive",
+        }
+        assert client.proxy(saved.agent_id).send("increment") == 4
+        assert client.proxy(never.agent_id).send("get") == {"count": 7}
+        assert client.proxy(asleep.agent_id).send("get") == {"count": 5}
+        kinds = [e.kind for e in client.events(0, 1000)[0]]
+        assert kinds.count(EventKind.PAGLET_RECOVERED) == 2
