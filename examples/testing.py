@@ -13,7 +13,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from paglets import LifecycleEvent, Message, Paglet, PagletState
+from paglets import (
+    LifecycleEvent,
+    Message,
+    Paglet,
+    PagletState,
+    RestartMode,
+    RestartPolicy,
+)
 
 
 @dataclass
@@ -68,6 +75,9 @@ class Probe(Paglet[ProbeState]):
             return os.getpid()
         if kind == "unserializable":
             return {1, 2, 3}
+        if kind == "save":
+            self.checkpoint()
+            return len(self.state.log)
         if kind == "hosts":
             hosts = self.context.hosts(
                 online=args.get("online"),
@@ -107,3 +117,9 @@ class Caller(Paglet[CallerState]):
                 args["kind"], **args["args"]
             )
         return self.not_handled()
+
+
+class Phoenix(Probe):
+    """A `Probe` its host restarts after a failure: twice within a minute, then it fails."""
+
+    restart_policy = RestartPolicy(RestartMode.ON_FAILURE, max_restarts=2, window=60, backoff=0.05)

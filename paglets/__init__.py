@@ -41,6 +41,7 @@ from paglets.core.events import ContextEvent, EventKind, LifecycleEvent, Lifecyc
 from paglets.core.message import NOT_HANDLED, Message, Priority
 from paglets.core.movement import ArrivalMode, Itinerary, ItineraryStop, TransferTicket
 from paglets.core.paglet import Paglet
+from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.state import PagletState
 from paglets.core.status import ExitReason, HostStatus, PagletStatus
 
@@ -143,6 +144,8 @@ __all__ = [
     "ProtocolError",
     "ReplySet",
     "RequestError",
+    "RestartMode",
+    "RestartPolicy",
     "StorageError",
     "TransferError",
     "TransferTicket",

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from paglets.core.errors import PagletError, RequestError, StorageError
 from paglets.core.events import EventKind
+from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
 from paglets.persistence.files import quarantine
 from paglets.persistence.records import PagletRecord
@@ -73,6 +74,7 @@ class DurabilityService:
         self._store = store
         self._activating: dict[str, asyncio.Future[None]] = {}
         self._settling: dict[str, asyncio.Future[None]] = {}
+        self._restarting: dict[str, asyncio.Future[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         supervisor.keeper = self
@@ -100,13 +102,10 @@ class DurabilityService:
                 envelope = None
             else:
                 envelope = str(checkpoint)
-        row = PagletRecord(
-            agent_id,
-            record.class_path,
-            ACTIVE,
-            envelope=envelope,
-            detail={} if envelope is not None else {"state": state or {}},
-        )
+        detail = _detail(record)
+        if envelope is None:
+            detail["state"] = state or {}
+        row = PagletRecord(agent_id, record.class_path, ACTIVE, envelope=envelope, detail=detail)
         self._spawn(self._store().put_paglet(row))
 
     def gone(self, agent_id: str) -> None:
@@ -119,9 +118,80 @@ class DurabilityService:
             await asyncio.to_thread(self.supervisor.checkpoint_path(agent_id).unlink)
 
     async def settle(self, agent_id: str) -> None:
-        settling = self._settling.get(agent_id)
-        if settling is not None:
-            await asyncio.shield(settling)
+        for pending in (self._settling.get(agent_id), self._restarting.get(agent_id)):
+            if pending is not None:
+                with contextlib.suppress(PagletError):
+                    await asyncio.shield(pending)
+
+    # -- supervision ---------------------------------------------------------------------
+
+    def crashed(self, record: AgentRecord, info: ExitInfo) -> None:
+        policy = record.restart_policy or RestartPolicy()
+        if not _restarts_after(policy, info):
+            return
+        now = time.monotonic()
+        record.restarts[:] = [t for t in record.restarts if now - t < policy.window]
+        recent = len(record.restarts)
+        if recent >= policy.max_restarts:
+            self._fail(record, info, policy)
+            return
+        record.restarts.append(now)
+        record.status = PagletStatus.RESTARTING
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._restarting[record.agent_id] = fut
+        self._spawn(self._restart(record, policy.delay(recent), info, fut))
+
+    async def _restart(
+        self, record: AgentRecord, delay: float, info: ExitInfo, fut: asyncio.Future[None]
+    ) -> None:
+        agent_id = record.agent_id
+        try:
+            await asyncio.sleep(delay)
+            row = await self._store().get_paglet(agent_id)
+            if row is None:
+                raise StorageError(f"paglet {agent_id} has no durable state to restart from")
+            self.supervisor.release_inactive(agent_id)
+            try:
+                await self._start(row, record.created_at, record.restart_policy)
+            except PagletError:
+                self.supervisor.forget(agent_id)
+                self.supervisor.hold_inactive(agent_id, record.class_path, record.created_at)
+                raise
+            again = self.supervisor.get(agent_id)
+            again.restarts = record.restarts
+            self.events.append(
+                EventKind.PAGLET_RESTARTED,
+                agent_id,
+                f"restarted after it {info.detail} ({len(record.restarts)} recent restarts)",
+                {"reason": info.reason.value, "restarts": len(record.restarts)},
+            )
+        except PagletError as exc:
+            log.warning("paglet %s could not be restarted: %s", agent_id, exc)
+            failed = self.supervisor.get(agent_id)
+            failed.status = PagletStatus.FAILED
+            failed.exit = ExitInfo(info.reason, info.code, f"{info.detail}; restart failed: {exc}")
+            self.events.append(EventKind.PAGLET_FAILED, agent_id, failed.exit.detail)
+            fut.set_exception(exc)
+            fut.exception()
+        else:
+            fut.set_result(None)
+        finally:
+            self._restarting.pop(agent_id, None)
+
+    def _fail(self, record: AgentRecord, info: ExitInfo, policy: RestartPolicy) -> None:
+        detail = (
+            f"{info.detail}; it was restarted {len(record.restarts)} times within "
+            f"{policy.window:g} s (max_restarts {policy.max_restarts}), so it is left failed"
+        )
+        record.status = PagletStatus.FAILED
+        record.exit = ExitInfo(info.reason, info.code, detail)
+        self.events.append(
+            EventKind.PAGLET_FAILED,
+            record.agent_id,
+            detail,
+            {"reason": info.reason.value, "restarts": len(record.restarts)},
+        )
+        log.warning("paglet %s %s", record.agent_id, detail)
 
     async def activate(self, agent_id: str) -> None:
         running = self._activating.get(agent_id)
@@ -160,11 +230,20 @@ class DurabilityService:
             raise
         self.events.append(EventKind.PAGLET_ACTIVATED, agent_id, "activated")
 
-    async def _start(self, row: PagletRecord, since: float) -> None:
+    async def _start(
+        self, row: PagletRecord, since: float, policy: RestartPolicy | None = None
+    ) -> None:
         state = row.detail.get("state") if row.envelope is None else None
+        if policy is None and isinstance(row.detail.get("restart_policy"), dict):
+            policy = RestartPolicy.from_dict(row.detail["restart_policy"])
         try:
             await self.supervisor.create(
-                row.class_path, state, row.agent_id, arrival="activation", envelope=row.envelope
+                row.class_path,
+                state,
+                row.agent_id,
+                arrival="activation",
+                envelope=row.envelope,
+                restart_policy=policy,
             )
         except PagletError:
             if row.agent_id not in {r.agent_id for r in self.supervisor.list()}:
@@ -204,7 +283,9 @@ class DurabilityService:
         try:
             path = await self.supervisor.persist(agent_id, deactivate=True)
             await self._store().put_paglet(
-                PagletRecord(agent_id, record.class_path, INACTIVE, path, {"wake_at": wake_at})
+                PagletRecord(
+                    agent_id, record.class_path, INACTIVE, path, _detail(record, wake_at=wake_at)
+                )
             )
             await self.supervisor.stop_inactive(agent_id)
         finally:
@@ -226,14 +307,18 @@ class DurabilityService:
         if Path(path) != self.supervisor.checkpoint_path(agent_id):
             raise RequestError(f"a checkpoint of {agent_id} must be written to its own file")
         record = self.supervisor.get(agent_id)
-        await self._store().put_paglet(PagletRecord(agent_id, record.class_path, ACTIVE, path))
+        await self._store().put_paglet(
+            PagletRecord(agent_id, record.class_path, ACTIVE, path, _detail(record))
+        )
         self.events.append(EventKind.PAGLET_CHECKPOINTED, agent_id, "checkpointed")
 
     async def _set_wake(self, agent_id: str, class_path: str, wake_at: float | None) -> None:
         row = await self._store().get_paglet(agent_id)
         if row is not None:
             await self._store().put_paglet(
-                PagletRecord(agent_id, class_path, INACTIVE, row.envelope, {"wake_at": wake_at})
+                PagletRecord(
+                    agent_id, class_path, INACTIVE, row.envelope, {**row.detail, "wake_at": wake_at}
+                )
             )
         self._schedule(agent_id, wake_at)
 
@@ -358,6 +443,22 @@ class DurabilityService:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _detail(record: AgentRecord, **extra: Any) -> dict[str, Any]:
+    """What a paglet's row keeps besides its state: its restart policy."""
+    detail: dict[str, Any] = dict(extra)
+    if record.restart_policy is not None:
+        detail["restart_policy"] = record.restart_policy.to_dict()
+    return detail
+
+
+def _restarts_after(policy: RestartPolicy, info: ExitInfo) -> bool:
+    """Whether ``policy`` restarts a paglet whose process ended as ``info`` says."""
+    if policy.mode is RestartMode.NEVER:
+        return False
+    clean = info.reason is ExitReason.EXIT_CODE and info.code == 0
+    return policy.mode is RestartMode.ALWAYS or not clean
 
 
 # -- routes -----------------------------------------------------------------------------------

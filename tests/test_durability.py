@@ -15,8 +15,11 @@ from paglets import (
     EventKind,
     Host,
     HostClient,
+    PagletCrashedError,
     PagletInactiveError,
     PagletStatus,
+    RestartMode,
+    RestartPolicy,
     StorageError,
 )
 from tests.conftest import wait_for
@@ -230,3 +233,57 @@ def test_after_a_sigkill_paglets_come_back_from_their_last_checkpoint(pair: Pair
         assert client.proxy(asleep.agent_id).send("get") == {"count": 5}
         kinds = [e.kind for e in client.events(0, 1000)[0]]
         assert kinds.count(EventKind.PAGLET_RECOVERED) == 2
+
+
+# -- restart policies ------------------------------------------------------------------------
+
+PHOENIX = "examples.testing:Phoenix"
+PROBE = "examples.testing:Probe"
+
+
+async def test_a_crashed_paglet_restarts_from_its_last_checkpoint_until_the_limit(
+    host: Host,
+) -> None:
+    async with AsyncHostClient(host.url) as client:
+        phoenix = await client.create(PHOENIX)
+        await phoenix.send("record", {"tag": "kept"})
+        assert await phoenix.send("save") == 1
+        await phoenix.send("record", {"tag": "lost"})
+        for restarts in (1, 2):
+            with pytest.raises(PagletCrashedError):
+                await phoenix.send("os_exit", {"code": 9})
+            # the next message waits for the restart, and sees the checkpointed state
+            assert await phoenix.send("record", {"tag": f"after{restarts}"}) == restarts + 1
+            await phoenix.send("save")
+            await phoenix.send("record", {"tag": "lost"})
+        with pytest.raises(PagletCrashedError):
+            await phoenix.send("os_exit", {"code": 9})
+
+        def failed() -> bool:
+            return host.supervisor.get(phoenix.agent_id).status is PagletStatus.FAILED
+
+        await wait_for(failed, 5, "left failed after 2 restarts")
+        info = await phoenix.info()
+        assert info.status == "failed"
+        with pytest.raises(PagletCrashedError, match="restarted 2 times within 60 s"):
+            await phoenix.send("echo", {})
+        kinds = [e.kind for e in host.events.query(0, 1000, agent_id=phoenix.agent_id)]
+        assert kinds.count(EventKind.PAGLET_RESTARTED) == 2
+        assert kinds.count(EventKind.PAGLET_FAILED) == 1
+
+
+async def test_an_instance_policy_overrides_the_class_and_always_restarts(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        always = RestartPolicy(RestartMode.ALWAYS, max_restarts=5, backoff=0.01)
+        probe = await client.create(PROBE, restart_policy=always)
+        never = await client.create(PROBE)
+        with pytest.raises(PagletCrashedError):
+            await probe.send("exit", {"code": 0})  # a clean exit: "always" restarts it too
+        assert await probe.send("echo", {"back": True}) == {"back": True}
+        with pytest.raises(PagletCrashedError):
+            await never.send("os_exit", {"code": 3})
+        await wait_for(
+            lambda: host.supervisor.get(never.agent_id).status is PagletStatus.CRASHED, 5
+        )
+        with pytest.raises(PagletCrashedError, match="exited with code 3"):
+            await never.send("echo", {})

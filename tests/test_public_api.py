@@ -72,6 +72,8 @@ EXPECTED_ALL = [
     "ProtocolError",
     "ReplySet",
     "RequestError",
+    "RestartMode",
+    "RestartPolicy",
     "StorageError",
     "TransferError",
     "TransferTicket",

@@ -63,6 +63,8 @@ class EventKind(StrEnum):
     PAGLET_ACTIVATED = "paglet.activated"
     PAGLET_CHECKPOINTED = "paglet.checkpointed"
     PAGLET_RECOVERED = "paglet.recovered"
+    PAGLET_RESTARTED = "paglet.restarted"
+    PAGLET_FAILED = "paglet.failed"
     TRANSFER_SENT = "transfer.sent"
     TRANSFER_RECEIVED = "transfer.received"
     TRANSFER_FAILED = "transfer.failed"

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from paglets.core.errors import ConfigurationError
 from paglets.core.message import NOT_HANDLED, _NotHandled
+from paglets.core.policy import RestartPolicy
 from paglets.core.state import PagletState
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ class Paglet(Generic[StateT]):
     """
 
     State: ClassVar[type[PagletState]] = PagletState
+    #: What the host does when this paglet's process ends unasked (default: nothing).
+    restart_policy: ClassVar[RestartPolicy] = RestartPolicy()
 
     def __init__(self, state: StateT, context: PagletContext) -> None:
         self.state: StateT = state

@@ -16,6 +16,8 @@ class PagletStatus(StrEnum):
     MOVED = "moved"
     IN_DOUBT = "in_doubt"
     INACTIVE = "inactive"
+    RESTARTING = "restarting"
+    FAILED = "failed"
 
 
 class HostStatus(StrEnum):

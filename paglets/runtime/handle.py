@@ -94,6 +94,7 @@ class ChildHandle:
         self._ready: asyncio.Future[int] | None = None
         self._requested: ExitReason | None = None
         self._ended = asyncio.Event()
+        self.class_restart_policy: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         state = self.exit_info.reason.value if self.exit_info else "running"
@@ -163,6 +164,7 @@ class ChildHandle:
         if self._ready is None or self._ready.done():
             return
         if isinstance(record, ipc.Ready):
+            self.class_restart_policy = record.restart_policy
             self._ready.set_result(record.pid)
         else:
             self._ready.set_exception(record.error.to_exception())

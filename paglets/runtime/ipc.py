@@ -160,6 +160,7 @@ class Ready(_Record):
 
     OP: ClassVar[Op] = Op.READY
     pid: int
+    restart_policy: dict[str, Any] | None = None  # the class's own
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from paglets.core.errors import (
     TransferError,
 )
 from paglets.core.events import EventKind
+from paglets.core.policy import RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
 from paglets.runtime import ipc
 from paglets.runtime.handle import ChildHandle, ExitInfo
@@ -84,6 +85,8 @@ class AgentRecord:
     exit: ExitInfo | None = None
     disposal: asyncio.Task[None] | None = field(default=None, repr=False)
     moved_to: tuple[str, str] | None = None  # (host name, URL) once it has left
+    restart_policy: RestartPolicy | None = None  # the instance's own, else the class's
+    restarts: list[float] = field(default_factory=list, repr=False)  # monotonic times
 
     @property
     def pid(self) -> int | None:
@@ -109,7 +112,10 @@ class Keeper(Protocol):
         """Start an inactive paglet from its checkpoint."""
 
     async def settle(self, agent_id: str) -> None:
-        """Wait until a deactivation of the paglet in progress has finished."""
+        """Wait until a deactivation or restart of the paglet in progress has finished."""
+
+    def crashed(self, record: AgentRecord, info: ExitInfo) -> None:
+        """The paglet's process ended unasked; apply its restart policy."""
 
 
 class Supervisor:
@@ -175,7 +181,7 @@ class Supervisor:
             )
         if record.status is PagletStatus.DISPOSED:
             raise PagletDisposedError(f"paglet {agent_id} was disposed")
-        if record.status is PagletStatus.CRASHED:
+        if record.status in (PagletStatus.CRASHED, PagletStatus.FAILED):
             detail = record.exit.detail if record.exit else "crashed"
             raise PagletCrashedError(f"paglet {agent_id} {detail}")
         if record.handle is None or record.status is not PagletStatus.ACTIVE:
@@ -202,6 +208,7 @@ class Supervisor:
         *,
         arrival: str = "creation",
         envelope: str | None = None,
+        restart_policy: RestartPolicy | None = None,
     ) -> AgentRecord:
         """Start a paglet; returns once its creation (or arrival) hook has run.
 
@@ -257,6 +264,7 @@ class Supervisor:
             )
             raise
         self.spawner.warm(module)
+        record.restart_policy = restart_policy or _policy(handle.class_restart_policy)
         record.status = PagletStatus.ACTIVE
         if arrival == "creation":
             self.events.append(
@@ -440,9 +448,12 @@ class Supervisor:
         return record
 
     def release_inactive(self, agent_id: str) -> AgentRecord:
-        """Take an inactive paglet's record out, to start it again under its id."""
+        """Take an inactive (or restarting) paglet's record out, to start it again."""
         record = self._agents.get(agent_id)
-        if record is None or record.status is not PagletStatus.INACTIVE:
+        if record is None or record.status not in (
+            PagletStatus.INACTIVE,
+            PagletStatus.RESTARTING,
+        ):
             raise PagletError(f"paglet {agent_id} is not inactive")
         del self._agents[agent_id]
         return record
@@ -529,6 +540,8 @@ class Supervisor:
             {"reason": info.reason.value, "code": info.code, "class_path": record.class_path},
         )
         log.warning("paglet %s %s", record.agent_id, info.detail)
+        if self.keeper is not None:
+            self.keeper.crashed(record, info)
 
     def _on_note(self, handle: ChildHandle, note: ipc.Note) -> None:
         try:
@@ -615,6 +628,13 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*self._calls, return_exceptions=True)
         await self.spawner.close()
+
+
+def _policy(data: dict[str, Any] | None) -> RestartPolicy | None:
+    try:
+        return None if data is None else RestartPolicy.from_dict(data)
+    except PagletError:
+        return None
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

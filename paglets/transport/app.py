@@ -22,6 +22,7 @@ from paglets.core.errors import (
     RequestError,
 )
 from paglets.core.events import EventKind
+from paglets.core.policy import RestartPolicy
 from paglets.runtime.supervisor import SendMode
 from paglets.transport.auth import auth_middleware
 from paglets.transport.body import read_json
@@ -162,7 +163,10 @@ async def create_paglet(request: web.Request) -> web.Response:
     )
     if req.state is not None and not isinstance(req.state, dict):
         raise RequestError("'state' must be a JSON object of the state's fields")
-    record = await ctx.supervisor.create(req.class_path, req.state, req.agent_id)
+    policy = None if req.restart_policy is None else RestartPolicy.from_dict(req.restart_policy)
+    record = await ctx.supervisor.create(
+        req.class_path, req.state, req.agent_id, restart_policy=policy
+    )
     return _json(paglet_info(record, ctx).to_dict(), status=201)
 
 

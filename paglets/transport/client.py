@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from paglets.core.events import ContextEvent
     from paglets.core.movement import TransferTicket
+    from paglets.core.policy import RestartPolicy
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _RESULT_POLL = 30.0
@@ -241,11 +242,17 @@ class AsyncHostClient:
         state: PagletState | dict[str, Any] | None = None,
         *,
         agent_id: str | None = None,
+        restart_policy: RestartPolicy | None = None,
     ) -> AsyncPagletProxy:
-        """Start a paglet of ``class_path`` ("package.module:Class") on the host."""
+        """Start a paglet of ``class_path`` ("package.module:Class") on the host.
+
+        ``restart_policy`` overrides the class's own for this paglet.
+        """
         if isinstance(state, PagletState):
             state = state_to_json(state)
         body = {"class_path": class_path, "state": state, "agent_id": agent_id}
+        if restart_policy is not None:
+            body["restart_policy"] = restart_policy.to_dict()
         info = PagletInfo.parse(await self.request("POST", f"{API_PREFIX}/paglets", body))
         return AsyncPagletProxy(self, info.agent_id)
 

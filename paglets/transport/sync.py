@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from paglets.core.events import ContextEvent
     from paglets.core.message import Message
     from paglets.core.movement import TransferTicket
+    from paglets.core.policy import RestartPolicy
     from paglets.core.state import PagletState
     from paglets.wire.mesh import HostRecord
     from paglets.wire.records import HostInfo, PagletInfo
@@ -150,9 +151,12 @@ class HostClient:
         state: PagletState | dict[str, Any] | None = None,
         *,
         agent_id: str | None = None,
+        restart_policy: RestartPolicy | None = None,
     ) -> PagletProxy:
         """Start a paglet of ``class_path`` ("package.module:Class") on the host."""
-        proxy = self._run(self.aio.create(class_path, state, agent_id=agent_id))
+        proxy = self._run(
+            self.aio.create(class_path, state, agent_id=agent_id, restart_policy=restart_policy)
+        )
         return PagletProxy(self, proxy)
 
     def proxy(self, agent_id: str) -> PagletProxy:

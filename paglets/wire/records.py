@@ -27,6 +27,7 @@ class CreateRequest(Record):
     class_path: str
     state: dict[str, Any] | None = None
     agent_id: str | None = None
+    restart_policy: dict[str, Any] | None = None
 
 
 @dataclass
