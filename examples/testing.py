@@ -123,3 +123,25 @@ class Phoenix(Probe):
     """A `Probe` its host restarts after a failure: twice within a minute, then it fails."""
 
     restart_policy = RestartPolicy(RestartMode.ON_FAILURE, max_restarts=2, window=60, backoff=0.05)
+
+
+@dataclass
+class WatcherState(PagletState):
+    downs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Watcher(Paglet[WatcherState]):
+    """Monitors other paglets and keeps the ``paglet.down`` messages it gets."""
+
+    State = WatcherState
+
+    def handle_message(self, message: Message) -> Any:
+        if message.kind == "watch":
+            self.context.monitor(message.args["agent_id"], message.args.get("host"))
+            return "watching"
+        if message.kind == "paglet.down":
+            self.state.downs.append(dict(message.args))
+            return None
+        if message.kind == "downs":
+            return self.state.downs
+        return self.not_handled()

@@ -32,6 +32,7 @@ from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
 from paglets.durability import DurabilityService
 from paglets.mesh.service import MeshService
+from paglets.monitors import Monitors
 from paglets.movement.service import TransferService
 from paglets.persistence.events import EventLog
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
@@ -96,6 +97,13 @@ class Host:
             mesh=self.mesh,
             events=self.events,
             policy=self.policy,
+            calls=self.calls,
+        )
+        self.monitors = Monitors(
+            config=cfg,
+            supervisor=self.supervisor,
+            mesh=self.mesh,
+            events=self.events,
             calls=self.calls,
         )
         self.durability = DurabilityService(
@@ -167,6 +175,7 @@ class Host:
             self.mesh.install(app)
             self.transfers.install(app)
             self.durability.install(app)
+            self.monitors.install(app)
             runner = web.AppRunner(app, handle_signals=False, access_log=None)
             try:
                 await runner.setup()

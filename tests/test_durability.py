@@ -12,6 +12,7 @@ import pytest
 
 from paglets import (
     AsyncHostClient,
+    AsyncPagletProxy,
     EventKind,
     Host,
     HostClient,
@@ -287,3 +288,68 @@ async def test_an_instance_policy_overrides_the_class_and_always_restarts(host: 
         )
         with pytest.raises(PagletCrashedError, match="exited with code 3"):
             await never.send("echo", {})
+
+
+# -- monitors ----------------------------------------------------------------------------------
+
+WATCHER = "examples.testing:Watcher"
+
+
+async def _downs(watcher: AsyncPagletProxy, count: int) -> list[dict[str, object]]:
+    async def arrived() -> bool:
+        return len(await watcher.send("downs")) >= count
+
+    await wait_for(arrived, 10, f"{count} paglet.down messages")
+    downs: list[dict[str, object]] = await watcher.send("downs")
+    return downs
+
+
+async def test_a_watcher_hears_of_disposal_crash_and_failure_on_its_host(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        watcher = await client.create(WATCHER)
+        disposed = await client.create(PROBE)
+        crashed = await client.create(PROBE)
+        failing = await client.create(PHOENIX)
+        for watched in (disposed, crashed, failing):
+            assert await watcher.send("watch", {"agent_id": watched.agent_id}) == "watching"
+        await disposed.dispose()
+        with pytest.raises(PagletCrashedError):
+            await crashed.send("os_exit", {"code": 5})
+        for _ in range(3):  # Phoenix restarts twice, then fails
+            with contextlib.suppress(PagletCrashedError):
+                await failing.send("os_exit", {"code": 5})
+        downs = await _downs(watcher, 3)
+        reasons = {d["agent_id"]: d["reason"] for d in downs}
+        assert reasons == {
+            disposed.agent_id: "disposed",
+            crashed.agent_id: "crashed",
+            failing.agent_id: "failed",
+        }, "a restart is not a down; the final failure is"
+
+
+async def test_a_watcher_hears_across_hosts_and_when_the_host_goes_away(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    fast = {"gossip_interval": 0.1, "offline_after": 1.0, **QUIET}
+    a = await make_host(name="a", **fast)
+    b = await make_host(name="b", peers=(a.url,), **fast)
+    await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "joined")
+    async with AsyncHostClient(a.url) as ca, AsyncHostClient(b.url) as cb:
+        watcher = await ca.create(WATCHER)
+        crashing = await cb.create(PROBE)
+        staying = await cb.create(PROBE)
+        await watcher.send("watch", {"agent_id": crashing.agent_id, "host": "b"})
+        await watcher.send("watch", {"agent_id": staying.agent_id, "host": b.url})
+        with pytest.raises(PagletCrashedError):
+            await crashing.send("os_exit", {"code": 5})
+        first = await _downs(watcher, 1)
+        assert first[0] == {
+            "agent_id": crashing.agent_id,
+            "host": "b",
+            "reason": "crashed",
+            "detail": "exited with code 5",
+        }
+        await b.stop()
+        downs = await _downs(watcher, 2)
+        assert downs[1]["agent_id"] == staying.agent_id
+        assert downs[1]["reason"] == "host_offline"

@@ -97,6 +97,15 @@ class PagletContext(Protocol):
         """Write the state to disk now; see `paglets.Paglet.checkpoint`."""
         ...
 
+    def monitor(self, agent_id: str, host: str | None = None) -> None:
+        """Be told when the paglet ``agent_id`` (on ``host``, default this one) goes down.
+
+        This paglet then receives a one-way message of kind ``paglet.down`` with
+        ``agent_id``, ``host``, ``reason`` (``crashed``, ``failed``, ``disposed`` or
+        ``host_offline``) and ``detail``, once.
+        """
+        ...
+
     def register_file(
         self, path: str | Path, *, name: str | None = None, mode: str = "copy"
     ) -> str:

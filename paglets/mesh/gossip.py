@@ -210,7 +210,8 @@ class Gossiper:
                 self._launch_round()
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                    async with asyncio.timeout(self.interval):  # cancel-safe, unlike wait_for
+                        await self._wake.wait()
         finally:
             tasks = list(self._inflight.values())
             for task in tasks:

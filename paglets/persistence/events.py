@@ -177,8 +177,11 @@ class EventLog:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a
+            # cancellation that races with the event, and the waiter never ends
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._changed.wait()
             except TimeoutError:
                 return False
         return True

@@ -125,6 +125,9 @@ class ChildContext:
     def deactivate(self, wake_at: float | None = None) -> None:
         self._link.call("paglet.deactivate", wake_at=wake_at)
 
+    def monitor(self, agent_id: str, host: str | None = None) -> None:
+        self._link.call("paglet.monitor", agent_id=agent_id, host=host)
+
     def checkpoint(self) -> None:
         paglet = self._runtime.paglet
         if paglet is None:
