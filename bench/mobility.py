@@ -344,7 +344,12 @@ class Breakdown:
                 cells.append(f"{cell}†" if merged else cell)
             lines.append(_md(tuple(cells)))
         lines.append(
-            _md(("**total** (the `dispatch()` call)", *(f"{c[2] * MS:.1f}" for c in self.columns)))
+            _md(
+                (
+                    "**total** (dispatch, then a first reply on B)",
+                    *(f"{c[2] * MS:.1f}" for c in self.columns),
+                )
+            )
         )
         return "\n".join(lines)
 
@@ -401,6 +406,7 @@ async def move_once(
     with probe if probe is not None else contextlib.nullcontext():
         wall, start = time.time(), time.perf_counter()
         await proxy.dispatch("beta")
+        await proxy.send("where")  # end to end: until the paglet answers on the target
         took = time.perf_counter() - start
     if await proxy.send("where") != "beta" or await proxy.send("digest") != digest:
         raise RuntimeError(f"the traveler of {size} bytes did not arrive whole on beta")
@@ -460,6 +466,7 @@ async def bench_hops(pair: Pair, body: memoryview, counts: Counts, table: Table)
             target = names[len(hops) % 2]
             wall, start = time.time(), time.perf_counter()
             await proxy.dispatch(target)
+            await proxy.send("where")  # a hop ends when the paglet answers on the target
             hops.append(time.perf_counter() - start)
             windows.append((wall, wall + hops[-1]))
         base += [await post(pair.http, f"{pair.sink}/sink", body[:HOP_BODY]) for _ in range(block)]
@@ -726,8 +733,9 @@ def main() -> None:
     print(table.markdown())
     print(
         "\nMB/s are 10^6 bytes per second, of the paglet's state size, over the whole "
-        "`dispatch()` call (from the client's request to the answer, after the paglet "
-        "started on B). Ratios are measured / baseline. Hosts A and B and the sink were "
+        "move: from the client's `dispatch()` request until the paglet, started on B, "
+        "answered a first message there. Ratios are measured / baseline. Hosts A and B "
+        "and the sink were "
         "each their own process on loopback; the same-host rows ran two hosts in this "
         f"process. Run took {time.perf_counter() - started:.0f} s; load average before it "
         f"{load[0]:.2f}, after it {os.getloadavg()[0]:.2f}; processes left behind: {left}."

@@ -145,3 +145,9 @@ class Watcher(Paglet[WatcherState]):
         if message.kind == "downs":
             return self.state.downs
         return self.not_handled()
+
+
+class Drowsy(Probe):
+    """A `Probe` its host deactivates after 0.3 s without a message."""
+
+    deactivation_policy = 0.3

@@ -123,6 +123,9 @@ class DurabilityService:
                 with contextlib.suppress(PagletError):
                     await asyncio.shield(pending)
 
+    def deactivate_idle(self, agent_id: str) -> None:
+        self._spawn(self._deactivate_logged(agent_id, None))
+
     # -- supervision ---------------------------------------------------------------------
 
     def crashed(self, record: AgentRecord, info: ExitInfo) -> None:

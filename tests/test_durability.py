@@ -138,11 +138,11 @@ async def test_a_corrupt_checkpoint_is_quarantined_and_reported(host: Host) -> N
 
 
 async def test_many_inactive_paglets_are_listed_and_wake_on_message(host: Host) -> None:
-    count = 200
+    count = 1000
     async with AsyncHostClient(host.url) as client:
         proxies = []
-        for batch in range(count // 20):
-            made = await asyncio.gather(*(client.create(COUNTER) for _ in range(20)))
+        for batch in range(count // 25):
+            made = await asyncio.gather(*(client.create(COUNTER) for _ in range(25)))
             await asyncio.gather(*(p.deactivate() for p in made))
             proxies += made
             del batch
@@ -353,3 +353,16 @@ async def test_a_watcher_hears_across_hosts_and_when_the_host_goes_away(
         downs = await _downs(watcher, 2)
         assert downs[1]["agent_id"] == staying.agent_id
         assert downs[1]["reason"] == "host_offline"
+
+
+async def test_an_idle_paglet_is_deactivated_by_its_policy(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        drowsy = await client.create("examples.testing:Drowsy")
+        assert await drowsy.send("record", {"tag": "before"}) == 1
+
+        def asleep() -> bool:
+            return host.supervisor.get(drowsy.agent_id).status is PagletStatus.INACTIVE
+
+        await wait_for(asleep, 10, "deactivated after 0.3 s idle")
+        assert await drowsy.send("record", {"tag": "after"}) == 2, "state kept"
+        assert host.supervisor.get(drowsy.agent_id).status is PagletStatus.ACTIVE

@@ -46,6 +46,9 @@ class Paglet(Generic[StateT]):
     State: ClassVar[type[PagletState]] = PagletState
     #: What the host does when this paglet's process ends unasked (default: nothing).
     restart_policy: ClassVar[RestartPolicy] = RestartPolicy()
+    #: Seconds without a message after which the host deactivates the paglet
+    #: (None: never by itself).
+    deactivation_policy: ClassVar[float | None] = None
 
     def __init__(self, state: StateT, context: PagletContext) -> None:
         self.state: StateT = state

@@ -126,6 +126,7 @@ class TransferService:
                 if LOCAL_RECEIVERS.get(url) is self.receiver:
                     del LOCAL_RECEIVERS[url]
             await self.sender.close()
+            await self.receiver.close()
             await self._session.close()
             self._session = None
             await self.events.close()

@@ -64,6 +64,7 @@ class Receiver:
         self.inbox = inbox
         self.fsync = fsync
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._starting: set[asyncio.Task[str | None]] = set()
 
     def __repr__(self) -> str:
         return f"<Receiver {self.inbox} inflight={len(self._inflight)}>"
@@ -192,8 +193,15 @@ class Receiver:
             f"{header.kind} from {header.source} committed",
             {"transfer_id": transfer_id, "kind": header.kind, "source": header.source},
         )
-        error = await self.start(transfer_id, header.agent_id, header.class_path, header.kind, path)
-        return self._answer(header.agent_id, started=error is None, error=error)
+        # The move has happened: answer now and start the paglet meanwhile.
+        # Messages that reach it before it is up wait for it (Supervisor.wake).
+        task = asyncio.get_running_loop().create_task(
+            self.start(transfer_id, header.agent_id, header.class_path, header.kind, path)
+        )
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+        await asyncio.sleep(0)  # let the start register the paglet before we answer
+        return self._answer(header.agent_id, started=False)
 
     async def start(
         self, transfer_id: str, agent_id: str, class_path: str, kind: str, path: Path
@@ -234,6 +242,10 @@ class Receiver:
             with contextlib.suppress(Exception):
                 await asyncio.shield(inflight)
         return await self._store().abort_target(transfer_id, agent_id, peer=source)
+
+    async def close(self) -> None:
+        """Wait for paglets still starting after their arrival (bounded by their start timeout)."""
+        await asyncio.gather(*self._starting, return_exceptions=True)
 
     async def recover(self) -> None:
         """Start paglets committed here but not started (the host stopped in between)."""

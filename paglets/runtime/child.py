@@ -190,7 +190,15 @@ class ChildRuntime:
             self.channel.send(ipc.InitFailed(ipc.ErrorRecord.from_exception(exc)))
             return
         loop.add_reader(self.channel.sock.fileno(), self._on_readable)
-        self.channel.send(ipc.Ready(os.getpid(), type(self.paglet).restart_policy.to_dict()))
+        cls = type(self.paglet)
+        idle = cls.deactivation_policy
+        self.channel.send(
+            ipc.Ready(
+                os.getpid(),
+                cls.restart_policy.to_dict(),
+                None if idle is None else float(idle),
+            )
+        )
         self._start_run(self.paglet)
         while self.mover.departed is None:
             item = await self.mailbox.get()

@@ -95,6 +95,7 @@ class ChildHandle:
         self._requested: ExitReason | None = None
         self._ended = asyncio.Event()
         self.class_restart_policy: dict[str, Any] | None = None
+        self.idle_timeout: float | None = None
 
     def __repr__(self) -> str:
         state = self.exit_info.reason.value if self.exit_info else "running"
@@ -165,6 +166,7 @@ class ChildHandle:
             return
         if isinstance(record, ipc.Ready):
             self.class_restart_policy = record.restart_policy
+            self.idle_timeout = record.idle_timeout
             self._ready.set_result(record.pid)
         else:
             self._ready.set_exception(record.error.to_exception())

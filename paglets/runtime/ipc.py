@@ -161,6 +161,7 @@ class Ready(_Record):
     OP: ClassVar[Op] = Op.READY
     pid: int
     restart_policy: dict[str, Any] | None = None  # the class's own
+    idle_timeout: float | None = None  # the class's deactivation_policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,6 +87,9 @@ class AgentRecord:
     moved_to: tuple[str, str] | None = None  # (host name, URL) once it has left
     restart_policy: RestartPolicy | None = None  # the instance's own, else the class's
     restarts: list[float] = field(default_factory=list, repr=False)  # monotonic times
+    started: asyncio.Future[None] | None = field(default=None, repr=False)  # set once started
+    idle_timeout: float | None = None  # the class's deactivation_policy
+    last_used: float = field(default_factory=time.monotonic)  # the latest message (monotonic)
 
     @property
     def pid(self) -> int | None:
@@ -116,6 +119,9 @@ class Keeper(Protocol):
 
     def crashed(self, record: AgentRecord, info: ExitInfo) -> None:
         """The paglet's process ended unasked; apply its restart policy."""
+
+    def deactivate_idle(self, agent_id: str) -> None:
+        """The paglet was idle past its deactivation policy; deactivate it."""
 
 
 class Supervisor:
@@ -222,6 +228,7 @@ class Supervisor:
         self.check_new_id(agent_id)
         self._gone.pop(agent_id, None)
         record = AgentRecord(agent_id, class_path, PagletStatus.STARTING, time.time())
+        record.started = asyncio.get_running_loop().create_future()
         self._agents[agent_id] = record
         try:
             child = await self.spawner.spawn()
@@ -254,6 +261,7 @@ class Supervisor:
             )
         except BaseException as exc:
             self._agents.pop(agent_id, None)
+            record.started.set_result(None)
             if record.handle is not None:
                 record.handle.kill(ExitReason.START_FAILED)
             self.events.append(
@@ -265,7 +273,9 @@ class Supervisor:
             raise
         self.spawner.warm(module)
         record.restart_policy = restart_policy or _policy(handle.class_restart_policy)
+        record.idle_timeout = handle.idle_timeout
         record.status = PagletStatus.ACTIVE
+        record.started.set_result(None)
         if arrival == "creation":
             self.events.append(
                 EventKind.PAGLET_CREATED,
@@ -299,7 +309,8 @@ class Supervisor:
         inactive paglet activates it first, unless ``no_delay``.
         """
         await self.wake(agent_id, no_delay=no_delay)
-        _record, handle = self._live(agent_id)
+        record, handle = self._live(agent_id)
+        record.last_used = time.monotonic()
         key = (agent_id, message_id) if message_id else None
         fut = self._results.get(key) if key else None
         if fut is None:
@@ -367,6 +378,7 @@ class Supervisor:
         self, agent_id: str, kind: str, target: str | None, ticket: dict[str, Any] | None
     ) -> dict[str, str]:
         """Have the paglet dispatch, retract or clone itself (between two messages)."""
+        await self.wake(agent_id)
         _record, handle = self._live(agent_id)
         fut = handle.request(lambda i: ipc.Move(i, kind, target, ticket))
         result: dict[str, str] = await fut
@@ -432,6 +444,9 @@ class Supervisor:
         if self.keeper is not None:
             await self.keeper.settle(agent_id)
         record = self._agents.get(agent_id)
+        if record is not None and record.started is not None and not record.started.done():
+            await asyncio.shield(record.started)  # starting (e.g. just arrived): wait for it
+            record = self._agents.get(agent_id)
         if record is None or record.status is not PagletStatus.INACTIVE:
             return
         if no_delay or self.keeper is None:
@@ -460,6 +475,9 @@ class Supervisor:
 
     async def persist(self, agent_id: str, *, deactivate: bool) -> str:
         """Have the paglet write its checkpoint (after ``on_deactivating`` if deactivating)."""
+        record = self._agents.get(agent_id)
+        if record is not None and record.started is not None and not record.started.done():
+            await asyncio.shield(record.started)
         _record, handle = self._live(agent_id)
         fut = handle.request(lambda i: ipc.Persist(i, deactivate=deactivate, sync=self.fsync))
         answer: dict[str, str] = await fut
@@ -488,6 +506,8 @@ class Supervisor:
     async def dispose(self, agent_id: str) -> None:
         """Run ``on_disposing``, stop the process, remove the paglet and its work dir."""
         record = self.get(agent_id)
+        if record.started is not None and not record.started.done():
+            await asyncio.shield(record.started)
         if record.status is PagletStatus.DISPOSED:
             return
         if record.moved_to is not None:
@@ -577,8 +597,25 @@ class Supervisor:
         while True:
             await asyncio.sleep(interval)
             self.sweep_heartbeats()
+            self.sweep_idle()
             if self.limits.memory_limit is not None:
                 await self.sweep_memory(self.limits.memory_limit)
+
+    def sweep_idle(self) -> None:
+        """Deactivate paglets idle for longer than their ``deactivation_policy``."""
+        if self.keeper is None:
+            return
+        now = time.monotonic()
+        for record in list(self._agents.values()):
+            idle = record.idle_timeout
+            if (
+                idle is not None
+                and record.status is PagletStatus.ACTIVE
+                and record.pending == 0
+                and now - record.last_used > idle
+            ):
+                record.last_used = now  # once per idle period, even if it fails
+                self.keeper.deactivate_idle(record.agent_id)
 
     def sweep_heartbeats(self) -> None:
         now = time.monotonic()

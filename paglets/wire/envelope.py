@@ -439,8 +439,18 @@ class EnvelopeReader:
             raise EnvelopeError(f"{self.path}: the state is not UTF-8 JSON: {exc}") from None
         if not isinstance(data, dict):
             raise EnvelopeError(f"{self.path}: the state must be a JSON object")
-        with contextlib.ExitStack() as stack:  # a view left alive would pin the mapping
-            return state_from_json(cls, data, self._parts(stack, end, self.header.blobs))
+        # Blobs are read with pread, not copied out of the mapping: one copy from
+        # the page cache, about twice as fast for large ones in a fresh process,
+        # and the mapped pages never count in the reader's memory.
+        return state_from_json(cls, data, self._read_blobs(end, self.header.blobs))
+
+    def _read_blobs(self, at: int, sizes: list[int]) -> list[bytes]:
+        blobs = []
+        with self.path.open("rb", buffering=0) as f:
+            for size in sizes:
+                blobs.append(_pread_exactly(f.fileno(), size, at, self.path))
+                at += size
+        return blobs
 
     def extract_files(self, dest_dir: Path, *, sync: bool = False) -> list[Path]:
         """Write every file of the manifest under ``dest_dir``, after checking all digests.
@@ -462,6 +472,20 @@ class EnvelopeReader:
             dest_dir.mkdir(parents=True, exist_ok=True)
             root = dest_dir.resolve()
             return [_place(root, e.name, part, sync) for e, part in zip(files, parts, strict=True)]
+
+
+def _pread_exactly(fd: int, size: int, offset: int, path: Path) -> bytes:
+    first = os.pread(fd, size, offset)
+    if len(first) == size:
+        return first  # the usual case: no second copy
+    chunks, got = [first], len(first)
+    while got < size:
+        chunk = os.pread(fd, size - got, offset + got)
+        if not chunk:
+            raise EnvelopeError(f"{path}: truncated while reading the state")
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def _check_length(path: Path | None, size: int, total: int) -> None:
