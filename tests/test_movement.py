@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 
+from examples.travel import TravelerState
 from paglets import (
     AsyncHostClient,
     EventKind,
@@ -18,14 +20,15 @@ from paglets import (
     PagletMovedError,
     PagletState,
     PagletStatus,
+    RequestError,
     TransferError,
     TransferTicket,
 )
+from paglets.wire.envelope import EnvelopeSpec, write_envelope
 from tests.conftest import wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from pathlib import Path
 
     from paglets import Host
 
@@ -299,3 +302,54 @@ async def test_a_transfer_from_another_mesh_version_is_refused(host: Host) -> No
     assert resp.status == 409
     assert error["type"] == "TransferError"
     assert "--mesh-version" in error["message"]
+
+
+class Forger(Paglet[PagletState]):
+    """Tries to make its host send an envelope of another paglet (tests only)."""
+
+    State = PagletState
+
+    def handle_message(self, message: Message) -> Any:
+        spool = Path(message.args["spool"])
+        spool.mkdir(parents=True, exist_ok=True)
+        path = spool / "forged.out"
+        spec = EnvelopeSpec(
+            agent_id=message.args["victim"],
+            class_path="examples.travel:Traveler",
+            state_class_path="examples.travel:TravelerState",
+            transfer_id="f" * 32,
+            kind="dispatch",
+            hops=0,
+            origin="a",
+            origin_url="http://127.0.0.1:1",
+            source="a",
+            created=0.0,
+        )
+        write_envelope(path, spec, TravelerState(), (), sync=False)
+        link = self.context.link  # type: ignore[attr-defined]
+        return link.call(
+            "transfer.send",
+            transfer_id="f" * 32,
+            kind="dispatch",
+            target=message.args["target"],
+            envelope=str(path),
+            agent_id=message.args["victim"],
+            ticket=None,
+        )
+
+
+async def test_a_paglet_cannot_make_its_host_send_another_paglet(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a = await make_host(name="a", allow_modules=("tests",), **FAST)
+    b = await make_host(name="b", peers=(a.url,), **FAST)
+    await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "joined")
+    async with AsyncHostClient(a.url) as client:
+        victim = await client.create(TRAVELER)
+        forger = await client.create("tests.test_movement:Forger")
+        args = {"victim": victim.agent_id, "target": "b", "spool": str(a.supervisor.spool_dir)}
+        with pytest.raises(RequestError, match="may only send itself"):
+            await forger.send("forge", args)
+        assert await victim.send("where") == "a"
+        assert b.supervisor.list() == []
+        assert not any(a.supervisor.spool_dir.glob("*.out"))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from paglets.core.errors import HostNotRunningError, RequestError
+from paglets.core.errors import HostNotRunningError, PagletError, RequestError
 from paglets.core.movement import TransferTicket
 from paglets.movement.source import LOCAL_RECEIVERS, Sender
 from paglets.movement.target import Receiver
@@ -230,19 +230,39 @@ class TransferService:
             raise RequestError(f"a move is one of {', '.join(MOVE_KINDS)}, not {kind!r}")
         target = args.get("target") or self.config.name
         ticket = TransferTicket.from_dict(args.get("ticket"))
+        new_id = str(args.get("agent_id"))
+        await self._check_envelope(envelope, agent_id, new_id if kind == "clone" else agent_id)
         if kind != "clone" and self.calls.is_here(str(target)):
             await asyncio.to_thread(envelope.unlink, missing_ok=True)
             me = self.mesh.table.me
             return {"agent_id": agent_id, "host": me.name, "url": me.url, "here": True}
         return await self.sender.send(
             agent_id=agent_id,
-            new_id=str(args.get("agent_id")),
+            new_id=new_id,
             transfer_id=str(args.get("transfer_id")),
             kind=kind,
             target=str(target),
             envelope=envelope,
             ticket=ticket,
         )
+
+    async def _check_envelope(self, envelope: Path, agent_id: str, carries: str) -> None:
+        """A paglet sends only itself (or its new copy) as the class it is."""
+
+        def header() -> tuple[str, str]:
+            with EnvelopeReader(envelope) as reader:
+                return reader.header.agent_id, reader.header.class_path
+
+        try:
+            found_id, class_path = await asyncio.to_thread(header)
+        except PagletError:
+            await asyncio.to_thread(envelope.unlink, missing_ok=True)
+            raise
+        if found_id != carries or class_path != self.supervisor.get(agent_id).class_path:
+            await asyncio.to_thread(envelope.unlink, missing_ok=True)
+            raise RequestError(
+                f"paglet {agent_id} may only send itself (or its own copy), not {found_id}"
+            )
 
     async def _call_retract(self, _agent_id: str, args: dict[str, Any]) -> dict[str, Any]:
         host = args.get("host")
