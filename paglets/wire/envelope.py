@@ -537,6 +537,26 @@ class _Spool:
         self.tmp.unlink(missing_ok=True)
 
 
+def _land_small(dest: Path, chunks: Sequence[bytes], sync: bool) -> None:
+    """Write ``chunks`` to ``dest`` through a temporary file, all or nothing."""
+    tmp = _temp_for(dest)
+    fd = _create(tmp)
+    try:
+        _write_all(fd, chunks)
+        if sync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        tmp.replace(dest)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    if sync:
+        _fsync_dir(dest.parent)
+
+
 async def _read_up_to(read: Read, n: int) -> list[bytes]:
     chunks, got = [], 0
     while got < n and (chunk := await read(n - got)):
@@ -611,6 +631,17 @@ async def receive_envelope(
     if max_total is not None and total > max_total:
         raise PayloadTooLargeError(f"the envelope is {total} bytes, over the {max_total} limit")
     check(header)
+    if total - start <= chunk_size:
+        # A small envelope (most moves): read it whole and land it in one trip
+        # to a thread, without a worker of its own.
+        body = await _read_up_to(read, total - start)
+        _check_length(None, start + sum(map(len, body)), total)
+        if await read(1):
+            raise EnvelopeError(f"trailing bytes after the {total} bytes the header declares")
+        await asyncio.to_thread(_land_small, dest, [prefix, raw, *body], sync)
+        if progress is not None:
+            progress()
+        return header
     spool = _Spool(dest)
     try:
         await spool.run(spool.open)
