@@ -41,6 +41,7 @@ PROG = "paglets-demo"
 HOST_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 COUNTER = "examples.counter:Counter"
 PROBE = "examples.testing:Probe"
+TRAVELER = "examples.travel:Traveler"
 INCREMENTS = 5
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -72,6 +73,7 @@ class Counters:
 
     created: int = 0
     messages: int = 0
+    moves: int = 0
     round_trips: list[float] = field(default_factory=list)
     first_replies: list[float] = field(default_factory=list)
 
@@ -210,13 +212,15 @@ def _tour(clients: dict[str, HostClient], n_paglets: int) -> None:
     _send_increments(counters, stats)
     _fan_in(counters, stats)
     _crash(clients, counters, stats)
+    _travel(clients, stats)
     _events(clients)
-    _section("7. Summary")
+    _section("8. Summary")
     _table(
         ("WHAT", "VALUE"),
         [
             ("hosts", str(len(clients))),
             ("paglets created", str(stats.created)),
+            ("moves", str(stats.moves)),
             ("messages sent", str(stats.messages)),
             ("median message round trip", _ms(stats.round_trips)),
             ("median create -> first reply", _ms(stats.first_replies)),
@@ -306,8 +310,47 @@ def _crash(
     _say(f"counters still answering `get`: {answered} of {len(counters)}")
 
 
+def _travel(clients: dict[str, HostClient], stats: Counters) -> None:
+    _section("6. A paglet travels")
+    names = list(clients)
+    _say(f"A `{TRAVELER}` follows an itinerary through {', '.join(names[1:] + names[:1])},")
+    _say("then is dispatched, cloned and retracted; its state and hooks go along.")
+    _say()
+    home = clients[names[0]]
+    traveler = home.create(TRAVELER)
+    stats.created += 1
+    stats.send(traveler, "increment")
+    stats.send(traveler, "tour", {"hosts": names[1:] + names[:1]})
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while not stats.send(traveler, "tour_log")["done"]:
+        if time.monotonic() > deadline:
+            raise PagletError("the traveler did not finish its itinerary")
+        time.sleep(0.05)
+    stats.moves += len(names)
+    rows = [
+        ("tour", stats.send(traveler, "where"), ", ".join(stats.send(traveler, "tour_log")["seen"]))
+    ]
+    traveler.dispatch(names[-1])
+    stats.moves += 1
+    rows.append(
+        ("dispatch", stats.send(traveler, "where"), f"count {stats.send(traveler, 'increment')}")
+    )
+    copy = traveler.clone(names[0])
+    stats.created += 1
+    stats.moves += 1
+    rows.append(("clone", stats.send(copy, "where"), f"copy {_short(copy.agent_id)}"))
+    home.retract(traveler)
+    stats.moves += 1
+    rows.append(
+        ("retract", stats.send(traveler, "where"), f"count {stats.send(traveler, 'increment')}")
+    )
+    _table(("MOVE", "NOW ON", "NOTE"), rows)
+    _say()
+    _say("hooks it saw: " + ", ".join(stats.send(traveler, "log")))
+
+
 def _events(clients: dict[str, HostClient]) -> None:
-    _section("6. Context events")
+    _section("7. Context events")
     _say("Each host logs what happens to it and its paglets; scripts can query")
     _say("or follow the log.")
     for name, client in clients.items():
