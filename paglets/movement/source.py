@@ -234,8 +234,15 @@ class Sender:
         crash_point("source.after_commit")
         if kind != "clone":
             self.supervisor.mark_moved(agent_id, str(answer["host"]), str(answer["url"]))
-        _drop(envelope)
-        await store.set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.DONE)
+        # The move is settled; tidying up need not delay the answer. A host that
+        # stops before this ran finds the transfer committed and tidies up then.
+        task = asyncio.get_running_loop().create_task(self._done(transfer_id, envelope))
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)
+
+    async def _done(self, transfer_id: str, envelope: Path) -> None:
+        await asyncio.to_thread(_drop, envelope)
+        await self._store().set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.DONE)
 
     async def _settle(
         self, transfer_id: str, agent_id: str, url: str, why: str
