@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -236,6 +237,11 @@ class DurabilityService:
     async def _start(
         self, row: PagletRecord, since: float, policy: RestartPolicy | None = None
     ) -> None:
+        if row.envelope is None and self.supervisor.checkpoint_path(row.agent_id).exists():
+            # a checkpoint written just before the host died, its row not yet updated
+            row = dataclasses.replace(
+                row, envelope=str(self.supervisor.checkpoint_path(row.agent_id))
+            )
         state = row.detail.get("state") if row.envelope is None else None
         if policy is None and isinstance(row.detail.get("restart_policy"), dict):
             policy = RestartPolicy.from_dict(row.detail["restart_policy"])

@@ -366,3 +366,28 @@ async def test_an_idle_paglet_is_deactivated_by_its_policy(host: Host) -> None:
         await wait_for(asleep, 10, "deactivated after 0.3 s idle")
         assert await drowsy.send("record", {"tag": "after"}) == 2, "state kept"
         assert host.supervisor.get(drowsy.agent_id).status is PagletStatus.ACTIVE
+
+
+async def test_the_event_log_survives_a_restart_and_its_cursor_keeps_rising(
+    make_host: Callable[..., Awaitable[Host]], tmp_path: Path
+) -> None:
+    options = {"name": "chronicle", "state_dir": tmp_path / "state", **QUIET}
+    first = await make_host(**options)
+    async with AsyncHostClient(first.url) as client:
+        counter = await client.create(COUNTER)
+        await counter.dispose()
+        before, last = await client.events(0, 1000)
+    await first.stop()
+    second = await make_host(**options)
+    async with AsyncHostClient(second.url) as client:
+        after, newest = await client.events(0, 1000)
+        assert [e.cursor for e in after[: len(before)]] == [e.cursor for e in before]
+        assert newest > last, "the restarted host logs after the old cursor"
+        mine = [e.kind for e in after if e.agent_id == counter.agent_id]
+        assert mine == [EventKind.PAGLET_CREATED, EventKind.PAGLET_DISPOSED]
+        # following: a long poll from the newest cursor wakes on the next event
+        waiting = asyncio.ensure_future(client.events(newest, 10, wait=10.0))
+        await asyncio.sleep(0.05)
+        await client.create(COUNTER)
+        followed, _ = await waiting
+        assert followed[0].kind is EventKind.PAGLET_CREATED
