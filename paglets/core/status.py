@@ -42,4 +42,5 @@ class ExitReason(StrEnum):
     HOST_STOPPED = "host_stopped"
     START_FAILED = "start_failed"
     MOVED = "moved"
+    IN_DOUBT = "in_doubt"
     DEACTIVATED = "deactivated"

@@ -66,6 +66,10 @@ _REQUESTED_DETAIL = {
     ExitReason.HOST_STOPPED: "stopped with its host",
     ExitReason.START_FAILED: "failed to start",
     ExitReason.MOVED: "left for another host",
+    ExitReason.IN_DOUBT: (
+        "was stopped: a move of it may or may not have happened; its host settles "
+        "that with the target, then it runs there or here"
+    ),
     ExitReason.DEACTIVATED: "was deactivated",
 }
 

@@ -423,7 +423,7 @@ class Supervisor:
             return
         record.status = PagletStatus.IN_DOUBT
         if record.handle is not None and record.exit is None:
-            record.handle.kill(ExitReason.MOVED)
+            record.handle.kill(ExitReason.IN_DOUBT)
 
     def hold_in_doubt(self, agent_id: str, class_path: str) -> None:
         """List a paglet held by an unsettled transfer (after a restart): not running."""
@@ -544,6 +544,7 @@ class Supervisor:
             ExitReason.DISPOSED,
             ExitReason.START_FAILED,
             ExitReason.MOVED,
+            ExitReason.IN_DOUBT,
             ExitReason.DEACTIVATED,
         ):
             return
