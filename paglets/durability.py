@@ -370,12 +370,17 @@ class DurabilityService:
         try:
             yield
         finally:
-            await self._persist_all()
             for agent_id in list(self._timers):
                 self._cancel_timer(agent_id)
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._persist_all()
+            # Records written or deleted just before the stop must reach the
+            # store: a cancelled delete would bring a disposed paglet back.
+            pending = list(self._tasks)
+            if pending:
+                _done, late = await asyncio.wait(pending, timeout=self.supervisor.limits.stop_grace)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
 
     async def _persist_all(self) -> None:
         """Before the host stops: every active paglet writes its checkpoint."""

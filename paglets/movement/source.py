@@ -84,6 +84,7 @@ class Sender:
         self._session = session
         self._headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
         self.settling: set[asyncio.Task[None]] = set()
+        self._tidying: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<Sender {self.config.name} settling={len(self.settling)}>"
@@ -237,8 +238,8 @@ class Sender:
         # The move is settled; tidying up need not delay the answer. A host that
         # stops before this ran finds the transfer committed and tidies up then.
         task = asyncio.get_running_loop().create_task(self._done(transfer_id, envelope))
-        self.settling.add(task)
-        task.add_done_callback(self.settling.discard)
+        self._tidying.add(task)
+        task.add_done_callback(self._tidying.discard)
 
     async def _done(self, transfer_id: str, envelope: Path) -> None:
         await asyncio.to_thread(_drop, envelope)
@@ -368,6 +369,8 @@ class Sender:
         _drop(envelope)
 
     async def close(self) -> None:
+        """Finish tidying up settled moves; stop asking targets about unsettled ones."""
+        await asyncio.gather(*self._tidying, return_exceptions=True)
         for task in self.settling:
             task.cancel()
         await asyncio.gather(*self.settling, return_exceptions=True)
