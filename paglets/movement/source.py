@@ -146,7 +146,8 @@ class Sender:
         except TransferError as exc:
             await self._failed(transfer_id, agent_id, envelope, str(exc))
             raise
-        except (_Unsure, TimeoutError) as exc:
+        except Exception as exc:  # noqa: BLE001 - anything else: it may have arrived
+            # (a broken connection, a timeout, an answer that is not ours, a bug)
             settled = await self._settle(transfer_id, new_id, record.url, str(exc) or "timed out")
             if settled is None:
                 await self._in_doubt(transfer_id, agent_id, kind, record.url, envelope)
@@ -202,13 +203,18 @@ class Sender:
             data=_stream(envelope),
             headers=headers,
         ) as resp:
-            payload = await resp.json(content_type=None)
+            try:
+                payload = await resp.json(content_type=None)
+            except ValueError:
+                payload = None
         if resp.status >= 400:  # noqa: PLR2004
             error = payload.get("error") if isinstance(payload, dict) else None
-            if isinstance(error, dict):
-                exc = error_from_wire(str(error.get("type")), str(error.get("message", "")))
+            if isinstance(error, dict) and isinstance(error.get("type"), str):
+                # a paglets host's refusal: given before it commits anything
+                exc = error_from_wire(error["type"], str(error.get("message", "")))
                 raise TransferError(f"host at {url} refused the paglet: {exc}")
-            raise TransferError(f"host at {url} refused the paglet with HTTP {resp.status}")
+            # someone else's error page (a proxy between us?): nothing is certain
+            raise _Unsure(f"host at {url} answered HTTP {resp.status} with a body that is not ours")
         if not isinstance(payload, dict) or "agent_id" not in payload:
             raise _Unsure(f"host at {url} answered the transfer with {payload!r:.200}")
         return payload
