@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psutil
-from foundation import MIB, MS, ROOT, Series, machine, mib
+from foundation import FIGURE_HEAD, MIB, MS, ROOT, Series, Table, machine, mib
 
 from paglets import AsyncHostClient, AsyncPagletProxy
 
@@ -245,37 +245,6 @@ async def expect_inactive(client: AsyncHostClient, proxies: Sequence[AsyncPaglet
 
 
 # -- the report ----------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    rows: list[tuple[str, ...]] = field(default_factory=list)
-
-    def add(
-        self,
-        row: str,
-        figure: str,
-        measured: str,
-        *,
-        baseline: str = "",
-        ratio: float | None = None,
-        target: str = "",
-        met: bool | None = None,
-    ) -> None:
-        times = "" if ratio is None else f"{ratio:.2f}x"
-        verdict = "" if met is None else ("met" if met else "**missed**")
-        self.rows.append((row, figure, measured, baseline, times, target, verdict))
-        _log(f"  {row} {figure}: {measured}  {baseline}  {times}".rstrip())
-
-    def markdown(self) -> str:
-        head = ("", "figure", "measured", "baseline (same run)", "ratio", "target", "met?")
-        lines = [_md(head), _md(tuple("---" for _ in head))]
-        lines += [_md(row) for row in self.rows]
-        return "\n".join(lines)
-
-
-def _md(cells: tuple[str, ...]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 def filesystem(path: Path) -> str:
@@ -600,7 +569,7 @@ async def bench_restart(workdir: Path, counts: Counts, table: Table) -> None:
 
 
 async def run(counts: Counts, parent: Path | None) -> tuple[Table, str]:
-    table = Table()
+    table = Table(FIGURE_HEAD)
     with tempfile.TemporaryDirectory(prefix="paglets-bench-durability-", dir=parent) as tmp:
         workdir = Path(tmp)
         fs = filesystem(workdir)

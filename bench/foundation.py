@@ -320,15 +320,22 @@ def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
 # -- the report ----------------------------------------------------------------
 
 
+FOUNDATION_HEAD = ("", "measure", "paglets", "baseline (same run)", "ratio", "target", "")
+FIGURE_HEAD = ("", "figure", "measured", "baseline (same run)", "ratio", "target", "met?")
+
+
 @dataclass
 class Table:
+    """The benchmark's table: one row per figure, grouped by section ``(a)``, ``(b)``, ..."""
+
+    head: tuple[str, ...] = FOUNDATION_HEAD
     rows: list[tuple[str, ...]] = field(default_factory=list)
 
     def add(
         self,
-        row: str,
-        measure: str,
-        ours: str,
+        section: str,
+        figure: str,
+        measured: str,
         *,
         baseline: str = "",
         ratio: float | None = None,
@@ -337,18 +344,17 @@ class Table:
     ) -> None:
         times = "" if ratio is None else f"{ratio:.2f}x"
         verdict = "" if met is None else ("met" if met else "**missed**")
-        self.rows.append((row, measure, ours, baseline, times, target, verdict))
-        print(f"  {row} {measure}: {ours}  {baseline}  {times}".rstrip(), file=sys.stderr)
+        self.rows.append((section, figure, measured, baseline, times, target, verdict))
+        print(f"  {section} {figure}: {measured}  {baseline}  {times}".rstrip(), file=sys.stderr)
 
     def markdown(self) -> str:
-        head = ("", "measure", "paglets", "baseline (same run)", "ratio", "target", "")
-        lines = [_md(head), _md(tuple("---" for _ in head))]
-        order = {"(a)": 0, "(b)": 1, "(c)": 2, "(d)": 3, "(e)": 4}
-        lines += [_md(row) for row in sorted(self.rows, key=lambda r: order.get(r[0], 9))]
+        lines = [md_row(self.head), md_row(tuple("---" for _ in self.head))]
+        lines += [md_row(row) for row in sorted(self.rows, key=lambda row: row[0])]
         return "\n".join(lines)
 
 
-def _md(cells: tuple[str, ...]) -> str:
+def md_row(cells: tuple[str, ...]) -> str:
+    """One Markdown table row."""
     return "| " + " | ".join(cells) + " |"
 
 

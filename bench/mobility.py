@@ -34,7 +34,19 @@ from typing import TYPE_CHECKING, Self
 
 import aiohttp
 import psutil
-from foundation import MIB, MS, ROOT, STOP_TIMEOUT, Series, machine, mib, running
+from foundation import (
+    FIGURE_HEAD,
+    MIB,
+    MS,
+    ROOT,
+    STOP_TIMEOUT,
+    Series,
+    Table,
+    machine,
+    md_row,
+    mib,
+    running,
+)
 
 from paglets import AsyncHostClient, Host
 from paglets.core.events import EventKind
@@ -335,16 +347,16 @@ class Breakdown:
 
     def markdown(self) -> str:
         head = ("phase (ms)", *(c[0] for c in self.columns))
-        lines = [_md(head), _md(tuple("---" for _ in head))]
+        lines = [md_row(head), md_row(tuple("---" for _ in head))]
         for mark, label in PHASES:
             cells = [label]
             for _, split, _total in self.columns:
                 seconds, merged = split.get(mark, (math.nan, False))
                 cell = "-" if math.isnan(seconds) else f"{seconds * MS:.1f}"
                 cells.append(f"{cell}†" if merged else cell)
-            lines.append(_md(tuple(cells)))
+            lines.append(md_row(tuple(cells)))
         lines.append(
-            _md(
+            md_row(
                 (
                     "**total** (dispatch, then a first reply on B)",
                     *(f"{c[2] * MS:.1f}" for c in self.columns),
@@ -355,37 +367,6 @@ class Breakdown:
 
 
 # -- the report ----------------------------------------------------------------
-
-
-@dataclass
-class Table:
-    rows: list[tuple[str, ...]] = field(default_factory=list)
-
-    def add(
-        self,
-        section: str,
-        figure: str,
-        measured: str,
-        *,
-        baseline: str = "",
-        ratio: float | None = None,
-        target: str = "",
-        met: bool | None = None,
-    ) -> None:
-        times = "" if ratio is None else f"{ratio:.2f}x"
-        verdict = "" if met is None else ("met" if met else "**missed**")
-        self.rows.append((section, figure, measured, baseline, times, target, verdict))
-        _log(f"  {section} {figure}: {measured}  {baseline}  {times}".rstrip())
-
-    def markdown(self) -> str:
-        head = ("", "figure", "measured", "baseline (same run)", "ratio", "target", "met?")
-        lines = [_md(head), _md(tuple("---" for _ in head))]
-        lines += [_md(row) for row in sorted(self.rows, key=lambda row: row[0])]
-        return "\n".join(lines)
-
-
-def _md(cells: tuple[str, ...]) -> str:
-    return "| " + " | ".join(cells) + " |"
 
 
 # -- one move ------------------------------------------------------------------
@@ -678,7 +659,7 @@ async def bench_same_host(
 
 
 async def run(counts: Counts) -> tuple[Table, Breakdown]:
-    table, breakdown = Table(), Breakdown()
+    table, breakdown = Table(FIGURE_HEAD), Breakdown()
     with tempfile.TemporaryDirectory(prefix="paglets-bench-mobility-") as tmp:
         workdir = Path(tmp)
         async with running("sink", sink_argv(workdir / "sink"), workdir) as sink:
