@@ -90,16 +90,7 @@ async def serve(ready_file: Path, child: socket.socket | None) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        url = f"http://127.0.0.1:{port}"
-        await asyncio.to_thread(_write_ready, ready_file, url)
-        await stop.wait()
+        await serve_until_signalled(runner, ready_file)
     finally:
         await runner.cleanup()
         if hop is not None and reader_task is not None:
@@ -108,6 +99,19 @@ async def serve(ready_file: Path, child: socket.socket | None) -> None:
             with contextlib.suppress(asyncio.CancelledError, asyncio.IncompleteReadError):
                 await reader_task
         await asyncio.to_thread(ready_file.unlink, missing_ok=True)
+
+
+async def serve_until_signalled(runner: web.AppRunner, ready_file: Path) -> None:
+    """Listen on a free loopback port, announce it in ``ready_file``, return on SIGTERM/SIGINT."""
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await asyncio.to_thread(_write_ready, ready_file, f"http://127.0.0.1:{port}")
+    await stop.wait()
 
 
 def _write_ready(path: Path, url: str) -> None:

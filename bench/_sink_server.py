@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import signal
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _echo_server import serve_until_signalled
 from aiohttp import web
 
 CHUNK = 1024 * 1024
@@ -91,24 +90,10 @@ async def serve(ready_file: Path, directory: Path) -> None:
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await asyncio.to_thread(_write_ready, ready_file, f"http://127.0.0.1:{port}")
-        await stop.wait()
+        await serve_until_signalled(runner, ready_file)
     finally:
         await runner.cleanup()
         await asyncio.to_thread(ready_file.unlink, missing_ok=True)
-
-
-def _write_ready(path: Path, url: str) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
-    temp.replace(path)
 
 
 def main() -> None:
