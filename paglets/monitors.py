@@ -103,12 +103,16 @@ class Monitors:
             self.watch(watched, me)
             return
         url = self.mesh.resolve(str(host))
+        await self._watch_at(url, watched, me)
+        self.remote.setdefault(url, set()).add((agent_id, watched))
+
+    async def _watch_at(self, url: str, watched: str, watcher: Watcher) -> None:
+        """Register ``watcher`` with the host at ``url``, for its paglet ``watched``."""
         await self.calls.client(url).request(
             "POST",
             f"{API_PREFIX}/paglets/{watched}/monitors",
-            {"watcher": me.agent_id, "watcher_url": me.url},
+            {"watcher": watcher.agent_id, "watcher_url": watcher.url},
         )
-        self.remote.setdefault(url, set()).add((agent_id, watched))
 
     # -- following the event log ------------------------------------------------------------
 
@@ -174,11 +178,7 @@ class Monitors:
         watchers = self.watching.pop(agent_id, set())
         for watcher in watchers:
             try:
-                await self.calls.client(url).request(
-                    "POST",
-                    f"{API_PREFIX}/paglets/{agent_id}/monitors",
-                    {"watcher": watcher.agent_id, "watcher_url": watcher.url},
-                )
+                await self._watch_at(url, agent_id, watcher)
             except PagletError as exc:
                 log.warning("cannot carry a monitor of %s to %s: %s", agent_id, url, exc)
 

@@ -99,6 +99,11 @@ class AgentRecord:
     def pending(self) -> int:
         return self.handle.pending if self.handle else 0
 
+    async def until_started(self) -> None:
+        """Wait while its process is starting (e.g. it just arrived); at once otherwise."""
+        if self.started is not None and not self.started.done():
+            await asyncio.shield(self.started)
+
 
 class Keeper(Protocol):
     """What keeps paglets on disk (`paglets.durability`), as the supervisor sees it."""
@@ -444,8 +449,8 @@ class Supervisor:
         if self.keeper is not None:
             await self.keeper.settle(agent_id)
         record = self._agents.get(agent_id)
-        if record is not None and record.started is not None and not record.started.done():
-            await asyncio.shield(record.started)  # starting (e.g. just arrived): wait for it
+        if record is not None:
+            await record.until_started()
             record = self._agents.get(agent_id)
         if record is None or record.status is not PagletStatus.INACTIVE:
             return
@@ -475,9 +480,7 @@ class Supervisor:
 
     async def persist(self, agent_id: str, *, deactivate: bool) -> str:
         """Have the paglet write its checkpoint (after ``on_deactivating`` if deactivating)."""
-        record = self._agents.get(agent_id)
-        if record is not None and record.started is not None and not record.started.done():
-            await asyncio.shield(record.started)
+        await self.get(agent_id).until_started()
         _record, handle = self._live(agent_id)
         fut = handle.request(lambda i: ipc.Persist(i, deactivate=deactivate, sync=self.fsync))
         answer: dict[str, str] = await fut
@@ -506,8 +509,7 @@ class Supervisor:
     async def dispose(self, agent_id: str) -> None:
         """Run ``on_disposing``, stop the process, remove the paglet and its work dir."""
         record = self.get(agent_id)
-        if record.started is not None and not record.started.done():
-            await asyncio.shield(record.started)
+        await record.until_started()
         if record.status is PagletStatus.DISPOSED:
             return
         if record.moved_to is not None:
