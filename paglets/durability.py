@@ -39,7 +39,7 @@ from paglets.core.status import ExitReason, PagletStatus
 from paglets.persistence.files import quarantine
 from paglets.persistence.records import PagletRecord
 from paglets.runtime.handle import ExitInfo
-from paglets.transport.body import read_json
+from paglets.transport.body import json_response, read_json
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
@@ -495,18 +495,18 @@ async def _deactivate_route(request: web.Request) -> web.Response:
     wake_at = time.time() + duration if duration is not None else until
     agent_id = request.match_info["agent_id"]
     await service.deactivate(agent_id, wake_at)
-    return web.json_response({"agent_id": agent_id, "status": "inactive", "wake_at": wake_at})
+    return json_response({"agent_id": agent_id, "status": "inactive", "wake_at": wake_at})
 
 
 async def _activate_route(request: web.Request) -> web.Response:
     service = request.app[DURABILITY]
     agent_id = request.match_info["agent_id"]
     await service.supervisor.wake(agent_id)
-    return web.json_response({"agent_id": agent_id, "status": "active"})
+    return json_response({"agent_id": agent_id, "status": "active"})
 
 
 async def _checkpoint_route(request: web.Request) -> web.Response:
     service = request.app[DURABILITY]
     agent_id = request.match_info["agent_id"]
     await service.checkpoint(agent_id)
-    return web.json_response({"agent_id": agent_id, "checkpointed": True})
+    return json_response({"agent_id": agent_id, "checkpointed": True})

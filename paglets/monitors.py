@@ -28,7 +28,7 @@ from paglets.core.errors import PagletError, RequestError
 from paglets.core.events import ContextEvent, EventKind
 from paglets.core.status import PagletStatus
 from paglets.runtime.supervisor import SendMode
-from paglets.transport.body import read_json
+from paglets.transport.body import json_response, read_json
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ async def _monitor_route(request: web.Request) -> web.Response:
     if not isinstance(watcher, str) or not isinstance(url, str) or not watcher or not url:
         raise RequestError("'watcher' and 'watcher_url' must be non-empty strings")
     monitors.watch(request.match_info["agent_id"], Watcher(watcher, url.rstrip("/")))
-    return web.json_response({"watching": request.match_info["agent_id"]})
+    return json_response({"watching": request.match_info["agent_id"]})
 
 
 async def _down_route(request: web.Request) -> web.Response:
@@ -230,4 +230,4 @@ async def _down_route(request: web.Request) -> web.Response:
         raise RequestError("the fields of a down notice are strings")
     watcher = data.pop("watcher")
     await monitors.deliver(watcher, data)
-    return web.json_response({"delivered": True})
+    return json_response({"delivered": True})

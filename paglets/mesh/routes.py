@@ -9,25 +9,19 @@ GET      ``/v1/mesh/resolve``    ``?target=NAME_OR_URL`` → ``{"url", "host"}``
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from paglets.core.errors import HostNotFoundError, ProtocolError, RequestError
 from paglets.mesh.gossip import GOSSIP_PATH, gossip_body, parse_gossip
-from paglets.transport.body import read_json
+from paglets.transport.body import json_response, read_json
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
     from paglets.mesh.service import MeshService
 
 MESH: web.AppKey[MeshService] = web.AppKey("paglets.mesh.routes.MESH")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=_dumps(data), content_type="application/json")
 
 
 def _query_bool(request: web.Request, name: str) -> bool | None:
@@ -48,7 +42,7 @@ async def list_hosts(request: web.Request) -> web.Response:
         tags=request.query.getall("tag", []),
         mesh_version=request.query.get("mesh_version"),
     )
-    return _json({"hosts": [h.to_dict() for h in hosts]})
+    return json_response({"hosts": [h.to_dict() for h in hosts]})
 
 
 async def gossip(request: web.Request) -> web.Response:
@@ -61,7 +55,7 @@ async def gossip(request: web.Request) -> web.Response:
         raise RequestError(f"invalid gossip: {exc}") from None
     hosts = mesh.receive_gossip(sent_at, records)
     sent_at, _ = mesh.table.gossip()
-    return _json(gossip_body(sent_at, hosts))
+    return json_response(gossip_body(sent_at, hosts))
 
 
 async def resolve(request: web.Request) -> web.Response:
@@ -74,7 +68,7 @@ async def resolve(request: web.Request) -> web.Response:
         host = mesh.lookup(target).to_dict()
     except HostNotFoundError:
         host = None
-    return _json({"url": url, "host": host})
+    return json_response({"url": url, "host": host})
 
 
 def add_routes(app: web.Application, mesh: MeshService) -> None:

@@ -16,14 +16,13 @@ POST     ``/v1/transfers/{id}/abort``         the source gives up: ``{"phase"}``
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from paglets.core.errors import RequestError, TransferError
 from paglets.movement.source import MESH_HEADER, TRANSFER_HEADER
-from paglets.transport.body import read_json
+from paglets.transport.body import json_response, read_json
 from paglets.wire.envelope import MEDIA_TYPE
 from paglets.wire.records import API_PREFIX
 
@@ -31,11 +30,6 @@ if TYPE_CHECKING:
     from paglets.movement.service import TransferService
 
 TRANSFERS: web.AppKey[TransferService] = web.AppKey("paglets.movement.routes.TRANSFERS")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _json(data: Any) -> web.Response:
-    return web.Response(body=_dumps(data), content_type="application/json")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -65,7 +59,7 @@ async def move(request: web.Request) -> web.Response:
         _opt_str(data, "target"),
         data.get("ticket"),
     )
-    return _json(answer)
+    return json_response(answer)
 
 
 async def retract(request: web.Request) -> web.Response:
@@ -74,7 +68,7 @@ async def retract(request: web.Request) -> web.Response:
     agent_id, host = _opt_str(data, "agent_id"), _opt_str(data, "host")
     if agent_id is None or host is None:
         raise RequestError("retract needs 'agent_id' and 'host' (the host it is on)")
-    return _json(await service.retract(agent_id, host, data.get("ticket")))
+    return json_response(await service.retract(agent_id, host, data.get("ticket")))
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -100,7 +94,7 @@ async def receive(request: web.Request) -> web.Response:
         except TimeoutError:
             raise RequestError(f"no envelope bytes arrived for {timeout:g} s") from None
 
-    return _json(await service.receiver.receive(transfer_id, read))
+    return json_response(await service.receiver.receive(transfer_id, read))
 
 
 async def abort(request: web.Request) -> web.Response:
@@ -110,7 +104,7 @@ async def abort(request: web.Request) -> web.Response:
     source = _opt_str(data, "source") or ""
     phase = await service.receiver.abort(request.match_info["transfer_id"], agent_id, source)
     me = service.mesh.table.me
-    return _json({"phase": phase.value, "host": me.name, "url": me.url})
+    return json_response({"phase": phase.value, "host": me.name, "url": me.url})
 
 
 def add_routes(app: web.Application, service: TransferService) -> None:

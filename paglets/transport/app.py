@@ -8,7 +8,6 @@ with the status its `PagletError` class names.
 
 from __future__ import annotations
 
-import json
 import logging
 import traceback
 import uuid
@@ -25,7 +24,7 @@ from paglets.core.events import EventKind
 from paglets.core.policy import RestartPolicy
 from paglets.runtime.supervisor import SendMode
 from paglets.transport.auth import auth_middleware
-from paglets.transport.body import read_json
+from paglets.transport.body import json_response, read_json
 from paglets.wire.records import (
     API_PREFIX,
     CreateRequest,
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
 MAX_WAIT = 60.0
 
 
@@ -67,14 +65,10 @@ class ApiContext:
 API: web.AppKey[ApiContext] = web.AppKey("paglets.transport.app.API", ApiContext)
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_dumps(data), status=status, content_type="application/json")
-
-
 def error_response(exc: PagletError) -> web.Response:
     """The JSON error response for ``exc``."""
     body = ErrorBody(type(exc).__name__, exc.message, exc.remote_traceback)
-    return _json({"error": body.to_dict()}, status=exc.http_status)
+    return json_response({"error": body.to_dict()}, status=exc.http_status)
 
 
 @web.middleware
@@ -88,13 +82,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         kind = "PagletNotFoundError" if exc.status == 404 else "RequestError"  # noqa: PLR2004
         body = ErrorBody(kind, f"{exc.status} {exc.reason}: {request.method} {request.path}")
-        return _json({"error": body.to_dict()}, status=exc.status)
+        return json_response({"error": body.to_dict()}, status=exc.status)
     except Exception as exc:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         body = ErrorBody(
             "HostError", f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc()
         )
-        return _json({"error": body.to_dict()}, status=500)
+        return json_response({"error": body.to_dict()}, status=500)
 
 
 def paglet_info(record: AgentRecord, ctx: ApiContext) -> PagletInfo:
@@ -144,16 +138,18 @@ def _query_int(request: web.Request, name: str, default: int, upper: int) -> int
 
 async def health(request: web.Request) -> web.Response:
     ctx = request.app[API]
-    return _json({"status": ctx.status().value})
+    return json_response({"status": ctx.status().value})
 
 
 async def host_info(request: web.Request) -> web.Response:
-    return _json(request.app[API].host_info().to_dict())
+    return json_response(request.app[API].host_info().to_dict())
 
 
 async def list_paglets(request: web.Request) -> web.Response:
     ctx = request.app[API]
-    return _json({"paglets": [paglet_info(r, ctx).to_dict() for r in ctx.supervisor.list()]})
+    return json_response(
+        {"paglets": [paglet_info(r, ctx).to_dict() for r in ctx.supervisor.list()]}
+    )
 
 
 async def create_paglet(request: web.Request) -> web.Response:
@@ -167,19 +163,19 @@ async def create_paglet(request: web.Request) -> web.Response:
     record = await ctx.supervisor.create(
         req.class_path, req.state, req.agent_id, restart_policy=policy
     )
-    return _json(paglet_info(record, ctx).to_dict(), status=201)
+    return json_response(paglet_info(record, ctx).to_dict(), status=201)
 
 
 async def get_paglet(request: web.Request) -> web.Response:
     ctx = request.app[API]
     record = ctx.supervisor.get(request.match_info["agent_id"])
-    return _json(paglet_info(record, ctx).to_dict())
+    return json_response(paglet_info(record, ctx).to_dict())
 
 
 async def get_state(request: web.Request) -> web.Response:
     ctx = request.app[API]
     state = await ctx.supervisor.state(request.match_info["agent_id"])
-    return _json({"state": state})
+    return json_response({"state": state})
 
 
 async def send_message(request: web.Request) -> web.Response:
@@ -201,8 +197,8 @@ async def send_message(request: web.Request) -> web.Response:
         no_delay=req.no_delay,
     )
     if mode is SendMode.SYNC:
-        return _json({"reply": reply})
-    return _json({"accepted": True, "message_id": message_id}, status=202)
+        return json_response({"reply": reply})
+    return json_response({"accepted": True, "message_id": message_id}, status=202)
 
 
 async def message_result(request: web.Request) -> web.Response:
@@ -211,13 +207,13 @@ async def message_result(request: web.Request) -> web.Response:
     done, reply = await ctx.supervisor.result(
         request.match_info["agent_id"], request.match_info["message_id"], wait
     )
-    return _json({"done": done, "reply": reply})
+    return json_response({"done": done, "reply": reply})
 
 
 async def dispose_paglet(request: web.Request) -> web.Response:
     ctx = request.app[API]
     await ctx.supervisor.dispose(request.match_info["agent_id"])
-    return _json({"disposed": True})
+    return json_response({"disposed": True})
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -236,7 +232,7 @@ async def list_events(request: web.Request) -> web.Response:
     if not events and wait > 0 and await ctx.events.wait_after(since, wait):
         events = await ctx.events.query_async(since, limit, agent_id=agent_id, kinds=kinds)
     cursor = events[-1].cursor if events else max(since, 0)
-    return _json({"events": [event_to_dict(e) for e in events], "cursor": cursor})
+    return json_response({"events": [event_to_dict(e) for e in events], "cursor": cursor})
 
 
 def build_app(ctx: ApiContext) -> web.Application:

@@ -1,15 +1,14 @@
-"""Reading request bodies with our own byte caps and read timeouts."""
+"""Request bodies read with our own byte caps and read timeouts; compact JSON answers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from aiohttp import web
 
 from paglets.core.errors import PayloadTooLargeError, RequestError
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 
 async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes:
@@ -52,3 +51,11 @@ async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"malformed JSON body: {exc}") from None
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """``data`` as a compact JSON response."""
+    return web.Response(body=_dumps(data), status=status, content_type="application/json")
