@@ -359,11 +359,7 @@ class DurabilityService:
 
     def install(self, app: web.Application) -> None:
         """Add the routes and the stop-time checkpoints to the host's application."""
-        app[DURABILITY] = self
-        prefix = f"{API_PREFIX}/paglets/{{agent_id}}"
-        app.router.add_post(f"{prefix}/deactivate", _deactivate_route)
-        app.router.add_post(f"{prefix}/activate", _activate_route)
-        app.router.add_post(f"{prefix}/checkpoint", _checkpoint_route)
+        add_routes(app, self)
         app.cleanup_ctx.append(self._ctx)
 
     async def _ctx(self, _app: web.Application) -> AsyncIterator[None]:
@@ -510,3 +506,12 @@ async def _checkpoint_route(request: web.Request) -> web.Response:
     agent_id = request.match_info["agent_id"]
     await service.checkpoint(agent_id)
     return json_response({"agent_id": agent_id, "checkpointed": True})
+
+
+def add_routes(app: web.Application, service: DurabilityService) -> None:
+    """Register the deactivate, activate and checkpoint routes on ``app``."""
+    app[DURABILITY] = service
+    prefix = f"{API_PREFIX}/paglets/{{agent_id}}"
+    app.router.add_post(f"{prefix}/deactivate", _deactivate_route)
+    app.router.add_post(f"{prefix}/activate", _activate_route)
+    app.router.add_post(f"{prefix}/checkpoint", _checkpoint_route)

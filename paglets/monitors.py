@@ -117,10 +117,8 @@ class Monitors:
     # -- following the event log ------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
-        """Add the route and the event follower to the host's application."""
-        app[MONITORS] = self
-        app.router.add_post(f"{API_PREFIX}/paglets/{{agent_id}}/monitors", _monitor_route)
-        app.router.add_post(f"{API_PREFIX}/monitors/down", _down_route)
+        """Add the routes and the event follower to the host's application."""
+        add_routes(app, self)
         app.cleanup_ctx.append(self._ctx)
 
     async def _ctx(self, _app: web.Application) -> AsyncIterator[None]:
@@ -231,3 +229,10 @@ async def _down_route(request: web.Request) -> web.Response:
     watcher = data.pop("watcher")
     await monitors.deliver(watcher, data)
     return json_response({"delivered": True})
+
+
+def add_routes(app: web.Application, monitors: Monitors) -> None:
+    """Register the monitor routes on ``app``."""
+    app[MONITORS] = monitors
+    app.router.add_post(f"{API_PREFIX}/paglets/{{agent_id}}/monitors", _monitor_route)
+    app.router.add_post(f"{API_PREFIX}/monitors/down", _down_route)

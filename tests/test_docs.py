@@ -23,7 +23,10 @@ import pytest
 import paglets
 from paglets.cli.host import command
 from paglets.core.errors import PagletError
+from paglets.durability import add_routes as add_durability_routes
 from paglets.mesh.routes import add_routes as add_mesh_routes
+from paglets.monitors import add_routes as add_monitor_routes
+from paglets.movement.routes import add_routes as add_movement_routes
 from paglets.transport.app import ApiContext, build_app
 from paglets.wire.records import ErrorBody
 
@@ -234,7 +237,8 @@ def test_every_http_route_is_documented() -> None:
         read_timeout=1.0,
     )
     app = build_app(ctx)
-    add_mesh_routes(app, None)
+    for add in (add_mesh_routes, add_movement_routes, add_durability_routes, add_monitor_routes):
+        add(app, None)
     text = (DOCS / "operations.md").read_text()
     routes = {
         (route.method, route.resource.canonical)
