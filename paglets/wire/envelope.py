@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 from paglets.core.errors import EnvelopeError, PayloadTooLargeError
 from paglets.core.state import PagletState
+from paglets.wire.bigbytes import pread_bytes
 from paglets.wire.state_json import state_from_json, state_to_json
 
 if TYPE_CHECKING:
@@ -475,7 +476,7 @@ class EnvelopeReader:
 
 
 def _pread_exactly(fd: int, size: int, offset: int, path: Path) -> bytes:
-    first = os.pread(fd, size, offset)
+    first = pread_bytes(fd, size, offset)
     if len(first) == size:
         return first  # the usual case: no second copy
     chunks, got = [first], len(first)
@@ -574,17 +575,30 @@ async def _read_exactly(read: Read, n: int, done: int) -> bytes:
     return data
 
 
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
 async def _stream_body(  # noqa: PLR0917 - private, one caller
     read: Read, spool: _Spool, done: int, total: int, chunk_size: int, progress: Any
 ) -> None:
+    """Receive the rest, one batch read while the one before it is written."""
+    writing: asyncio.Future[None] | None = None
     while done < total:
         batch = await _read_up_to(read, min(chunk_size, total - done))
         if not batch:
             _check_length(None, done, total)
-        await spool.run(spool.write, batch)
+        if writing is not None:
+            await writing
+        writing = spool.run(spool.write, batch)
+        # a failure of a write left behind by another failure is not worth a log line
+        writing.add_done_callback(_retrieved)
         done += sum(map(len, batch))
         if progress is not None:
             progress()
+    if writing is not None:
+        await writing
     if await read(1):
         raise EnvelopeError(f"trailing bytes after the {total} bytes the header declares")
 
@@ -603,8 +617,9 @@ async def receive_envelope(
 
     The header is read and given to ``check`` before anything else is read or
     written, so a host can refuse early. The rest goes to a temporary file
-    beside ``dest``, at most ``chunk_size`` bytes in memory at a time, written
-    by a worker thread, and is renamed to ``dest`` only once exactly the
+    beside ``dest`` in batches of at most ``chunk_size`` bytes, each written by
+    a worker thread while the next one is read (so at most two batches are in
+    memory at a time), and is renamed to ``dest`` only once exactly the
     declared length has arrived. On any failure the temporary file is removed.
 
     Args:
@@ -614,7 +629,7 @@ async def receive_envelope(
         check: called with the header; whatever it raises propagates.
         sync: flush the file and its directory to disk before returning.
         max_total: refuse envelopes declaring more bytes than this.
-        chunk_size: the most body bytes held in memory at once.
+        chunk_size: the most body bytes in one batch (two may be in memory at once).
         progress: called after each batch is written (a test's crash point).
 
     Returns:
