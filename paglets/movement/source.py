@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -383,16 +385,24 @@ class Sender:
 
 
 async def _stream(path: Path) -> AsyncIterator[bytes]:
-    with path.open("rb") as fh:
-        sent = 0
-        while True:
-            chunk = await asyncio.to_thread(fh.read, CHUNK)
-            if not chunk:
-                return
+    """The envelope in chunks; a worker thread reads the next while one is sent."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="paglets-envelope-out")
+    fd = -1
+    try:
+        fd = await asyncio.wrap_future(pool.submit(os.open, path, os.O_RDONLY))
+        at = 0
+        ahead = asyncio.wrap_future(pool.submit(os.pread, fd, CHUNK, at))
+        while chunk := await ahead:
+            at += len(chunk)
+            ahead = asyncio.wrap_future(pool.submit(os.pread, fd, CHUNK, at))
             yield chunk
-            sent += len(chunk)
-            if sent >= CHUNK:
+            if at >= CHUNK:
                 crash_point("source.mid_stream")
+    finally:
+        # queued behind a read still running, so the fd is never closed under it
+        if fd >= 0:
+            pool.submit(os.close, fd)
+        pool.shutdown(wait=False)
 
 
 def _drop(path: Path) -> None:
