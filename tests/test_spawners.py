@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -69,6 +70,30 @@ async def test_the_pool_keeps_children_ready_and_closes_them():
         child.kill()
         await child.exited
     finally:
+        await pool.close()
+
+
+async def test_the_pool_refills_after_a_delay_but_at_once_when_empty():
+    pool = WarmPool(ZygoteSpawner(), size=2, refill_delay=1.0)
+    await pool.start()
+    taken = []
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while pool.ready < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the pool never filled"
+            await asyncio.sleep(0.01)
+        taken.append(await pool.spawn())
+        await asyncio.sleep(0.1)
+        assert pool.ready == 1, "refilled during the start it serves"
+        taken.append(await pool.spawn())  # the pool is empty now: it refills at once
+        while pool.ready < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the pool never refilled"
+            await asyncio.sleep(0.01)
+    finally:
+        for child in taken:
+            child.close()
+            child.kill()
+            await child.exited
         await pool.close()
 
 

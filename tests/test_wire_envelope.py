@@ -39,6 +39,7 @@ from paglets.wire.envelope import (
     SourceFile,
     envelope_size,
     read_header,
+    read_small,
     receive_envelope,
     write_envelope,
 )
@@ -279,6 +280,31 @@ def test_trailing_bytes(tmp_path: Path) -> None:
     path = _write_raw(tmp_path, _valid_bytes(tmp_path) + b"\x00")
     with pytest.raises(EnvelopeError, match="trailing bytes: 1 after"):
         EnvelopeReader(path)
+
+
+def test_read_small_gives_the_whole_of_a_small_envelope(tmp_path: Path) -> None:
+    data = _valid_bytes(tmp_path)
+    path = _write_raw(tmp_path, data)
+    header, body = read_small(path, len(data))
+    assert body == data
+    assert header == read_header(data)[0]
+    assert header.agent_id == _spec().agent_id
+
+
+def test_read_small_gives_only_the_header_of_a_larger_one(tmp_path: Path) -> None:
+    data = _valid_bytes(tmp_path)
+    header, body = read_small(_write_raw(tmp_path, data), len(data) - 1)
+    assert body is None
+    assert header == read_header(data)[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "trailing"])
+def test_read_small_checks_the_length(tmp_path: Path, damage: str) -> None:
+    data = _valid_bytes(tmp_path)
+    raw = data[:-1] if damage == "truncated" else data + b"\x00"
+    path = _write_raw(tmp_path, raw)
+    with pytest.raises(EnvelopeError, match=rf"{path}: {damage}"):
+        read_small(path, 1 << 20)
 
 
 def test_bad_magic(tmp_path: Path) -> None:

@@ -18,11 +18,11 @@ import aiohttp
 
 from paglets.core.errors import HostNotRunningError, PagletError, RequestError
 from paglets.core.movement import TransferTicket
-from paglets.movement.source import LOCAL_RECEIVERS, Sender
+from paglets.movement.source import CHUNK, LOCAL_RECEIVERS, Sender
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
-from paglets.wire.envelope import EnvelopeReader
+from paglets.wire.envelope import EnvelopeReader, read_small
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
@@ -231,7 +231,9 @@ class TransferService:
         target = args.get("target") or self.config.name
         ticket = TransferTicket.from_dict(args.get("ticket"))
         new_id = str(args.get("agent_id"))
-        await self._check_envelope(envelope, agent_id, new_id if kind == "clone" else agent_id)
+        body = await self._check_envelope(
+            envelope, agent_id, new_id if kind == "clone" else agent_id
+        )
         if kind != "clone" and self.calls.is_here(str(target)):
             await asyncio.to_thread(envelope.unlink, missing_ok=True)
             me = self.mesh.table.me
@@ -244,17 +246,19 @@ class TransferService:
             target=str(target),
             envelope=envelope,
             ticket=ticket,
+            body=body,
         )
 
-    async def _check_envelope(self, envelope: Path, agent_id: str, carries: str) -> None:
-        """A paglet sends only itself (or its new copy) as the class it is."""
+    async def _check_envelope(self, envelope: Path, agent_id: str, carries: str) -> bytes | None:
+        """A paglet sends only itself (or its new copy) as the class it is.
 
-        def header() -> tuple[str, str]:
-            with EnvelopeReader(envelope) as reader:
-                return reader.header.agent_id, reader.header.class_path
-
+        Returns:
+            The whole envelope when it is small (sent from memory, with no
+            further reads), else ``None`` (streamed from the file).
+        """
         try:
-            found_id, class_path = await asyncio.to_thread(header)
+            header, body = await asyncio.to_thread(read_small, envelope, CHUNK)
+            found_id, class_path = header.agent_id, header.class_path
         except PagletError:
             await asyncio.to_thread(envelope.unlink, missing_ok=True)
             raise
@@ -263,6 +267,7 @@ class TransferService:
             raise RequestError(
                 f"paglet {agent_id} may only send itself (or its own copy), not {found_id}"
             )
+        return body
 
     async def _call_retract(self, _agent_id: str, args: dict[str, Any]) -> dict[str, Any]:
         host = args.get("host")

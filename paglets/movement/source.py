@@ -5,8 +5,9 @@ to be sent. The sender journals the transfer (``sending``), then hands the
 envelope to the target: streamed over HTTP, or, when the target host runs in
 this same process, as a file link with no copy. Then it settles the outcome:
 
-- the target answered with a commit: the move happened (``committed``); the
-  local copy is dropped and callers are sent to the new host (``done``);
+- the target answered with a commit: the move happened; callers are sent to
+  the new host at once, then the local copy is dropped (``done``). The target's
+  journal holds the commit, so ours is not written on the way;
 - the target refused before committing: nothing moved (``failed``); the paglet
   goes on here and the caller gets a ``TransferError``;
 - the outcome is unknown (the connection broke after the envelope may have
@@ -103,8 +104,12 @@ class Sender:
         target: str,
         envelope: Path,
         ticket: TransferTicket,
+        body: bytes | None = None,
     ) -> dict[str, Any]:
         """Hand the envelope to ``target``; returns where the paglet (or copy) runs.
+
+        ``body`` is the envelope's content when the caller has it in memory
+        already (a small one); the file is still what is kept and settled.
 
         Raises:
             TransferError: the move did not happen, or its outcome is not known yet.
@@ -143,7 +148,8 @@ class Sender:
         crash_point("source.before_send")
         try:
             answer = await asyncio.wait_for(
-                self._hand_over(record.url, transfer_id, envelope, ticket), ticket.timeout
+                self._hand_over(record.url, transfer_id, envelope, ticket, body),
+                ticket.timeout,
             )
         except TransferError as exc:
             await self._failed(transfer_id, agent_id, envelope, str(exc))
@@ -168,7 +174,12 @@ class Sender:
         return answer
 
     async def _hand_over(
-        self, url: str, transfer_id: str, envelope: Path, ticket: TransferTicket
+        self,
+        url: str,
+        transfer_id: str,
+        envelope: Path,
+        ticket: TransferTicket,
+        body: bytes | None,
     ) -> dict[str, Any]:
         local = LOCAL_RECEIVERS.get(url)
         if local is not None:
@@ -184,7 +195,7 @@ class Sender:
             if attempt:
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
             try:
-                return await self._post(url, transfer_id, envelope)
+                return await self._post(url, transfer_id, envelope, body)
             except aiohttp.ClientConnectorError as exc:
                 last = exc  # never connected: this attempt cannot have arrived
             except (aiohttp.ClientError, OSError) as exc:
@@ -193,7 +204,9 @@ class Sender:
             raise _Unsure(f"the connection to {url} broke: {last}")
         raise TransferError(f"cannot reach {url}: {last}; the paglet stays here")
 
-    async def _post(self, url: str, transfer_id: str, envelope: Path) -> dict[str, Any]:
+    async def _post(
+        self, url: str, transfer_id: str, envelope: Path, body: bytes | None
+    ) -> dict[str, Any]:
         headers = {
             **self._headers,
             "Content-Type": MEDIA_TYPE,
@@ -202,7 +215,7 @@ class Sender:
         }
         async with self._session().post(
             f"{url}{API_PREFIX}/transfers",
-            data=_stream(envelope),
+            data=_stream(envelope) if body is None else body,
             headers=headers,
         ) as resp:
             try:
@@ -238,13 +251,13 @@ class Sender:
         answer: dict[str, Any],
         envelope: Path,
     ) -> None:
-        store = self._store()
-        await store.set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.COMMITTED)
-        crash_point("source.after_commit")
         if kind != "clone":
             self.supervisor.mark_moved(agent_id, str(answer["host"]), str(answer["url"]))
-        # The move is settled; tidying up need not delay the answer. A host that
-        # stops before this ran finds the transfer committed and tidies up then.
+        # The target's journal holds the commit; ours need not delay the answer.
+        # A host that stops before the rows below are written finds the transfer
+        # `sending` when it starts again, asks the target, which says `committed`,
+        # and tidies up then.
+        crash_point("source.after_commit")
         task = asyncio.get_running_loop().create_task(self._done(transfer_id, envelope))
         self._tidying.add(task)
         task.add_done_callback(self._tidying.discard)

@@ -31,8 +31,9 @@ class TransferRole(StrEnum):
 class TransferPhase(StrEnum):
     """Where a transfer stands, as journaled by one side.
 
-    Source: ``SENDING`` → ``COMMITTED`` (the target said so) → ``DONE`` (the local
-    copy is gone); ``IN_DOUBT`` when the target's answer was lost; ``FAILED`` when the
+    Source: ``SENDING`` → ``DONE`` (the target said it committed, and the local
+    copy is gone), through ``COMMITTED`` when a transfer is settled after the
+    fact; ``IN_DOUBT`` when the target's answer was lost; ``FAILED`` when the
     target refused and the paglet stays. Target: ``COMMITTED`` (the envelope is on
     disk) → ``STARTED``; or ``ABORTED`` when the source gave up first.
     """

@@ -315,6 +315,11 @@ class WarmPool:
             self._ready.append(child)
 
     @property
+    def ready(self) -> int:
+        """How many started children wait in the pool."""
+        return len(self._ready)
+
+    @property
     def closing(self) -> bool:
         return self._closing
 

@@ -62,6 +62,7 @@ __all__ = [
     "SourceFile",
     "envelope_size",
     "read_header",
+    "read_small",
     "receive_envelope",
     "write_envelope",
 ]
@@ -378,6 +379,31 @@ def write_envelope(
         for blob in blobs:
             blob.release()
     return header
+
+
+def read_small(path: Path, up_to: int) -> tuple[EnvelopeHeader, bytes | None]:
+    """The header of the envelope at ``path``, and its whole content if at most ``up_to`` bytes.
+
+    Raises:
+        EnvelopeError: the file is not exactly one envelope.
+    """
+    with path.open("rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > up_to:
+            data = None
+        else:
+            data = f.read(size + 1)
+            if len(data) != size:
+                raise EnvelopeError(f"{path}: changed while it was read")
+    if data is None:
+        with EnvelopeReader(path) as reader:
+            return reader.header, None
+    try:
+        header, start = read_header(data)
+    except EnvelopeError as exc:
+        raise EnvelopeError(f"{path}: {exc}") from None
+    _check_length(path, size, envelope_size(header, start))
+    return header, data
 
 
 class EnvelopeReader:
