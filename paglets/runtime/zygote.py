@@ -128,8 +128,10 @@ class Zygote:
 
 def _import_quietly(name: str) -> None:
     """Import a module children will need; a failure is left for the child to report."""
+    from paglets.runtime.warmup import warm_module  # noqa: PLC0415 - preloaded already
+
     try:
-        importlib.import_module(name)
+        warm_module(importlib.import_module(name))
     except Exception:
         log.debug("zygote: could not preload %s", name, exc_info=True)
     gc.collect()
@@ -138,8 +140,15 @@ def _import_quietly(name: str) -> None:
 
 def _preload(modules: list[str]) -> None:
     importlib.import_module("paglets.runtime.child")
+    warmup = importlib.import_module("paglets.runtime.warmup")
+    try:
+        warmup.warm_runtime()
+    except Exception:  # only speed is lost: each child does it itself
+        log.warning("zygote: could not warm the runtime up", exc_info=True)
     for name in modules:
         _import_quietly(name)
+    gc.collect()
+    gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

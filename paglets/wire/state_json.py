@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -45,7 +46,7 @@ from typing import Any, Literal, NewType, TypeVar, Union, get_args, get_origin, 
 from paglets.core.errors import InvalidStateError
 from paglets.core.state import PagletState
 
-__all__ = ["BLOB_MIN", "state_from_json", "state_to_json"]
+__all__ = ["BLOB_MIN", "prepare", "state_from_json", "state_to_json"]
 
 S = TypeVar("S", bound=PagletState)
 _Blobs = Sequence[bytes | memoryview] | None
@@ -177,6 +178,30 @@ def state_from_json(
     except RecursionError:
         raise InvalidStateError("state is nested too deeply to decode") from None
     return state
+
+
+def prepare(cls: type) -> None:
+    """Resolve, ahead of need, the type hints decoding ``cls`` will look up.
+
+    For ``cls`` and every dataclass reachable through its hints; a hint that
+    cannot be resolved is left for decoding to report. A process that forks
+    children (the zygote) calls this once so that no child pays for it. Runs
+    no code of the classes, only the evaluation of their annotations.
+    """
+    seen: set[Any] = set()
+    pending: list[Any] = [cls]
+    while pending:
+        tp = pending.pop()
+        try:
+            if tp in seen:
+                continue
+            seen.add(tp)
+        except TypeError:  # an unhashable hint: nothing to cache for it
+            continue
+        pending.extend(get_args(tp))
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            with contextlib.suppress(InvalidStateError):
+                pending.extend(_hints(tp).values())
 
 
 @functools.lru_cache(maxsize=256)
