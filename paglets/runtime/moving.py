@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import threading
 import time
 import uuid
@@ -255,6 +256,10 @@ class Mover:
         if location.here:
             return location
         self.departed = location
+        # What is left here is tidying up: let the paglet's new process, starting
+        # now on this machine or another, have the CPU first.
+        with contextlib.suppress(OSError):
+            os.nice(10)
         self._on_departed()
         for registered in self.files.values():
             if registered.mode == "move":
