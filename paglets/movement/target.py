@@ -65,6 +65,7 @@ class Receiver:
         self.fsync = fsync
         self._inflight: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._starting: set[asyncio.Task[str | None]] = set()
+        self._inbox_made = False
 
     def __repr__(self) -> str:
         return f"<Receiver {self.inbox} inflight={len(self._inflight)}>"
@@ -166,7 +167,9 @@ class Receiver:
     async def _land_and_commit(
         self, transfer_id: str, land: Callable[[Path], Awaitable[EnvelopeHeader]]
     ) -> dict[str, Any]:
-        await asyncio.to_thread(self.inbox.mkdir, parents=True, exist_ok=True)
+        if not self._inbox_made:  # once: a trip to a thread less on every arrival
+            await asyncio.to_thread(self.inbox.mkdir, parents=True, exist_ok=True)
+            self._inbox_made = True
         path = self.inbox / f"{transfer_id}.in"
         header = await land(path)
         try:
