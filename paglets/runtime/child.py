@@ -12,6 +12,7 @@ This module is preloaded by the zygote, so it imports only the stdlib,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -240,6 +241,10 @@ class ChildRuntime:
                 self._send_reply(item.id, None, None, wanted=True)
             else:
                 self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(moved), wanted=True)
+        # Only the exit is left (freeing the memory of a large state takes a
+        # while): it runs when no other process wants the CPU.
+        with contextlib.suppress(AttributeError, OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
     def _forward_oneway(self, item: ipc.Deliver, location: Location) -> None:
         assert self.link is not None  # noqa: S101 - set before serving
