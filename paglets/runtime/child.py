@@ -12,7 +12,6 @@ This module is preloaded by the zygote, so it imports only the stdlib,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 import os
@@ -39,7 +38,7 @@ from paglets.runtime.frames import FrameDecoder, encode_json
 from paglets.runtime.link import HostLink
 from paglets.runtime.mailbox import Mailbox
 from paglets.runtime.moving import Location, Mover, run_hook
-from paglets.runtime.osutil import die_with_parent
+from paglets.runtime.osutil import die_with_parent, yield_cpu
 from paglets.wire.envelope import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
 from paglets.wire.state_json import state_from_json, state_to_json
@@ -243,8 +242,7 @@ class ChildRuntime:
                 self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(moved), wanted=True)
         # Only the exit is left (freeing the memory of a large state takes a
         # while): it runs when no other process wants the CPU.
-        with contextlib.suppress(AttributeError, OSError):
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        yield_cpu(idle=True)
 
     def _forward_oneway(self, item: ipc.Deliver, location: Location) -> None:
         assert self.link is not None  # noqa: S101 - set before serving

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import os
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from paglets.core.errors import RequestError, StorageError, TransferError
 from paglets.core.events import LifecycleEvent, LifecycleKind
+from paglets.runtime.osutil import yield_cpu
 from paglets.wire.envelope import EnvelopeSpec, SourceFile, write_envelope
 
 if TYPE_CHECKING:
@@ -258,8 +258,7 @@ class Mover:
         self.departed = location
         # What is left here is tidying up: let the paglet's new process, starting
         # now on this machine or another, have the CPU first.
-        with contextlib.suppress(OSError):
-            os.nice(10)
+        yield_cpu()
         self._on_departed()
         for registered in self.files.values():
             if registered.mode == "move":

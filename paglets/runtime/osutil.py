@@ -6,6 +6,7 @@ import ctypes
 import os
 import signal
 import sys
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 # Resolved once, at import (in the zygote): the symbols of the running
@@ -24,3 +25,27 @@ def die_with_parent(sig: int = signal.SIGKILL, expected_parent: int | None = Non
         _LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     if expected_parent is not None and os.getppid() != expected_parent:
         os._exit(0)
+
+
+def yield_cpu(*, idle: bool = False) -> None:
+    """Let other processes have the CPU before this one, in every thread of it.
+
+    ``nice`` +10, or with ``idle`` the ``SCHED_IDLE`` policy (run only when
+    nothing else wants the CPU). On Linux both are per thread, so each thread
+    listed in ``/proc/self/task`` is changed. Lowering a priority needs no
+    privilege; where it is not possible this does nothing.
+    """
+    try:
+        threads = [int(task.name) for task in Path("/proc/self/task").iterdir()]
+    except OSError:
+        threads = [0]  # not Linux: the call applies to the whole process there
+    for tid in threads:
+        try:
+            if idle:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            else:
+                os.setpriority(
+                    os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + 10, 19)
+                )
+        except (AttributeError, OSError):
+            continue  # a thread that just ended, or a platform without it
