@@ -16,7 +16,6 @@ for small sizes, or if any step is unavailable, it is a plain `os.pread`.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import mmap
 import os
 import sys
@@ -38,10 +37,12 @@ def _bytes_allocator() -> ctypes._NamedFuncPointer | None:
 
 
 def _madvise() -> ctypes._NamedFuncPointer | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+    # The running program's own symbols include libc's: no library search
+    # (which may start ldconfig) at import.
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
         return None
-    madvise = ctypes.CDLL(name, use_errno=True).madvise
     madvise.restype = ctypes.c_int
     madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     return madvise
