@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 
     from foundation import Server
 
+    from paglets import AsyncPagletProxy
+
 TRAVELER = "examples.travel:Traveler"
 KIB = 1024
 MB = 1_000_000  # MB/s here are 10^6 bytes per second
@@ -443,7 +445,9 @@ async def bench_hops(pair: Pair, body: memoryview, counts: Counts, table: Table)
     windows: list[tuple[float, float]] = []
     base: list[float] = []
     block = -(-counts.hops // HOP_BLOCKS)
+    cpu = {"hosts": 0.0, "processes": 0.0}
     for _ in range(HOP_BLOCKS):  # alternate, so drift in the machine hits both alike
+        before = cpu_of((pair.a.pid, pair.b.pid))
         for _ in range(block):
             target = names[len(hops) % 2]
             wall, start = time.time(), time.perf_counter()
@@ -451,6 +455,9 @@ async def bench_hops(pair: Pair, body: memoryview, counts: Counts, table: Table)
             await proxy.send("where")  # a hop ends when the paglet answers on the target
             hops.append(time.perf_counter() - start)
             windows.append((wall, wall + hops[-1]))
+        after = cpu_of((pair.a.pid, pair.b.pid))
+        for key in cpu:
+            cpu[key] += after[key] - before[key]
         base += [await post(pair.http, f"{pair.sink}/sink", body[:HOP_BODY]) for _ in range(block)]
     where = await proxy.send("where")
     if where != names[(len(hops) - 1) % 2]:
@@ -458,14 +465,7 @@ async def bench_hops(pair: Pair, body: memoryview, counts: Counts, table: Table)
     clients = (pair.ca, pair.cb)
     received = await event_times(clients, proxy.agent_id, EventKind.TRANSFER_RECEIVED)
     sent = await event_times(clients, proxy.agent_id, EventKind.TRANSFER_SENT)
-    apart: list[float] = []
-    for _ in range(counts.hops):  # the same hops, each on hosts done with the one before
-        await asyncio.sleep(HOP_PAUSE)
-        target = names[(len(hops) + len(apart)) % 2]
-        start = time.perf_counter()
-        await proxy.dispatch(target)
-        await proxy.send("where")
-        apart.append(time.perf_counter() - start)
+    apart = await hops_apart(proxy, names, len(hops), counts.hops)
     await proxy.dispose()
     ours, bare, idle = Series(tuple(hops)), Series(tuple(base)), Series(tuple(apart))
     baseline = f"{bare.ms(2)} (streamed POST of {size_name(HOP_BODY)}, bare aiohttp)"
@@ -477,6 +477,14 @@ async def bench_hops(pair: Pair, body: memoryview, counts: Counts, table: Table)
         ratio=ours.median / bare.median,
         target="median ≤ 15 ms",
         met=ours.median <= TARGET_HOP,
+    )
+    per_hop = {key: seconds / len(hops) * MS for key, seconds in cpu.items()}
+    table.add(
+        "(a)",
+        f"CPU per back-to-back hop, {pair.mode}: hosts A and B + their zygotes and "
+        "paglet processes",
+        f"{per_hop['hosts'] + per_hop['processes']:.1f} ms "
+        f"({per_hop['hosts']:.1f} + {per_hop['processes']:.1f})",
     )
     table.add(
         "(a)",
@@ -504,6 +512,40 @@ async def bench_hops(pair: Pair, body: memoryview, counts: Counts, table: Table)
         made.ms(1),
     )
     return _hop_split(windows, received, sent)
+
+
+async def hops_apart(
+    proxy: AsyncPagletProxy, names: tuple[str, str], done: int, count: int
+) -> list[float]:
+    """``count`` more hops, each `HOP_PAUSE` after the one before, on hosts done with it."""
+    apart: list[float] = []
+    for _ in range(count):
+        await asyncio.sleep(HOP_PAUSE)
+        target = names[(done + len(apart)) % 2]
+        start = time.perf_counter()
+        await proxy.dispatch(target)
+        await proxy.send("where")
+        apart.append(time.perf_counter() - start)
+    return apart
+
+
+def cpu_of(hosts: Sequence[int]) -> dict[str, float]:
+    """CPU seconds used so far by the host processes, and by all their descendants.
+
+    A descendant's time counts while it runs and, once reaped, in its parent's
+    ``children_*`` times (a paglet's process is reaped by the zygote).
+    """
+    total = {"hosts": 0.0, "processes": 0.0}
+    for pid in hosts:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            host = psutil.Process(pid)
+            times = host.cpu_times()
+            total["hosts"] += times.user + times.system
+            for proc in host.children(recursive=True):
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    t = proc.cpu_times()
+                    total["processes"] += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 def _hop_split(
