@@ -308,12 +308,19 @@ def memory(pid: int) -> tuple[int, int]:
     return info.rss, info.uss
 
 
-def cpu_seconds(procs: Sequence[psutil.Process]) -> float:
+def cpu_seconds(procs: Sequence[psutil.Process], *, reaped: bool = False) -> float:
+    """CPU seconds (user + system) used so far by ``procs``; processes gone count 0.
+
+    With ``reaped``, also what their children used that they have reaped
+    (``children_*`` times: a paglet's process is reaped by its zygote).
+    """
     total = 0.0
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             times = proc.cpu_times()
             total += times.user + times.system
+            if reaped:
+                total += times.children_user + times.children_system
     return total
 
 

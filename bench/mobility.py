@@ -42,6 +42,7 @@ from foundation import (
     STOP_TIMEOUT,
     Series,
     Table,
+    cpu_seconds,
     machine,
     md_row,
     mib,
@@ -535,17 +536,18 @@ def cpu_of(hosts: Sequence[int]) -> dict[str, float]:
     A descendant's time counts while it runs and, once reaped, in its parent's
     ``children_*`` times (a paglet's process is reaped by the zygote).
     """
-    total = {"hosts": 0.0, "processes": 0.0}
+    procs = []
     for pid in hosts:
         with contextlib.suppress(psutil.NoSuchProcess):
-            host = psutil.Process(pid)
-            times = host.cpu_times()
-            total["hosts"] += times.user + times.system
-            for proc in host.children(recursive=True):
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    t = proc.cpu_times()
-                    total["processes"] += t.user + t.system + t.children_user + t.children_system
-    return total
+            procs.append(psutil.Process(pid))
+    descendants = []
+    for host in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            descendants += host.children(recursive=True)
+    return {
+        "hosts": cpu_seconds(procs),
+        "processes": cpu_seconds(descendants, reaped=True),
+    }
 
 
 def _hop_split(
