@@ -60,7 +60,7 @@ def pread_bytes(fd: int, size: int, offset: int) -> bytes:
     Like `os.pread`, but a large read lands in huge pages where it can.
     """
     if size < HUGE_FROM or _ALLOC is None or _MADVISE is None:
-        return os.pread(fd, size, offset)
+        return _pread_all(fd, size, offset)
     blob: bytes = _ALLOC(None, size)
     address = id(blob) + _DATA_OFFSET
     start = -(-address // _HUGE_PAGE) * _HUGE_PAGE
@@ -75,3 +75,14 @@ def pread_bytes(fd: int, size: int, offset: int) -> bytes:
             return blob[:got]  # a copy, but only of a file shorter than promised
         got += n
     return blob
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    first = os.pread(fd, size, offset)
+    if len(first) == size or not first:
+        return first  # the usual case: no second copy
+    chunks, got = [first], len(first)
+    while got < size and (chunk := os.pread(fd, size - got, offset + got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)

@@ -502,17 +502,10 @@ class EnvelopeReader:
 
 
 def _pread_exactly(fd: int, size: int, offset: int, path: Path) -> bytes:
-    first = pread_bytes(fd, size, offset)
-    if len(first) == size:
-        return first  # the usual case: no second copy
-    chunks, got = [first], len(first)
-    while got < size:
-        chunk = os.pread(fd, size - got, offset + got)
-        if not chunk:
-            raise EnvelopeError(f"{path}: truncated while reading the state")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+    data = pread_bytes(fd, size, offset)
+    if len(data) != size:
+        raise EnvelopeError(f"{path}: truncated while reading the state")
+    return data
 
 
 def _check_length(path: Path | None, size: int, total: int) -> None:
