@@ -36,6 +36,7 @@ from paglets.core.errors import PagletError, RequestError, StorageError
 from paglets.core.events import EventKind
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
+from paglets.movement.faults import crash_point
 from paglets.persistence.files import quarantine
 from paglets.persistence.records import PagletRecord
 from paglets.runtime.handle import ExitInfo
@@ -103,6 +104,7 @@ class DurabilityService:
                 envelope = None
             else:
                 envelope = str(checkpoint)
+                crash_point("keeper.after_keep")
         detail = _detail(record)
         if envelope is None:
             detail["state"] = state or {}

@@ -18,6 +18,7 @@ POINTS = frozenset(
         "source.after_commit",
         "target.mid_stream",
         "target.after_commit",
+        "keeper.after_keep",
     }
 )
 

@@ -256,7 +256,11 @@ class Receiver:
         for row in await store.transfers(TransferRole.TARGET, (TransferPhase.COMMITTED,)):
             path = self.inbox / f"{row.transfer_id}.in"
             if not path.exists():
-                log.error("transfer %s: committed envelope %s is missing", row.transfer_id, path)
+                # The host stopped after the paglet started from it, before `started`
+                # was journaled: the envelope became the paglet's checkpoint then.
+                path = self.supervisor.checkpoint_path(row.agent_id)
+            if not path.exists():
+                log.error("transfer %s: the committed envelope is missing", row.transfer_id)
                 continue
             await self.start(
                 row.transfer_id, row.agent_id, str(row.detail.get("class_path")), row.kind, path
