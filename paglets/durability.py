@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,27 +88,34 @@ class DurabilityService:
 
     # -- the supervisor's keeper ---------------------------------------------------------
 
-    def created(
+    async def created(
         self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
     ) -> None:
         agent_id = record.agent_id
         checkpoint = self.supervisor.checkpoint_path(agent_id)
-        if envelope is not None and Path(envelope) != checkpoint:
-            # an arriving or restored envelope becomes the paglet's first checkpoint
-            try:
-                checkpoint.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(envelope, checkpoint)  # noqa: PTH105 - one rename, on purpose sync
-            except OSError as exc:
-                log.warning("cannot keep %s as the checkpoint of %s: %s", envelope, agent_id, exc)
-                envelope = None
-            else:
-                envelope = str(checkpoint)
-                crash_point("keeper.after_keep")
-        detail = _detail(record)
         if envelope is None:
-            detail["state"] = state or {}
-        row = PagletRecord(agent_id, record.class_path, ACTIVE, envelope=envelope, detail=detail)
-        self._spawn(self._store().put_paglet(row))
+            row = PagletRecord(
+                agent_id, record.class_path, ACTIVE, detail=_detail(record, state=state or {})
+            )
+            self._spawn(self._store().put_paglet(row))
+            return
+        if Path(envelope) != checkpoint:
+            # An arriving or restored envelope becomes the paglet's first checkpoint.
+            # Its owner (the receiver, the sender) drops the envelope once it has
+            # journaled the start, so a host killed in between still finds it.
+            try:
+                await asyncio.to_thread(_keep, Path(envelope), checkpoint)
+            except OSError as exc:  # it runs; only its restart after a crash is at risk
+                log.error(  # noqa: TRY400 - the reason is the message; no traceback
+                    "cannot keep %s as the checkpoint of %s: %s", envelope, agent_id, exc
+                )
+                checkpoint = Path(envelope)
+            crash_point("keeper.after_keep")
+        row = PagletRecord(
+            agent_id, record.class_path, ACTIVE, envelope=str(checkpoint), detail=_detail(record)
+        )
+        # awaited: the envelope may be dropped only once this row is durable
+        await self._store().put_paglet(row)
 
     def gone(self, agent_id: str) -> None:
         self._cancel_timer(agent_id)
@@ -455,6 +461,23 @@ class DurabilityService:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _keep(envelope: Path, checkpoint: Path) -> None:
+    """Make ``checkpoint`` the same file as ``envelope`` (a hard link), which stays.
+
+    Where hard links are not supported the envelope is renamed instead; the
+    receiver then finds an interrupted arrival by its checkpoint.
+    """
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    temp = checkpoint.with_name(f"{checkpoint.name}.link")
+    temp.unlink(missing_ok=True)
+    try:
+        temp.hardlink_to(envelope)
+    except OSError:
+        envelope.replace(checkpoint)
+        return
+    temp.replace(checkpoint)
 
 
 def _detail(record: AgentRecord, **extra: Any) -> dict[str, Any]:

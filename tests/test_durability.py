@@ -23,6 +23,7 @@ from paglets import (
     RestartPolicy,
     StorageError,
 )
+from paglets.durability import _keep
 from tests.conftest import wait_for
 from tests.test_movement_crash import Pair
 
@@ -391,3 +392,34 @@ async def test_the_event_log_survives_a_restart_and_its_cursor_keeps_rising(
         await client.create(COUNTER)
         followed, _ = await waiting
         assert followed[0].kind is EventKind.PAGLET_CREATED
+
+
+def test_an_arrived_envelope_becomes_the_checkpoint_and_stays_for_its_owner(
+    tmp_path: Path,
+) -> None:
+    envelope = tmp_path / "in" / "t.in"
+    envelope.parent.mkdir()
+    envelope.write_bytes(b"new")
+    checkpoint = tmp_path / "checkpoints" / "a.ckpt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"stale")  # left by an earlier stay: replaced
+    _keep(envelope, checkpoint)
+    assert checkpoint.read_bytes() == b"new"
+    assert envelope.exists(), "the receiver drops it once it has journaled the start"
+    assert envelope.samefile(checkpoint)
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["a.ckpt"]
+
+
+def test_without_hard_links_the_envelope_is_renamed_to_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(self: Path, target: Path) -> None:
+        raise OSError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(type(tmp_path), "hardlink_to", no_links)
+    envelope = tmp_path / "t.in"
+    envelope.write_bytes(b"new")
+    checkpoint = tmp_path / "checkpoints" / "a.ckpt"
+    _keep(envelope, checkpoint)
+    assert checkpoint.read_bytes() == b"new"
+    assert not envelope.exists()

@@ -108,10 +108,14 @@ class AgentRecord:
 class Keeper(Protocol):
     """What keeps paglets on disk (`paglets.durability`), as the supervisor sees it."""
 
-    def created(
+    async def created(
         self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
     ) -> None:
-        """A paglet started (created, arrived, activated); remember it."""
+        """A paglet started (created, arrived, activated); remember it.
+
+        Started from an envelope, it returns once the paglet is durably kept
+        (so the envelope's owner may drop the envelope); else at once.
+        """
 
     def gone(self, agent_id: str) -> None:
         """A paglet was disposed or moved away; forget it."""
@@ -289,7 +293,7 @@ class Supervisor:
                 {"class_path": class_path, "pid": handle.pid},
             )
         if self.keeper is not None:
-            self.keeper.created(record, state if envelope is None else None, envelope)
+            await self.keeper.created(record, state if envelope is None else None, envelope)
         return record
 
     # -- messages ---------------------------------------------------------------
