@@ -166,6 +166,7 @@ class Supervisor:
         self._agents: dict[str, AgentRecord] = {}
         self._gone: OrderedDict[str, AgentRecord] = OrderedDict()
         self._results: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
+        self._moving: dict[str, list[asyncio.Future[dict[str, str]]]] = {}
         self._closing = False
         self.call_handler: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -386,12 +387,35 @@ class Supervisor:
     async def move(
         self, agent_id: str, kind: str, target: str | None, ticket: dict[str, Any] | None
     ) -> dict[str, str]:
-        """Have the paglet dispatch, retract or clone itself (between two messages)."""
+        """Have the paglet dispatch, retract or clone itself (between two messages).
+
+        Returns where it (or its copy) runs: a dispatch or retract as soon as the
+        target has committed it, while the process it left is still tidying up.
+        """
         await self.wake(agent_id)
         _record, handle = self._live(agent_id)
-        fut = handle.request(lambda i: ipc.Move(i, kind, target, ticket))
-        result: dict[str, str] = await fut
-        return result
+        fut: asyncio.Future[dict[str, str]] = handle.request(
+            lambda i: ipc.Move(i, kind, target, ticket)
+        )
+        if kind == "clone":
+            return await fut
+        moved: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._moving.setdefault(agent_id, []).append(moved)
+        try:
+            await asyncio.wait((fut, moved), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._stop_waiting(agent_id, moved)
+            if not fut.done():  # the paglet's own answer comes later; nobody waits for it
+                fut.add_done_callback(_consume)
+        return moved.result() if not moved.cancelled() else fut.result()
+
+    def _stop_waiting(self, agent_id: str, moved: asyncio.Future[dict[str, str]]) -> None:
+        waiting = self._moving.get(agent_id, [])
+        if moved in waiting:
+            waiting.remove(moved)
+            if not waiting:
+                del self._moving[agent_id]
+        moved.cancel()  # a no-op once it holds where the paglet went
 
     def mark_moved(self, agent_id: str, host: str, url: str) -> None:
         """The paglet now lives at ``url``: from here on, callers are sent there."""
@@ -400,6 +424,9 @@ class Supervisor:
             record = AgentRecord(agent_id, "", PagletStatus.MOVED, time.time())
         record.moved_to = (host, url)
         record.status = PagletStatus.MOVED
+        for waiting in self._moving.pop(agent_id, ()):
+            if not waiting.done():
+                waiting.set_result({"agent_id": agent_id, "host": host, "url": url})
         self._bury(record)
         if self.keeper is not None:
             self.keeper.gone(agent_id)
