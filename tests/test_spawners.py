@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -107,3 +109,25 @@ async def test_spawning_after_close_is_refused_cleanly():
     await child.exited
     await spawner.close()
     assert isinstance(HostError("x"), HostError)
+
+
+def _sample_fds(pid: int) -> list[str]:
+    links = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            links.append(str(fd.readlink()))
+    return [link for link in links if "paglets-sample-envelope" in link]
+
+
+@pytest.mark.parametrize("warm", [0, 2])
+async def test_the_zygote_keeps_a_sample_envelope_its_paglets_never_see(make_host, warm):
+    host = await make_host(spawner="zygote", warm_children=warm)
+    async with AsyncHostClient(host.url) as client:
+        proxy = await client.create("examples.counter:Counter")
+        pid = (await proxy.info()).pid
+        assert pid is not None
+        zygote = psutil.Process(pid).parent()
+        assert zygote is not None
+        assert len(_sample_fds(zygote.pid)) == 1, "the zygote's, for every child to prime with"
+        assert _sample_fds(pid) == [], "a paglet's process closed it before becoming the paglet"
+        assert await proxy.send("increment", {"by": 1}) == {"count": 1}

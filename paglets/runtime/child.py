@@ -39,6 +39,7 @@ from paglets.runtime.link import HostLink
 from paglets.runtime.mailbox import Mailbox
 from paglets.runtime.moving import Location, Mover, run_hook
 from paglets.runtime.osutil import die_with_parent, yield_cpu
+from paglets.runtime.warmup import prime_child
 from paglets.wire.envelope import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
 from paglets.wire.state_json import state_from_json, state_to_json
@@ -436,11 +437,15 @@ def run_child(sock: socket.socket) -> NoReturn:
         level=logging.INFO, format="%(asctime)s paglet[%(process)d] %(levelname)s %(message)s"
     )
     runner = asyncio.Runner()
-    runner.get_loop()
+    runner.run(asyncio.sleep(0))  # the loop's machinery once, before a paglet waits on it
     sock.setblocking(True)  # noqa: FBT003 - the socket API
     channel = _Channel(sock)
     heartbeat = _Heartbeat(channel)
     decoder = FrameDecoder()
+    try:
+        prime_child()  # while it waits in the pool: pages an arrival writes, copied now
+    except Exception:  # only speed is lost
+        log.debug("could not prime the child", exc_info=True)
     records = [ipc.decode(f) for f in channel.read_one_blocking(decoder) if isinstance(f, dict)]
     init = records[0]
     if not isinstance(init, ipc.Init):

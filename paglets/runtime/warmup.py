@@ -1,4 +1,4 @@
-"""What the zygote runs once so that no forked child pays for it.
+"""What the zygote runs once so that no forked child pays for it, and what a child runs early.
 
 A forked child shares the zygote's memory, so a cache the zygote fills is
 filled for every child. The first envelope a process reads, and the first
@@ -7,10 +7,21 @@ annotation strings, codec set-up) of a few milliseconds; every arriving
 paglet used to pay that on its start. `warm_runtime` writes and reads back
 one small envelope; `warm_module` resolves the state types of the paglet
 classes a module defines. Neither runs code of a paglet class.
+
+A forked child still pays for the memory it writes: each page of the
+zygote's that it first writes (a reference count, an interpreter cache) is
+copied, a page fault of about 5 µs on a VM. `prime_child`, run by a child
+waiting in the host's warm pool, reads the zygote's sample envelope once, so
+that the pages an arriving paglet's unpacking writes are mostly copied
+before the paglet is there (about 1 ms less between its ``Init`` and its
+``Ready``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,12 +31,15 @@ from typing import TYPE_CHECKING
 from paglets.core.paglet import Paglet
 from paglets.core.state import PagletState
 from paglets.wire.envelope import EnvelopeReader, EnvelopeSpec, write_envelope
-from paglets.wire.state_json import prepare
+from paglets.wire.state_json import prepare, state_to_json
 
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["warm_module", "warm_runtime"]
+__all__ = ["prime_child", "warm_module", "warm_runtime"]
+
+# The sample envelope, in memory (a memfd) that forked children inherit.
+_sample_fd: int | None = None
 
 
 @dataclass
@@ -49,11 +63,38 @@ def warm_runtime() -> None:
         source="zygote",
         created=time.time(),
     )
+    global _sample_fd  # noqa: PLW0603 - one per process, inherited by forked children
     with tempfile.TemporaryDirectory(prefix="paglets-warm-") as tmp:
         path = Path(tmp) / "sample.env"
         write_envelope(path, spec, _Sample(), sync=False)
         with EnvelopeReader(path) as reader:
             reader.state(_Sample)
+        if _sample_fd is None and hasattr(os, "memfd_create"):
+            fd = os.memfd_create("paglets-sample-envelope")
+            os.write(fd, path.read_bytes())
+            _sample_fd = fd
+
+
+def prime_child() -> None:
+    """In a forked child: read the zygote's sample envelope, then close it.
+
+    Returns at once where there is none (not forked from a warmed zygote, or a
+    platform without ``memfd_create``). The paglet never sees the descriptor.
+    """
+    global _sample_fd  # see warm_runtime
+    fd, _sample_fd = _sample_fd, None
+    if fd is None:
+        return
+    try:
+        with EnvelopeReader(Path(f"/proc/self/fd/{fd}")) as reader:
+            state = reader.state(_Sample)
+        blobs: list[memoryview] = []
+        json.dumps(state_to_json(state, blobs))  # and the first half of writing one
+        for blob in blobs:
+            blob.release()
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def warm_module(module: ModuleType) -> None:
