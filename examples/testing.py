@@ -151,3 +151,26 @@ class Drowsy(Probe):
     """A `Probe` its host deactivates after 0.3 s without a message."""
 
     deactivation_policy = 0.3
+
+
+@dataclass
+class SlowStartState(PagletState):
+    start_delay: float = 0.0
+    fail_start: bool = False
+    log: list[str] = field(default_factory=list)
+
+
+class SlowStarter(Paglet[SlowStartState]):
+    """Takes ``start_delay`` seconds to be created, then fails if ``fail_start``."""
+
+    State = SlowStartState
+
+    def on_creation(self, event: LifecycleEvent) -> None:  # noqa: ARG002 - not needed
+        time.sleep(self.state.start_delay)
+        if self.state.fail_start:
+            raise RuntimeError("told to fail its start")
+        self.state.log.append("created")
+
+    def handle_message(self, message: Message) -> Any:
+        self.state.log.append(message.kind)
+        return list(self.state.log)

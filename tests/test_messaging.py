@@ -17,6 +17,7 @@ from paglets import (
     HostClient,
     Message,
     MessageNotHandledError,
+    PagletCrashedError,
     PagletError,
     Priority,
     ReplySet,
@@ -248,3 +249,41 @@ async def test_message_rejects_bad_fields() -> None:
     with pytest.raises(TypeError):
         Message("k", {}, priority=True)
     assert issubclass(MessageNotHandledError, PagletError)
+
+
+# -- while a paglet starts ----------------------------------------------------------
+
+SLOW = "examples.testing:SlowStarter"
+
+
+async def _send_while_starting(
+    client: AsyncHostClient, state: dict[str, object]
+) -> tuple[asyncio.Task[AsyncPagletProxy], asyncio.Task[object]]:
+    """Create a slow-starting paglet, and send it a message while it is starting."""
+    creating = asyncio.create_task(client.create(SLOW, state, agent_id="slow"))
+
+    async def starting() -> bool:
+        return any(p.agent_id == "slow" and p.status == "starting" for p in await client.list())
+
+    await wait_for(starting, what="the paglet listed as starting")
+    sending = asyncio.create_task(client.proxy("slow").send("ping"))
+    await asyncio.wait((creating, sending), timeout=10)
+    return creating, sending
+
+
+async def test_a_message_sent_while_its_paglet_starts_is_handled_after_the_start(
+    client: AsyncHostClient,
+) -> None:
+    creating, sending = await _send_while_starting(client, {"start_delay": 0.5})
+    await creating
+    assert await sending == ["created", "ping"]
+
+
+async def test_a_message_sent_while_its_paglet_fails_to_start_gets_an_error(
+    client: AsyncHostClient,
+) -> None:
+    creating, sending = await _send_while_starting(client, {"start_delay": 0.5, "fail_start": True})
+    with pytest.raises(PagletError, match="told to fail its start"):
+        await creating
+    with pytest.raises(PagletCrashedError, match="slow failed to start"):
+        await sending

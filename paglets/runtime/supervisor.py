@@ -318,8 +318,7 @@ class Supervisor:
         synchronous retry waits on the first delivery's reply. A message to an
         inactive paglet activates it first, unless ``no_delay``.
         """
-        await self.wake(agent_id, no_delay=no_delay)
-        record, handle = self._live(agent_id)
+        record, handle = await self._recipient(agent_id, no_delay=no_delay)
         record.last_used = time.monotonic()
         key = (agent_id, message_id) if message_id else None
         fut = self._results.get(key) if key else None
@@ -350,6 +349,21 @@ class Supervisor:
             raise PagletTimeoutError(
                 f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
             ) from None
+
+    async def _recipient(self, agent_id: str, *, no_delay: bool) -> tuple[AgentRecord, ChildHandle]:
+        """The paglet's process to deliver to, woken first if it is inactive.
+
+        A paglet still starting (it just arrived) has been sent its ``Init``:
+        a message goes right behind it, and the child handles it once the
+        paglet is up, without waiting for the host to hear that it is.
+        """
+        record = self._agents.get(agent_id)
+        if record is not None and record.status is PagletStatus.STARTING:
+            handle = record.handle
+            if handle is not None:
+                return record, handle
+        await self.wake(agent_id, no_delay=no_delay)
+        return self._live(agent_id)
 
     def _unwaited_done(self, agent_id: str, kind: str, fut: asyncio.Future[Any]) -> None:
         """Log the failure of a message nobody waits on (one-way or future)."""
