@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 from pathlib import Path
@@ -24,7 +25,7 @@ from paglets import (
     TransferError,
     TransferTicket,
 )
-from paglets.wire.envelope import EnvelopeSpec, write_envelope
+from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, write_envelope
 from tests.conftest import wait_for
 
 if TYPE_CHECKING:
@@ -326,6 +327,12 @@ class Forger(Paglet[PagletState]):
             created=0.0,
         )
         write_envelope(path, spec, TravelerState(), (), sync=False)
+        inline = {
+            "file": None,  # the host reads the file
+            "inline": base64.b64encode(path.read_bytes()).decode(),
+            "garbage": "not base64!",
+            "huge": "A" * (INLINE_MAX * 2),
+        }[message.args["how"]]
         link = self.context.link  # type: ignore[attr-defined]
         return link.call(
             "transfer.send",
@@ -335,11 +342,21 @@ class Forger(Paglet[PagletState]):
             envelope=str(path),
             agent_id=message.args["victim"],
             ticket=None,
+            body=inline,
         )
 
 
+@pytest.mark.parametrize(
+    ("how", "refusal"),
+    [
+        ("file", "may only send itself"),
+        ("inline", "may only send itself"),
+        ("garbage", "must be base64"),
+        ("huge", "at most 65536 bytes"),
+    ],
+)
 async def test_a_paglet_cannot_make_its_host_send_another_paglet(
-    make_host: Callable[..., Awaitable[Host]],
+    make_host: Callable[..., Awaitable[Host]], how: str, refusal: str
 ) -> None:
     a = await make_host(name="a", allow_modules=("tests",), **FAST)
     b = await make_host(name="b", peers=(a.url,), **FAST)
@@ -347,8 +364,13 @@ async def test_a_paglet_cannot_make_its_host_send_another_paglet(
     async with AsyncHostClient(a.url) as client:
         victim = await client.create(TRAVELER)
         forger = await client.create("tests.test_movement:Forger")
-        args = {"victim": victim.agent_id, "target": "b", "spool": str(a.supervisor.spool_dir)}
-        with pytest.raises(RequestError, match="may only send itself"):
+        args = {
+            "victim": victim.agent_id,
+            "target": "b",
+            "spool": str(a.supervisor.spool_dir),
+            "how": how,
+        }
+        with pytest.raises(RequestError, match=refusal):
             await forger.send("forge", args)
         assert await victim.send("where") == "a"
         assert b.supervisor.list() == []

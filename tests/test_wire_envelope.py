@@ -37,6 +37,7 @@ from paglets.wire.envelope import (
     EnvelopeReader,
     EnvelopeSpec,
     SourceFile,
+    check_small,
     envelope_size,
     read_header,
     read_small,
@@ -305,6 +306,17 @@ def test_read_small_checks_the_length(tmp_path: Path, damage: str) -> None:
     path = _write_raw(tmp_path, raw)
     with pytest.raises(EnvelopeError, match=rf"{path}: {damage}"):
         read_small(path, 1 << 20)
+
+
+def test_check_small_takes_exactly_one_whole_envelope(tmp_path: Path) -> None:
+    data = _valid_bytes(tmp_path)
+    assert check_small(data) == read_header(data)[0]
+    with pytest.raises(EnvelopeError, match="truncated"):
+        check_small(data[:-1])
+    with pytest.raises(EnvelopeError, match="trailing bytes: 1 after"):
+        check_small(data + b"\x00")
+    with pytest.raises(EnvelopeError, match="not a paglets envelope"):
+        check_small(b"PK\x03\x04" + data[4:])
 
 
 def test_bad_magic(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ every transfer the journal left unfinished.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,7 @@ from paglets.movement.source import CHUNK, LOCAL_RECEIVERS, Sender
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
-from paglets.wire.envelope import EnvelopeReader, read_small
+from paglets.wire.envelope import INLINE_MAX, EnvelopeReader, check_small, read_small
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
@@ -232,7 +234,7 @@ class TransferService:
         ticket = TransferTicket.from_dict(args.get("ticket"))
         new_id = str(args.get("agent_id"))
         body = await self._check_envelope(
-            envelope, agent_id, new_id if kind == "clone" else agent_id
+            envelope, agent_id, new_id if kind == "clone" else agent_id, args.get("body")
         )
         if kind != "clone" and self.calls.is_here(str(target)):
             await asyncio.to_thread(envelope.unlink, missing_ok=True)
@@ -249,15 +251,24 @@ class TransferService:
             body=body,
         )
 
-    async def _check_envelope(self, envelope: Path, agent_id: str, carries: str) -> bytes | None:
+    async def _check_envelope(
+        self, envelope: Path, agent_id: str, carries: str, inline: object
+    ) -> bytes | None:
         """A paglet sends only itself (or its new copy) as the class it is.
+
+        ``inline`` is the envelope's content as the paglet's process handed it
+        over (base64), if small; the file stays what is kept and settled.
 
         Returns:
             The whole envelope when it is small (sent from memory, with no
             further reads), else ``None`` (streamed from the file).
         """
         try:
-            header, body = await asyncio.to_thread(read_small, envelope, CHUNK)
+            if inline is None:
+                header, body = await asyncio.to_thread(read_small, envelope, CHUNK)
+            else:
+                body = _decode_inline(inline)
+                header = check_small(body)
             found_id, class_path = header.agent_id, header.class_path
         except PagletError:
             await asyncio.to_thread(envelope.unlink, missing_ok=True)
@@ -279,6 +290,15 @@ class TransferService:
         task = asyncio.get_running_loop().create_task(self.supervisor.dispose(agent_id))
         self.sender.settling.add(task)
         task.add_done_callback(self.sender.settling.discard)
+
+
+def _decode_inline(inline: object) -> bytes:
+    if not isinstance(inline, str) or len(inline) > (INLINE_MAX + 2) // 3 * 4:
+        raise RequestError(f"an inline envelope is base64 of at most {INLINE_MAX} bytes")
+    try:
+        return base64.b64decode(inline, validate=True)
+    except binascii.Error as exc:
+        raise RequestError(f"an inline envelope must be base64: {exc}") from None
 
 
 async def store_phase(store: AsyncStore, row: TransferRecord, phase: TransferPhase) -> None:

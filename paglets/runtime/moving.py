@@ -14,6 +14,7 @@ completion on a private event loop in a helper thread meanwhile.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import inspect
 import threading
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from paglets.core.errors import RequestError, StorageError, TransferError
 from paglets.core.events import LifecycleEvent, LifecycleKind
 from paglets.runtime.osutil import yield_cpu
-from paglets.wire.envelope import EnvelopeSpec, SourceFile, write_envelope
+from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, SourceFile, write_envelope
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -243,6 +244,7 @@ class Mover:
             envelope=str(envelope),
             agent_id=new_id,
             ticket=ticket,
+            body=_inline(envelope),
         )
         location = Location.from_wire(answer)
         if kind == "clone":
@@ -265,6 +267,13 @@ class Mover:
                 with contextlib.suppress(OSError):
                     registered.path.unlink()
         return location
+
+
+def _inline(envelope: Path) -> str | None:
+    """A small envelope's bytes (base64) for the call, so the host need not read the file."""
+    with envelope.open("rb", buffering=0) as f:
+        data = f.read(INLINE_MAX + 1)
+    return base64.b64encode(data).decode("ascii") if len(data) <= INLINE_MAX else None
 
 
 def _class_path(cls: type) -> str:

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENVELOPE_VERSION",
     "FILE_MODES",
+    "INLINE_MAX",
     "KINDS",
     "MAX_HEADER",
     "MEDIA_TYPE",
@@ -60,6 +61,7 @@ __all__ = [
     "EnvelopeSpec",
     "FileEntry",
     "SourceFile",
+    "check_small",
     "envelope_size",
     "read_header",
     "read_small",
@@ -74,6 +76,8 @@ Read = Callable[[int], "Awaitable[bytes]"]
 MEDIA_TYPE: Final = "application/vnd.paglets.envelope"
 ENVELOPE_VERSION: Final = 1
 MAX_HEADER: Final = 1 << 20
+# The largest envelope a paglet's process hands its host inline (in its call), not by file.
+INLINE_MAX: Final = 64 * 1024
 KINDS: Final = ("dispatch", "clone", "retract", "checkpoint")
 FILE_MODES: Final = ("copy", "move")
 
@@ -399,11 +403,20 @@ def read_small(path: Path, up_to: int) -> tuple[EnvelopeHeader, bytes | None]:
         with EnvelopeReader(path) as reader:
             return reader.header, None
     try:
-        header, start = read_header(data)
+        return check_small(data), data
     except EnvelopeError as exc:
         raise EnvelopeError(f"{path}: {exc}") from None
-    _check_length(path, size, envelope_size(header, start))
-    return header, data
+
+
+def check_small(data: bytes) -> EnvelopeHeader:
+    """The header of the envelope ``data``, which must be exactly one whole envelope.
+
+    Raises:
+        EnvelopeError: a bad header, or more or fewer bytes than it declares.
+    """
+    header, start = read_header(data)
+    _check_length(None, len(data), envelope_size(header, start))
+    return header
 
 
 class EnvelopeReader:
