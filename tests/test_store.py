@@ -108,6 +108,23 @@ def test_commit_target_is_idempotent(store: Store) -> None:
     assert len(store.transfers(TARGET)) == 1
 
 
+def test_commit_target_runs_before_only_for_a_new_transfer(store: Store) -> None:
+    ran: list[str] = []
+    store.commit_target(_target(), before=lambda: ran.append("first"))
+    store.commit_target(_target(), before=lambda: ran.append("retry"))
+    assert ran == ["first"]
+
+
+def test_commit_target_commits_nothing_when_before_fails(store: Store) -> None:
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        store.commit_target(_target(), before=fail)
+    assert store.get_transfer("t1", TARGET) is None
+    assert store.commit_target(_target()).phase is TransferPhase.COMMITTED
+
+
 def test_abort_then_commit_is_refused(store: Store) -> None:
     assert store.abort_target("t1", "a1", peer="alpha") is TransferPhase.ABORTED
     with pytest.raises(TransferError, match="t1 of paglet a1 was aborted by its source alpha"):

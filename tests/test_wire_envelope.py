@@ -39,6 +39,7 @@ from paglets.wire.envelope import (
     SourceFile,
     check_small,
     envelope_size,
+    land_small,
     read_header,
     read_small,
     receive_envelope,
@@ -567,6 +568,30 @@ async def test_receive_fast_path(tmp_path: Path) -> None:
         assert dest.read_bytes() == source
         assert _leftovers(dest.parent) == ["got.env"]
         dest.unlink()
+
+
+async def test_receive_hands_a_small_envelope_whole_to_the_land_hook(tmp_path: Path) -> None:
+    data = _valid_bytes(tmp_path)
+    big = tmp_path / "big.env"
+    write_envelope(big, _spec(), Doc(payload=os.urandom(5 << 20)), sync=False)
+    landed: list[tuple[EnvelopeHeader, bytes]] = []
+
+    async def land(header: EnvelopeHeader, chunks: list[bytes]) -> None:
+        landed.append((header, b"".join(chunks)))
+        land_small(tmp_path / "small.env", chunks, sync=False)
+
+    header = await receive_envelope(
+        Stream(data).read, tmp_path / "unused.env", check=_accept, sync=False, land=land
+    )
+    assert landed == [(header, data)]
+    assert (tmp_path / "small.env").read_bytes() == data
+    assert not (tmp_path / "unused.env").exists(), "the hook lands it, not the receiver"
+    dest = tmp_path / "big-got.env"
+    await receive_envelope(
+        Stream(big.read_bytes()).read, dest, check=_accept, sync=False, land=land
+    )
+    assert len(landed) == 1, "a large one is streamed to its file, not handed whole"
+    assert dest.read_bytes() == big.read_bytes()
 
 
 async def test_receive_one_byte_at_a_time(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shutil
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from paglets.core.errors import PagletError, RequestError, TransferError
@@ -25,7 +26,7 @@ from paglets.core.events import EventKind
 from paglets.core.movement import ArrivalMode, TransferTicket
 from paglets.movement.faults import crash_point
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
-from paglets.wire.envelope import EnvelopeHeader, EnvelopeReader, receive_envelope
+from paglets.wire.envelope import EnvelopeHeader, EnvelopeReader, land_small, receive_envelope
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -36,6 +37,11 @@ if TYPE_CHECKING:
     from paglets.runtime.supervisor import Supervisor
     from paglets.wire.mesh import HostRecord
     from paglets.wire.modules import ModulePolicy
+
+    # commit(header, write): journal the arrival, running ``write`` first in the same trip
+    Commit = Callable[[EnvelopeHeader, Callable[[], None] | None], Awaitable[None]]
+    # land(path, commit): put the envelope at ``path``, committing it or leaving that to us
+    Land = Callable[[Path, Commit], Awaitable[EnvelopeHeader]]
 
 log = logging.getLogger(__name__)
 
@@ -109,13 +115,18 @@ class Receiver:
         if done is not None:
             return done
 
-        async def land(path: Path) -> EnvelopeHeader:
+        async def land(path: Path, commit: Commit) -> EnvelopeHeader:
+            async def land_and_commit(header: EnvelopeHeader, chunks: list[bytes]) -> None:
+                # a small envelope: written and committed in one trip to the store
+                await commit(header, partial(land_small, path, chunks, self.fsync))
+
             return await receive_envelope(
                 read,
                 path,
                 check=lambda h: self.check(h, transfer_id),
                 sync=self.fsync,
                 progress=lambda: crash_point("target.mid_stream"),
+                land=land_and_commit,
             )
 
         return await self._single_flight(transfer_id, land)
@@ -126,7 +137,7 @@ class Receiver:
         if done is not None:
             return done
 
-        async def land(path: Path) -> EnvelopeHeader:
+        async def land(path: Path, _commit: Commit) -> EnvelopeHeader:
             header = await asyncio.to_thread(_read_header, source)
             self.check(header, transfer_id)
             await asyncio.to_thread(_link_or_copy, source, path, fsync=self.fsync)
@@ -147,9 +158,7 @@ class Receiver:
             )
         return self._answer(stored.agent_id, started=stored.phase is TransferPhase.STARTED)
 
-    async def _single_flight(
-        self, transfer_id: str, land: Callable[[Path], Awaitable[EnvelopeHeader]]
-    ) -> dict[str, Any]:
+    async def _single_flight(self, transfer_id: str, land: Land) -> dict[str, Any]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._inflight[transfer_id] = fut
         try:
@@ -164,30 +173,35 @@ class Receiver:
         finally:
             self._inflight.pop(transfer_id, None)
 
-    async def _land_and_commit(
-        self, transfer_id: str, land: Callable[[Path], Awaitable[EnvelopeHeader]]
-    ) -> dict[str, Any]:
+    async def _land_and_commit(self, transfer_id: str, land: Land) -> dict[str, Any]:
         if not self._inbox_made:  # once: a trip to a thread less on every arrival
             await asyncio.to_thread(self.inbox.mkdir, parents=True, exist_ok=True)
             self._inbox_made = True
         path = self.inbox / f"{transfer_id}.in"
-        header = await land(path)
-        try:
-            await self._store().commit_target(
-                TransferRecord(
-                    transfer_id,
-                    TransferRole.TARGET,
-                    header.agent_id,
-                    header.kind,
-                    TransferPhase.COMMITTED,
-                    peer=header.source,
-                    envelope=str(path),
-                    detail={"class_path": header.class_path, "origin": header.origin},
-                )
+        committed: list[EnvelopeHeader] = []
+
+        async def commit(header: EnvelopeHeader, write: Callable[[], None] | None = None) -> None:
+            record = TransferRecord(
+                transfer_id,
+                TransferRole.TARGET,
+                header.agent_id,
+                header.kind,
+                TransferPhase.COMMITTED,
+                peer=header.source,
+                envelope=str(path),
+                detail={"class_path": header.class_path, "origin": header.origin},
             )
+            await self._store().commit_target(record, before=write)
+            committed.append(header)
+
+        try:
+            header = await land(path, commit)
+            if not committed:
+                await commit(header)
         except BaseException:
-            with contextlib.suppress(OSError):
-                path.unlink()
+            if not committed:  # landed, perhaps, but never committed
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise
         crash_point("target.after_commit")
         self.events.append(

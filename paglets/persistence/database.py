@@ -356,8 +356,13 @@ class Store:
         rows = self._read(sql + " ORDER BY created, rowid", params)
         return self._decode("transfers", rows, transfer_from_row)
 
-    def commit_target(self, record: TransferRecord) -> TransferRecord:
+    def commit_target(
+        self, record: TransferRecord, before: Callable[[], None] | None = None
+    ) -> TransferRecord:
         """Durably accept an arriving transfer; a retry with the same id is idempotent.
+
+        ``before`` runs inside the transaction, only for a transfer not seen
+        before (e.g. to land its envelope): if it raises, nothing is committed.
 
         Returns:
             The stored row: ``record`` as committed now, or the row of an earlier
@@ -374,6 +379,8 @@ class Store:
             existed, stored = self._select_transfer(record.transfer_id, TransferRole.TARGET)
             # A damaged row (existed, stored None) is refused: never risk a second copy.
             if not existed:
+                if before is not None:
+                    before()
                 stored = dataclasses.replace(
                     record, phase=TransferPhase.COMMITTED, created=now, updated=now
                 )

@@ -167,9 +167,11 @@ class AsyncStore:
             self._store.transfers, role, None if phases is None else list(phases)
         )
 
-    async def commit_target(self, record: TransferRecord) -> TransferRecord:
-        """See `Store.commit_target`."""
-        return await self._call(self._store.commit_target, record)
+    async def commit_target(
+        self, record: TransferRecord, before: Callable[[], None] | None = None
+    ) -> TransferRecord:
+        """See `Store.commit_target`; ``before`` runs on the store's thread."""
+        return await self._call(self._store.commit_target, record, before)
 
     async def abort_target(
         self, transfer_id: str, agent_id: str, *, peer: str = ""

@@ -63,6 +63,7 @@ __all__ = [
     "SourceFile",
     "check_small",
     "envelope_size",
+    "land_small",
     "read_header",
     "read_small",
     "receive_envelope",
@@ -570,7 +571,7 @@ class _Spool:
         self.tmp.unlink(missing_ok=True)
 
 
-def _land_small(dest: Path, chunks: Sequence[bytes], sync: bool) -> None:
+def land_small(dest: Path, chunks: Sequence[bytes], sync: bool) -> None:
     """Write ``chunks`` to ``dest`` through a temporary file, all or nothing."""
     tmp = _temp_for(dest)
     fd = _create(tmp)
@@ -644,6 +645,7 @@ async def receive_envelope(
     max_total: int | None = None,
     chunk_size: int = _CHUNK,
     progress: Callable[[], None] | None = None,
+    land: Callable[[EnvelopeHeader, list[bytes]], Awaitable[None]] | None = None,
 ) -> EnvelopeHeader:
     """Stream an envelope from ``read`` to ``dest``, all or nothing.
 
@@ -663,6 +665,9 @@ async def receive_envelope(
         max_total: refuse envelopes declaring more bytes than this.
         chunk_size: the most body bytes in one batch (two may be in memory at once).
         progress: called after each batch is written (a test's crash point).
+        land: lands an envelope of at most ``chunk_size`` body bytes, given its
+            header and all its bytes, instead of a worker thread running
+            `land_small` (e.g. in one trip with the caller's own bookkeeping).
 
     Returns:
         The header of the envelope now at ``dest``.
@@ -685,7 +690,10 @@ async def receive_envelope(
         _check_length(None, start + sum(map(len, body)), total)
         if await read(1):
             raise EnvelopeError(f"trailing bytes after the {total} bytes the header declares")
-        await asyncio.to_thread(_land_small, dest, [prefix, raw, *body], sync)
+        if land is None:
+            await asyncio.to_thread(land_small, dest, [prefix, raw, *body], sync)
+        else:
+            await land(header, [prefix, raw, *body])
         if progress is not None:
             progress()
         return header
