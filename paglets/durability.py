@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from paglets.calls import HostCalls
     from paglets.config import HostConfig
     from paglets.persistence.events import EventLog
-    from paglets.persistence.store import AsyncStore
+    from paglets.persistence.store import AsyncStore, Store
     from paglets.runtime.supervisor import AgentRecord, Supervisor
 
 log = logging.getLogger(__name__)
@@ -99,32 +99,42 @@ class DurabilityService:
             )
             self._spawn(self._store().put_paglet(row))
             return
-        if Path(envelope) != checkpoint:
-            # An arriving or restored envelope becomes the paglet's first checkpoint.
-            # Its owner (the receiver, the sender) drops the envelope once it has
-            # journaled the start, so a host killed in between still finds it.
-            try:
-                await asyncio.to_thread(_keep, Path(envelope), checkpoint)
-            except OSError as exc:  # it runs; only its restart after a crash is at risk
-                log.error(  # noqa: TRY400 - the reason is the message; no traceback
-                    "cannot keep %s as the checkpoint of %s: %s", envelope, agent_id, exc
-                )
-                checkpoint = Path(envelope)
-            crash_point("keeper.after_keep")
-        row = PagletRecord(
-            agent_id, record.class_path, ACTIVE, envelope=str(checkpoint), detail=_detail(record)
-        )
-        # awaited: the envelope may be dropped only once this row is durable
-        await self._store().put_paglet(row)
+        # Awaited: the envelope may be dropped only once this row is durable. An
+        # arriving or restored envelope becomes the paglet's first checkpoint; its
+        # owner (the receiver, the sender) drops the envelope once it has journaled
+        # the start, so a host killed in between still finds it.
+        detail = _detail(record)
+
+        def keep(store: Store) -> None:
+            kept = checkpoint
+            if Path(envelope) != checkpoint:
+                try:
+                    _keep(Path(envelope), checkpoint)
+                except OSError as exc:  # it runs; only its restart after a crash is at risk
+                    log.error(  # noqa: TRY400 - the reason is the message; no traceback
+                        "cannot keep %s as the checkpoint of %s: %s", envelope, agent_id, exc
+                    )
+                    kept = Path(envelope)
+                crash_point("keeper.after_keep")
+            store.put_paglet(
+                PagletRecord(agent_id, record.class_path, ACTIVE, envelope=str(kept), detail=detail)
+            )
+
+        await self._store().run(keep)
 
     def gone(self, agent_id: str) -> None:
         self._cancel_timer(agent_id)
         self._spawn(self._forget(agent_id))
 
     async def _forget(self, agent_id: str) -> None:
-        await self._store().delete_paglet(agent_id)
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(self.supervisor.checkpoint_path(agent_id).unlink)
+        checkpoint = self.supervisor.checkpoint_path(agent_id)
+
+        def forget(store: Store) -> None:
+            store.delete_paglet(agent_id)
+            with contextlib.suppress(OSError):
+                checkpoint.unlink()
+
+        await self._store().run(forget)
 
     async def settle(self, agent_id: str) -> None:
         for pending in (self._settling.get(agent_id), self._restarting.get(agent_id)):

@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -459,6 +460,29 @@ async def test_async_store_runs_the_journal_from_an_event_loop(tmp_path: Path) -
     with pytest.raises(StorageError, match="closed"):
         await store.get_paglet("a1")
     await store.close()  # idempotent
+
+
+async def test_async_store_runs_several_steps_in_one_trip(tmp_path: Path) -> None:
+    async with await AsyncStore.open(tmp_path / "paglets.db", sync=False) as store:
+        threads: list[int] = []
+
+        def steps(sync_store: Store) -> str:
+            threads.append(threading.get_ident())
+            sync_store.begin_source(_source())
+            sync_store.set_phase("t1", SOURCE, TransferPhase.DONE)
+            return "done"
+
+        assert await store.run(steps) == "done"
+        assert threads != [threading.get_ident()], "on the store's thread"
+        stored = await store.get_transfer("t1", SOURCE)
+        assert stored is not None
+        assert stored.phase is TransferPhase.DONE
+
+        def fail(_store: Store) -> None:
+            raise OSError(5, "Input/output error")
+
+        with pytest.raises(OSError, match="Input/output"):
+            await store.run(fail)
 
 
 async def test_async_store_open_failure_leaves_no_thread(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from paglets.mesh.service import MeshService
     from paglets.movement.target import Receiver
     from paglets.persistence.events import EventLog
-    from paglets.persistence.store import AsyncStore
+    from paglets.persistence.store import AsyncStore, Store
     from paglets.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -263,8 +263,11 @@ class Sender:
         task.add_done_callback(self._tidying.discard)
 
     async def _done(self, transfer_id: str, envelope: Path) -> None:
-        await asyncio.to_thread(_drop, envelope)
-        await self._store().set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.DONE)
+        def done(store: Store) -> None:
+            _drop(envelope)
+            store.set_phase(transfer_id, TransferRole.SOURCE, TransferPhase.DONE)
+
+        await self._store().run(done)
 
     async def _settle(
         self, transfer_id: str, agent_id: str, url: str, why: str

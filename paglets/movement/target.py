@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from paglets.persistence.events import EventLog
-    from paglets.persistence.store import AsyncStore
+    from paglets.persistence.store import AsyncStore, Store
     from paglets.runtime.supervisor import Supervisor
     from paglets.wire.mesh import HostRecord
     from paglets.wire.modules import ModulePolicy
@@ -237,9 +237,13 @@ class Receiver:
                 {"transfer_id": transfer_id, "error": type(exc).__name__},
             )
             return f"{type(exc).__name__}: {exc}"
-        await self._store().set_phase(transfer_id, TransferRole.TARGET, TransferPhase.STARTED)
-        with contextlib.suppress(OSError):
-            await asyncio.to_thread(path.unlink)
+
+        def started(store: Store) -> None:
+            store.set_phase(transfer_id, TransferRole.TARGET, TransferPhase.STARTED)
+            with contextlib.suppress(OSError):
+                path.unlink()  # a link to its checkpoint now (or renamed to it already)
+
+        await self._store().run(started)
         return None
 
     def _answer(self, agent_id: str, *, started: bool, error: str | None = None) -> dict[str, Any]:

@@ -137,6 +137,10 @@ class AsyncStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
 
+    async def run(self, fn: Callable[[Store], _T]) -> _T:
+        """``fn(store)`` on the store's thread: several steps (and file work) in one trip."""
+        return await self._call(fn, self._store)
+
     async def quarantined(self) -> list[QuarantinedRow]:
         """See `Store.quarantined`."""
         return await self._call(self._store.quarantined)
