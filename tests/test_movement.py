@@ -375,3 +375,22 @@ async def test_a_paglet_cannot_make_its_host_send_another_paglet(
         assert await victim.send("where") == "a"
         assert b.supervisor.list() == []
         assert not any(a.supervisor.spool_dir.glob("*.out"))
+
+
+async def test_a_registered_file_gone_before_the_dispatch_fails_it_cleanly(
+    make_host: Callable[..., Awaitable[Host]], tmp_path: Path
+) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+    doomed = tmp_path / "doomed.txt"
+    doomed.write_text("here for now")
+    async with AsyncHostClient(a.url) as client:
+        traveler = await client.create(TRAVELER)
+        await traveler.dispatch("b")  # made b's spool (and a's, earlier)
+        await traveler.dispatch("a")
+        assert await traveler.send("carry", {"path": str(doomed)}) == "doomed.txt"
+        doomed.unlink()
+        with pytest.raises(TransferError, match=r"registered file .*doomed\.txt is gone"):
+            await traveler.dispatch("b")
+        assert await traveler.send("where") == "a", "it stays where it was"
+    assert not any(a.supervisor.spool_dir.glob("*")), "no envelope left behind"
+    assert b.supervisor.list() == []

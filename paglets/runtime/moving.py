@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from paglets.core.paglet import Paglet
+    from paglets.core.state import PagletState
     from paglets.runtime import ipc
     from paglets.runtime.link import HostLink
 
@@ -212,9 +213,7 @@ class Mover:
         )
         transfer_id = uuid.uuid4().hex
         new_id = uuid.uuid4().hex if kind == "clone" else agent_id
-        spool = Path(self.init.spool_dir)
-        spool.mkdir(parents=True, exist_ok=True)
-        envelope = spool / f"{transfer_id}.out"
+        envelope = Path(self.init.spool_dir) / f"{transfer_id}.out"
         spec = EnvelopeSpec(
             agent_id=new_id,
             class_path=self.init.class_path,
@@ -231,7 +230,7 @@ class Mover:
         )
         files = [SourceFile(f.name, f.path, f.mode) for f in self.files.values()]
         try:
-            write_envelope(envelope, spec, paglet.state, files, sync=False)
+            _write_spooled(envelope, spec, paglet.state, files)
         except BaseException:
             with contextlib.suppress(OSError):
                 envelope.unlink()
@@ -267,6 +266,24 @@ class Mover:
                 with contextlib.suppress(OSError):
                     registered.path.unlink()
         return location
+
+
+def _write_spooled(
+    envelope: Path, spec: EnvelopeSpec, state: PagletState, files: list[SourceFile]
+) -> None:
+    """Write the envelope; the spool directory is made by the first move on its host."""
+    for first in (True, False):
+        try:
+            write_envelope(envelope, spec, state, files, sync=False)
+        except FileNotFoundError as exc:
+            if first and not envelope.parent.is_dir():
+                envelope.parent.mkdir(parents=True, exist_ok=True)
+                continue
+            raise TransferError(  # a registered file is gone
+                f"the registered file {exc.filename} is gone; put it back or stop "
+                "carrying it (the paglet stays here)"
+            ) from None
+        return
 
 
 def _inline(envelope: Path) -> str | None:

@@ -24,6 +24,7 @@ import json
 import os
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -88,8 +89,10 @@ def prime_child() -> None:
     try:
         with EnvelopeReader(Path(f"/proc/self/fd/{fd}")) as reader:
             state = reader.state(_Sample)
+        # and what writing one does before the file: an id, the state, the header
         blobs: list[memoryview] = []
-        json.dumps(state_to_json(state, blobs))  # and the first half of writing one
+        uuid.uuid4()
+        json.dumps([state_to_json(state, blobs), reader.header.to_dict()])
         for blob in blobs:
             blob.release()
     finally:
