@@ -394,3 +394,49 @@ async def test_a_registered_file_gone_before_the_dispatch_fails_it_cleanly(
         assert await traveler.send("where") == "a", "it stays where it was"
     assert not any(a.supervisor.spool_dir.glob("*")), "no envelope left behind"
     assert b.supervisor.list() == []
+
+
+async def _post_transfer(url: str, body: bytes, transfer_id: str) -> tuple[int, dict[str, Any]]:
+    headers = {
+        "Content-Type": "application/vnd.paglets.envelope",
+        "X-Paglets-Transfer": transfer_id,
+        "X-Paglets-Mesh-Version": "dev",
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{url}/v1/transfers", data=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
+async def test_a_repeated_transfer_is_answered_as_before_and_never_runs_twice(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+    state = json.dumps({"count": 7}).encode()
+    body = _forged("examples.travel:Traveler", "examples.travel:TravelerState", state, "r" * 32)
+    first = await _post_transfer(b.url, body, "r" * 32)
+    assert first[0] == 200
+    assert first[1]["agent_id"] == "f" * 32
+    again = await _post_transfer(b.url, body, "r" * 32)  # the paglet runs here now
+    assert again[0] == 200
+    assert again[1]["agent_id"] == "f" * 32
+    async with AsyncHostClient(b.url) as client:
+        traveler = client.proxy("f" * 32)
+        assert await traveler.send("increment") == 8
+        await traveler.dispatch("a")
+        assert await traveler.send("where") == "a"
+    late = await _post_transfer(b.url, body, "r" * 32)  # after it left again
+    assert late[0] == 200
+    assert late[1]["agent_id"] == "f" * 32
+    assert [r.agent_id for r in b.supervisor.list()] == []
+    assert [r.agent_id for r in a.supervisor.list()] == ["f" * 32]
+    async with aiohttp.ClientSession() as session:
+        abort = {"agent_id": "f" * 32, "source": "evil"}
+        async with session.post(f"{b.url}/v1/transfers/{'s' * 32}/abort", json=abort) as resp:
+            assert (await resp.json())["phase"] == "aborted"
+    aborted = _forged("examples.travel:Traveler", "examples.travel:TravelerState", state, "s" * 32)
+    status, refused = await _post_transfer(b.url, aborted, "s" * 32)
+    assert status == 409
+    assert "aborted by its source" in refused["error"]["message"]
+    assert [r.agent_id for r in a.supervisor.list()] == ["f" * 32]
