@@ -161,15 +161,21 @@ class SlowStartState(PagletState):
 
 
 class SlowStarter(Paglet[SlowStartState]):
-    """Takes ``start_delay`` seconds to be created, then fails if ``fail_start``."""
+    """Takes ``start_delay`` seconds to be created or to arrive, then fails if ``fail_start``."""
 
     State = SlowStartState
 
-    def on_creation(self, event: LifecycleEvent) -> None:  # noqa: ARG002 - not needed
+    def on_creation(self, event: LifecycleEvent) -> None:
+        self._start(event, "created")
+
+    def on_arrival(self, event: LifecycleEvent) -> None:
+        self._start(event, "arrived")
+
+    def _start(self, _event: LifecycleEvent, what: str) -> None:
         time.sleep(self.state.start_delay)
         if self.state.fail_start:
             raise RuntimeError("told to fail its start")
-        self.state.log.append("created")
+        self.state.log.append(what)
 
     def handle_message(self, message: Message) -> Any:
         self.state.log.append(message.kind)

@@ -440,3 +440,20 @@ async def test_a_repeated_transfer_is_answered_as_before_and_never_runs_twice(
     assert status == 409
     assert "aborted by its source" in refused["error"]["message"]
     assert [r.agent_id for r in a.supervisor.list()] == ["f" * 32]
+
+
+async def test_a_transfer_repeated_while_its_paglet_starts_leaves_its_envelope(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    _a, b = await _mesh(make_host, "a", "b")
+    state = json.dumps({"start_delay": 0.5}).encode()
+    body = _forged(
+        "examples.testing:SlowStarter", "examples.testing:SlowStartState", state, "w" * 32
+    )
+    first = await _post_transfer(b.url, body, "w" * 32)
+    assert first[0] == 200
+    assert first[1]["started"] is False, "answered at the commit, starting meanwhile"
+    again = await _post_transfer(b.url, body, "w" * 32)  # refused by the id, found as seen
+    assert again == first
+    async with AsyncHostClient(b.url) as client:
+        assert await client.proxy("f" * 32).send("ping") == ["arrived", "ping"]

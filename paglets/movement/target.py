@@ -111,9 +111,6 @@ class Receiver:
         self, transfer_id: str, read: Callable[[int], Awaitable[bytes]]
     ) -> dict[str, Any]:
         """Receive an envelope streamed by ``read``; idempotent per transfer id."""
-        done = await self._already(transfer_id)
-        if done is not None:
-            return done
 
         async def land(path: Path, commit: Commit) -> EnvelopeHeader:
             async def land_and_commit(header: EnvelopeHeader, chunks: list[bytes]) -> None:
@@ -129,13 +126,10 @@ class Receiver:
                 land=land_and_commit,
             )
 
-        return await self._single_flight(transfer_id, land)
+        return await self._receive(transfer_id, land)
 
     async def receive_file(self, transfer_id: str, source: Path) -> dict[str, Any]:
         """Take an envelope already on this machine's disk (a same-machine move)."""
-        done = await self._already(transfer_id)
-        if done is not None:
-            return done
 
         async def land(path: Path, _commit: Commit) -> EnvelopeHeader:
             header = await asyncio.to_thread(_read_header, source)
@@ -143,12 +137,27 @@ class Receiver:
             await asyncio.to_thread(_link_or_copy, source, path, fsync=self.fsync)
             return header
 
-        return await self._single_flight(transfer_id, land)
+        return await self._receive(transfer_id, land)
 
-    async def _already(self, transfer_id: str) -> dict[str, Any] | None:
+    async def _receive(self, transfer_id: str, land: Land) -> dict[str, Any]:
+        """Land and commit, once per transfer id: a repeat gets the first answer.
+
+        The journal is not read first: the commit finds a transfer seen before,
+        and so does a refusal (the paglet it brought may run here by now).
+        """
         inflight = self._inflight.get(transfer_id)
         if inflight is not None:
             return await asyncio.shield(inflight)
+        try:
+            return await self._single_flight(transfer_id, land)
+        except PagletError:
+            seen = await self._seen(transfer_id)
+            if seen is None:
+                raise
+            return seen
+
+    async def _seen(self, transfer_id: str) -> dict[str, Any] | None:
+        """The answer to a transfer committed here before; ``None`` if there was none."""
         stored = await self._store().get_transfer(transfer_id, TransferRole.TARGET)
         if stored is None:
             return None
@@ -178,31 +187,34 @@ class Receiver:
             await asyncio.to_thread(self.inbox.mkdir, parents=True, exist_ok=True)
             self._inbox_made = True
         path = self.inbox / f"{transfer_id}.in"
-        committed: list[EnvelopeHeader] = []
+        outcome: list[TransferRecord | None] = []  # once committed: the earlier row, if any
+        wrote: list[bool] = []  # we put a file at `path` (never touch one a refusal finds)
+
+        def writing(write: Callable[[], None]) -> None:
+            wrote.append(True)
+            write()
 
         async def commit(header: EnvelopeHeader, write: Callable[[], None] | None = None) -> None:
-            record = TransferRecord(
-                transfer_id,
-                TransferRole.TARGET,
-                header.agent_id,
-                header.kind,
-                TransferPhase.COMMITTED,
-                peer=header.source,
-                envelope=str(path),
-                detail={"class_path": header.class_path, "origin": header.origin},
-            )
-            await self._store().commit_target(record, before=write)
-            committed.append(header)
+            then = None if write is None else partial(writing, write)
+            outcome.append(await self._commit(transfer_id, path, header, then))
 
         try:
             header = await land(path, commit)
-            if not committed:
+            if not outcome:  # landed by `land` itself (streamed or linked): commit it
+                wrote.append(True)
                 await commit(header)
         except BaseException:
-            if not committed:  # landed, perhaps, but never committed
+            if wrote and not outcome:  # landed but never committed
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
+        earlier = outcome[0]
+        if earlier is not None:  # a repeat: answered as the first time; nothing starts again
+            started = earlier.phase is TransferPhase.STARTED
+            if started:  # a landed copy is not needed: the paglet ran from the first
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            return self._answer(earlier.agent_id, started=started)
         crash_point("target.after_commit")
         self.events.append(
             EventKind.TRANSFER_RECEIVED,
@@ -219,6 +231,38 @@ class Receiver:
         task.add_done_callback(self._starting.discard)
         await asyncio.sleep(0)  # let the start register the paglet before we answer
         return self._answer(header.agent_id, started=False)
+
+    async def _commit(
+        self,
+        transfer_id: str,
+        path: Path,
+        header: EnvelopeHeader,
+        write: Callable[[], None] | None = None,
+    ) -> TransferRecord | None:
+        """Journal the arrival, running ``write`` first in the same trip if it is new.
+
+        Returns:
+            The row of an earlier commit of this transfer, or ``None`` for a new one.
+        """
+        fresh: list[bool] = []
+
+        def first_time() -> None:  # the commit runs it only for a transfer not seen before
+            if write is not None:
+                write()
+            fresh.append(True)
+
+        record = TransferRecord(
+            transfer_id,
+            TransferRole.TARGET,
+            header.agent_id,
+            header.kind,
+            TransferPhase.COMMITTED,
+            peer=header.source,
+            envelope=str(path),
+            detail={"class_path": header.class_path, "origin": header.origin},
+        )
+        stored = await self._store().commit_target(record, before=first_time)
+        return None if fresh else stored
 
     async def start(
         self, transfer_id: str, agent_id: str, class_path: str, kind: str, path: Path
