@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from paglets.core.paglet import Paglet
 from paglets.core.state import PagletState
@@ -44,10 +44,23 @@ _sample_fd: int | None = None
 
 
 @dataclass
+class _Leaf:
+    name: str = "leaf"
+    args: dict[str, Any] = field(default_factory=lambda: {"k": 1, "on": True})
+
+
+@dataclass
 class _Sample(PagletState):
+    """A state that takes the codec through the shapes paglet states commonly have."""
+
     note: str = "warm"
     seen: list[str] = field(default_factory=lambda: ["a", "b"])
     blob: bytes = b"\0" * 2048  # over the out-of-band size: blobs are read too
+    count: int = 1
+    ratio: float = 0.5
+    leaves: list[_Leaf] = field(default_factory=lambda: [_Leaf(), _Leaf("other")])
+    best: _Leaf | None = field(default_factory=_Leaf)
+    table: dict[str, int] = field(default_factory=lambda: {"x": 1})
 
 
 def warm_runtime() -> None:
