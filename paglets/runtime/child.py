@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -442,8 +443,9 @@ def run_child(sock: socket.socket) -> NoReturn:
     channel = _Channel(sock)
     heartbeat = _Heartbeat(channel)
     decoder = FrameDecoder()
+    waiting = not select.select([sock], [], [], 0)[0]  # in the pool: time to use
     try:
-        prime_child()  # while it waits in the pool: pages an arrival writes, copied now
+        prime_child(read=waiting)  # pages an arrival writes to, copied now rather than then
     except Exception:  # only speed is lost
         log.debug("could not prime the child", exc_info=True)
     records = [ipc.decode(f) for f in channel.read_one_blocking(decoder) if isinstance(f, dict)]

@@ -89,17 +89,20 @@ def warm_runtime() -> None:
             _sample_fd = fd
 
 
-def prime_child() -> None:
-    """In a forked child: read the zygote's sample envelope, then close it.
+def prime_child(*, read: bool = True) -> None:
+    """In a forked child: read the zygote's sample envelope (if ``read``), then close it.
 
     Returns at once where there is none (not forked from a warmed zygote, or a
-    platform without ``memfd_create``). The paglet never sees the descriptor.
+    platform without ``memfd_create``). The paglet never sees the descriptor:
+    a child with no time to prime calls this with ``read=False``.
     """
     global _sample_fd  # see warm_runtime
     fd, _sample_fd = _sample_fd, None
     if fd is None:
         return
     try:
+        if not read:
+            return
         with EnvelopeReader(Path(f"/proc/self/fd/{fd}")) as reader:
             state = reader.state(_Sample)
         # and what writing one does before the file: an id, the state, the header
