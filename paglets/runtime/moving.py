@@ -231,6 +231,7 @@ class Mover:
         files = [SourceFile(f.name, f.path, f.mode) for f in self.files.values()]
         try:
             _write_spooled(envelope, spec, paglet.state, files)
+            inline = _inline(envelope)
         except BaseException:
             with contextlib.suppress(OSError):
                 envelope.unlink()
@@ -243,7 +244,7 @@ class Mover:
             envelope=str(envelope),
             agent_id=new_id,
             ticket=ticket,
-            body=_inline(envelope),
+            body=inline,
         )
         location = Location.from_wire(answer)
         if kind == "clone":

@@ -85,7 +85,8 @@ def warm_runtime() -> None:
             reader.state(_Sample)
         if _sample_fd is None and hasattr(os, "memfd_create"):
             fd = os.memfd_create("paglets-sample-envelope")
-            os.write(fd, path.read_bytes())
+            with open(fd, "wb", closefd=False) as memory:
+                memory.write(path.read_bytes())
             _sample_fd = fd
 
 
