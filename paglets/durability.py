@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,7 @@ from paglets.core.events import EventKind
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
 from paglets.movement.faults import crash_point
-from paglets.persistence.files import quarantine
+from paglets.persistence.files import fsync_dir, quarantine
 from paglets.persistence.records import PagletRecord
 from paglets.runtime.handle import ExitInfo
 from paglets.transport.body import json_response, read_json
@@ -109,7 +110,7 @@ class DurabilityService:
             kept = checkpoint
             if Path(envelope) != checkpoint:
                 try:
-                    _keep(Path(envelope), checkpoint)
+                    _keep(Path(envelope), checkpoint, sync=self.supervisor.fsync)
                 except OSError as exc:  # it runs; only its restart after a crash is at risk
                     log.error(  # noqa: TRY400 - the reason is the message; no traceback
                         "cannot keep %s as the checkpoint of %s: %s", envelope, agent_id, exc
@@ -473,11 +474,13 @@ class DurabilityService:
         task.add_done_callback(self._tasks.discard)
 
 
-def _keep(envelope: Path, checkpoint: Path) -> None:
+def _keep(envelope: Path, checkpoint: Path, *, sync: bool = False) -> None:
     """Make ``checkpoint`` the same file as ``envelope`` (a hard link), which stays.
 
     Where hard links are not supported the envelope is renamed instead; the
-    receiver then finds an interrupted arrival by its checkpoint.
+    receiver then finds an interrupted arrival by its checkpoint. With ``sync``
+    the checkpoint is flushed to disk (a small arrival's file was not: its
+    journal row carried it until now).
     """
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     temp = checkpoint.with_name(f"{checkpoint.name}.link")
@@ -486,8 +489,15 @@ def _keep(envelope: Path, checkpoint: Path) -> None:
         temp.hardlink_to(envelope)
     except OSError:
         envelope.replace(checkpoint)
-        return
-    temp.replace(checkpoint)
+    else:
+        temp.replace(checkpoint)
+    if sync:
+        fd = os.open(checkpoint, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_dir(checkpoint.parent)
 
 
 def _detail(record: AgentRecord, **extra: Any) -> dict[str, Any]:

@@ -403,7 +403,7 @@ def test_an_arrived_envelope_becomes_the_checkpoint_and_stays_for_its_owner(
     checkpoint = tmp_path / "checkpoints" / "a.ckpt"
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"stale")  # left by an earlier stay: replaced
-    _keep(envelope, checkpoint)
+    _keep(envelope, checkpoint, sync=True)
     assert checkpoint.read_bytes() == b"new"
     assert envelope.exists(), "the receiver drops it once it has journaled the start"
     assert envelope.samefile(checkpoint)

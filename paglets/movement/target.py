@@ -14,6 +14,7 @@ again when it restarts.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -31,6 +32,7 @@ from paglets.wire.envelope import EnvelopeHeader, EnvelopeReader, land_small, re
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
+    from typing import Protocol
 
     from paglets.persistence.events import EventLog
     from paglets.persistence.store import AsyncStore, Store
@@ -38,14 +40,23 @@ if TYPE_CHECKING:
     from paglets.wire.mesh import HostRecord
     from paglets.wire.modules import ModulePolicy
 
-    # commit(header, write): journal the arrival, running ``write`` first in the same trip
-    Commit = Callable[[EnvelopeHeader, Callable[[], None] | None], Awaitable[None]]
+    class Commit(Protocol):
+        """Journal the arrival, running ``write`` first in the same trip (see `_commit`)."""
+
+        async def __call__(
+            self,
+            header: EnvelopeHeader,
+            write: Callable[[], None] | None = None,
+            body: bytes | None = None,
+        ) -> None: ...
+
     # land(path, commit): put the envelope at ``path``, committing it or leaving that to us
     Land = Callable[[Path, Commit], Awaitable[EnvelopeHeader]]
 
 log = logging.getLogger(__name__)
 
 KINDS = ("dispatch", "retract", "clone")
+BODY = "body"  # a small arrival's envelope in its journal row (base64), with fsync on
 
 
 class Receiver:
@@ -114,8 +125,12 @@ class Receiver:
 
         async def land(path: Path, commit: Commit) -> EnvelopeHeader:
             async def land_and_commit(header: EnvelopeHeader, chunks: list[bytes]) -> None:
-                # a small envelope: written and committed in one trip to the store
-                await commit(header, partial(land_small, path, chunks, self.fsync))
+                # A small envelope: written and committed in one trip to the store. With
+                # fsync on, the journal row carries it, so one flush makes both durable:
+                # the file is the copy the paglet starts from, rebuilt from the row if a
+                # power cut lost it.
+                body = b"".join(chunks) if self.fsync else None
+                await commit(header, partial(land_small, path, chunks, sync=False), body)
 
             return await receive_envelope(
                 read,
@@ -194,9 +209,13 @@ class Receiver:
             wrote.append(True)
             write()
 
-        async def commit(header: EnvelopeHeader, write: Callable[[], None] | None = None) -> None:
+        async def commit(
+            header: EnvelopeHeader,
+            write: Callable[[], None] | None = None,
+            body: bytes | None = None,
+        ) -> None:
             then = None if write is None else partial(writing, write)
-            outcome.append(await self._commit(transfer_id, path, header, then))
+            outcome.append(await self._commit(transfer_id, path, header, then, body))
 
         try:
             header = await land(path, commit)
@@ -238,8 +257,12 @@ class Receiver:
         path: Path,
         header: EnvelopeHeader,
         write: Callable[[], None] | None = None,
+        body: bytes | None = None,
     ) -> TransferRecord | None:
         """Journal the arrival, running ``write`` first in the same trip if it is new.
+
+        ``body``, a small envelope's bytes, is kept in the row until the paglet
+        has started from its file.
 
         Returns:
             The row of an earlier commit of this transfer, or ``None`` for a new one.
@@ -261,6 +284,8 @@ class Receiver:
             envelope=str(path),
             detail={"class_path": header.class_path, "origin": header.origin},
         )
+        if body is not None:
+            record.detail[BODY] = base64.b64encode(body).decode("ascii")
         stored = await self._store().commit_target(record, before=first_time)
         return None if fresh else stored
 
@@ -283,7 +308,8 @@ class Receiver:
             return f"{type(exc).__name__}: {exc}"
 
         def started(store: Store) -> None:
-            store.set_phase(transfer_id, TransferRole.TARGET, TransferPhase.STARTED)
+            # the paglet's checkpoint holds it now: the row need not carry it any more
+            store.set_phase(transfer_id, TransferRole.TARGET, TransferPhase.STARTED, {BODY: None})
             with contextlib.suppress(OSError):
                 path.unlink()  # a link to its checkpoint now (or renamed to it already)
 
@@ -317,6 +343,9 @@ class Receiver:
         store = self._store()
         for row in await store.transfers(TransferRole.TARGET, (TransferPhase.COMMITTED,)):
             path = self.inbox / f"{row.transfer_id}.in"
+            body = row.detail.get(BODY)
+            if isinstance(body, str):  # a power cut may have lost the unflushed file
+                await asyncio.to_thread(_rebuild, path, base64.b64decode(body))
             if not path.exists():
                 # The host stopped after the paglet started from it, before `started`
                 # was journaled: the envelope became the paglet's checkpoint then.
@@ -331,6 +360,18 @@ class Receiver:
         for leftover in self.inbox.glob("*.tmp*") if self.inbox.exists() else ():
             with contextlib.suppress(OSError):
                 leftover.unlink()
+
+
+def _rebuild(path: Path, body: bytes) -> None:
+    """Write ``body`` to ``path`` unless the file there is that envelope, whole."""
+    try:
+        if path.read_bytes() == body:
+            return
+    except OSError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("rebuilding the arrived envelope %s from the journal", path)
+    land_small(path, [body], sync=True)
 
 
 def _read_header(path: Path) -> EnvelopeHeader:
