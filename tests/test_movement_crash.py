@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from paglets import HostClient, PagletError
+from paglets.persistence.store import Store, TransferPhase, TransferRole
 from tests.test_cli import _command, _env, _wait_gone
 
 if TYPE_CHECKING:
@@ -203,3 +204,26 @@ def test_a_small_arrival_a_power_cut_tore_is_rebuilt_from_the_journal(pair: Pair
     with HostClient(pair.url("dst"), api_key="") as client:
         assert client.proxy(agent_id).send("increment") == 4, "state intact"
     assert "rebuilding the arrived envelope" in pair.log("dst")
+
+
+@pytest.mark.parametrize(("size", "in_row"), [(1024, True), (200 * 1024, False)])
+def test_with_fsync_only_a_small_arrival_rides_in_its_journal_row(
+    pair: Pair, size: int, *, in_row: bool
+) -> None:
+    pair.start("src", fsync=True)
+    pair.start("dst", "target.after_commit", fsync=True)
+    with HostClient(pair.url("dst"), api_key="") as probe:
+        _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
+    with HostClient(pair.url("src"), api_key="") as client:
+        traveler = client.create(TRAVELER)
+        traveler.send("payload", {"size": size})
+        with pytest.raises(PagletError):
+            traveler.dispatch("dst")
+    pair.wait_dead("dst")
+    store = Store(pair.tmp / "dst" / "dst" / "paglets.db")
+    try:
+        (row,) = store.transfers(TransferRole.TARGET)
+    finally:
+        store.close()
+    assert row.phase is TransferPhase.COMMITTED
+    assert ("body" in row.detail) is in_row, "at most 64 KiB rides in the row"

@@ -27,7 +27,13 @@ from paglets.core.events import EventKind
 from paglets.core.movement import ArrivalMode, TransferTicket
 from paglets.movement.faults import crash_point
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
-from paglets.wire.envelope import EnvelopeHeader, EnvelopeReader, land_small, receive_envelope
+from paglets.wire.envelope import (
+    INLINE_MAX,
+    EnvelopeHeader,
+    EnvelopeReader,
+    land_small,
+    receive_envelope,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -126,11 +132,13 @@ class Receiver:
         async def land(path: Path, commit: Commit) -> EnvelopeHeader:
             async def land_and_commit(header: EnvelopeHeader, chunks: list[bytes]) -> None:
                 # A small envelope: written and committed in one trip to the store. With
-                # fsync on, the journal row carries it, so one flush makes both durable:
-                # the file is the copy the paglet starts from, rebuilt from the row if a
-                # power cut lost it.
-                body = b"".join(chunks) if self.fsync else None
-                await commit(header, partial(land_small, path, chunks, sync=False), body)
+                # fsync on, the journal row carries one of at most INLINE_MAX bytes, so
+                # one flush makes both durable: the file is the copy the paglet starts
+                # from, rebuilt from the row if a power cut lost it.
+                size = sum(map(len, chunks))
+                body = b"".join(chunks) if self.fsync and size <= INLINE_MAX else None
+                flush = self.fsync and body is None
+                await commit(header, partial(land_small, path, chunks, sync=flush), body)
 
             return await receive_envelope(
                 read,
