@@ -217,6 +217,9 @@ class Host:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            # Connections closed by the cleanup finish closing on the next turn of the
+            # loop; an event loop closed right after this would leak their sockets.
+            await asyncio.sleep(0)
         self.status = HostStatus.STOPPED
         self._stop_requested.set()
         log.info("host %s stopped", self.name)
