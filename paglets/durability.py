@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,7 @@ from paglets.core.events import EventKind
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
 from paglets.movement.faults import crash_point
-from paglets.persistence.files import fsync_dir, quarantine
+from paglets.persistence.files import fsync_dir, fsync_file, quarantine
 from paglets.persistence.records import PagletRecord
 from paglets.runtime.handle import ExitInfo
 from paglets.transport.body import json_response, read_json
@@ -492,11 +491,7 @@ def _keep(envelope: Path, checkpoint: Path, *, sync: bool = False) -> None:
     else:
         temp.replace(checkpoint)
     if sync:
-        fd = os.open(checkpoint, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(checkpoint)
         fsync_dir(checkpoint.parent)
 
 

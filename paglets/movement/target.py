@@ -26,6 +26,7 @@ from paglets.core.errors import PagletError, RequestError, TransferError
 from paglets.core.events import EventKind
 from paglets.core.movement import ArrivalMode, TransferTicket
 from paglets.movement.faults import crash_point
+from paglets.persistence.files import fsync_file
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
 from paglets.wire.envelope import (
     INLINE_MAX,
@@ -396,9 +397,5 @@ def _link_or_copy(source: Path, dest: Path, *, fsync: bool) -> None:
     except OSError:
         shutil.copyfile(source, tmp)
     if fsync:
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_file(tmp)
     tmp.replace(dest)

@@ -43,6 +43,15 @@ def storage_error(path: Path, exc: OSError, doing: str = "write") -> StorageErro
     return StorageError(f"could not {doing} {path}: {reason}")
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's content to disk, by path."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(directory: Path) -> None:
     """Flush a directory's entries (a rename or a new file) to disk; no-op off POSIX."""
     if os.name != "posix":
