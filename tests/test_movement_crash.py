@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import psutil
 import pytest
 
-from paglets import HostClient, PagletError
+from paglets import HostClient, Message, PagletError
 from paglets.persistence.store import Store, TransferPhase, TransferRole
 from tests.test_cli import _command, _env, _wait_gone
 
@@ -182,20 +182,26 @@ def test_sigkill_during_a_dispatch_leaves_exactly_one_copy(
     assert pair.copies(agent_id) == {survivor: "active"}
 
 
-def test_a_small_arrival_a_power_cut_tore_is_rebuilt_from_the_journal(pair: Pair) -> None:
-    """With fsync on, a small envelope's file is not flushed: its journal row carries it."""
+def _dispatch_to_a_target_dying_at_commit(pair: Pair, *messages: Message | str) -> str:
+    """Hosts with fsync on; a Traveler sent ``messages``, then dispatched to dst, which
+    dies right after its commit. Returns the Traveler's id."""
     pair.start("src", fsync=True)
     pair.start("dst", "target.after_commit", fsync=True)
     with HostClient(pair.url("dst"), api_key="") as probe:
         _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
     with HostClient(pair.url("src"), api_key="") as client:
         traveler = client.create(TRAVELER)
-        for _ in range(3):
-            traveler.send("increment")
-        agent_id = traveler.agent_id
+        for message in messages:
+            traveler.send(message)
         with pytest.raises(PagletError):
             traveler.dispatch("dst")
     pair.wait_dead("dst")
+    return traveler.agent_id
+
+
+def test_a_small_arrival_a_power_cut_tore_is_rebuilt_from_the_journal(pair: Pair) -> None:
+    """With fsync on, a small envelope's file is not flushed: its journal row carries it."""
+    agent_id = _dispatch_to_a_target_dying_at_commit(pair, "increment", "increment", "increment")
     # what a power cut can leave of a file written but never flushed: a torn one
     (arrived,) = (pair.tmp / "dst" / "dst" / "transfers" / "in").glob("*.in")
     arrived.write_bytes(arrived.read_bytes()[:40])
@@ -210,16 +216,7 @@ def test_a_small_arrival_a_power_cut_tore_is_rebuilt_from_the_journal(pair: Pair
 def test_with_fsync_only_a_small_arrival_rides_in_its_journal_row(
     pair: Pair, size: int, *, in_row: bool
 ) -> None:
-    pair.start("src", fsync=True)
-    pair.start("dst", "target.after_commit", fsync=True)
-    with HostClient(pair.url("dst"), api_key="") as probe:
-        _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
-    with HostClient(pair.url("src"), api_key="") as client:
-        traveler = client.create(TRAVELER)
-        traveler.send("payload", {"size": size})
-        with pytest.raises(PagletError):
-            traveler.dispatch("dst")
-    pair.wait_dead("dst")
+    _dispatch_to_a_target_dying_at_commit(pair, Message("payload", {"size": size}))
     store = Store(pair.tmp / "dst" / "dst" / "paglets.db")
     try:
         (row,) = store.transfers(TransferRole.TARGET)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from paglets import AsyncHostClient, HostError, PagletCrashedError
+from paglets import AsyncHostClient, AsyncPagletProxy, HostError, PagletCrashedError
 from paglets.runtime.spawner import WarmPool, ZygoteSpawner
 
 
@@ -31,14 +31,22 @@ async def test_each_spawner_runs_paglets(make_host, spawner, warm):
             await proxy.dispose()
 
 
+async def _counter_and_zygote(
+    client: AsyncHostClient,
+) -> tuple[AsyncPagletProxy, int, psutil.Process]:
+    """A new Counter, its process id, and the zygote that forked it."""
+    proxy = await client.create("examples.counter:Counter")
+    pid = (await proxy.info()).pid
+    assert pid is not None
+    zygote = psutil.Process(pid).parent()
+    assert zygote is not None
+    return proxy, pid, zygote
+
+
 async def test_zygote_children_are_forked_from_the_zygote(make_host):
     host = await make_host(spawner="zygote", warm_children=0)
     async with AsyncHostClient(host.url) as client:
-        proxy = await client.create("examples.counter:Counter")
-        pid = (await proxy.info()).pid
-        assert pid is not None
-        zygote = psutil.Process(pid).parent()
-        assert zygote is not None
+        _proxy, _pid, zygote = await _counter_and_zygote(client)
         assert "paglets.runtime.zygote" in " ".join(zygote.cmdline())
         assert zygote.ppid() == os.getpid()
 
@@ -46,11 +54,7 @@ async def test_zygote_children_are_forked_from_the_zygote(make_host):
 async def test_a_lost_zygote_fails_its_children_and_is_restarted(make_host):
     host = await make_host(spawner="zygote", warm_children=0)
     async with AsyncHostClient(host.url) as client:
-        proxy = await client.create("examples.counter:Counter")
-        pid = (await proxy.info()).pid
-        assert pid is not None
-        zygote = psutil.Process(pid).parent()
-        assert zygote is not None
+        proxy, _pid, zygote = await _counter_and_zygote(client)
         zygote.send_signal(signal.SIGKILL)
         zygote.wait(10)
         with pytest.raises(PagletCrashedError):
@@ -123,11 +127,7 @@ def _sample_fds(pid: int) -> list[str]:
 async def test_the_zygote_keeps_a_sample_envelope_its_paglets_never_see(make_host, warm):
     host = await make_host(spawner="zygote", warm_children=warm)
     async with AsyncHostClient(host.url) as client:
-        proxy = await client.create("examples.counter:Counter")
-        pid = (await proxy.info()).pid
-        assert pid is not None
-        zygote = psutil.Process(pid).parent()
-        assert zygote is not None
+        proxy, pid, zygote = await _counter_and_zygote(client)
         assert len(_sample_fds(zygote.pid)) == 1, "the zygote's, for every child to prime with"
         assert _sample_fds(pid) == [], "a paglet's process closed it before becoming the paglet"
         assert await proxy.send("increment", {"by": 1}) == {"count": 1}
