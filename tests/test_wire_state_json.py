@@ -292,6 +292,63 @@ def test_mixed_set_in_any_field_has_a_stable_order() -> None:
     assert one == state_to_json(Scalars(anything={None, "a", 1}))["anything"]
 
 
+@dataclass
+class Plain(PagletState):
+    ints: list[int] = field(default_factory=list)
+    floats: list[float] = field(default_factory=list)
+    flags: tuple[bool, ...] = ()
+    names: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    anything: list[Any] = field(default_factory=list)
+
+
+def test_containers_of_plain_items_decode_to_their_exact_types() -> None:
+    data = {
+        "ints": [3, 1],
+        "floats": [1, 2.5],
+        "flags": [True, False],
+        "names": ["b", "a"],
+        "counts": {"a": 1},
+        "anything": [{"k": [1]}, None],
+    }
+    state = state_from_json(Plain, data)
+    assert state == Plain([3, 1], [1.0, 2.5], (True, False), {"a", "b"}, {"a": 1}, data["anything"])
+    assert [type(x) for x in state.floats] == [float, float]
+    assert state.ints is not data["ints"]  # the state's own containers, not the data's
+    assert state.counts is not data["counts"]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"ints": [1, 2, True]}, r"state\.ints\[2\]: expected int, got boolean"),
+        ({"ints": [1, 2.0]}, r"state\.ints\[1\]: expected int, got number"),
+        ({"floats": [1.5, "2"]}, r"state\.floats\[1\]: expected float, got string"),
+        ({"flags": [True, 1]}, r"state\.flags\[1\]: expected bool, got integer"),
+        ({"names": ["a", None]}, r"state\.names\[1\]: expected str, got null"),
+        ({"counts": {"a": 1, "b": False}}, r"state\.counts\['b'\]: expected int, got boolean"),
+    ],
+)
+def test_a_plain_item_that_does_not_fit_is_named(data: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InvalidStateError, match=expected):
+        state_from_json(Plain, data)
+
+
+def test_containers_of_plain_items_encode_as_copies_and_enums_as_values() -> None:
+    state = Plain(ints=[1, Level.HIGH], counts={"a": 1, "b": Level.LOW}, names={"b", "a"})
+    data = state_to_json(state)
+    assert data["ints"] == [1, 2]
+    assert [type(x) for x in data["ints"]] == [int, int]
+    assert data["counts"] == {"a": 1, "b": 1}
+    assert type(data["counts"]["b"]) is int
+    assert data["names"] == ["a", "b"]
+    plain = Plain(ints=[1, 2], counts={"a": 1})
+    again = state_to_json(plain)
+    assert again["ints"] == [1, 2]
+    assert again["ints"] is not plain.ints  # the projection never shares the state's lists
+    assert again["counts"] is not plain.counts
+
+
 def test_missing_fields_take_defaults() -> None:
     assert state_from_json(Required, {"name": "x"}) == Required(name="x")
     assert state_from_json(Values, {}) == Values()

@@ -66,6 +66,10 @@ _SCALARS: tuple[tuple[Any, Callable[[Any], Any]], ...] = (
     (uuid.UUID | PurePath | Decimal, str),
     (bytes | bytearray, lambda value: {_BYTES_KEY: base64.b64encode(value).decode("ascii")}),
 )
+# JSON values that encode as themselves (by exact type: bool is its own, an IntEnum is not).
+_PLAIN = frozenset((type(None), bool, int, float, str))
+# Item hints whose JSON values of exactly that type decode as they are.
+_AS_IS = frozenset((bool, int, float, str))
 # Value types rebuilt from a JSON string, by their exact class.
 _FROM_STRING: dict[type, Callable[[str], Any]] = {
     dt.datetime: dt.datetime.fromisoformat,
@@ -105,13 +109,25 @@ def state_to_json(state: PagletState, blobs: list[memoryview] | None = None) -> 
 
 
 def _encode_dataclass(value: Any, path: str, blobs: list[memoryview] | None) -> dict[str, Any]:
+    cls: type = type(value)
     return {
-        f.name: _encode(getattr(value, f.name), f"{path}.{f.name}", blobs)
-        for f in dataclasses.fields(value)
+        name: _encode(getattr(value, name), f"{path}.{name}", blobs) for name in _field_names(cls)
     }
 
 
+@functools.lru_cache(maxsize=256)
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def _plain(values: Any) -> bool:
+    """Whether every item is a JSON value of its own: encoded as it is, one by one."""
+    return all(type(item) in _PLAIN for item in values)
+
+
 def _encode(value: Any, path: str, blobs: list[memoryview] | None) -> Any:
+    if type(value) in _PLAIN:  # most values: checked by exact type, so no subclass slips by
+        return value
     if isinstance(value, Enum):
         return _encode(value.value, path, blobs)
     if blobs is not None and isinstance(value, bytes | bytearray) and len(value) >= BLOB_MIN:
@@ -122,9 +138,15 @@ def _encode(value: Any, path: str, blobs: list[memoryview] | None) -> Any:
             return convert(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return _encode_dataclass(value, path, blobs)
-    if isinstance(value, list | tuple | set | frozenset):
-        items = [_encode(item, f"{path}[{i}]", blobs) for i, item in enumerate(value)]
-        return items if isinstance(value, list | tuple) else _stable_order(items)
+    if isinstance(value, list | tuple | set | frozenset | dict):
+        return _encode_container(value, path, blobs)
+    raise InvalidStateError(
+        f"cannot encode {path}: type {_name(type(value))} is not supported in paglet state "
+        f"(supported: {_SUPPORTED})"
+    )
+
+
+def _encode_container(value: Any, path: str, blobs: list[memoryview] | None) -> Any:
     if isinstance(value, dict):
         bad = [key for key in value if not isinstance(key, str)]
         if bad:
@@ -132,11 +154,14 @@ def _encode(value: Any, path: str, blobs: list[memoryview] | None) -> Any:
                 f"cannot encode {path}: dict key {bad[0]!r} is a {_name(type(bad[0]))}; "
                 "state dicts must have str keys"
             )
+        if _plain(value.values()):
+            return dict(value)
         return {key: _encode(item, f"{path}[{key!r}]", blobs) for key, item in value.items()}
-    raise InvalidStateError(
-        f"cannot encode {path}: type {_name(type(value))} is not supported in paglet state "
-        f"(supported: {_SUPPORTED})"
-    )
+    if _plain(value):
+        items = list(value)
+    else:
+        items = [_encode(item, f"{path}[{i}]", blobs) for i, item in enumerate(value)]
+    return items if isinstance(value, list | tuple) else _stable_order(items)
 
 
 def _stable_order(items: list[Any]) -> list[Any]:
@@ -212,10 +237,15 @@ def _hints(cls: type) -> dict[str, Any]:
         raise InvalidStateError(f"cannot resolve the type hints of {_name(cls)}: {exc}") from exc
 
 
+@functools.lru_cache(maxsize=256)
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
 def _decode_dataclass(cls: type, data: Any, path: str, blobs: _Blobs) -> Any:
     if not isinstance(data, Mapping):
         raise _mismatch(path, _name(cls) + " (an object)", data)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = _fields(cls)
     unknown = [key for key in data if key not in fields]
     if unknown:
         names = ", ".join(repr(key) for key in unknown)
@@ -269,15 +299,31 @@ def _decode_container(  # noqa: PLR0917 - private, one call site
             raise InvalidStateError(f"{path}: unsupported type hint {_name(tp)}; keys must be str")
         if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
             raise _mismatch(path, _name(tp), value)
+        if _as_is(args[1], value.values()):
+            return dict(value)
         return {k: _decode(args[1], v, f"{path}[{k!r}]", blobs) for k, v in value.items()}
     if not isinstance(value, list):
         raise _mismatch(path, _name(tp), value)
     if origin is not tuple or args[-1] is Ellipsis:
+        if _as_is(args[0], value):
+            return origin(value)
         return origin(_decode(args[0], v, f"{path}[{i}]", blobs) for i, v in enumerate(value))
     if len(args) != len(value):
         raise InvalidStateError(f"{path}: expected {_name(tp)}, got an array of {len(value)}")
     items = zip(args, value, strict=True)
     return tuple(_decode(a, v, f"{path}[{i}]", blobs) for i, (a, v) in enumerate(items))
+
+
+def _as_is(hint: Any, values: Any) -> bool:
+    """Whether every value already is what ``hint`` decodes it to (no item can fail).
+
+    Only for hints of plain JSON types (and ``Any``), checked by exact type: a
+    bool is not an int here, and an int is not a float (it decodes to one). Any
+    other case goes item by item, which also names the item that does not fit.
+    """
+    if hint is Any:
+        return True
+    return hint in _AS_IS and all(type(v) is hint for v in values)
 
 
 def _decode_union(tp: Any, args: tuple[Any, ...], value: Any, path: str, blobs: _Blobs) -> Any:
