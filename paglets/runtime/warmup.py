@@ -11,10 +11,11 @@ classes a module defines. Neither runs code of a paglet class.
 A forked child still pays for the memory it writes: each page of the
 zygote's that it first writes (a reference count, an interpreter cache) is
 copied, a page fault of about 5 µs on a VM. `prime_child`, run by a child
-waiting in the host's warm pool, reads the zygote's sample envelope once, so
-that the pages an arriving paglet's unpacking writes are mostly copied
-before the paglet is there (about 1 ms less between its ``Init`` and its
-``Ready``).
+waiting in the host's warm pool, reads the zygote's sample envelope once, and
+passes one record of each kind a paglet's first moments use (``Init``,
+``Ready``, a message, a reply, a call) through the frame codec, so that the
+pages an arriving paglet's unpacking and first exchanges write are mostly
+copied before the paglet is there.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from paglets.core.paglet import Paglet
 from paglets.core.state import PagletState
+from paglets.runtime import ipc
+from paglets.runtime.frames import FrameDecoder, encode_json
 from paglets.wire.envelope import EnvelopeReader, EnvelopeSpec, write_envelope
 from paglets.wire.state_json import prepare, state_to_json
 
@@ -91,7 +94,7 @@ def warm_runtime() -> None:
 
 
 def prime_child(*, read: bool = True) -> None:
-    """In a forked child: read the zygote's sample envelope (if ``read``), then close it.
+    """In a forked child: read the zygote's sample envelope and records (if ``read``).
 
     Returns at once where there is none (not forked from a warmed zygote, or a
     platform without ``memfd_create``). The paglet never sees the descriptor:
@@ -112,9 +115,27 @@ def prime_child(*, read: bool = True) -> None:
         json.dumps([state_to_json(state, blobs), reader.header.to_dict()])
         for blob in blobs:
             blob.release()
+        _prime_records()
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def _prime_records() -> None:
+    """Each record a paglet's first moments read or write, through the frame codec once."""
+    sample: list[ipc.Record] = [
+        ipc.Init("0" * 32, f"{__name__}:_Sample", None, "h", "http://127.0.0.1:1", "/", [], 1.0),
+        ipc.Ready(os.getpid(), {"policy": "never"}, None),
+        ipc.Deliver(1, "kind", {"k": [1, "v"]}, 0, "0" * 32, None),
+        ipc.Reply(1, {"v": [1.5, None]}),
+        ipc.Call(1, "method", {"k": "v"}),
+        ipc.CallResult(1, {"agent_id": "0" * 32}),
+    ]
+    decoder = FrameDecoder()
+    for record in sample:
+        for frame in decoder.feed(encode_json(record.to_wire())):
+            if isinstance(frame, dict):
+                ipc.decode(frame)
 
 
 def warm_module(module: ModuleType) -> None:
