@@ -22,9 +22,11 @@ from paglets import (
     PagletState,
     PagletStatus,
     RequestError,
+    StorageError,
     TransferError,
     TransferTicket,
 )
+from paglets.persistence.store import AsyncStore
 from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, write_envelope
 from tests.conftest import wait_for
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from paglets import Host
+    from paglets.persistence.records import TransferRecord
 
 FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
 TRAVELER = "examples.travel:Traveler"
@@ -393,6 +396,28 @@ async def test_a_registered_file_gone_before_the_dispatch_fails_it_cleanly(
             await traveler.dispatch("b")
         assert await traveler.send("where") == "a", "it stays where it was"
     assert not any(a.supervisor.spool_dir.glob("*")), "no envelope left behind"
+    assert b.supervisor.list() == []
+
+
+async def test_a_move_its_host_cannot_journal_fails_cleanly(
+    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+
+    async def disk_full(_self: AsyncStore, _row: TransferRecord) -> None:
+        raise StorageError("could not journal the transfer: no space left on the disk")
+
+    async with AsyncHostClient(a.url) as client:
+        traveler = await client.create(TRAVELER)
+        await traveler.send("increment")
+        monkeypatch.setattr(AsyncStore, "begin_source", disk_full)
+        with pytest.raises(TransferError, match=r"cannot journal .*no space left"):
+            await traveler.dispatch("b")
+        assert await traveler.send("where") == "a", "it stays where it was"
+        assert await traveler.send("increment") == 2, "and goes on from its own state"
+    # an envelope left in the spool would be taken, at the next start, for the
+    # paglet's latest state, and would replace the state it has since
+    assert not any(a.supervisor.spool_dir.glob("*.out")), "no envelope left behind"
     assert b.supervisor.list() == []
 
 

@@ -33,6 +33,7 @@ import aiohttp
 from paglets.core.errors import (
     HostNotFoundError,
     PagletError,
+    StorageError,
     TransferError,
     error_from_wire,
 )
@@ -128,23 +129,29 @@ class Sender:
             raise TransferError(
                 f"host {record.name} does not meet the transfer ticket: it lacks {'; '.join(lacks)}"
             )
-        store = self._store()
-        await store.begin_source(
-            TransferRecord(
-                transfer_id,
-                TransferRole.SOURCE,
-                new_id,
-                kind,
-                TransferPhase.SENDING,
-                peer=record.url,
-                envelope=str(envelope),
-                detail={
-                    "from_agent": agent_id,
-                    "host": record.name,
-                    "class_path": self.supervisor.get(agent_id).class_path,
-                },
-            )
+        row = TransferRecord(
+            transfer_id,
+            TransferRole.SOURCE,
+            new_id,
+            kind,
+            TransferPhase.SENDING,
+            peer=record.url,
+            envelope=str(envelope),
+            detail={
+                "from_agent": agent_id,
+                "host": record.name,
+                "class_path": self.supervisor.get(agent_id).class_path,
+            },
         )
+        try:
+            await self._store().begin_source(row)
+        except StorageError as exc:
+            # Not journaled, so never sent: the envelope must go too, or the next
+            # start would take it for the paglet's latest state.
+            _drop(envelope)
+            raise TransferError(
+                f"cannot journal the {kind}: {exc}; the paglet stays here"
+            ) from None
         crash_point("source.before_send")
         try:
             answer = await asyncio.wait_for(
