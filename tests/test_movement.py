@@ -26,6 +26,7 @@ from paglets import (
     TransferError,
     TransferTicket,
 )
+from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
 from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, write_envelope
 from tests.conftest import wait_for
@@ -195,6 +196,37 @@ async def test_a_target_that_does_not_allow_the_class_refuses_it(
             await homebody.dispatch("strict")
         assert await homebody.send("where") == "where at a"
         assert strict.supervisor.list() == []
+
+
+async def test_a_refused_move_its_host_cannot_record_still_leaves_the_paglet_here(
+    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = await make_host(name="a", allow_modules=("tests",), **FAST)
+    await make_host(name="strict", peers=(a.url,), **FAST)
+    await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "joined")
+    real = AsyncStore.set_phase
+
+    async def no_room_for_failures(
+        store: AsyncStore,
+        transfer_id: str,
+        role: TransferRole,
+        phase: TransferPhase,
+        detail: dict[str, Any] | None = None,
+    ) -> TransferRecord:
+        if phase is TransferPhase.FAILED:
+            raise StorageError("could not record the transfer: no space left on the disk")
+        return await real(store, transfer_id, role, phase, detail)
+
+    monkeypatch.setattr(AsyncStore, "set_phase", no_room_for_failures)
+    async with AsyncHostClient(a.url) as client:
+        homebody = await client.create("tests.test_movement:Homebody")
+        # the refusal is the reason the caller hears, not the bookkeeping after it
+        with pytest.raises(TransferError, match="--allow-module tests"):
+            await homebody.dispatch("strict")
+        assert await homebody.send("where") == "where at a"
+    # the row still says `sending`: at the next start the target will say it never
+    # committed, and no stale envelope may be there to be restored in its place
+    assert not any(a.supervisor.spool_dir.glob("*.out")), "no envelope left behind"
 
 
 async def test_registered_files_travel_and_land_before_arrival(

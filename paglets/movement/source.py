@@ -244,10 +244,16 @@ class Sender:
     # -- outcomes -------------------------------------------------------------------
 
     async def _failed(self, transfer_id: str, agent_id: str, envelope: Path, why: str) -> None:
-        await self._store().set_phase(
-            transfer_id, TransferRole.SOURCE, TransferPhase.FAILED, {"error": why}
-        )
+        """The move did not happen: the paglet goes on here, and its envelope goes."""
+        # First the envelope: a row left `sending` (below) is settled at the next
+        # start as aborted, and must then find no stale copy to restore.
         _drop(envelope)
+        try:
+            await self._store().set_phase(
+                transfer_id, TransferRole.SOURCE, TransferPhase.FAILED, {"error": why}
+            )
+        except StorageError:
+            log.exception("transfer %s failed (%s), and could not be recorded so", transfer_id, why)
         self.events.append(EventKind.TRANSFER_FAILED, agent_id, why, {"transfer_id": transfer_id})
 
     async def _committed(
