@@ -10,7 +10,7 @@ classes a module defines. Neither runs code of a paglet class.
 
 A forked child still pays for the memory it writes: each page of the
 zygote's that it first writes (a reference count, an interpreter cache) is
-copied, a page fault of about 5 µs on a VM. `prime_child`, run by a child
+copied, a page fault of 2 to 5 µs on a VM. `prime_child`, run by a child
 waiting in the host's warm pool, reads the zygote's sample envelope once, and
 passes one record of each kind a paglet's first moments use (``Init``,
 ``Ready``, a message, a reply, a call) through the frame codec, so that the
