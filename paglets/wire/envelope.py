@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 from paglets.core.errors import EnvelopeError, PayloadTooLargeError
 from paglets.core.state import PagletState
+from paglets.persistence.files import fsync_dir
 from paglets.wire.bigbytes import pread_bytes
 from paglets.wire.state_json import state_from_json, state_to_json
 
@@ -277,14 +278,6 @@ def _write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> None:
                 pending[0], written = pending[0][written:], 0
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _temp_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
@@ -309,7 +302,7 @@ def _write_atomic(path: Path, fill: Callable[[int], None], *, sync: bool) -> Non
         tmp.unlink(missing_ok=True)
         raise
     if sync:
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
 
 def _digest(path: Path) -> dict[str, Any]:
@@ -562,7 +555,7 @@ class _Spool:
         os.close(fd)
         self.tmp.replace(self.dest)
         if sync:
-            _fsync_dir(self.dest.parent)
+            fsync_dir(self.dest.parent)
 
     def discard(self) -> None:
         fd, self.fd = self.fd, -1
@@ -588,7 +581,7 @@ def land_small(dest: Path, chunks: Sequence[bytes], sync: bool) -> None:
         tmp.unlink(missing_ok=True)
         raise
     if sync:
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
 
 
 async def _read_up_to(read: Read, n: int) -> list[bytes]:
