@@ -110,14 +110,7 @@ def state_to_json(state: PagletState, blobs: list[memoryview] | None = None) -> 
 
 def _encode_dataclass(value: Any, path: str, blobs: list[memoryview] | None) -> dict[str, Any]:
     cls: type = type(value)
-    return {
-        name: _encode(getattr(value, name), f"{path}.{name}", blobs) for name in _field_names(cls)
-    }
-
-
-@functools.lru_cache(maxsize=256)
-def _field_names(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    return {name: _encode(getattr(value, name), f"{path}.{name}", blobs) for name in _fields(cls)}
 
 
 def _plain(values: Any) -> bool:
