@@ -20,10 +20,11 @@ import aiohttp
 
 from paglets.core.errors import HostNotRunningError, PagletError, RequestError
 from paglets.core.movement import TransferTicket
-from paglets.movement.source import CHUNK, LOCAL_RECEIVERS, Sender
+from paglets.movement.source import LOCAL_RECEIVERS, Sender
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
+from paglets.transport.filebody import CHUNK
 from paglets.wire.envelope import INLINE_MAX, EnvelopeReader, check_small, read_small
 from paglets.wire.records import API_PREFIX
 

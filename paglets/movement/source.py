@@ -23,8 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +38,12 @@ from paglets.core.errors import (
 from paglets.core.events import EventKind
 from paglets.movement.faults import crash_point
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
+from paglets.transport.filebody import CHUNK, FileBody
 from paglets.wire.envelope import MEDIA_TYPE
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from paglets.config import HostConfig
     from paglets.core.movement import TransferTicket
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
 TRANSFER_HEADER = "X-Paglets-Transfer"
 MESH_HEADER = "X-Paglets-Mesh-Version"
 # In-process hosts by URL: a move between two of them is a file link, not HTTP.
@@ -220,9 +218,16 @@ class Sender:
             TRANSFER_HEADER: transfer_id,
             MESH_HEADER: self.config.mesh_version,
         }
+        if body is None:
+            size = (await asyncio.to_thread(envelope.stat)).st_size
+            data: bytes | FileBody = FileBody(
+                envelope, size, content_type=MEDIA_TYPE, progress=_sent
+            )
+        else:
+            data = body
         async with self._session().post(
             f"{url}{API_PREFIX}/transfers",
-            data=_stream(envelope) if body is None else body,
+            data=data,
             headers=headers,
         ) as resp:
             try:
@@ -413,25 +418,9 @@ class Sender:
         await asyncio.gather(*self.settling, return_exceptions=True)
 
 
-async def _stream(path: Path) -> AsyncIterator[bytes]:
-    """The envelope in chunks; a worker thread reads the next while one is sent."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="paglets-envelope-out")
-    fd = -1
-    try:
-        fd = await asyncio.wrap_future(pool.submit(os.open, path, os.O_RDONLY))
-        at = 0
-        ahead = asyncio.wrap_future(pool.submit(os.pread, fd, CHUNK, at))
-        while chunk := await ahead:
-            at += len(chunk)
-            ahead = asyncio.wrap_future(pool.submit(os.pread, fd, CHUNK, at))
-            yield chunk
-            if at >= CHUNK:
-                crash_point("source.mid_stream")
-    finally:
-        # queued behind a read still running, so the fd is never closed under it
-        if fd >= 0:
-            pool.submit(os.close, fd)
-        pool.shutdown(wait=False)
+def _sent(at: int) -> None:
+    if at >= CHUNK:
+        crash_point("source.mid_stream")
 
 
 def _drop(path: Path) -> None:
