@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import ssl
@@ -12,7 +13,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from paglets.transport.filebody import CHUNK, FileBody
+from paglets.transport.filebody import CHUNK, FileBody, GrowingFile
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -116,3 +117,93 @@ def test_a_file_body_has_no_text_form(data_file: tuple[Path, bytes]) -> None:
     body = FileBody(data_file[0], 10, content_type="application/x-test")
     with pytest.raises(TypeError, match="binary"):
         body.decode()
+
+
+# -- a file still being written --------------------------------------------------------
+
+
+async def _grow(path: Path, data: bytes, pieces: int) -> None:
+    """Append ``data`` to ``path`` in ``pieces`` writes, yielding between them."""
+    step = -(-len(data) // pieces)
+    with path.open("ab", buffering=0) as f:
+        for at in range(0, len(data), step):
+            await asyncio.to_thread(f.write, data[at : at + step])
+            await asyncio.sleep(0.002)
+
+
+async def test_a_growing_file_goes_as_it_is_written_and_ends_only_when_whole(
+    server: str, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    data = os.urandom(SIZE)
+    tmp, final = tmp_path / ".body.tmp", tmp_path / "body"
+    tmp.write_bytes(data[:100])
+    growing = await GrowingFile.open([tmp, final], SIZE)
+    try:
+        post = asyncio.ensure_future(
+            session.post(server, data=FileBody(growing, SIZE, content_type="application/x-test"))
+        )
+        await _grow(tmp, data[100:], 8)
+        tmp.rename(final)  # as the writer does: the open file follows
+        await asyncio.sleep(0.2)
+        assert not post.done()  # everything written, but not said to be whole
+        growing.finished()
+        async with await post as resp:
+            answer = await resp.json()
+    finally:
+        growing.close()
+    assert answer["sha256"] == hashlib.sha256(data).hexdigest()
+    assert answer["size"] == SIZE
+
+
+async def test_a_growing_file_whose_writer_fails_never_sends_its_last_byte(
+    server: str, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    data = os.urandom(SIZE)
+    path = tmp_path / "body"
+    path.write_bytes(data)  # all there, but the writer will not vouch for it
+    growing = await GrowingFile.open([path], SIZE)
+    try:
+        body = FileBody(growing, SIZE, content_type="application/x-test")
+        post = asyncio.ensure_future(session.post(server, data=body))
+        await asyncio.sleep(0.2)
+        assert not post.done()
+        growing.failed(OSError("the disk is full"))
+        with pytest.raises(aiohttp.ClientError) as failure:
+            async with await post as resp:
+                await resp.read()
+    finally:
+        growing.close()
+    assert "the disk is full" in str(failure.value.__cause__ or failure.value)
+    assert isinstance(await growing.settled(), OSError)
+
+
+async def test_a_growing_file_called_whole_at_the_wrong_length_is_not_sent_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "body"
+    path.write_bytes(b"x" * 10)
+    growing = await GrowingFile.open([path], 11)
+    try:
+        assert await growing.ready(0) == 10  # all written so far, short of the last byte
+        path.write_bytes(b"x" * 11)
+        assert await growing.ready(0) == 10  # the last byte waits for the writer
+        path.write_bytes(b"x" * 10)  # then cut short: not what was promised
+        growing.finished()
+        with pytest.raises(OSError, match="10 bytes, not the 11 promised"):
+            await growing.ready(10)
+    finally:
+        growing.close()
+
+
+async def test_a_growing_file_is_opened_under_its_new_name_once_renamed(tmp_path: Path) -> None:
+    tmp, final = tmp_path / ".body.tmp", tmp_path / "body"
+    final.write_bytes(b"renamed already")
+    growing = await GrowingFile.open([tmp, final], 15)
+    try:
+        assert growing.path == final
+        assert not growing.done
+        assert growing.failure is None
+    finally:
+        growing.close()
+    with pytest.raises(FileNotFoundError, match="none of"):
+        await GrowingFile.open([tmp], 15)

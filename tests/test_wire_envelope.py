@@ -40,6 +40,7 @@ from paglets.wire.envelope import (
     check_small,
     envelope_size,
     land_small,
+    peek_header,
     read_header,
     read_small,
     receive_envelope,
@@ -224,6 +225,59 @@ def test_a_file_that_changes_while_packed_is_refused(tmp_path: Path, monkeypatch
     with pytest.raises(EnvelopeError, match="changed while it was being packed"):
         write_envelope(tmp_path / "e.env", _spec(), Doc(), [SourceFile("f", src)], sync=False)
     assert _leftovers(tmp_path) == ["f"]
+
+
+def test_started_sees_the_header_and_the_size_before_the_bulk_is_written(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"carried along")
+    big = os.urandom(BLOB_MIN * 4)
+    seen: list[tuple[Path, int, int, EnvelopeHeader, int]] = []
+
+    def started(tmp: Path, size: int) -> None:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            header, start = peek_header(fd)
+            seen.append((tmp, size, os.fstat(fd).st_size, header, start))
+        finally:
+            os.close(fd)
+
+    path = tmp_path / "e.env"
+    written = write_envelope(
+        path, _spec(), Doc(payload=big), [SourceFile("f", src)], sync=False, started=started
+    )
+    [(tmp, size, there, header, start)] = seen
+    assert tmp.parent == tmp_path
+    assert tmp.name.startswith(".e.env.")
+    assert not tmp.exists()  # renamed to `path` since
+    assert header == written
+    assert size == envelope_size(header, start) == path.stat().st_size
+    assert there == start + header.state_len  # the header and the JSON, not the bulk
+
+
+def test_a_failure_in_started_stops_the_write_and_leaves_nothing(tmp_path: Path) -> None:
+    def started(_tmp: Path, _size: int) -> None:
+        raise OSError("no host to send it to")
+
+    state = Doc(payload=os.urandom(BLOB_MIN))
+    with pytest.raises(OSError, match="no host"):
+        write_envelope(tmp_path / "e.env", _spec(), state, sync=False, started=started)
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("cut", [0, 5, 10, 20])
+def test_peek_header_says_what_is_missing(tmp_path: Path, cut: int) -> None:
+    whole = tmp_path / "e.env"
+    write_envelope(whole, _spec(), Doc(), sync=False)
+    torn = tmp_path / "torn"
+    torn.write_bytes(whole.read_bytes()[:cut])
+    fd = os.open(torn, os.O_RDONLY)
+    try:
+        with pytest.raises(EnvelopeError, match="truncated"):
+            peek_header(fd)
+    finally:
+        os.close(fd)
 
 
 def test_write_refuses_a_state_of_another_class(tmp_path: Path) -> None:

@@ -10,11 +10,18 @@ The first bytes still go through aiohttp's writer, because the request's
 headers are sent with them. Where the kernel cannot do it (a TLS connection,
 a platform without ``sendfile``), the rest goes in 1 MiB chunks, each read by a
 worker thread while the one before is sent.
+
+The file may still be growing (`GrowingFile`): another process writes it front
+to back, up to a size it promised. The body follows the writer, and sends the
+last byte only once the writer says the file is whole, so a receiver that
+needs every byte (as a movement target does) cannot take a file its writer
+gave up on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -22,15 +29,103 @@ from typing import TYPE_CHECKING, Any
 from aiohttp.payload import Payload
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from pathlib import Path
 
     from aiohttp.abc import AbstractStreamWriter
 
-__all__ = ["CHUNK", "FileBody"]
+__all__ = ["CHUNK", "FileBody", "GrowingFile"]
 
 CHUNK = 1 << 20
 _HEAD = 64 * 1024  # sent through aiohttp's writer, with the request headers
+_POLL = 0.001  # seconds between looks at a growing file that has nothing new
+
+
+class GrowingFile:
+    """A file another process is writing front to back, up to ``size`` bytes.
+
+    Open it with `open` (it may have been renamed meanwhile), tell it how the
+    writing ended with `finished` or `failed`, and `close` it when done.
+    """
+
+    def __init__(self, fd: int, path: Path, size: int) -> None:
+        self.fd, self.path, self.size = fd, path, size
+        self._whole: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._whole.add_done_callback(_retrieved)
+
+    def __repr__(self) -> str:
+        state = "growing" if not self._whole.done() else self.failure or "whole"
+        return f"<GrowingFile {self.path} {self.size} bytes, {state}>"
+
+    @classmethod
+    async def open(cls, paths: Sequence[Path], size: int) -> GrowingFile:
+        """Open the first of ``paths`` that exists (the writer renames its file when done).
+
+        Raises:
+            FileNotFoundError: none of them exists.
+        """
+
+        def first() -> tuple[int, Path]:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    return os.open(path, os.O_RDONLY), path
+            raise FileNotFoundError(f"none of {', '.join(map(str, paths))} exists")
+
+        fd, path = await asyncio.to_thread(first)
+        return cls(fd, path, size)
+
+    @property
+    def done(self) -> bool:
+        """The writer said how it ended."""
+        return self._whole.done()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why the file will never be whole; ``None`` while growing, or once whole."""
+        return self._whole.exception() if self._whole.done() else None
+
+    def finished(self) -> None:
+        """The writer wrote all ``size`` bytes (ignored once the writing ended)."""
+        if not self._whole.done():
+            self._whole.set_result(None)
+
+    def failed(self, why: BaseException) -> None:
+        """The writer gave up, or died (ignored once the writing ended)."""
+        if not self._whole.done():
+            self._whole.set_exception(why)
+
+    async def settled(self) -> BaseException | None:
+        """Wait until the writing ended; returns its `failure`."""
+        await asyncio.wait([self._whole])
+        return self.failure
+
+    async def ready(self, sent: int) -> int:
+        """How many bytes may be sent, once more than ``sent`` may be.
+
+        All of them once the writer said the file is whole; until then, all
+        but the last byte of what is written so far.
+
+        Raises:
+            BaseException: the writer's `failure`, or `OSError` if the file
+                it called whole is not ``size`` bytes long.
+        """
+        while True:
+            if self._whole.done():
+                self._whole.result()
+                length = os.fstat(self.fd).st_size
+                if length != self.size:
+                    raise OSError(f"{self.path} is {length} bytes, not the {self.size} promised")
+                return self.size
+            written = min(os.fstat(self.fd).st_size, self.size - 1)
+            if written > sent:
+                return written
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._whole), _POLL)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
 
 class FileBody(Payload):
@@ -38,6 +133,7 @@ class FileBody(Payload):
 
     Args:
         path: the file; it is opened when the body is sent, once per attempt.
+            A `GrowingFile` is followed as it grows; its owner closes it.
         size: how many bytes to send (the request's ``Content-Length``).
         content_type: the body's media type.
         progress: called with the number of bytes sent so far, once the first
@@ -46,7 +142,7 @@ class FileBody(Payload):
 
     def __init__(
         self,
-        path: Path,
+        path: Path | GrowingFile,
         size: int,
         *,
         content_type: str,
@@ -73,9 +169,13 @@ class FileBody(Payload):
         pool = ThreadPoolExecutor(1, thread_name_prefix="paglets-body-out")
         fd = -1
         try:
-            fd = await _run(pool, os.open, self._path, os.O_RDONLY)
+            if isinstance(self._path, GrowingFile):
+                fd = os.dup(self._path.fd)
+            else:
+                fd = await _run(pool, os.open, self._path, os.O_RDONLY)
             sent = 0
-            head = await _run(pool, _pread, fd, min(_HEAD, size), 0, self._path)
+            first = min(_HEAD, await self._ready(0, size))
+            head = await _run(pool, _pread, fd, first, 0, self._path)
             await writer.write(head)
             sent = len(head)
             if sent < size:
@@ -88,6 +188,12 @@ class FileBody(Payload):
                 pool.submit(os.close, fd)
             pool.shutdown(wait=False)
 
+    async def _ready(self, sent: int, size: int) -> int:
+        """How far the body may be sent now (all of it, unless the file is growing)."""
+        if isinstance(self._path, GrowingFile):
+            return min(size, await self._path.ready(sent))
+        return size
+
     async def _sendfile(self, writer: AbstractStreamWriter, fd: int, sent: int, size: int) -> int:
         """Send from ``sent`` by ``sendfile(2)``; returns where it got (``sent`` if unavailable)."""
         transport = writer.transport
@@ -97,7 +203,9 @@ class FileBody(Payload):
         # a file object only for the loop's sake: it reads nothing itself
         with os.fdopen(os.dup(fd), "rb", buffering=0) as file:
             while sent < size:
-                step = min(CHUNK, size - sent) if sent < CHUNK else size - sent
+                step = await self._ready(sent, size) - sent
+                if sent < CHUNK:
+                    step = min(step, CHUNK)
                 try:
                     n = await loop.sendfile(transport, file, sent, step, fallback=False)
                 except (asyncio.SendfileNotAvailableError, RuntimeError):
@@ -119,22 +227,39 @@ class FileBody(Payload):
         sent: int,
         size: int,
     ) -> None:
-        ahead = _run(pool, _pread, fd, min(CHUNK, size - sent), sent, self._path)
-        while sent < size:
-            chunk = await ahead
-            sent += len(chunk)
-            if sent < size:
-                ahead = _run(pool, _pread, fd, min(CHUNK, size - sent), sent, self._path)
-            await writer.write(chunk)
-            if self._progress is not None:
-                self._progress(sent)
+        async def read(at: int) -> bytes:
+            n = min(CHUNK, await self._ready(at, size) - at)
+            chunk: bytes = await _run(pool, _pread, fd, n, at, self._path)
+            return chunk
+
+        ahead = asyncio.ensure_future(read(sent))
+        try:
+            while sent < size:
+                chunk = await ahead
+                sent += len(chunk)
+                if sent < size:
+                    ahead = asyncio.ensure_future(read(sent))
+                await writer.write(chunk)
+                if self._progress is not None:
+                    self._progress(sent)
+        finally:
+            if not ahead.done():
+                ahead.cancel()
+                await asyncio.wait([ahead])
+            if not ahead.cancelled():
+                ahead.exception()  # retrieved: the failure that matters is raised already
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _run(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
     return asyncio.wrap_future(pool.submit(fn, *args))
 
 
-def _pread(fd: int, size: int, offset: int, path: Path) -> bytes:
+def _pread(fd: int, size: int, offset: int, path: Path | GrowingFile) -> bytes:
     data = os.pread(fd, size, offset)
     if len(data) < size:
         raise OSError(f"{path} ended at {offset + len(data)} of at least {offset + size} bytes")

@@ -65,6 +65,7 @@ __all__ = [
     "check_small",
     "envelope_size",
     "land_small",
+    "peek_header",
     "read_header",
     "read_small",
     "receive_envelope",
@@ -263,6 +264,22 @@ def read_header(data: bytes | memoryview) -> tuple[EnvelopeHeader, int]:
     return EnvelopeHeader.parse(decoded), end
 
 
+def peek_header(fd: int) -> tuple[EnvelopeHeader, int]:
+    """The header of the envelope open as ``fd`` (it may still be growing), and its length.
+
+    Returns:
+        The header, and where the state starts (so the envelope's whole size
+        is ``envelope_size(header, start)``).
+
+    Raises:
+        EnvelopeError: a bad or incomplete header.
+    """
+    prefix = os.pread(fd, _PREFIX.size, 0)
+    if len(prefix) == _PREFIX.size:
+        prefix += os.pread(fd, _header_length(prefix), _PREFIX.size)
+    return read_header(prefix)  # which says what is missing, if anything
+
+
 def _json(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
@@ -286,13 +303,13 @@ def _create(path: Path) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
 
-def _write_atomic(path: Path, fill: Callable[[int], None], *, sync: bool) -> None:
-    """Run ``fill(fd)`` on a new temporary file beside ``path``, then rename it over ``path``."""
+def _write_atomic(path: Path, fill: Callable[[int, Path], None], *, sync: bool) -> None:
+    """Run ``fill(fd, tmp)`` on a new temporary file ``tmp`` beside ``path``, then rename it."""
     tmp = _temp_for(path)
     fd = _create(tmp)
     try:
         try:
-            fill(fd)
+            fill(fd, tmp)
             if sync:
                 os.fsync(fd)
         finally:
@@ -328,11 +345,13 @@ def write_envelope(
     files: Sequence[SourceFile] = (),
     *,
     sync: bool,
+    started: Callable[[Path, int], None] | None = None,
 ) -> EnvelopeHeader:
     """Write an envelope to ``path``, all or nothing (a temporary file, then a rename).
 
     Large bytes values of the state go out of band, neither encoded nor copied;
-    files are streamed.
+    files are streamed. The file is written front to back and never rewritten,
+    so another process may read what is there while it grows (``started``).
 
     Args:
         path: where the envelope goes.
@@ -340,6 +359,10 @@ def write_envelope(
         state: the paglet's state; its class must be ``spec.state_class_path``.
         files: registered files to carry, in manifest order.
         sync: flush the file and its directory to disk before returning.
+        started: called with the temporary file and the envelope's whole size
+            once the header and the state's JSON are in it, before the large
+            bytes values and the files. Whatever it raises stops the write
+            (and removes the temporary file).
 
     Returns:
         The header written.
@@ -367,8 +390,11 @@ def write_envelope(
             raise EnvelopeError(f"envelope header of {len(header_bytes)} bytes, over {MAX_HEADER}")
         prefix = _PREFIX.pack(_MAGIC, ENVELOPE_VERSION, len(header_bytes))
 
-        def fill(fd: int) -> None:
-            _write_all(fd, [prefix, header_bytes, state_bytes, *blobs])
+        def fill(fd: int, tmp: Path) -> None:
+            _write_all(fd, [prefix, header_bytes, state_bytes])
+            if started is not None:
+                started(tmp, envelope_size(header, len(prefix) + len(header_bytes)))
+            _write_all(fd, blobs)
             for source, entry in zip(files, header.files, strict=True):
                 _copy_file(fd, source.path, entry)
 
@@ -528,7 +554,7 @@ def _place(root: Path, name: str, data: memoryview, sync: bool) -> Path:
     if not target.parent.resolve().is_relative_to(root):
         raise EnvelopeError(f"file {name!r} would be written outside {root}")
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(target, lambda fd: _write_all(fd, [data]), sync=sync)
+    _write_atomic(target, lambda fd, _tmp: _write_all(fd, [data]), sync=sync)
     return target
 
 
