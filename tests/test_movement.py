@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import signal
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ from paglets import (
     EventKind,
     Message,
     Paglet,
+    PagletError,
     PagletMovedError,
     PagletState,
     PagletStatus,
@@ -34,7 +37,7 @@ from tests.conftest import wait_for
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from paglets import Host
+    from paglets import AsyncPagletProxy, Host
     from paglets.persistence.records import TransferRecord
 
 FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
@@ -514,3 +517,157 @@ async def test_a_transfer_repeated_while_its_paglet_starts_leaves_its_envelope(
     assert again == first
     async with AsyncHostClient(b.url) as client:
         assert await client.proxy("f" * 32).send("ping") == ["arrived", "ping"]
+
+
+# -- a large envelope, sent while its paglet's process still writes it --------------
+
+BULK = 8 * 1024 * 1024  # over SEND_WHILE_WRITING: sent while it is written
+SLOW_FILE = 256 * 1024 * 1024  # sparse; hashing and copying it keeps the writer busy
+
+
+async def _writing(host: Host, timeout: float = 20.0) -> str:
+    """The id of the first transfer ``host`` sends while its paglet writes the envelope."""
+    await wait_for(lambda: bool(host.transfers._growing), timeout, "a growing envelope")
+    return next(iter(host.transfers._growing))
+
+
+async def _busy_traveler(client: AsyncHostClient, slow: Path) -> AsyncPagletProxy:
+    traveler = await client.create(TRAVELER)
+    await traveler.send("increment")
+    assert await traveler.send("payload", {"size": BULK}) == BULK
+    with slow.open("wb") as f:
+        f.truncate(SLOW_FILE)
+    await traveler.send("carry", {"path": str(slow)})
+    return traveler
+
+
+async def test_a_large_envelope_is_sent_while_written_and_arrives_whole(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(a.url) as client:
+        traveler = await client.create(TRAVELER)
+        await traveler.send("payload", {"size": BULK})
+        digest = await traveler.send("digest")
+        moving = asyncio.ensure_future(traveler.dispatch("b"))
+        transfer_id = await _writing(a)
+        await moving
+        assert await traveler.send("where") == "b"
+        assert await traveler.send("digest") == digest
+    row = await b.transfers.store().get_transfer(transfer_id, TransferRole.TARGET)
+    assert row is not None
+    assert row.phase in (TransferPhase.COMMITTED, TransferPhase.STARTED)
+    assert not a.transfers._growing
+
+
+async def test_an_envelope_that_fails_while_being_sent_leaves_the_paglet_here(
+    make_host: Callable[..., Awaitable[Host]], tmp_path: Path
+) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+    slow = tmp_path / "slow.bin"
+    async with AsyncHostClient(a.url) as client:
+        traveler = await _busy_traveler(client, slow)
+        digest = await traveler.send("digest")
+        moving = asyncio.ensure_future(traveler.dispatch("b"))
+        await _writing(a)
+        with slow.open("ab") as f:  # it changes while the paglet packs it
+            f.write(b"!")
+        with pytest.raises(PagletError, match="changed while it was being packed"):
+            await moving
+        assert await traveler.send("where") == "a", "it stays where it was"
+        assert await traveler.send("digest") == digest
+        assert await traveler.send("increment") == 2, "and goes on from its own state"
+    assert not list(a.supervisor.spool_dir.iterdir()), "no envelope left behind"
+    assert await a.transfers.store().transfers(TransferRole.SOURCE) == [], "nor journaled"
+    assert b.supervisor.list() == []
+
+
+async def test_a_paglet_that_dies_while_its_envelope_is_sent_is_not_sent(
+    make_host: Callable[..., Awaitable[Host]], tmp_path: Path
+) -> None:
+    a, b = await _mesh(make_host, "a", "b")
+    async with AsyncHostClient(a.url) as client:
+        traveler = await _busy_traveler(client, tmp_path / "slow.bin")
+        pid = a.supervisor.get(traveler.agent_id).handle.pid  # type: ignore[union-attr]
+        moving = asyncio.ensure_future(traveler.dispatch("b"))
+        await _writing(a)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(PagletError):
+            await moving
+        # a crash like any other (restarted, or not, by its policy), and only here
+        assert a.supervisor.get(traveler.agent_id).status is PagletStatus.CRASHED
+    await wait_for(lambda: not a.transfers._growing, 10, "the send given up")
+    assert not list(a.supervisor.spool_dir.iterdir()), "no envelope left behind"
+    assert await a.transfers.store().transfers(TransferRole.SOURCE) == [], "nor journaled"
+    assert b.supervisor.list() == []
+
+
+class GrowingForger(Paglet[PagletState]):
+    """Announces a growing envelope its host must refuse (tests only)."""
+
+    State = PagletState
+
+    def handle_message(self, message: Message) -> Any:
+        spool = Path(message.args["spool"])
+        spool.mkdir(parents=True, exist_ok=True)
+        transfer_id = "g" * 32
+        envelope = spool / f"{transfer_id}.out"
+        tmp = spool / f".{transfer_id}.out.0123.tmp"
+        spec = EnvelopeSpec(
+            agent_id=message.args.get("carries", self.context.agent_id),
+            class_path="tests.test_movement:GrowingForger",
+            state_class_path="paglets.core.state:PagletState",
+            transfer_id=transfer_id,
+            kind="dispatch",
+            hops=0,
+            origin="a",
+            origin_url="http://127.0.0.1:1",
+            source="a",
+            created=0.0,
+        )
+        write_envelope(tmp, spec, PagletState(), (), sync=False)
+        size = tmp.stat().st_size
+        link = self.context.link  # type: ignore[attr-defined]
+        sending = link.begin(
+            "transfer.send",
+            transfer_id=transfer_id,
+            kind="dispatch",
+            target=message.args["target"],
+            envelope=str(envelope),
+            agent_id=self.context.agent_id,
+            ticket=None,
+            growing=str(message.args.get("tmp", tmp)),
+            size=message.args.get("size", size),
+        )
+        tmp.rename(envelope)
+        link.call("transfer.written", transfer_id=transfer_id)
+        return link.wait(sending, "transfer.send")
+
+
+@pytest.mark.parametrize(
+    ("args", "refusal"),
+    [
+        ({"carries": "someone-else"}, "may only send itself"),
+        ({"size": 12345}, "not the 12345 it said"),
+        ({"size": "big"}, "with its whole size"),
+        ({"tmp": "precious"}, "temporary file of the envelope it names"),
+    ],
+)
+async def test_a_growing_envelope_is_checked_like_any_other(
+    make_host: Callable[..., Awaitable[Host]], tmp_path: Path, args: dict[str, Any], refusal: str
+) -> None:
+    precious = tmp_path / "precious.txt"  # a file that is not the paglet's to send
+    precious.write_text("keep me")
+    if "tmp" in args:
+        args = {"tmp": str(precious)}
+    a = await make_host(name="a", allow_modules=("tests",), **FAST)
+    b = await make_host(name="b", peers=(a.url,), allow_modules=("tests",), **FAST)
+    await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "joined")
+    async with AsyncHostClient(a.url) as client:
+        forger = await client.create("tests.test_movement:GrowingForger")
+        message = {"target": "b", "spool": str(a.supervisor.spool_dir), **args}
+        with pytest.raises(RequestError, match=refusal):
+            await forger.send("forge", message)
+        assert not list(a.supervisor.spool_dir.iterdir()), "no envelope left behind"
+        assert b.supervisor.list() == []
+    assert precious.read_text() == "keep me", "neither sent nor removed"

@@ -7,6 +7,7 @@ the paglet runs in the mesh, never zero, never two, with its state intact.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -180,6 +181,38 @@ def test_sigkill_during_a_dispatch_leaves_exactly_one_copy(
         assert traveler.send("increment") == 4
     time.sleep(1.0)  # nothing revives a second copy afterwards
     assert pair.copies(agent_id) == {survivor: "active"}
+
+
+def test_sigkill_while_the_paglet_writes_its_envelope_leaves_it_at_the_source(
+    pair: Pair,
+) -> None:
+    pair.start("src", "source.while_writing")
+    pair.start("dst")
+    with HostClient(pair.url("dst"), api_key="") as probe:
+        _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
+    agent_id, digest = _traveler(pair)
+    slow = pair.tmp / "slow.bin"  # sparse: hashing and copying it keeps the writer busy
+    with slow.open("wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    with HostClient(pair.url("src"), api_key="") as client:
+        traveler = client.proxy(agent_id)
+        traveler.send("carry", {"path": str(slow)})
+        with pytest.raises(PagletError):
+            traveler.dispatch("dst")
+    pair.wait_dead("src")
+    spool = pair.tmp / "src" / "src" / "transfers" / "out"
+    assert [p.suffix for p in spool.iterdir()] == [".tmp"], "died half-way through writing"
+    pair.start("src")
+    _wait(lambda: pair.copies(agent_id) == {"src": "active"}, 30, "one copy, on src")
+    # The move had not begun: as after any crash of its host, the paglet runs from
+    # its last durable state, here its creation (it never wrote a checkpoint).
+    with HostClient(pair.url("src"), api_key="") as client:
+        traveler = client.proxy(agent_id)
+        assert traveler.send("digest") == hashlib.sha256(b"").hexdigest() != digest
+        assert traveler.send("increment") == 1
+    assert list(spool.iterdir()) == [], "the half-written envelope is gone"
+    time.sleep(1.0)
+    assert pair.copies(agent_id) == {"src": "active"}
 
 
 def _dispatch_to_a_target_dying_at_commit(pair: Pair, *messages: Message | str) -> str:

@@ -137,7 +137,8 @@ async def test_a_growing_file_goes_as_it_is_written_and_ends_only_when_whole(
     data = os.urandom(SIZE)
     tmp, final = tmp_path / ".body.tmp", tmp_path / "body"
     tmp.write_bytes(data[:100])
-    growing = await GrowingFile.open([tmp, final], SIZE)
+    growing = GrowingFile([tmp, final], SIZE)
+    await growing.open()
     try:
         post = asyncio.ensure_future(
             session.post(server, data=FileBody(growing, SIZE, content_type="application/x-test"))
@@ -147,6 +148,9 @@ async def test_a_growing_file_goes_as_it_is_written_and_ends_only_when_whole(
         await asyncio.sleep(0.2)
         assert not post.done()  # everything written, but not said to be whole
         growing.finished()
+        await asyncio.sleep(0.1)
+        assert not post.done()  # whole, but not released
+        growing.release()
         async with await post as resp:
             answer = await resp.json()
     finally:
@@ -161,7 +165,8 @@ async def test_a_growing_file_whose_writer_fails_never_sends_its_last_byte(
     data = os.urandom(SIZE)
     path = tmp_path / "body"
     path.write_bytes(data)  # all there, but the writer will not vouch for it
-    growing = await GrowingFile.open([path], SIZE)
+    growing = GrowingFile([path], SIZE)
+    await growing.open()
     try:
         body = FileBody(growing, SIZE, content_type="application/x-test")
         post = asyncio.ensure_future(session.post(server, data=body))
@@ -175,6 +180,9 @@ async def test_a_growing_file_whose_writer_fails_never_sends_its_last_byte(
         growing.close()
     assert "the disk is full" in str(failure.value.__cause__ or failure.value)
     assert isinstance(await growing.settled(), OSError)
+    assert growing.held is growing.failure
+    with pytest.raises(RuntimeError, match="not whole"):
+        growing.release()
 
 
 async def test_a_growing_file_called_whole_at_the_wrong_length_is_not_sent_whole(
@@ -182,13 +190,16 @@ async def test_a_growing_file_called_whole_at_the_wrong_length_is_not_sent_whole
 ) -> None:
     path = tmp_path / "body"
     path.write_bytes(b"x" * 10)
-    growing = await GrowingFile.open([path], 11)
+    growing = GrowingFile([path], 11)
+    await growing.open()
     try:
         assert await growing.ready(0) == 10  # all written so far, short of the last byte
         path.write_bytes(b"x" * 11)
         assert await growing.ready(0) == 10  # the last byte waits for the writer
         path.write_bytes(b"x" * 10)  # then cut short: not what was promised
         growing.finished()
+        assert await growing.ready(0) == 10  # whole, but not released
+        growing.release()
         with pytest.raises(OSError, match="10 bytes, not the 11 promised"):
             await growing.ready(10)
     finally:
@@ -198,7 +209,8 @@ async def test_a_growing_file_called_whole_at_the_wrong_length_is_not_sent_whole
 async def test_a_growing_file_is_opened_under_its_new_name_once_renamed(tmp_path: Path) -> None:
     tmp, final = tmp_path / ".body.tmp", tmp_path / "body"
     final.write_bytes(b"renamed already")
-    growing = await GrowingFile.open([tmp, final], 15)
+    growing = GrowingFile([tmp, final], 15)
+    await growing.open()
     try:
         assert growing.path == final
         assert not growing.done
@@ -206,4 +218,4 @@ async def test_a_growing_file_is_opened_under_its_new_name_once_renamed(tmp_path
     finally:
         growing.close()
     with pytest.raises(FileNotFoundError, match="none of"):
-        await GrowingFile.open([tmp], 15)
+        await GrowingFile([tmp], 15).open()

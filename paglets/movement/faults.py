@@ -13,6 +13,7 @@ import signal
 CRASH_ENV = "PAGLETS_CRASH_AT"
 POINTS = frozenset(
     {
+        "source.while_writing",
         "source.before_send",
         "source.mid_stream",
         "source.after_commit",

@@ -2,9 +2,10 @@
 
 It owns the journal (an `AsyncStore` under the host's home), one HTTP
 session for envelopes, the `Sender` and the `Receiver`. It answers the
-movement calls paglets make from inside (``transfer.send``, ``transfer.retract``,
-``paglet.dispose``), serves the movement routes, and after a restart settles
-every transfer the journal left unfinished.
+movement calls paglets make from inside (``transfer.send``,
+``transfer.written``, ``transfer.retract``, ``paglet.dispose``), serves the
+movement routes, and after a restart settles every transfer the journal left
+unfinished.
 """
 
 from __future__ import annotations
@@ -12,20 +13,36 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from paglets.core.errors import HostNotRunningError, PagletError, RequestError
+from paglets.core.errors import (
+    HostNotRunningError,
+    PagletError,
+    PagletNotFoundError,
+    RequestError,
+    TransferError,
+)
 from paglets.core.movement import TransferTicket
-from paglets.movement.source import LOCAL_RECEIVERS, Sender
+from paglets.movement.faults import crash_point
+from paglets.movement.source import LOCAL_RECEIVERS, Sender, discard_envelope
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
-from paglets.transport.filebody import CHUNK
-from paglets.wire.envelope import INLINE_MAX, EnvelopeReader, check_small, read_small
+from paglets.transport.filebody import CHUNK, GrowingFile
+from paglets.wire.envelope import (
+    INLINE_MAX,
+    EnvelopeReader,
+    check_small,
+    envelope_size,
+    peek_header,
+    read_small,
+)
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
@@ -67,6 +84,9 @@ class TransferService:
         self._store: AsyncStore | None = None
         self._session: aiohttp.ClientSession | None = None
         self._urls: list[str] = []
+        self._born = time.time()
+        # envelopes being sent while their paglet's process still writes them
+        self._growing: dict[str, tuple[str, GrowingFile]] = {}
         self.sender = Sender(
             config=config,
             supervisor=supervisor,
@@ -85,6 +105,7 @@ class TransferService:
             fsync=config.transfer_fsync,
         )
         calls.register("transfer.send", self._call_send)
+        calls.register("transfer.written", self._call_written)
         calls.register("transfer.retract", self._call_retract)
         calls.register("paglet.dispose", self._call_dispose)
 
@@ -157,6 +178,7 @@ class TransferService:
         spool = self.supervisor.spool_dir
         if not spool.exists():
             return
+        await asyncio.to_thread(_sweep_unfinished, spool, self._born)
         for envelope in sorted(spool.glob("*.out")):
             if envelope.stem in journaled:
                 continue
@@ -228,29 +250,137 @@ class TransferService:
         spool = self.supervisor.spool_dir
         if envelope.parent.resolve() != spool.resolve() or envelope.suffix != ".out":
             raise RequestError(f"a paglet may only send envelopes from {spool}")
-        kind = str(args.get("kind"))
-        if kind not in MOVE_KINDS:
-            raise RequestError(f"a move is one of {', '.join(MOVE_KINDS)}, not {kind!r}")
-        target = args.get("target") or self.config.name
-        ticket = TransferTicket.from_dict(args.get("ticket"))
-        new_id = str(args.get("agent_id"))
+        if args.get("growing") is not None:
+            return await self._send_growing(agent_id, envelope, args)
+        kind, target, ticket, new_id = self._move_args(args)
         body = await self._check_envelope(
             envelope, agent_id, new_id if kind == "clone" else agent_id, args.get("body")
         )
-        if kind != "clone" and self.calls.is_here(str(target)):
+        if kind != "clone" and self.calls.is_here(target):
             await asyncio.to_thread(envelope.unlink, missing_ok=True)
-            me = self.mesh.table.me
-            return {"agent_id": agent_id, "host": me.name, "url": me.url, "here": True}
+            return self._here(agent_id)
         return await self.sender.send(
             agent_id=agent_id,
             new_id=new_id,
             transfer_id=str(args.get("transfer_id")),
             kind=kind,
-            target=str(target),
+            target=target,
             envelope=envelope,
             ticket=ticket,
             body=body,
         )
+
+    def _move_args(self, args: dict[str, Any]) -> tuple[str, str, TransferTicket, str]:
+        kind = str(args.get("kind"))
+        if kind not in MOVE_KINDS:
+            raise RequestError(f"a move is one of {', '.join(MOVE_KINDS)}, not {kind!r}")
+        target = str(args.get("target") or self.config.name)
+        return kind, target, TransferTicket.from_dict(args.get("ticket")), str(args.get("agent_id"))
+
+    def _here(self, agent_id: str) -> dict[str, Any]:
+        me = self.mesh.table.me
+        return {"agent_id": agent_id, "host": me.name, "url": me.url, "here": True}
+
+    async def _send_growing(
+        self, agent_id: str, envelope: Path, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Send an envelope the paglet's process is still writing (a large one).
+
+        Its process tells how the writing ended (``transfer.written``), or is
+        seen to end first. Until then nothing is answered or dropped: the
+        envelope is its, still.
+        """
+        crash_point("source.while_writing")
+        transfer_id = str(args.get("transfer_id"))
+        size = args.get("size")
+        tmp = Path(str(args.get("growing")))
+        named = (
+            tmp.parent == envelope.parent
+            and tmp.name.startswith(f".{envelope.name}.")
+            and tmp.suffix == ".tmp"
+        )
+        # (a file it did not name as its own is never opened, nor removed)
+        paths = [tmp, envelope] if named else [envelope]
+        growing = GrowingFile(paths, size if isinstance(size, int) else 0)
+        if transfer_id in self._growing:
+            raise RequestError(f"transfer {transfer_id} is being sent already")
+        self._growing[transfer_id] = (agent_id, growing)
+        watch = asyncio.get_running_loop().create_task(self._watch_writer(agent_id, growing))
+        try:
+            try:
+                kind, target, ticket, new_id = self._move_args(args)
+                if not named or not _is_size(size):
+                    raise RequestError(
+                        "a growing envelope is the temporary file of the envelope it names, "
+                        "with its whole size in bytes"
+                    )
+                await self._check_growing(
+                    growing, agent_id, new_id if kind == "clone" else agent_id
+                )
+            except (PagletError, OSError):
+                await discard_envelope(envelope, growing)
+                raise
+            if kind != "clone" and self.calls.is_here(target):
+                await discard_envelope(envelope, growing)
+                return self._here(agent_id)
+            # from here on the sender settles the envelope, whatever happens
+            return await self.sender.send(
+                agent_id=agent_id,
+                new_id=new_id,
+                transfer_id=transfer_id,
+                kind=kind,
+                target=target,
+                envelope=envelope,
+                ticket=ticket,
+                growing=growing,
+            )
+        finally:
+            watch.cancel()
+            del self._growing[transfer_id]
+            growing.close()
+
+    async def _watch_writer(self, agent_id: str, growing: GrowingFile) -> None:
+        """A process that ends before it said how its writing ended will never say."""
+        with contextlib.suppress(PagletNotFoundError):
+            handle = self.supervisor.get(agent_id).handle
+            if handle is not None:
+                await handle.wait_ended()
+        growing.failed(
+            TransferError(f"paglet {agent_id} ended before its envelope was written whole")
+        )
+
+    async def _check_growing(self, growing: GrowingFile, agent_id: str, carries: str) -> None:
+        """A paglet sends only itself (or its new copy) as the class it is, at the size it says."""
+        try:
+            await growing.open()
+            header, start = await asyncio.to_thread(peek_header, growing.fd)
+        except FileNotFoundError:
+            raise RequestError(f"paglet {agent_id} named an envelope that is not there") from None
+        if (
+            header.agent_id != carries
+            or header.class_path != self.supervisor.get(agent_id).class_path
+        ):
+            raise RequestError(
+                f"paglet {agent_id} may only send itself (or its own copy), not {header.agent_id}"
+            )
+        if envelope_size(header, start) != growing.size:
+            raise RequestError(
+                f"the envelope of paglet {agent_id} is {envelope_size(header, start)} bytes "
+                f"by its header, not the {growing.size} it said"
+            )
+
+    async def _call_written(self, agent_id: str, args: dict[str, Any]) -> None:
+        """How the writing of an envelope being sent ended: whole, or ``error``."""
+        mine = self._growing.get(str(args.get("transfer_id")))
+        if mine is None or mine[0] != agent_id:
+            return  # no send of this paglet's is waiting for it
+        error = args.get("error")
+        if error is None:
+            mine[1].finished()
+        else:
+            mine[1].failed(
+                TransferError(f"paglet {agent_id} could not write its envelope: {error}")
+            )
 
     async def _check_envelope(
         self, envelope: Path, agent_id: str, carries: str, inline: object
@@ -291,6 +421,18 @@ class TransferService:
         task = asyncio.get_running_loop().create_task(self.supervisor.dispose(agent_id))
         self.sender.settling.add(task)
         task.add_done_callback(self.sender.settling.discard)
+
+
+def _sweep_unfinished(spool: Path, before: float) -> None:
+    """Remove envelopes half-written by paglets that died with an earlier run of the host."""
+    for tmp in spool.glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < before:
+                tmp.unlink()
+
+
+def _is_size(v: object) -> bool:
+    return type(v) is int and v > 0
 
 
 def _decode_inline(inline: object) -> bytes:

@@ -2,8 +2,12 @@
 
 The paglet's process has written its envelope into the spool and asks for it
 to be sent. The sender journals the transfer (``sending``), then hands the
-envelope to the target: streamed over HTTP, or, when the target host runs in
-this same process, as a file link with no copy. Then it settles the outcome:
+envelope to the target: streamed over HTTP (by ``sendfile``), or, when the
+target host runs in this same process, as a file link with no copy. A large
+envelope is asked to be sent while the process still writes it: the stream
+starts at once, the journal row is written once the envelope is whole, and
+only then does its last byte go (so every ``sending`` row has an envelope to
+restore). Then it settles the outcome:
 
 - the target answered with a commit: the move happened; callers are sent to
   the new host at once, then the local copy is dropped (``done``). The target's
@@ -38,7 +42,7 @@ from paglets.core.errors import (
 from paglets.core.events import EventKind
 from paglets.movement.faults import crash_point
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
-from paglets.transport.filebody import CHUNK, FileBody
+from paglets.transport.filebody import CHUNK, FileBody, GrowingFile
 from paglets.wire.envelope import MEDIA_TYPE
 from paglets.wire.records import API_PREFIX
 
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
     from paglets.persistence.events import EventLog
     from paglets.persistence.store import AsyncStore, Store
     from paglets.runtime.supervisor import Supervisor
+    from paglets.wire.mesh import HostRecord
 
 log = logging.getLogger(__name__)
 
@@ -104,29 +109,25 @@ class Sender:
         envelope: Path,
         ticket: TransferTicket,
         body: bytes | None = None,
+        growing: GrowingFile | None = None,
     ) -> dict[str, Any]:
         """Hand the envelope to ``target``; returns where the paglet (or copy) runs.
 
         ``body`` is the envelope's content when the caller has it in memory
         already (a small one); the file is still what is kept and settled.
+        ``growing`` is the envelope while the paglet's process still writes it
+        (a large one): it is sent as it grows, and ``envelope`` is where it
+        will be once whole. Whatever happens, nothing is dropped, settled or
+        answered before the writing ended.
 
         Raises:
             TransferError: the move did not happen, or its outcome is not known yet.
         """
         try:
-            record = self.mesh.movement_target(target)
-        except HostNotFoundError as exc:
-            _drop(envelope)
-            raise TransferError(f"{exc}; the paglet stays here") from None
+            record = self._target(target, ticket)
         except TransferError:
-            _drop(envelope)
+            await discard_envelope(envelope, growing)
             raise
-        lacks = ticket.unmet(record)
-        if lacks:
-            _drop(envelope)
-            raise TransferError(
-                f"host {record.name} does not meet the transfer ticket: it lacks {'; '.join(lacks)}"
-            )
         row = TransferRecord(
             transfer_id,
             TransferRole.SOURCE,
@@ -141,26 +142,32 @@ class Sender:
                 "class_path": self.supervisor.get(agent_id).class_path,
             },
         )
+        if growing is None:
+            try:
+                await self._journal(row)
+            except TransferError:
+                # Not journaled, so never sent: the envelope must go too, or the next
+                # start would take it for the paglet's latest state.
+                _drop(envelope)
+                raise
+            crash_point("source.before_send")
+            handing = self._hand_over(record.url, transfer_id, envelope, ticket, body=body)
+        else:
+            handing = self._hand_over_growing(row, record.url, envelope, ticket, growing)
         try:
-            await self._store().begin_source(row)
-        except StorageError as exc:
-            # Not journaled, so never sent: the envelope must go too, or the next
-            # start would take it for the paglet's latest state.
-            _drop(envelope)
-            raise TransferError(
-                f"cannot journal the {kind}: {exc}; the paglet stays here"
-            ) from None
-        crash_point("source.before_send")
-        try:
-            answer = await asyncio.wait_for(
-                self._hand_over(record.url, transfer_id, envelope, ticket, body),
-                ticket.timeout,
-            )
+            answer = await asyncio.wait_for(handing, ticket.timeout)
         except TransferError as exc:
-            await self._failed(transfer_id, agent_id, envelope, str(exc))
+            await self._failed(transfer_id, agent_id, envelope, str(exc), growing)
             raise
         except Exception as exc:  # noqa: BLE001 - anything else: it may have arrived
-            # (a broken connection, a timeout, an answer that is not ours, a bug)
+            # (a broken connection, a timeout, an answer that is not ours, a bug),
+            # unless its last byte never went
+            if growing is not None and not growing.released:
+                why = await growing.settled() or exc
+                await self._failed(transfer_id, agent_id, envelope, str(why), growing)
+                raise TransferError(
+                    f"the {kind} of paglet {agent_id} to {record.name} failed: {why}; it stays here"
+                ) from None
             settled = await self._settle(transfer_id, new_id, record.url, str(exc) or "timed out")
             if settled is None:
                 await self._in_doubt(transfer_id, agent_id, kind, record.url, envelope)
@@ -178,39 +185,126 @@ class Sender:
         await self._committed(transfer_id, agent_id, kind, answer, envelope)
         return answer
 
+    def _target(self, target: str, ticket: TransferTicket) -> HostRecord:
+        """The host to move to, by name or URL, if it meets the ticket.
+
+        Raises:
+            TransferError: it is not known, cannot take paglets, or lacks what the ticket asks.
+        """
+        try:
+            record = self.mesh.movement_target(target)
+        except HostNotFoundError as exc:
+            raise TransferError(f"{exc}; the paglet stays here") from None
+        lacks = ticket.unmet(record)
+        if lacks:
+            raise TransferError(
+                f"host {record.name} does not meet the transfer ticket: it lacks {'; '.join(lacks)}"
+            )
+        return record
+
+    async def _journal(self, row: TransferRecord) -> None:
+        """Write the ``sending`` row: from now on the target may commit.
+
+        Raises:
+            TransferError: the journal cannot be written.
+        """
+        try:
+            await self._store().begin_source(row)
+        except StorageError as exc:
+            raise TransferError(
+                f"cannot journal the {row.kind}: {exc}; the paglet stays here"
+            ) from None
+
+    async def _hand_over_growing(
+        self,
+        row: TransferRecord,
+        url: str,
+        envelope: Path,
+        ticket: TransferTicket,
+        growing: GrowingFile,
+    ) -> dict[str, Any]:
+        """Send an envelope while it is written; journal it once whole, then let it go.
+
+        The journal row is written only for a whole envelope, so a host that
+        restarts finds every ``sending`` row with an envelope it can restore.
+        """
+        handing = asyncio.ensure_future(
+            self._hand_over(url, row.transfer_id, envelope, ticket, growing=growing)
+        )
+        try:
+            if await growing.settled() is None and not handing.done():
+                try:
+                    await self._journal(row)
+                except TransferError as exc:
+                    growing.failed(exc)
+                    raise
+                # The target holds some of the envelope, never its last byte yet.
+                crash_point("source.before_send")
+                crash_point("source.mid_stream")
+                growing.release()
+            return await handing
+        finally:
+            if not handing.done():
+                handing.cancel()
+                await asyncio.wait([handing])
+            if not handing.cancelled():
+                handing.exception()  # retrieved; what it raised is raised above
+
     async def _hand_over(
         self,
         url: str,
         transfer_id: str,
         envelope: Path,
         ticket: TransferTicket,
-        body: bytes | None,
+        *,
+        body: bytes | None = None,
+        growing: GrowingFile | None = None,
     ) -> dict[str, Any]:
         local = LOCAL_RECEIVERS.get(url)
         if local is not None:
-            try:
-                return await local.receive_file(transfer_id, envelope)
-            except TransferError:
-                raise
-            except PagletError as exc:
-                raise TransferError(f"host at {url} refused the paglet: {exc}") from None
+            return await self._hand_over_here(local, url, transfer_id, envelope, growing)
         reached = False
         last: Exception | None = None
         for attempt in range(ticket.retries + 1):
             if attempt:
                 await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
             try:
-                return await self._post(url, transfer_id, envelope, body)
+                return await self._post(url, transfer_id, envelope, body, growing)
             except aiohttp.ClientConnectorError as exc:
                 last = exc  # never connected: this attempt cannot have arrived
             except (aiohttp.ClientError, OSError) as exc:
+                if growing is not None and growing.held is not None:
+                    # its last byte never went: the target cannot have it
+                    raise TransferError(f"{growing.held}; the paglet stays here") from None
                 reached, last = True, exc
         if reached:
             raise _Unsure(f"the connection to {url} broke: {last}")
         raise TransferError(f"cannot reach {url}: {last}; the paglet stays here")
 
+    @staticmethod
+    async def _hand_over_here(
+        local: Receiver, url: str, transfer_id: str, envelope: Path, growing: GrowingFile | None
+    ) -> dict[str, Any]:
+        """To a host in this process: the envelope file is linked into its inbox, once whole."""
+        if growing is not None:
+            try:
+                await growing.wait_released()
+            except Exception as exc:  # noqa: BLE001 - what stopped it, as the reason
+                raise TransferError(f"{exc}; the paglet stays here") from None
+        try:
+            return await local.receive_file(transfer_id, envelope)
+        except TransferError:
+            raise
+        except PagletError as exc:
+            raise TransferError(f"host at {url} refused the paglet: {exc}") from None
+
     async def _post(
-        self, url: str, transfer_id: str, envelope: Path, body: bytes | None
+        self,
+        url: str,
+        transfer_id: str,
+        envelope: Path,
+        body: bytes | None,
+        growing: GrowingFile | None,
     ) -> dict[str, Any]:
         headers = {
             **self._headers,
@@ -218,13 +312,14 @@ class Sender:
             TRANSFER_HEADER: transfer_id,
             MESH_HEADER: self.config.mesh_version,
         }
-        if body is None:
-            size = (await asyncio.to_thread(envelope.stat)).st_size
-            data: bytes | FileBody = FileBody(
-                envelope, size, content_type=MEDIA_TYPE, progress=_sent
-            )
-        else:
+        data: bytes | FileBody
+        if body is not None:
             data = body
+        elif growing is not None:  # its crash points are in _hand_over_growing
+            data = FileBody(growing, growing.size, content_type=MEDIA_TYPE)
+        else:
+            size = (await asyncio.to_thread(envelope.stat)).st_size
+            data = FileBody(envelope, size, content_type=MEDIA_TYPE, progress=_sent)
         async with self._session().post(
             f"{url}{API_PREFIX}/transfers",
             data=data,
@@ -248,18 +343,29 @@ class Sender:
 
     # -- outcomes -------------------------------------------------------------------
 
-    async def _failed(self, transfer_id: str, agent_id: str, envelope: Path, why: str) -> None:
+    async def _failed(
+        self,
+        transfer_id: str,
+        agent_id: str,
+        envelope: Path,
+        why: str,
+        growing: GrowingFile | None = None,
+    ) -> None:
         """The move did not happen: the paglet goes on here, and its envelope goes."""
         # First the envelope: a row left `sending` (below) is settled at the next
         # start as aborted, and must then find no stale copy to restore.
-        _drop(envelope)
+        await discard_envelope(envelope, growing)
+        if growing is None or growing.released:  # else never journaled (_hand_over_growing)
+            await self._record_failed(transfer_id, why)
+        self.events.append(EventKind.TRANSFER_FAILED, agent_id, why, {"transfer_id": transfer_id})
+
+    async def _record_failed(self, transfer_id: str, why: str) -> None:
         try:
             await self._store().set_phase(
                 transfer_id, TransferRole.SOURCE, TransferPhase.FAILED, {"error": why}
             )
         except StorageError:
             log.exception("transfer %s failed (%s), and could not be recorded so", transfer_id, why)
-        self.events.append(EventKind.TRANSFER_FAILED, agent_id, why, {"transfer_id": transfer_id})
 
     async def _committed(
         self,
@@ -421,6 +527,14 @@ class Sender:
 def _sent(at: int) -> None:
     if at >= CHUNK:
         crash_point("source.mid_stream")
+
+
+async def discard_envelope(envelope: Path, growing: GrowingFile | None) -> None:
+    """Drop an envelope that will not be sent, once its writer is done with it."""
+    if growing is not None:
+        await growing.settled()
+        _drop(growing.paths[0])  # still there if the writer died
+    _drop(envelope)
 
 
 def _drop(path: Path) -> None:

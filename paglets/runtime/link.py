@@ -71,7 +71,14 @@ class HostLink:
 
     def call(self, method: str, **args: Any) -> Any:
         """Ask the host and wait for its answer; raises the host's error by name."""
-        fut = self._start(method, args)
+        return self.wait(self._start(method, args), method)
+
+    def begin(self, method: str, **args: Any) -> concurrent.futures.Future[Any]:
+        """Ask the host without waiting; `wait` for the answer later (always)."""
+        return self._start(method, args)
+
+    def wait(self, fut: concurrent.futures.Future[Any], method: str) -> Any:
+        """The answer to the ``method`` call `begin` started; raises the host's error by name."""
         if threading.get_ident() == self._loop_thread:
             while not fut.done():
                 self._pump()

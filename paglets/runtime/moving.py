@@ -6,6 +6,11 @@ envelope into the host's spool directory, and asks the host (``transfer.send``)
 to hand it to the target. The host owns the envelope from then on and answers
 once the target has durably committed it, or with a ``TransferError``.
 
+A large envelope (`SEND_WHILE_WRITING`) is announced as soon as its header is
+in the file, so the host streams it while the rest is written; the process
+then says how the writing ended (``transfer.written``), and the host sends the
+last byte only after that.
+
 Everything here blocks the calling thread, so ``self.dispatch()`` works in
 ``def`` and ``async def`` handlers alike; an ``async def`` hook is run to
 completion on a private event loop in a helper thread meanwhile.
@@ -30,12 +35,18 @@ from paglets.runtime.osutil import yield_cpu
 from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, SourceFile, write_envelope
 
 if TYPE_CHECKING:
+    import concurrent.futures
     from collections.abc import Callable
 
     from paglets.core.paglet import Paglet
     from paglets.core.state import PagletState
     from paglets.runtime import ipc
     from paglets.runtime.link import HostLink
+
+# An envelope at least this large is sent while it is written: its host starts
+# streaming it once the header is in the file, and sends the last byte only once
+# this process says it is whole (``transfer.written``).
+SEND_WHILE_WRITING = 4 << 20
 
 _LEAVING = {
     "dispatch": LifecycleKind.DISPATCHING,
@@ -228,24 +239,15 @@ class Mover:
             ticket=ticket or {},
             meta={"from_agent": agent_id},
         )
-        files = [SourceFile(f.name, f.path, f.mode) for f in self.files.values()]
-        try:
-            _write_spooled(envelope, spec, paglet.state, files)
-            inline = _inline(envelope)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                envelope.unlink()
-            raise
-        answer = self.link.call(
-            "transfer.send",
-            transfer_id=transfer_id,
-            kind=kind,
-            target=target,
-            envelope=str(envelope),
-            agent_id=new_id,
-            ticket=ticket,
-            body=inline,
-        )
+        send = {
+            "transfer_id": transfer_id,
+            "kind": kind,
+            "target": target,
+            "envelope": str(envelope),
+            "agent_id": new_id,
+            "ticket": ticket,
+        }
+        answer = self._write_and_send(envelope, spec, paglet.state, send)
         location = Location.from_wire(answer)
         if kind == "clone":
             run_hook(
@@ -268,14 +270,55 @@ class Mover:
                     registered.path.unlink()
         return location
 
+    def _write_and_send(
+        self, envelope: Path, spec: EnvelopeSpec, state: PagletState, send: dict[str, Any]
+    ) -> Any:
+        """Write the envelope and have the host send it; returns the host's answer."""
+        files = [SourceFile(f.name, f.path, f.mode) for f in self.files.values()]
+        sending: list[concurrent.futures.Future[Any]] = []
+
+        def started(tmp: Path, size: int) -> None:
+            if size >= SEND_WHILE_WRITING:  # the host follows the file as it grows
+                sending.append(
+                    self.link.begin("transfer.send", **send, growing=str(tmp), size=size)
+                )
+
+        try:
+            _write_spooled(envelope, spec, state, files, started)
+            inline = None if sending else _inline(envelope)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                envelope.unlink()
+            if sending:
+                self._abandon(send["transfer_id"], sending[0], exc)
+            raise
+        if not sending:
+            return self.link.call("transfer.send", **send, body=inline)
+        self.link.call("transfer.written", transfer_id=send["transfer_id"])
+        return self.link.wait(sending[0], "transfer.send")
+
+    def _abandon(
+        self, transfer_id: str, sending: concurrent.futures.Future[Any], why: BaseException
+    ) -> None:
+        """The envelope the host is sending will never be whole: it stops, and drops it."""
+        reason = str(why) or type(why).__name__
+        with contextlib.suppress(Exception):
+            self.link.call("transfer.written", transfer_id=transfer_id, error=reason)
+        with contextlib.suppress(Exception):  # the move failed: `why` says it best
+            self.link.wait(sending, "transfer.send")
+
 
 def _write_spooled(
-    envelope: Path, spec: EnvelopeSpec, state: PagletState, files: list[SourceFile]
+    envelope: Path,
+    spec: EnvelopeSpec,
+    state: PagletState,
+    files: list[SourceFile],
+    started: Callable[[Path, int], None],
 ) -> None:
     """Write the envelope; the spool directory is made by the first move on its host."""
     for first in (True, False):
         try:
-            write_envelope(envelope, spec, state, files, sync=False)
+            write_envelope(envelope, spec, state, files, sync=False, started=started)
         except FileNotFoundError as exc:
             if first and not envelope.parent.is_dir():
                 envelope.parent.mkdir(parents=True, exist_ok=True)

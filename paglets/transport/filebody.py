@@ -13,9 +13,9 @@ worker thread while the one before is sent.
 
 The file may still be growing (`GrowingFile`): another process writes it front
 to back, up to a size it promised. The body follows the writer, and sends the
-last byte only once the writer says the file is whole, so a receiver that
-needs every byte (as a movement target does) cannot take a file its writer
-gave up on.
+last byte only once the file is whole and its owner releases it, so a receiver
+that needs every byte (as a movement target does) cannot take a file its
+writer gave up on, nor one its sender has not made ready to be taken.
 """
 
 from __future__ import annotations
@@ -44,74 +44,109 @@ _POLL = 0.001  # seconds between looks at a growing file that has nothing new
 class GrowingFile:
     """A file another process is writing front to back, up to ``size`` bytes.
 
-    Open it with `open` (it may have been renamed meanwhile), tell it how the
-    writing ended with `finished` or `failed`, and `close` it when done.
+    Its writer names it by ``paths``: where it is written, then where it is
+    renamed to once whole. `open` it (under whichever name it has by then),
+    tell it how the writing ended with `finished` or `failed`, `release` its
+    last byte when it may go, and `close` it.
     """
 
-    def __init__(self, fd: int, path: Path, size: int) -> None:
-        self.fd, self.path, self.size = fd, path, size
-        self._whole: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._whole.add_done_callback(_retrieved)
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths, self.size = tuple(paths), size
+        self.path, self.fd = self.paths[0], -1
+        loop = asyncio.get_running_loop()
+        self._written: asyncio.Future[None] = loop.create_future()  # how the writing ended
+        self._released: asyncio.Future[None] = loop.create_future()  # the last byte may go
+        for fut in (self._written, self._released):
+            fut.add_done_callback(_retrieved)
 
     def __repr__(self) -> str:
-        state = "growing" if not self._whole.done() else self.failure or "whole"
+        state = "growing" if not self.done else self.failure or "whole"
         return f"<GrowingFile {self.path} {self.size} bytes, {state}>"
 
-    @classmethod
-    async def open(cls, paths: Sequence[Path], size: int) -> GrowingFile:
-        """Open the first of ``paths`` that exists (the writer renames its file when done).
+    async def open(self) -> None:
+        """Open the first of `paths` that exists.
 
         Raises:
             FileNotFoundError: none of them exists.
         """
 
         def first() -> tuple[int, Path]:
-            for path in paths:
+            for path in self.paths:
                 with contextlib.suppress(FileNotFoundError):
                     return os.open(path, os.O_RDONLY), path
-            raise FileNotFoundError(f"none of {', '.join(map(str, paths))} exists")
+            raise FileNotFoundError(f"none of {', '.join(map(str, self.paths))} exists")
 
-        fd, path = await asyncio.to_thread(first)
-        return cls(fd, path, size)
+        self.fd, self.path = await asyncio.to_thread(first)
 
     @property
     def done(self) -> bool:
-        """The writer said how it ended."""
-        return self._whole.done()
+        """The writer said how it ended (or `failed` was called)."""
+        return self._written.done()
 
     @property
     def failure(self) -> BaseException | None:
         """Why the file will never be whole; ``None`` while growing, or once whole."""
-        return self._whole.exception() if self._whole.done() else None
+        return self._written.exception() if self._written.done() else None
+
+    @property
+    def released(self) -> bool:
+        """The last byte may go (`release`)."""
+        return self._released.done() and self._released.exception() is None
+
+    @property
+    def held(self) -> BaseException | None:
+        """Why the last byte will never go (what `failed` was told); ``None`` until then."""
+        return self._released.exception() if self._released.done() else None
 
     def finished(self) -> None:
         """The writer wrote all ``size`` bytes (ignored once the writing ended)."""
-        if not self._whole.done():
-            self._whole.set_result(None)
+        if not self._written.done():
+            self._written.set_result(None)
 
     def failed(self, why: BaseException) -> None:
-        """The writer gave up, or died (ignored once the writing ended)."""
-        if not self._whole.done():
-            self._whole.set_exception(why)
+        """The file will never be whole, or never go whole: ``why``.
+
+        The writer gave up or died, or whoever sends it cannot let it go; a
+        body waiting for more of it raises ``why``. Once `release` d, ignored.
+        """
+        if not self._written.done():
+            self._written.set_exception(why)
+        if not self._released.done():
+            self._released.set_exception(why)
+
+    def release(self) -> None:
+        """Let the last byte go, now that the writer `finished` it.
+
+        Raises:
+            RuntimeError: the writer has not said the file is whole.
+        """
+        if not self._written.done() or self._written.exception() is not None:
+            raise RuntimeError(f"{self!r} is not whole; its last byte cannot go")
+        if not self._released.done():
+            self._released.set_result(None)
+
+    async def wait_released(self) -> None:
+        """Wait until `release` d; raises what `failed` was told instead."""
+        await asyncio.shield(self._released)
 
     async def settled(self) -> BaseException | None:
         """Wait until the writing ended; returns its `failure`."""
-        await asyncio.wait([self._whole])
+        await asyncio.wait([self._written])
         return self.failure
 
     async def ready(self, sent: int) -> int:
         """How many bytes may be sent, once more than ``sent`` may be.
 
-        All of them once the writer said the file is whole; until then, all
-        but the last byte of what is written so far.
+        All of them once `release` d; until then, all but the last byte of
+        what is written so far.
 
         Raises:
-            BaseException: the writer's `failure`, or `OSError` if the file
-                it called whole is not ``size`` bytes long.
+            BaseException: what `failed` was told, or `OSError` if the file is
+                not ``size`` bytes long once whole.
         """
         while True:
-            if self._whole.done():
-                self._whole.result()
+            if self._released.done():
+                self._released.result()
                 length = os.fstat(self.fd).st_size
                 if length != self.size:
                     raise OSError(f"{self.path} is {length} bytes, not the {self.size} promised")
@@ -120,7 +155,7 @@ class GrowingFile:
             if written > sent:
                 return written
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._whole), _POLL)
+                await asyncio.wait_for(asyncio.shield(self._released), _POLL)
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
