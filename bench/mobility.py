@@ -301,12 +301,16 @@ def _names(directory: Path) -> list[str]:
         return []
 
 
-# The marks of one move in the order they happen, each with the phase it ends.
+# The marks of one move, each with the phase it ends, in the order they happen when
+# the envelope (4 MiB or more) is streamed while the child writes it. A smaller one,
+# or one moved within a process, is whole in the spool before the target sees it:
+# then `spool_out` comes before `inbox_tmp`, and each phase is timed from the mark
+# before it in time (`phases`).
 PHASES = (
     ("spool_tmp", "request → the child starts writing its envelope (API call, IPC, hook)"),
-    ("spool_out", "the child writes the envelope into the spool"),
-    ("inbox_tmp", "source journals `sending`, POSTs; target reads and checks the header"),
-    ("inbox_in", "the envelope streamed (or linked) into the target's inbox, fsync if on"),
+    ("inbox_tmp", "→ target checks the header and starts its file (source POSTs; large: early)"),
+    ("spool_out", "→ the child's envelope is whole in the spool (large: streamed meanwhile)"),
+    ("inbox_in", "→ the envelope is whole in the target's inbox (streamed or linked; fsync)"),
     ("received", "target journals the commit (`transfer.received`)"),
     ("inbox_gone", "target starts the paglet: fork, unpack, on_arrival; journals `started`"),
     ("sent", "answer back to the source (`transfer.sent`)"),
@@ -316,14 +320,16 @@ PHASES = (
 
 
 def phases(marks: dict[str, float]) -> dict[str, tuple[float, bool]]:
-    """Seconds of each phase, and whether it spans phases whose marks were missed."""
-    out, last, merged = {}, marks["t0"], False
-    for mark, _ in PHASES:
-        if mark not in marks:
-            merged = True
-            continue
-        out[mark] = (marks[mark] - last, merged)
-        last, merged = marks[mark], False
+    """Seconds of each phase since the mark before it in time, and whether it spans
+    phases whose marks were missed."""
+    seen = sorted((marks[m], i, m) for i, (m, _) in enumerate(PHASES) if m in marks)
+    missed = [i for i, (m, _) in enumerate(PHASES) if m not in marks]
+    out, last = {}, marks["t0"]
+    for when, i, mark in seen:
+        spans = [j for j in missed if j < i]  # phases listed before it, never seen
+        missed = [j for j in missed if j > i]
+        out[mark] = (when - last, bool(spans))
+        last = when
     return out
 
 
