@@ -29,6 +29,7 @@ from paglets import (
     TransferError,
     TransferTicket,
 )
+from paglets.movement.service import TransferService
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
 from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, write_envelope
@@ -522,7 +523,7 @@ async def test_a_transfer_repeated_while_its_paglet_starts_leaves_its_envelope(
 # -- a large envelope, sent while its paglet's process still writes it --------------
 
 BULK = 8 * 1024 * 1024  # over SEND_WHILE_WRITING: sent while it is written
-SLOW_FILE = 256 * 1024 * 1024  # sparse; hashing and copying it keeps the writer busy
+SLOW_FILE = 128 * 1024 * 1024  # sparse; hashing and copying it keeps the writer busy
 
 
 async def _writing(host: Host, timeout: float = 20.0) -> str:
@@ -542,18 +543,25 @@ async def _busy_traveler(client: AsyncHostClient, slow: Path) -> AsyncPagletProx
 
 
 async def test_a_large_envelope_is_sent_while_written_and_arrives_whole(
-    make_host: Callable[..., Awaitable[Host]],
+    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = await _mesh(make_host, "a", "b")
+    followed: list[str] = []
+    real = TransferService._send_growing
+
+    async def noted(self: TransferService, agent_id: str, envelope: Path, args: Any) -> Any:
+        followed.append(str(args["transfer_id"]))
+        return await real(self, agent_id, envelope, args)
+
+    monkeypatch.setattr(TransferService, "_send_growing", noted)
     async with AsyncHostClient(a.url) as client:
         traveler = await client.create(TRAVELER)
         await traveler.send("payload", {"size": BULK})
         digest = await traveler.send("digest")
-        moving = asyncio.ensure_future(traveler.dispatch("b"))
-        transfer_id = await _writing(a)
-        await moving
+        await traveler.dispatch("b")
         assert await traveler.send("where") == "b"
         assert await traveler.send("digest") == digest
+    [transfer_id] = followed
     row = await b.transfers.store().get_transfer(transfer_id, TransferRole.TARGET)
     assert row is not None
     assert row.phase in (TransferPhase.COMMITTED, TransferPhase.STARTED)

@@ -193,7 +193,7 @@ def test_sigkill_while_the_paglet_writes_its_envelope_leaves_it_at_the_source(
     agent_id, digest = _traveler(pair)
     slow = pair.tmp / "slow.bin"  # sparse: hashing and copying it keeps the writer busy
     with slow.open("wb") as f:
-        f.truncate(256 * 1024 * 1024)
+        f.truncate(128 * 1024 * 1024)
     with HostClient(pair.url("src"), api_key="") as client:
         traveler = client.proxy(agent_id)
         traveler.send("carry", {"path": str(slow)})
