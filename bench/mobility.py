@@ -93,7 +93,7 @@ class Counts:
 FULL = Counts(
     hops=40,
     creates=20,
-    reps={64 * KIB: 3, MIB: 3, 16 * MIB: 3, 64 * MIB: 2, 256 * MIB: 1},
+    reps={64 * KIB: 3, MIB: 3, 16 * MIB: 3, 64 * MIB: 5, 256 * MIB: 1},
     probed=(64 * MIB, 256 * MIB),
     rss_size=256 * MIB,
     same_host=(16 * MIB, 64 * MIB),
