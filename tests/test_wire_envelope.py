@@ -658,6 +658,7 @@ async def test_receive_one_byte_at_a_time(tmp_path: Path) -> None:
         check=_accept,
         sync=False,
         chunk_size=1000,
+        small_max=0,
         progress=lambda: progress.append(1),
     )
     assert dest.read_bytes() == data
@@ -746,7 +747,9 @@ async def test_cancelled_mid_stream_leaves_nothing(tmp_path: Path) -> None:
         return chunk
 
     task = asyncio.ensure_future(
-        receive_envelope(read, tmp_path / "got.env", check=_accept, sync=False, chunk_size=512)
+        receive_envelope(
+            read, tmp_path / "got.env", check=_accept, sync=False, chunk_size=512, small_max=0
+        )
     )
     await asyncio.wait_for(stalled.wait(), 10)
     assert any(name.endswith(".tmp") for name in _leftovers(tmp_path))  # it was spooling

@@ -34,9 +34,10 @@ from paglets.movement.source import LOCAL_RECEIVERS, Sender, discard_envelope
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
-from paglets.transport.filebody import CHUNK, GrowingFile
+from paglets.transport.filebody import GrowingFile
 from paglets.wire.envelope import (
     INLINE_MAX,
+    SMALL_MAX,
     EnvelopeReader,
     check_small,
     envelope_size,
@@ -396,7 +397,7 @@ class TransferService:
         """
         try:
             if inline is None:
-                header, body = await asyncio.to_thread(read_small, envelope, CHUNK)
+                header, body = await asyncio.to_thread(read_small, envelope, SMALL_MAX)
             else:
                 body = _decode_inline(inline)
                 header = check_small(body)

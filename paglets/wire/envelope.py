@@ -57,6 +57,7 @@ __all__ = [
     "KINDS",
     "MAX_HEADER",
     "MEDIA_TYPE",
+    "SMALL_MAX",
     "EnvelopeHeader",
     "EnvelopeReader",
     "EnvelopeSpec",
@@ -81,6 +82,9 @@ ENVELOPE_VERSION: Final = 1
 MAX_HEADER: Final = 1 << 20
 # The largest envelope a paglet's process hands its host inline (in its call), not by file.
 INLINE_MAX: Final = 64 * 1024
+# The most bytes after its header an envelope may have and still be taken whole into
+# memory and landed in one step (rather than streamed through a file batch by batch).
+SMALL_MAX: Final = 4 << 20
 KINDS: Final = ("dispatch", "clone", "retract", "checkpoint")
 FILE_MODES: Final = ("copy", "move")
 
@@ -663,13 +667,15 @@ async def receive_envelope(
     sync: bool,
     max_total: int | None = None,
     chunk_size: int = _CHUNK,
+    small_max: int = SMALL_MAX,
     progress: Callable[[], None] | None = None,
     land: Callable[[EnvelopeHeader, list[bytes]], Awaitable[None]] | None = None,
 ) -> EnvelopeHeader:
     """Stream an envelope from ``read`` to ``dest``, all or nothing.
 
     The header is read and given to ``check`` before anything else is read or
-    written, so a host can refuse early. The rest goes to a temporary file
+    written, so a host can refuse early. A small rest (``small_max``) is read
+    whole and landed in one step. A larger one goes to a temporary file
     beside ``dest`` in batches of at most ``chunk_size`` bytes, each written by
     a worker thread while the next one is read (so at most two batches are in
     memory at a time), and is renamed to ``dest`` only once exactly the
@@ -683,8 +689,9 @@ async def receive_envelope(
         sync: flush the file and its directory to disk before returning.
         max_total: refuse envelopes declaring more bytes than this.
         chunk_size: the most body bytes in one batch (two may be in memory at once).
+        small_max: the most body bytes (after the header) taken whole.
         progress: called after each batch is written (a test's crash point).
-        land: lands an envelope of at most ``chunk_size`` body bytes, given its
+        land: lands an envelope of at most ``small_max`` body bytes, given its
             header and all its bytes, instead of a worker thread running
             `land_small` (e.g. in one trip with the caller's own bookkeeping).
 
@@ -702,7 +709,7 @@ async def receive_envelope(
     if max_total is not None and total > max_total:
         raise PayloadTooLargeError(f"the envelope is {total} bytes, over the {max_total} limit")
     check(header)
-    if total - start <= chunk_size:
+    if total - start <= small_max:
         # A small envelope (most moves): read it whole and land it in one trip
         # to a thread, without a worker of its own.
         body = await _read_up_to(read, total - start)
