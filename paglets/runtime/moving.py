@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 from paglets.core.errors import RequestError, StorageError, TransferError
 from paglets.core.events import LifecycleEvent, LifecycleKind
 from paglets.runtime.osutil import yield_cpu
-from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, SourceFile, write_envelope
+from paglets.wire.envelope import (
+    INLINE_MAX,
+    SMALL_MAX,
+    EnvelopeSpec,
+    SourceFile,
+    write_envelope,
+)
 
 if TYPE_CHECKING:
     import concurrent.futures
@@ -43,10 +49,10 @@ if TYPE_CHECKING:
     from paglets.runtime import ipc
     from paglets.runtime.link import HostLink
 
-# An envelope at least this large is sent while it is written: its host starts
-# streaming it once the header is in the file, and sends the last byte only once
-# this process says it is whole (``transfer.written``).
-SEND_WHILE_WRITING = 4 << 20
+# An envelope at least this large (too large to be taken whole) is sent while it is
+# written: its host starts streaming it once the header is in the file, and sends
+# the last byte only once this process says it is whole (``transfer.written``).
+SEND_WHILE_WRITING = SMALL_MAX
 
 _LEAVING = {
     "dispatch": LifecycleKind.DISPATCHING,
