@@ -344,6 +344,24 @@ async def test_a_transfer_from_another_mesh_version_is_refused(host: Host) -> No
     assert "--mesh-version" in error["message"]
 
 
+def _forged_spec(
+    agent_id: str, class_path: str, state_class_path: str, transfer_id: str = "f" * 32
+) -> EnvelopeSpec:
+    """The header fields of an envelope a test paglet makes by hand."""
+    return EnvelopeSpec(
+        agent_id=agent_id,
+        class_path=class_path,
+        state_class_path=state_class_path,
+        transfer_id=transfer_id,
+        kind="dispatch",
+        hops=0,
+        origin="a",
+        origin_url="http://127.0.0.1:1",
+        source="a",
+        created=0.0,
+    )
+
+
 class Forger(Paglet[PagletState]):
     """Tries to make its host send an envelope of another paglet (tests only)."""
 
@@ -353,17 +371,8 @@ class Forger(Paglet[PagletState]):
         spool = Path(message.args["spool"])
         spool.mkdir(parents=True, exist_ok=True)
         path = spool / "forged.out"
-        spec = EnvelopeSpec(
-            agent_id=message.args["victim"],
-            class_path="examples.travel:Traveler",
-            state_class_path="examples.travel:TravelerState",
-            transfer_id="f" * 32,
-            kind="dispatch",
-            hops=0,
-            origin="a",
-            origin_url="http://127.0.0.1:1",
-            source="a",
-            created=0.0,
+        spec = _forged_spec(
+            message.args["victim"], "examples.travel:Traveler", "examples.travel:TravelerState"
         )
         write_envelope(path, spec, TravelerState(), (), sync=False)
         inline = {
@@ -375,7 +384,7 @@ class Forger(Paglet[PagletState]):
         link = self.context.link  # type: ignore[attr-defined]
         return link.call(
             "transfer.send",
-            transfer_id="f" * 32,
+            transfer_id=spec.transfer_id,
             kind="dispatch",
             target=message.args["target"],
             envelope=str(path),
@@ -621,17 +630,11 @@ class GrowingForger(Paglet[PagletState]):
         transfer_id = "g" * 32
         envelope = spool / f"{transfer_id}.out"
         tmp = spool / f".{transfer_id}.out.0123.tmp"
-        spec = EnvelopeSpec(
-            agent_id=message.args.get("carries", self.context.agent_id),
-            class_path="tests.test_movement:GrowingForger",
-            state_class_path="paglets.core.state:PagletState",
-            transfer_id=transfer_id,
-            kind="dispatch",
-            hops=0,
-            origin="a",
-            origin_url="http://127.0.0.1:1",
-            source="a",
-            created=0.0,
+        spec = _forged_spec(
+            message.args.get("carries", self.context.agent_id),
+            "tests.test_movement:GrowingForger",
+            "paglets.core.state:PagletState",
+            transfer_id,
         )
         write_envelope(tmp, spec, PagletState(), (), sync=False)
         size = tmp.stat().st_size
