@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from paglets import AsyncHostClient, Host
+from pagletstest import PREFIX as TEST_PAGLETS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -61,7 +62,11 @@ def no_leaked_threads() -> Iterator[None]:
 
 @pytest.fixture
 async def make_host(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Host]]]:
-    """Start real hosts on ephemeral loopback ports; all are stopped at teardown."""
+    """Start real hosts on ephemeral loopback ports; all are stopped at teardown.
+
+    Each also allows the test-only paglets of ``pagletstest``, besides any
+    ``allow_modules`` the test gives.
+    """
     hosts: list[Host] = []
     counter = iter(range(1000))
 
@@ -69,6 +74,7 @@ async def make_host(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Hos
         n = next(counter)
         options.setdefault("name", f"h{n}")
         options.setdefault("state_dir", tmp_path / f"state{n}")
+        options["allow_modules"] = (*options.get("allow_modules", ()), TEST_PAGLETS)
         host = Host(**options)
         hosts.append(host)
         await host.start()

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from paglets import AuthenticationError, HostClient, __version__
+from pagletstest import host_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ READY_TIMEOUT = 60.0
 STOP_BOUND = 20.0
 DEMO_TIMEOUT = 100.0
 COUNTER = "examples.counter:Counter"
-PROBE = "examples.testing:Probe"
+PROBE = "pagletstest.testing:Probe"
 
 
 def _command(script: str, module: str) -> list[str]:
@@ -201,7 +202,7 @@ def test_bad_option_value_is_one_line_error() -> None:
 
 
 def test_api_key_from_environment_is_required(start_host: Callable[..., RunningHost]) -> None:
-    host = start_host(env=_env(PAGLETS_API_KEY="s3cret"))
+    host = start_host(env=host_env(_env(PAGLETS_API_KEY="s3cret")))
     for wrong in ("", "guess"):
         with HostClient(host.url, api_key=wrong) as client, pytest.raises(AuthenticationError):
             client.create(COUNTER)
@@ -211,7 +212,7 @@ def test_api_key_from_environment_is_required(start_host: Callable[..., RunningH
 
 
 def test_api_key_env_names_another_variable(start_host: Callable[..., RunningHost]) -> None:
-    host = start_host("--api-key-env", "OTHER_KEY", env=_env(OTHER_KEY="k2"))
+    host = start_host("--api-key-env", "OTHER_KEY", env=host_env(_env(OTHER_KEY="k2")))
     with HostClient(host.url, api_key="") as client, pytest.raises(AuthenticationError):
         client.host_info()
     with HostClient(host.url, api_key="k2") as client:

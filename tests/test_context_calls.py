@@ -15,8 +15,8 @@ if TYPE_CHECKING:
     from paglets import Host
 
 FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
-PROBE = "examples.testing:Probe"
-CALLER = "examples.testing:Caller"
+PROBE = "pagletstest.testing:Probe"
+CALLER = "pagletstest.testing:Caller"
 
 
 async def _two_hosts(make_host: Callable[..., Awaitable[Host]]) -> tuple[Host, Host]:

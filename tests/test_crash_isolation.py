@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from paglets import AsyncPagletProxy, Host
 
-PROBE = "examples.testing:Probe"
+PROBE = "pagletstest.testing:Probe"
 
 
 async def _events_of(client: AsyncHostClient, agent_id: str) -> list[EventKind]:
@@ -305,9 +305,11 @@ _HOST_SCRIPT = textwrap.dedent(
     from paglets import AsyncHostClient, Host
 
     async def main():
-        async with Host(name="doomed", state_dir=sys.argv[1]) as host:
+        async with Host(
+            name="doomed", state_dir=sys.argv[1], allow_modules=("pagletstest",)
+        ) as host:
             async with AsyncHostClient(host.url) as client:
-                probe = await client.create("examples.testing:Probe")
+                probe = await client.create("pagletstest.testing:Probe")
                 pid = await probe.send("pid")
             print(pid, flush=True)
             await asyncio.Event().wait()

@@ -239,8 +239,8 @@ def test_after_a_sigkill_paglets_come_back_from_their_last_checkpoint(pair: Pair
 
 # -- restart policies ------------------------------------------------------------------------
 
-PHOENIX = "examples.testing:Phoenix"
-PROBE = "examples.testing:Probe"
+PHOENIX = "pagletstest.testing:Phoenix"
+PROBE = "pagletstest.testing:Probe"
 
 
 async def test_a_crashed_paglet_restarts_from_its_last_checkpoint_until_the_limit(
@@ -293,7 +293,7 @@ async def test_an_instance_policy_overrides_the_class_and_always_restarts(host: 
 
 # -- monitors ----------------------------------------------------------------------------------
 
-WATCHER = "examples.testing:Watcher"
+WATCHER = "pagletstest.testing:Watcher"
 
 
 async def _downs(watcher: AsyncPagletProxy, count: int) -> list[dict[str, object]]:
@@ -358,7 +358,7 @@ async def test_a_watcher_hears_across_hosts_and_when_the_host_goes_away(
 
 async def test_an_idle_paglet_is_deactivated_by_its_policy(host: Host) -> None:
     async with AsyncHostClient(host.url) as client:
-        drowsy = await client.create("examples.testing:Drowsy")
+        drowsy = await client.create("pagletstest.testing:Drowsy")
         assert await drowsy.send("record", {"tag": "before"}) == 1
 
         def asleep() -> bool:

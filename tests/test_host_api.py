@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-PROBE = "examples.testing:Probe"
+PROBE = "pagletstest.testing:Probe"
 COUNTER = "examples.counter:Counter"
 
 

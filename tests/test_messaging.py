@@ -26,7 +26,7 @@ from paglets import (
 if TYPE_CHECKING:
     from paglets import AsyncHostClient, AsyncPagletProxy, Host
 
-PROBE = "examples.testing:Probe"
+PROBE = "pagletstest.testing:Probe"
 COUNTER = "examples.counter:Counter"
 
 
@@ -253,7 +253,7 @@ async def test_message_rejects_bad_fields() -> None:
 
 # -- while a paglet starts ----------------------------------------------------------
 
-SLOW = "examples.testing:SlowStarter"
+SLOW = "pagletstest.testing:SlowStarter"
 
 
 async def _send_while_starting(

@@ -518,7 +518,7 @@ async def test_a_transfer_repeated_while_its_paglet_starts_leaves_its_envelope(
     _a, b = await _mesh(make_host, "a", "b")
     state = json.dumps({"start_delay": 0.5}).encode()
     body = _forged(
-        "examples.testing:SlowStarter", "examples.testing:SlowStartState", state, "w" * 32
+        "pagletstest.testing:SlowStarter", "pagletstest.testing:SlowStartState", state, "w" * 32
     )
     first = await _post_transfer(b.url, body, "w" * 32)
     assert first[0] == 200

@@ -180,7 +180,7 @@ def test_errors_also_inherit_the_builtin_callers_expect() -> None:
 
 
 def test_child_side_imports_stay_light() -> None:
-    loaded = _loaded_after_import("paglets.runtime.child", "examples.counter", "examples.testing")
+    loaded = _loaded_after_import("paglets.runtime.child", "examples.counter", "examples.travel")
     assert "paglets.runtime.child" in loaded
     assert "examples.counter" in loaded
     heavy = ("aiohttp", "click", "paglets.host", "paglets.transport", "paglets.config")

@@ -50,18 +50,18 @@ async def main() -> None:
                 # The traceback from the paglet's process, for debugging:
                 print("  remote traceback ends:", exc.remote_traceback.splitlines()[-1])
 
-            probe = await client.create("examples.testing:Probe")
+            fragile = await client.create("examples.fragile:Fragile")
             try:
-                await probe.send("sleep", {"seconds": 1}, timeout=0.2)
+                await fragile.send("sleep", {"seconds": 1}, timeout=0.2)
             except PagletTimeoutError as exc:
                 print(f"PagletTimeoutError: {exc}")
 
             # Crash isolation: the paglet's process dies, the host and others go on.
             try:
-                await probe.send("os_exit", {"code": 9})
+                await fragile.send("crash", {"code": 9})
             except PagletCrashedError as exc:
                 print(f"PagletCrashedError: {exc}")
-            print("probe is", (await probe.info()).status)
+            print("fragile is", (await fragile.info()).status)
             print("counter still answers:", await counter.send("increment"))
 
             await counter.dispose()

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 PROG = "paglets-demo"
 HOST_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
 COUNTER = "examples.counter:Counter"
-PROBE = "examples.testing:Probe"
+FRAGILE = "examples.fragile:Fragile"
 TRAVELER = "examples.travel:Traveler"
 INCREMENTS = 5
 READY_TIMEOUT = 60.0
@@ -290,21 +290,21 @@ def _crash(
     clients: dict[str, HostClient], counters: list[tuple[str, PagletProxy]], stats: Counters
 ) -> None:
     _section("5. A paglet crashes; the others keep answering")
-    _say(f"A `{PROBE}` on the first host is asked to kill its own process.")
+    _say(f"A `{FRAGILE}` on the first host is asked to end its own process.")
     _say()
     name, client = next(iter(clients.items()))
-    probe = client.create(PROBE)
+    fragile = client.create(FRAGILE)
     stats.created += 1
-    label = f"{name} probe {_short(probe.agent_id)}"
-    _say(f"{label}: echo -> {_reply(stats.send(probe, 'echo', {'hello': 'world'}))}")
+    label = f"{name} fragile {_short(fragile.agent_id)}"
+    _say(f"{label}: echo -> {_reply(stats.send(fragile, 'echo', {'hello': 'world'}))}")
     stats.messages += 1
     try:
-        probe.send("os_exit", {"code": 4}, timeout=REPLY_TIMEOUT)
+        fragile.send("crash", {"code": 4}, timeout=REPLY_TIMEOUT)
     except PagletCrashedError as exc:
-        _say(f"{label}: os_exit -> {type(exc).__name__}: {exc}")
+        _say(f"{label}: crash -> {type(exc).__name__}: {exc}")
     else:
-        raise PagletError(f"the probe on {name} did not crash as asked")
-    info = probe.info()
+        raise PagletError(f"the fragile paglet on {name} did not crash as asked")
+    info = fragile.info()
     _say(f"{label}: status {info.status} ({info.exit_detail})")
     answered = sum(1 for _, proxy in counters if stats.send(proxy, "get") is not None)
     _say(f"counters still answering `get`: {answered} of {len(counters)}")

@@ -1,7 +1,9 @@
-# ruff: noqa: ASYNC110, ASYNC251, PLR0912 - this paglet blocks and polls on purpose
-"""Paglets that misbehave on request, used by the test suite and the demo.
+# ruff: noqa: PLR0912 - this paglet blocks and polls on purpose
+"""Paglets that misbehave on request, for the test suite only.
 
-They live in ``examples`` so that every host imports them by default.
+`Probe` dumps its environment, eats memory, hangs, exits and writes a chosen path
+when disposed: no host may allow them by default, so they live under ``tests/``
+and never ship (see the package docstring).
 """
 
 from __future__ import annotations
