@@ -24,8 +24,10 @@ would naturally catch a builtin, the paglets error inherits it too::
      ├── HostError                                host-level failures
      │    ├── HostUnavailableError (ConnectionError)  the host cannot be reached
      │    ├── HostNotRunningError                 the host is stopping or stopped (503)
+     │    ├── TooManyConnectionsError             at its connection limit, all busy (503)
      │    └── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
      ├── TransferError                            a move did not happen; the paglet stayed
+     │    └── TooManyTransfersError               the target takes no more at once (429)
      ├── StorageError (OSError)                   the host's disk or database failed (507)
      └── ProtocolError                            a malformed frame or wire record
           └── EnvelopeError                       a malformed or truncated movement envelope
@@ -194,6 +196,15 @@ class HostNotRunningError(HostError):
     http_status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
+class TooManyConnectionsError(HostError):
+    """The host has as many connections open as it allows, each busy with a request.
+
+    Answered on a new connection, before its request is read; retry shortly.
+    """
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
 class HostNotFoundError(HostError, LookupError):
     """No host of that name or URL in the mesh."""
 
@@ -204,6 +215,15 @@ class TransferError(PagletError):
     """A dispatch, clone or retract did not happen; the paglet stayed where it was."""
 
     http_status = HTTPStatus.CONFLICT
+
+
+class TooManyTransfersError(TransferError):
+    """The target receives as many transfers at once as it allows; the paglet stayed.
+
+    Answered before the envelope is read; the source may try again later.
+    """
+
+    http_status = HTTPStatus.TOO_MANY_REQUESTS
 
 
 class StorageError(PagletError, OSError):
