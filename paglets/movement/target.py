@@ -22,11 +22,13 @@ import shutil
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from paglets.core.errors import PagletError, RequestError, TransferError
+from paglets.core.errors import EnvelopeError, PagletError, RequestError, TransferError
 from paglets.core.events import EventKind
 from paglets.core.movement import ArrivalMode, TransferTicket
 from paglets.movement.faults import crash_point
+from paglets.movement.limits import InboundGate, InboundLimits
 from paglets.persistence.files import fsync_file
+from paglets.persistence.paths import under
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
 from paglets.wire.envelope import (
     INLINE_MAX,
@@ -79,8 +81,10 @@ class Receiver:
         me: Callable[[], HostRecord],
         inbox: Path,
         fsync: bool,
+        limits: InboundLimits | None = None,
     ) -> None:
         self.supervisor = supervisor
+        self.gate = InboundGate(limits or InboundLimits())
         self._store = store
         self.events = events
         self.policy = policy
@@ -104,6 +108,13 @@ class Receiver:
             )
         if header.kind not in KINDS:
             raise TransferError(f"an envelope of kind {header.kind!r} cannot arrive by transfer")
+        if "files" in header.meta:
+            # Registrations name host paths: they come back only from this host's own
+            # checkpoints. A paglet carries its files in the manifest instead.
+            raise EnvelopeError(
+                "an arriving envelope may not register host files (header.meta.files); "
+                "files travel in the envelope's manifest"
+            )
         me = self.me()
         self.policy.check(header.class_path)
         self.policy.check(header.state_class_path)
@@ -126,9 +137,18 @@ class Receiver:
     # -- receiving ----------------------------------------------------------------
 
     async def receive(
-        self, transfer_id: str, read: Callable[[int], Awaitable[bytes]]
+        self,
+        transfer_id: str,
+        read: Callable[[int], Awaitable[bytes]],
+        length: int | None = None,
     ) -> dict[str, Any]:
-        """Receive an envelope streamed by ``read``; idempotent per transfer id."""
+        """Receive an envelope streamed by ``read``; idempotent per transfer id.
+
+        ``length`` is the envelope's size if the request declares it. The
+        envelope must come within the `gate`'s limits: not too large (checked
+        from ``length``, then from its header, before its bulk is read), not
+        too slowly, and not while too many others arrive.
+        """
 
         async def land(path: Path, commit: Commit) -> EnvelopeHeader:
             async def land_and_commit(header: EnvelopeHeader, chunks: list[bytes]) -> None:
@@ -142,15 +162,16 @@ class Receiver:
                 await commit(header, partial(land_small, path, chunks, sync=flush), body)
 
             return await receive_envelope(
-                read,
+                self.gate.paced(read),
                 path,
                 check=lambda h: self.check(h, transfer_id),
                 sync=self.fsync,
+                max_total=self.gate.limits.max_size,
                 progress=lambda: crash_point("target.mid_stream"),
                 land=land_and_commit,
             )
 
-        return await self._receive(transfer_id, land)
+        return await self._admitted(transfer_id, length, land)
 
     async def receive_file(self, transfer_id: str, source: Path) -> dict[str, Any]:
         """Take an envelope already on this machine's disk (a same-machine move)."""
@@ -161,7 +182,21 @@ class Receiver:
             await asyncio.to_thread(_link_or_copy, source, path, fsync=self.fsync)
             return header
 
-        return await self._receive(transfer_id, land)
+        size = (await asyncio.to_thread(source.stat)).st_size
+        return await self._admitted(transfer_id, size, land)
+
+    async def _admitted(self, transfer_id: str, length: int | None, land: Land) -> dict[str, Any]:
+        """`_receive`, once the gate lets the transfer in (a refusal reads nothing)."""
+        admitted = contextlib.ExitStack()
+        try:
+            admitted.enter_context(self.gate.admit(length, joining=transfer_id in self._inflight))
+        except PagletError:
+            seen = await self._seen(transfer_id)  # a repeat of one committed before
+            if seen is None:
+                raise
+            return seen
+        with admitted:
+            return await self._receive(transfer_id, land)
 
     async def _receive(self, transfer_id: str, land: Land) -> dict[str, Any]:
         """Land and commit, once per transfer id: a repeat gets the first answer.
@@ -210,7 +245,7 @@ class Receiver:
         if not self._inbox_made:  # once: a trip to a thread less on every arrival
             await asyncio.to_thread(self.inbox.mkdir, parents=True, exist_ok=True)
             self._inbox_made = True
-        path = self.inbox / f"{transfer_id}.in"
+        path = under(self.inbox, f"{transfer_id}.in")
         outcome: list[TransferRecord | None] = []  # once committed: the earlier row, if any
         wrote: list[bool] = []  # we put a file at `path` (never touch one a refusal finds)
 
@@ -351,7 +386,7 @@ class Receiver:
         """Start paglets committed here but not started (the host stopped in between)."""
         store = self._store()
         for row in await store.transfers(TransferRole.TARGET, (TransferPhase.COMMITTED,)):
-            path = self.inbox / f"{row.transfer_id}.in"
+            path = under(self.inbox, f"{row.transfer_id}.in")
             body = row.detail.get(BODY)
             if isinstance(body, str):  # a power cut may have lost the unflushed file
                 await asyncio.to_thread(_rebuild, path, base64.b64decode(body))

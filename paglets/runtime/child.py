@@ -33,6 +33,7 @@ from paglets.core.errors import (
 from paglets.core.events import LifecycleEvent, LifecycleKind
 from paglets.core.message import NOT_HANDLED, Message
 from paglets.core.paglet import Paglet
+from paglets.persistence.checkpoints import header_generation, keep
 from paglets.runtime import ipc
 from paglets.runtime.context import ChildContext
 from paglets.runtime.frames import FrameDecoder, encode_json
@@ -122,6 +123,10 @@ class ChildRuntime:
             state = state_from_json(cls.State, init.state or {})
         else:
             state = self._unpack(cls, Path(init.envelope))
+            if init.checkpoint and Path(init.envelope) != Path(init.checkpoint):
+                # Kept as its first checkpoint here, by this process, before any hook
+                # or message can write a newer one: the file has one writer at a time.
+                keep(Path(init.envelope), Path(init.checkpoint))
         context = ChildContext(
             agent_id=init.agent_id,
             host_name=init.host_name,
@@ -144,8 +149,13 @@ class ChildRuntime:
                 reader.extract_files(files_dir)
         self.mover.hops = header.hops
         self.mover.origin, self.mover.origin_url = header.origin, header.origin_url
+        # a checkpoint of this host's: number the next ones after it
+        self.mover.generation = max(self.mover.generation, header_generation(header))
         self.mover.arrived_files([f.name for f in header.files], files_dir)
-        self.mover.restore_registrations(header.meta.get("files", []))
+        if header.kind == "checkpoint" and self.init.arrival == "activation":
+            # Registrations (host paths) only ever come back from this host's own
+            # checkpoint; an envelope that arrived registers only the files it carried.
+            self.mover.restore_registrations(header.meta.get("files", []))
         self._came_from = header.source
         return state
 
@@ -224,7 +234,7 @@ class ChildRuntime:
         if item.deactivate:
             run_hook(paglet.on_deactivating, self._event(LifecycleKind.DEACTIVATING))
         path = self.mover.checkpoint(paglet, sync=item.sync)
-        return {"path": str(path)}
+        return {"path": str(path), "generation": self.mover.generation}
 
     def _move(self, paglet: Paglet[Any], item: ipc.Move) -> dict[str, str]:
         location = self.mover.move(paglet, item.kind, item.target, item.ticket)
@@ -371,6 +381,8 @@ class ChildRuntime:
                 self.channel.send(
                     ipc.Note("message.failed", error.message, {"traceback": error.traceback})
                 )
+            # a bare acknowledgement: the host counts a one-way message until it is handled
+            self.channel.send(ipc.Reply(request_id))
             return
         try:
             data = encode_json(ipc.Reply(request_id, value, error).to_wire())

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from paglets.core.errors import RequestError, StorageError, TransferError
 from paglets.core.events import LifecycleEvent, LifecycleKind
+from paglets.persistence.checkpoints import GENERATION, next_generation
+from paglets.persistence.paths import under
 from paglets.runtime.osutil import yield_cpu
 from paglets.wire.envelope import (
     INLINE_MAX,
@@ -130,6 +132,7 @@ class Mover:
         self.files: dict[str, RegisteredFile] = {}
         self.departed: Location | None = None
         self._on_departed = on_departed
+        self.generation = init.generation  # of the latest durable state it made
 
     def __repr__(self) -> str:
         where = f"departed to {self.departed.host}" if self.departed else "here"
@@ -153,9 +156,9 @@ class Mover:
         return name
 
     def arrived_files(self, names: list[str], files_dir: Path) -> None:
-        """Files that came with the paglet; they belong to it, so they move on."""
+        """Files that came with the paglet, in its files directory; they move on with it."""
         for name in names:
-            self.files[name] = RegisteredFile(name, files_dir / name, "move")
+            self.files[name] = RegisteredFile(name, under(files_dir, name), "move")
 
     def restore_registrations(self, entries: Any) -> None:
         """Registrations kept in a checkpoint: the files stay where they were."""
@@ -170,12 +173,20 @@ class Mover:
         """Write the paglet's state to its checkpoint file, all or nothing.
 
         Registered files are not copied: the checkpoint names where they are.
+        Its header carries its generation, the next after the paglet's latest
+        (then in `generation`).
 
         Raises:
-            StorageError: the disk is full or cannot be written; the old
-                checkpoint, if any, is left as it was.
+            StorageError: the disk is full or cannot be written, or the paglet
+                has left this host; the old checkpoint, if any, is left as it was.
         """
         path = Path(self.init.checkpoint)
+        if self.departed is not None:  # this host's copy may be a newer arrival by now
+            raise StorageError(
+                f"paglet {self.init.agent_id} has left for {self.departed.host}; "
+                "it writes its checkpoints there now"
+            )
+        generation = next_generation(self.generation)
         spec = EnvelopeSpec(
             agent_id=self.init.agent_id,
             class_path=self.init.class_path,
@@ -191,7 +202,8 @@ class Mover:
                 "files": [
                     {"name": f.name, "path": str(f.path), "mode": f.mode}
                     for f in self.files.values()
-                ]
+                ],
+                GENERATION: generation,
             },
         )
         try:
@@ -203,6 +215,7 @@ class Mover:
                 f"{exc.strerror or exc}; free some disk space there (or move the host's "
                 "--state-dir) and try again"
             ) from None
+        self.generation = generation
         return path
 
     # -- moving -----------------------------------------------------------------
@@ -230,7 +243,7 @@ class Mover:
         )
         transfer_id = uuid.uuid4().hex
         new_id = uuid.uuid4().hex if kind == "clone" else agent_id
-        envelope = Path(self.init.spool_dir) / f"{transfer_id}.out"
+        envelope = under(Path(self.init.spool_dir), f"{transfer_id}.out")
         spec = EnvelopeSpec(
             agent_id=new_id,
             class_path=self.init.class_path,

@@ -15,8 +15,12 @@ Nothing follows the last file: an envelope is exactly
 ``10 + hlen + state_len + sum(blobs) + sum(file sizes)`` bytes long.
 
 Decoding never runs code named by the data: the header is checked field by
-field, file names must be relative POSIX paths, and the state is rebuilt only as
-the class the receiver asks for, and only if the header names that very class.
+field, its agent and transfer ids must be well-formed identifiers
+(`paglets.core.ids.check_id`), file names must be relative POSIX paths within
+the caps (`MAX_FILES`, `MAX_FILE_DEPTH`, `MAX_FILE_NAME`), files are extracted
+only under their destination (`paglets.persistence.paths.under`), and a header
+longer than `PARSE_OFF_LOOP` is decoded off the event loop. The state is rebuilt
+only as the class the receiver asks for, and only if the header names that very class.
 `receive_envelope` takes any ``read(n)`` coroutine returning up to ``n`` bytes and
 ``b""`` at the end, so aiohttp's ``request.content.read`` fits as is.
 """
@@ -40,9 +44,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
-from paglets.core.errors import EnvelopeError, PayloadTooLargeError
+from paglets.core.errors import EnvelopeError, PayloadTooLargeError, RequestError
+from paglets.core.ids import IdKind, check_id
 from paglets.core.state import PagletState
 from paglets.persistence.files import fsync_dir
+from paglets.persistence.paths import under
 from paglets.wire.bigbytes import pread_bytes
 from paglets.wire.state_json import state_from_json, state_to_json
 
@@ -55,8 +61,12 @@ __all__ = [
     "FILE_MODES",
     "INLINE_MAX",
     "KINDS",
+    "MAX_FILES",
+    "MAX_FILE_DEPTH",
+    "MAX_FILE_NAME",
     "MAX_HEADER",
     "MEDIA_TYPE",
+    "PARSE_OFF_LOOP",
     "SMALL_MAX",
     "EnvelopeHeader",
     "EnvelopeReader",
@@ -80,6 +90,14 @@ Read = Callable[[int], "Awaitable[bytes]"]
 MEDIA_TYPE: Final = "application/vnd.paglets.envelope"
 ENVELOPE_VERSION: Final = 1
 MAX_HEADER: Final = 1 << 20
+# Caps on the file manifest, checked as the header is parsed: each file name becomes
+# a path (and its parents directories) when the envelope is extracted, so these bound
+# what an envelope can make its receiver build, in memory and on disk.
+MAX_FILES: Final = 1024  # files in one envelope
+MAX_FILE_DEPTH: Final = 8  # parts of one file name ("a/b/c" has 3): at most 7 directories
+MAX_FILE_NAME: Final = 512  # characters in one file name, all its parts together
+# A header longer than this is decoded in a worker thread, off the receiver's event loop.
+PARSE_OFF_LOOP: Final = 64 * 1024
 # The largest envelope a paglet's process hands its host inline (in its call), not by file.
 INLINE_MAX: Final = 64 * 1024
 # The most bytes after its header an envelope may have and still be taken whole into
@@ -93,6 +111,7 @@ _PREFIX = struct.Struct(">4sHI")
 _CHUNK = 1 << 20
 _MAX_ID = 200
 _MAX_TEXT = 2048
+_MAX_PART = 255  # bytes in one part of a file name (NAME_MAX on Linux and macOS)
 
 
 def _is_size(v: Any) -> bool:
@@ -100,12 +119,12 @@ def _is_size(v: Any) -> bool:
 
 
 def _is_file_name(v: Any) -> bool:
-    """A relative POSIX path that stays inside the directory it is extracted to."""
-    return (
-        isinstance(v, str)
-        and 0 < len(v) <= _MAX_TEXT
-        and not {"\0", "\\"} & set(v)
-        and all(part not in {"", ".", ".."} for part in v.split("/"))
+    """A relative POSIX path, within the caps, that stays inside the directory it goes to."""
+    if not isinstance(v, str) or not 0 < len(v) <= MAX_FILE_NAME or "\0" in v or "\\" in v:
+        return False
+    parts = v.split("/", MAX_FILE_DEPTH)  # never more than the cap allows, however many
+    return len(parts) <= MAX_FILE_DEPTH and all(
+        part not in {"", ".", ".."} and len(part.encode()) <= _MAX_PART for part in parts
     )
 
 
@@ -115,7 +134,14 @@ _ID = (lambda v: isinstance(v, str) and 0 < len(v) <= _MAX_ID, f"a string of 1-{
 _SIZE = (_is_size, "a non-negative integer")
 _OBJECT = (lambda v: isinstance(v, dict), "an object")
 _FILE_CHECKS: _Checks = {
-    "name": (_is_file_name, "a relative POSIX path without '..', '.', empty parts or NUL"),
+    "name": (
+        _is_file_name,
+        (
+            f"a relative POSIX path of at most {MAX_FILE_DEPTH} parts and {MAX_FILE_NAME} "
+            f"characters (each part at most {_MAX_PART} bytes), without '..', '.', empty "
+            "parts, backslashes or NUL"
+        ),
+    ),
     "size": _SIZE,
     "mode": (lambda v: v in FILE_MODES, f"one of {list(FILE_MODES)}"),
     "sha256": (lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)), "64 lowercase hex"),
@@ -135,7 +161,10 @@ _HEADER_CHECKS: _Checks = {
     "meta": _OBJECT,
     "state_len": _SIZE,
     "blobs": (lambda v: isinstance(v, list) and all(map(_is_size, v)), "a list of sizes"),
-    "files": (lambda v: isinstance(v, list), "a list of file entries"),
+    "files": (
+        lambda v: isinstance(v, list) and len(v) <= MAX_FILES,
+        f"a list of at most {MAX_FILES} file entries (carry more files as an archive)",
+    ),
 }
 
 
@@ -210,8 +239,18 @@ class EnvelopeHeader(EnvelopeSpec):
 
     @classmethod
     def parse(cls, data: Any) -> Self:
-        """Decode and check the JSON form; `EnvelopeError` names what is wrong."""
+        """Decode and check the JSON form; `EnvelopeError` names what is wrong.
+
+        The agent id and the transfer id must be well-formed identifiers
+        (`paglets.core.ids.check_id`): both become file names on the receiver.
+        The manifest is within `MAX_FILES`, `MAX_FILE_DEPTH` and `MAX_FILE_NAME`.
+        """
         _check("envelope header", data, _HEADER_CHECKS)
+        for name, kind in (("agent_id", IdKind.AGENT), ("transfer_id", IdKind.TRANSFER)):
+            try:
+                check_id(data[name], kind)
+            except RequestError as exc:
+                raise EnvelopeError(f"envelope header.{name}: {exc}") from None
         files = [FileEntry.parse(entry) for entry in data["files"]]
         names = [entry.name for entry in files]
         parents = {name.rsplit("/", i)[0] for name in names for i in range(1, name.count("/") + 1)}
@@ -516,8 +555,30 @@ class EnvelopeReader:
                 at += size
         return blobs
 
+    def _file_parts(self, stack: contextlib.ExitStack) -> list[memoryview]:
+        """The manifest's files, each checked against its SHA-256."""
+        files, header = self.header.files, self.header
+        start = self._state_at + header.state_len + sum(header.blobs)
+        parts = self._parts(stack, start, [f.size for f in files])
+        for entry, part in zip(files, parts, strict=True):
+            if hashlib.sha256(part).hexdigest() != entry.sha256:
+                raise EnvelopeError(f"{self.path}: file {entry.name!r} fails its SHA-256")
+        return parts
+
+    def check_files(self) -> None:
+        """Check every file of the manifest against its SHA-256, writing nothing.
+
+        Raises:
+            EnvelopeError: a file's SHA-256 does not match.
+        """
+        with contextlib.ExitStack() as stack:
+            self._file_parts(stack)
+
     def extract_files(self, dest_dir: Path, *, sync: bool = False) -> list[Path]:
         """Write every file of the manifest under ``dest_dir``, after checking all digests.
+
+        Each file goes to `paglets.persistence.paths.under` ``(dest_dir, name)``:
+        never outside ``dest_dir``, not even through a symbolic link there.
 
         Returns:
             The paths written, in manifest order.
@@ -526,13 +587,9 @@ class EnvelopeReader:
             EnvelopeError: a file's SHA-256 does not match, or a name leads out of
                 ``dest_dir`` (through a symbolic link already there).
         """
-        files, header = self.header.files, self.header
+        files = self.header.files
         with contextlib.ExitStack() as stack:
-            start = self._state_at + header.state_len + sum(header.blobs)
-            parts = self._parts(stack, start, [f.size for f in files])
-            for entry, part in zip(files, parts, strict=True):
-                if hashlib.sha256(part).hexdigest() != entry.sha256:
-                    raise EnvelopeError(f"{self.path}: file {entry.name!r} fails its SHA-256")
+            parts = self._file_parts(stack)
             dest_dir.mkdir(parents=True, exist_ok=True)
             root = dest_dir.resolve()
             return [_place(root, e.name, part, sync) for e, part in zip(files, parts, strict=True)]
@@ -554,10 +611,11 @@ def _check_length(path: Path | None, size: int, total: int) -> None:
 
 
 def _place(root: Path, name: str, data: memoryview, sync: bool) -> Path:
-    target = root / name
-    if not target.parent.resolve().is_relative_to(root):
-        raise EnvelopeError(f"file {name!r} would be written outside {root}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target = under(root, name)
+    except RequestError as exc:
+        raise EnvelopeError(f"file {name!r} would be written outside {root}: {exc}") from None
+    target.parent.mkdir(parents=True, exist_ok=True)  # at most MAX_FILE_DEPTH - 1 of them
     _write_atomic(target, lambda fd, _tmp: _write_all(fd, [data]), sync=sync)
     return target
 
@@ -704,7 +762,10 @@ async def receive_envelope(
     """
     prefix = await _read_exactly(read, _PREFIX.size, 0)
     raw = await _read_exactly(read, _header_length(prefix), _PREFIX.size)
-    header, start = read_header(prefix + raw)
+    if len(raw) > PARSE_OFF_LOOP:  # a long header is decoded in a thread, off the loop
+        header, start = await asyncio.to_thread(read_header, prefix + raw)
+    else:
+        header, start = read_header(prefix + raw)
     total = envelope_size(header, start)
     if max_total is not None and total > max_total:
         raise PayloadTooLargeError(f"the envelope is {total} bytes, over the {max_total} limit")
