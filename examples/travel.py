@@ -6,22 +6,31 @@ show exactly what ran where. Messages:
 - ``go {"to"}``: dispatch itself from inside a handler;
 - ``tour {"hosts": [...]}``: follow an itinerary from ``run()``, noting each host;
 - ``clone {"to"}``: clone itself, returns the copy's id;
-- ``carry {"path", "mode"}``: register a file to travel with it;
+- ``write {"name", "text"}``: write ``text`` to the file ``name`` in its work directory;
+- ``carry {"name", "mode"}``: register the file ``name`` of its work directory to
+  travel with it (``mode`` ``copy`` or ``move``);
 - ``files``: the registered files and their contents;
 - ``payload {"size"}`` / ``digest``: hold a large ``bytes`` field / its sha256;
 - ``nap {"seconds"}`` / ``save``: deactivate itself (waking after ``seconds``, if
   given) / write a checkpoint;
 - ``log``, ``where``: what it saw, and where it is.
+
+It touches no file but its own: ``write`` and ``carry`` take a name relative to
+``self.context.work_dir`` and refuse an absolute path, a ``..`` and a symlink
+that leads out of it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paglets import Itinerary, ItineraryStop, LifecycleEvent, Message, Paglet, PagletState
+from paglets.persistence.paths import under
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass
@@ -37,6 +46,14 @@ class Traveler(Paglet[TravelerState]):
     """See the module docstring."""
 
     State = TravelerState
+
+    def own_file(self, name: str) -> Path:
+        """The file ``name`` of this paglet's work directory, proven to stay inside it.
+
+        Raises:
+            RequestError: ``name`` is absolute, holds ``..`` or leads out through a symlink.
+        """
+        return under(self.context.work_dir, name)
 
     def _note(self, what: str, event: LifecycleEvent) -> None:
         self.state.log.append(f"{what}@{event.host_name}")
@@ -90,7 +107,8 @@ class Traveler(Paglet[TravelerState]):
         if kind == "clone":
             return self.clone(args.get("to")).agent_id
         if kind == "carry":
-            return self.context.register_file(args["path"], mode=args.get("mode", "copy"))
+            path = self.own_file(str(args["name"]))
+            return self.context.register_file(path, mode=str(args.get("mode", "copy")))
         if kind == "files":
             return {name: path.read_text() for name, path in self.context.files.items()}
         if kind == "payload":
@@ -114,6 +132,8 @@ class Traveler(Paglet[TravelerState]):
         if kind == "where":
             return self.context.host_name
         if kind == "write":
-            Path(args["path"]).write_text(str(args["text"]))
-            return None
+            path = self.own_file(str(args["name"]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(str(args["text"]))
+            return path.name
         return self.not_handled()

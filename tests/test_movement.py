@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
 TRAVELER = "examples.travel:Traveler"
+FREE_TRAVELER = "pagletstest.travel:FreeTraveler"  # carries files from anywhere
 
 
 async def _mesh(
@@ -241,7 +242,7 @@ async def test_registered_files_travel_and_land_before_arrival(
     kept.write_text("stays at home too")
     moved.write_text("only travels")
     async with AsyncHostClient(_a.url) as client:
-        traveler = await client.create(TRAVELER)
+        traveler = await client.create(FREE_TRAVELER)
         assert await traveler.send("carry", {"path": str(kept)}) == "kept.txt"
         assert await traveler.send("carry", {"path": str(moved), "mode": "move"}) == "moved.txt"
         await traveler.dispatch("b")
@@ -432,7 +433,7 @@ async def test_a_registered_file_gone_before_the_dispatch_fails_it_cleanly(
     doomed = tmp_path / "doomed.txt"
     doomed.write_text("here for now")
     async with AsyncHostClient(a.url) as client:
-        traveler = await client.create(TRAVELER)
+        traveler = await client.create(FREE_TRAVELER)
         await traveler.dispatch("b")  # made b's spool (and a's, earlier)
         await traveler.dispatch("a")
         assert await traveler.send("carry", {"path": str(doomed)}) == "doomed.txt"
@@ -542,7 +543,7 @@ async def _writing(host: Host, timeout: float = 20.0) -> str:
 
 
 async def _busy_traveler(client: AsyncHostClient, slow: Path) -> AsyncPagletProxy:
-    traveler = await client.create(TRAVELER)
+    traveler = await client.create(FREE_TRAVELER)
     await traveler.send("increment")
     assert await traveler.send("payload", {"size": BULK}) == BULK
     with slow.open("wb") as f:

@@ -19,6 +19,7 @@ import pytest
 
 from paglets import HostClient, Message, PagletError
 from paglets.persistence.store import Store, TransferPhase, TransferRole
+from pagletstest import host_env
 from tests.test_cli import _command, _env, _wait_gone
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 HOST_CMD = _command("paglets-host", "paglets.cli.host")
 TRAVELER = "examples.travel:Traveler"
+FREE_TRAVELER = "pagletstest.travel:FreeTraveler"  # carries files from anywhere
 PAYLOAD = 6 * 1024 * 1024  # several 1 MiB chunks: "mid-stream" is a real middle
 
 
@@ -59,7 +61,7 @@ class Pair:
         argv += ["--peer", self.url(other), "--log-level", "warning"]
         argv += ["--transfer-fsync" if fsync else "--no-transfer-fsync"]
         argv += ["--gossip-interval", "0.1", "--offline-after", "1"]
-        env = _env(PAGLETS_CRASH_AT=crash_at) if crash_at else _env()
+        env = host_env(_env(PAGLETS_CRASH_AT=crash_at) if crash_at else _env())
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
         log.close()
         self.processes[name] = process
@@ -111,9 +113,9 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _traveler(pair: Pair) -> tuple[str, str]:
+def _traveler(pair: Pair, class_path: str = TRAVELER) -> tuple[str, str]:
     with HostClient(pair.url("src"), api_key="") as client:
-        traveler = client.create(TRAVELER)
+        traveler = client.create(class_path)
         for _ in range(3):
             traveler.send("increment")
         traveler.send("payload", {"size": PAYLOAD})
@@ -190,7 +192,7 @@ def test_sigkill_while_the_paglet_writes_its_envelope_leaves_it_at_the_source(
     pair.start("dst")
     with HostClient(pair.url("dst"), api_key="") as probe:
         _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
-    agent_id, digest = _traveler(pair)
+    agent_id, digest = _traveler(pair, FREE_TRAVELER)
     slow = pair.tmp / "slow.bin"  # sparse: hashing and copying it keeps the writer busy
     with slow.open("wb") as f:
         f.truncate(128 * 1024 * 1024)
