@@ -9,10 +9,12 @@ could never start is refused before it is committed, so its source keeps it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +22,7 @@ import aiohttp
 import pytest
 
 from paglets import AsyncHostClient, Message, Paglet, PagletState
+from paglets.wire.envelope import MAX_FILE_DEPTH, MAX_FILE_NAME, MAX_FILES, PARSE_OFF_LOOP
 from tests.conftest import wait_for
 from tests.test_movement import _forged_spec
 
@@ -50,6 +53,8 @@ class Keeper(Paglet[KeeperState]):
                 name: [str(path), path.read_text() if path.is_file() else None]
                 for name, path in self.context.files.items()
             }
+        if message.kind == "count":
+            return len(self.context.files)
         if message.kind == "go":
             self.dispatch(message.args["to"])
             return None
@@ -186,3 +191,78 @@ async def test_an_arriving_paglet_holds_only_the_files_it_carried(
     assert held == {
         "sub/carried.txt": [str(c.supervisor.files_root / "forged-1" / "sub/carried.txt"), "mine"]
     }
+
+
+# -- item 14: the header is bounded, and a long one is parsed off the loop ------------------
+
+
+@pytest.mark.parametrize(
+    ("files", "refusal"),
+    [
+        ({f"f{i}": b"" for i in range(MAX_FILES + 1)}, f"at most {MAX_FILES} file entries"),
+        ({"/".join("d" * MAX_FILE_DEPTH) + "/f": b""}, f"at most {MAX_FILE_DEPTH} parts"),
+        ({"n" * (MAX_FILE_NAME + 1): b""}, f"{MAX_FILE_NAME} characters"),
+        ({"d/" + "n" * 201: b""}, "each part at most 200 bytes"),
+    ],
+    ids=["count", "depth", "length", "part"],
+)
+async def test_a_manifest_over_the_caps_is_refused_before_anything_is_written(
+    make_host: Callable[..., Awaitable[Host]], files: dict[str, bytes], refusal: str
+) -> None:
+    host = await make_host(name="b", allow_modules=("tests",), **FAST)
+    status, answer = await _post(host, _envelope(files=files))
+    assert status == 400, answer
+    assert answer["error"]["type"] == "EnvelopeError"
+    assert refusal in answer["error"]["message"]
+    _nothing_kept(host)
+    assert not host.supervisor.files_root.exists() or not any(host.supervisor.files_root.iterdir())
+
+
+async def test_a_manifest_at_the_caps_arrives(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(name="b", allow_modules=("tests",), **FAST)
+    deep = "/".join(["d" * 44] * (MAX_FILE_DEPTH - 1))  # 7 parts, 314 characters
+    files = {f"{deep}/{i:0{MAX_FILE_NAME - len(deep) - 1}}": b"x" for i in range(MAX_FILES)}
+    assert {len(name) for name in files} == {MAX_FILE_NAME}
+    status, answer = await _post(host, _envelope(files=files))
+    assert status == 200, answer
+    async with AsyncHostClient(host.url) as client:
+        keeper = client.proxy("forged-1")
+        assert await keeper.send("count") == MAX_FILES
+        await keeper.deactivate()  # a checkpoint naming every file still fits
+        assert await keeper.send("count") == MAX_FILES
+
+
+async def test_a_huge_header_does_not_stall_the_host(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    """A header of ~1 MiB of deep file names: once ~6 s of the loop here, now refused."""
+    host = await make_host(name="b", allow_modules=("tests",), **FAST)
+    deep = "/".join(["a"] * 1020)
+    files = {f"{deep}/{i}": b"" for i in range(480)}
+    body = _envelope(files=files)
+    assert len(body) > PARSE_OFF_LOOP * 15
+    latencies: list[float] = []
+    posted = asyncio.Event()
+
+    async def poll_health(session: aiohttp.ClientSession) -> None:
+        while not posted.is_set():
+            began = time.monotonic()
+            async with session.get(f"{host.url}/health") as resp:
+                assert resp.status == 200
+            latencies.append(time.monotonic() - began)
+
+    async with aiohttp.ClientSession() as session:
+        polling = asyncio.create_task(poll_health(session))
+        await wait_for(lambda: len(latencies) >= 3, 10, "/health answering")
+        try:
+            status, answer = await _post(host, body)
+        finally:
+            posted.set()
+            await polling
+    assert status == 400, answer
+    assert f"at most {MAX_FILE_DEPTH} parts" in answer["error"]["message"]
+    # /health kept answering while the header was read: no request waited on a stalled loop
+    # (generous: the old parse held the loop for over 6 s on this machine)
+    assert max(latencies) < 2.0, latencies

@@ -93,7 +93,7 @@ MAX_HEADER: Final = 1 << 20
 # Caps on the file manifest, checked as the header is parsed: each file name becomes
 # a path (and its parents directories) when the envelope is extracted, so these bound
 # what an envelope can make its receiver build, in memory and on disk.
-MAX_FILES: Final = 1024  # files in one envelope
+MAX_FILES: Final = 512  # files in one envelope (a checkpoint then names all within MAX_HEADER)
 MAX_FILE_DEPTH: Final = 8  # parts of one file name ("a/b/c" has 3): at most 7 directories
 MAX_FILE_NAME: Final = 512  # characters in one file name, all its parts together
 # A header longer than this is decoded in a worker thread, off the receiver's event loop.
@@ -111,7 +111,9 @@ _PREFIX = struct.Struct(">4sHI")
 _CHUNK = 1 << 20
 _MAX_ID = 200
 _MAX_TEXT = 2048
-_MAX_PART = 255  # bytes in one part of a file name (NAME_MAX on Linux and macOS)
+# Bytes in one part of a file name: NAME_MAX (255 on Linux and macOS) less room for
+# the affixes of the temporary file it is first written as (`_temp_for`).
+_MAX_PART = 200
 
 
 def _is_size(v: Any) -> bool:
