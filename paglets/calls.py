@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from paglets.core.errors import HostNotFoundError, RequestError, TransferError
+from paglets.core.ids import IdKind, check_id
 from paglets.runtime.supervisor import SendMode
 from paglets.transport.client import AsyncHostClient
 
@@ -54,11 +55,35 @@ class HostCalls:
         return await serve(agent_id, args)
 
     def client(self, url: str) -> AsyncHostClient:
-        """A pooled client to the host at ``url``, with this host's API key."""
+        """A pooled client to the mesh member at ``url``, with this host's API key.
+
+        Every call this host makes for a paglet or a caller (messages, monitors,
+        retracts) goes through here; the client also checks each host a moved
+        paglet leads it to.
+
+        Raises:
+            HostNotFoundError: ``url`` is not a member of this host's mesh.
+        """
+        url = url.rstrip("/")
+        self.check_member(url)
         client = self._clients.get(url)
         if client is None:
-            client = self._clients[url] = AsyncHostClient(url, self.config.api_key or "")
+            client = AsyncHostClient(url, self.config.api_key or "", guard=self.check_member)
+            self._clients[url] = client
         return client
+
+    def check_member(self, url: str) -> None:
+        """Refuse to call ``url`` (with the key, or at all) unless it is a mesh member.
+
+        Raises:
+            HostNotFoundError: ``url`` is not a member (`MeshService.is_member`).
+        """
+        if not self.mesh.is_member(url):
+            raise HostNotFoundError(
+                f"{url} is not a host of the mesh of {self.config.name}: a host calls, and "
+                "sends its API key to, members of its mesh only; join that host to the mesh "
+                "(--peer) or name a host of it"
+            )
 
     async def close(self) -> None:
         clients, self._clients = list(self._clients.values()), {}
@@ -95,7 +120,7 @@ class HostCalls:
         return host.startswith(("http://", "https://")) and me.answers_on(host)
 
     async def send(self, agent_id: str, args: dict[str, Any]) -> Any:
-        target = _str(args, "agent_id")
+        target = check_id(_str(args, "agent_id"), IdKind.AGENT)
         kind = _str(args, "kind")
         body = args.get("args") or {}
         mode = SendMode(args.get("mode", "sync"))

@@ -26,6 +26,7 @@ from aiohttp import web
 
 from paglets.core.errors import PagletError, RequestError
 from paglets.core.events import ContextEvent, EventKind
+from paglets.core.ids import IdKind, check_id
 from paglets.core.status import PagletStatus
 from paglets.runtime.supervisor import SendMode
 from paglets.transport.body import json_response, read_json
@@ -98,6 +99,7 @@ class Monitors:
         host = args.get("host")
         if not isinstance(watched, str) or not watched:
             raise RequestError("monitor needs the id of the paglet to watch")
+        check_id(watched, IdKind.AGENT)
         me = Watcher(agent_id, self.mesh.table.me.url)
         if self.calls.is_here(host if isinstance(host, str) else None):
             self.watch(watched, me)
@@ -212,6 +214,8 @@ async def _monitor_route(request: web.Request) -> web.Response:
     watcher, url = data["watcher"], data["watcher_url"]
     if not isinstance(watcher, str) or not isinstance(url, str) or not watcher or not url:
         raise RequestError("'watcher' and 'watcher_url' must be non-empty strings")
+    check_id(watcher, IdKind.AGENT)
+    monitors.calls.check_member(url.rstrip("/"))  # it is told later, with the key
     monitors.watch(request.match_info["agent_id"], Watcher(watcher, url.rstrip("/")))
     return json_response({"watching": request.match_info["agent_id"]})
 
@@ -226,6 +230,8 @@ async def _down_route(request: web.Request) -> web.Response:
         raise RequestError(f"a down notice has exactly the fields {sorted(fields)}")
     if not all(isinstance(data[k], str) for k in fields):
         raise RequestError("the fields of a down notice are strings")
+    check_id(data["watcher"], IdKind.AGENT)
+    check_id(data["agent_id"], IdKind.AGENT)
     watcher = data.pop("watcher")
     await monitors.deliver(watcher, data)
     return json_response({"delivered": True})

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from paglets.core.errors import RequestError, TransferError
+from paglets.core.ids import IdKind, check_id
 from paglets.movement.source import MESH_HEADER, TRANSFER_HEADER
 from paglets.transport.body import json_response, read_json
 from paglets.wire.envelope import MEDIA_TYPE
@@ -68,6 +69,7 @@ async def retract(request: web.Request) -> web.Response:
     agent_id, host = _opt_str(data, "agent_id"), _opt_str(data, "host")
     if agent_id is None or host is None:
         raise RequestError("retract needs 'agent_id' and 'host' (the host it is on)")
+    check_id(agent_id, IdKind.AGENT)
     return json_response(await service.retract(agent_id, host, data.get("ticket")))
 
 
@@ -75,9 +77,13 @@ async def receive(request: web.Request) -> web.Response:
     service = request.app[TRANSFERS]
     if request.content_type != MEDIA_TYPE:
         raise RequestError(f"a transfer body must be {MEDIA_TYPE}, not {request.content_type}")
-    transfer_id = request.headers.get(TRANSFER_HEADER, "")
-    if not transfer_id or len(transfer_id) > 200:  # noqa: PLR2004
+    transfer_id = request.headers.get(TRANSFER_HEADER)
+    if transfer_id is None:
         raise RequestError(f"a transfer needs the {TRANSFER_HEADER} header")
+    try:
+        check_id(transfer_id, IdKind.TRANSFER)
+    except RequestError as exc:
+        raise RequestError(f"the {TRANSFER_HEADER} header: {exc.message}") from None
     mine = service.config.mesh_version
     theirs = request.headers.get(MESH_HEADER)
     if theirs != mine:
@@ -94,13 +100,16 @@ async def receive(request: web.Request) -> web.Response:
         except TimeoutError:
             raise RequestError(f"no envelope bytes arrived for {timeout:g} s") from None
 
-    return json_response(await service.receiver.receive(transfer_id, read))
+    answer = await service.receiver.receive(transfer_id, read, request.content_length)
+    return json_response(answer)
 
 
 async def abort(request: web.Request) -> web.Response:
     service = request.app[TRANSFERS]
     data = await _body(request)
     agent_id = _opt_str(data, "agent_id") or ""
+    if agent_id:
+        check_id(agent_id, IdKind.AGENT)
     source = _opt_str(data, "source") or ""
     phase = await service.receiver.abort(request.match_info["transfer_id"], agent_id, source)
     me = service.mesh.table.me

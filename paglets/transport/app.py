@@ -4,6 +4,11 @@ The host owns the `aiohttp.web.Application` (never subclassed) and
 passes everything the routes need as one `ApiContext` under a typed
 ``AppKey``. Every error leaves as JSON ``{"error": {type, message, traceback}}``
 with the status its `PagletError` class names.
+
+Every identifier in a URL (``{agent_id}``, ``{message_id}``, ``{transfer_id}``)
+is checked once, by `id_middleware`, before any handler sees it; a route whose
+URL holds a name `ROUTE_IDS` does not know stops the host at start, so a route
+added later cannot skip the check.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
@@ -21,6 +26,7 @@ from paglets.core.errors import (
     RequestError,
 )
 from paglets.core.events import EventKind
+from paglets.core.ids import IdKind, check_id
 from paglets.core.policy import RestartPolicy
 from paglets.runtime.supervisor import SendMode
 from paglets.transport.auth import auth_middleware
@@ -60,23 +66,34 @@ class ApiContext:
     api_key: str | None
     max_body: int
     read_timeout: float
+    debug_errors: bool = False  # tracebacks in error bodies (--debug-errors)
 
 
 API: web.AppKey[ApiContext] = web.AppKey("paglets.transport.app.API", ApiContext)
 
 
-def error_response(exc: PagletError) -> web.Response:
-    """The JSON error response for ``exc``."""
-    body = ErrorBody(type(exc).__name__, exc.message, exc.remote_traceback)
+def error_response(exc: PagletError, *, debug: bool = False) -> web.Response:
+    """The JSON error response for ``exc``; its traceback only with ``debug``."""
+    body = ErrorBody(type(exc).__name__, exc.message, exc.remote_traceback if debug else None)
     return json_response({"error": body.to_dict()}, status=exc.http_status)
+
+
+def _debug(request: web.Request) -> bool:
+    ctx = request.app.get(API)
+    return ctx is not None and ctx.debug_errors
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as an error body; no traceback unless ``debug_errors``.
+
+    An unexpected exception is a bug: it is logged with its traceback and an
+    error id, and the caller gets a ``500 HostError`` naming that id only.
+    """
     try:
         return await handler(request)
     except PagletError as exc:
-        return error_response(exc)
+        return error_response(exc, debug=_debug(request))
     except web.HTTPException as exc:
         if exc.status < 400:  # noqa: PLR2004 - redirects pass through
             raise
@@ -84,11 +101,46 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         body = ErrorBody(kind, f"{exc.status} {exc.reason}: {request.method} {request.path}")
         return json_response({"error": body.to_dict()}, status=exc.status)
     except Exception as exc:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
-        body = ErrorBody(
-            "HostError", f"internal error: {type(exc).__name__}: {exc}", traceback.format_exc()
-        )
+        error_id = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s serving %s %s", error_id, request.method, request.path)
+        message = f"internal error {error_id}; the host's log has its details"
+        if _debug(request):
+            message = f"internal error {error_id}: {type(exc).__name__}: {exc}"
+        body = ErrorBody("HostError", message, traceback.format_exc() if _debug(request) else None)
         return json_response({"error": body.to_dict()}, status=500)
+
+
+ROUTE_IDS: Final[dict[str, IdKind]] = {
+    "agent_id": IdKind.AGENT,
+    "message_id": IdKind.MESSAGE,
+    "transfer_id": IdKind.TRANSFER,
+}
+"""The kind of every identifier a route may take from its URL, by its name there."""
+
+
+@web.middleware
+async def id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request whose URL holds a malformed identifier (400), before its handler."""
+    for name, value in request.match_info.items():
+        check_id(value, ROUTE_IDS[name])
+    return await handler(request)
+
+
+async def check_route_ids(app: web.Application) -> None:
+    """At start: every name a route takes from its URL is an identifier of a known kind.
+
+    Raises:
+        TypeError: a route takes a name `ROUTE_IDS` does not know (a programming error).
+    """
+    for resource in app.router.resources():
+        pattern = resource.get_info().get("pattern")
+        names = set(pattern.groupindex) if pattern is not None else set()
+        unknown = names - ROUTE_IDS.keys()
+        if unknown:
+            raise TypeError(
+                f"route {resource.canonical} takes {sorted(unknown)} from its URL; "
+                "add each to paglets.transport.app.ROUTE_IDS with its IdKind"
+            )
 
 
 def paglet_info(record: AgentRecord, ctx: ApiContext) -> PagletInfo:
@@ -222,6 +274,8 @@ async def list_events(request: web.Request) -> web.Response:
     limit = _query_int(request, "limit", 100, 10_000)
     wait = _query_float(request, "wait", 0.0, MAX_WAIT)
     agent_id = request.query.get("agent_id")
+    if agent_id is not None:
+        check_id(agent_id, IdKind.AGENT)
     kinds = None
     if "kind" in request.query:
         try:
@@ -232,7 +286,12 @@ async def list_events(request: web.Request) -> web.Response:
     if not events and wait > 0 and await ctx.events.wait_after(since, wait):
         events = await ctx.events.query_async(since, limit, agent_id=agent_id, kinds=kinds)
     cursor = events[-1].cursor if events else max(since, 0)
-    return json_response({"events": [event_to_dict(e) for e in events], "cursor": cursor})
+    shown = [event_to_dict(e) for e in events]
+    if not ctx.debug_errors:  # a paglet's failure notes carry tracebacks: debug only
+        for event in shown:
+            if isinstance(event["data"], dict) and "traceback" in event["data"]:
+                event["data"] = {k: v for k, v in event["data"].items() if k != "traceback"}
+    return json_response({"events": shown, "cursor": cursor})
 
 
 def build_app(ctx: ApiContext) -> web.Application:
@@ -240,8 +299,10 @@ def build_app(ctx: ApiContext) -> web.Application:
     middlewares: list[Any] = [error_middleware]
     if ctx.api_key:
         middlewares.append(auth_middleware(ctx.api_key))
+    middlewares.append(id_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=ctx.max_body)
     app[API] = ctx
+    app.on_startup.append(check_route_ids)
     p = API_PREFIX
     app.router.add_get("/health", health)
     app.router.add_get(f"{p}/host", host_info)

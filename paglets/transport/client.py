@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
-from paglets.config import DEFAULT_API_KEY_ENV
 from paglets.core.errors import (
     HostUnavailableError,
     PagletError,
@@ -28,8 +26,10 @@ from paglets.core.errors import (
     TransferError,
     error_from_wire,
 )
+from paglets.core.ids import IdKind, check_id
 from paglets.core.message import Message
 from paglets.core.state import PagletState
+from paglets.transport.apikey import load_api_key
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
 from paglets.wire.state_json import state_to_json
@@ -37,7 +37,7 @@ from paglets.wire.state_json import state_to_json
 if TYPE_CHECKING:
     import builtins
     import ssl as ssl_module
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
     from paglets.core.events import ContextEvent
@@ -89,9 +89,13 @@ class AsyncHostClient:
     Args:
         url: the host's base URL, e.g. ``http://127.0.0.1:8765``; a path prefix
             (a host behind a reverse proxy) is kept.
-        api_key: the bearer key; defaults to ``$PAGLETS_API_KEY`` when set.
+        api_key: the bearer key; by default the first found of ``$PAGLETS_API_KEY``,
+            the file ``$PAGLETS_API_KEY_FILE`` and the systemd credential
+            ``paglets-api-key`` (`paglets.transport.apikey`).
         ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA.
         connect_timeout: seconds to wait for a connection.
+        guard: called with the URL of every other host this client would take
+            its key to (a paglet that moved); raises to refuse it.
     """
 
     def __init__(
@@ -102,14 +106,19 @@ class AsyncHostClient:
         ssl: ssl_module.SSLContext | None = None,
         connect_timeout: float = 10.0,
         pool: _Pool | None = None,
+        guard: Callable[[str], None] | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise PagletError(f"host URL {url!r} must start with http:// or https://")
-        key = api_key if api_key is not None else os.environ.get(DEFAULT_API_KEY_ENV)
+        if api_key is None:
+            found = load_api_key()
+            api_key = None if found is None else found.value
+        key = api_key
         self._key = key or ""
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._ssl = ssl
+        self._guard = guard
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
         self._owner = pool is None
         self._pool = pool or _Pool()
@@ -126,9 +135,13 @@ class AsyncHostClient:
         url = url.rstrip("/")
         if url == self.url:
             return self
+        if self._guard is not None:
+            self._guard(url)
         client = self._pool.siblings.get(url)
         if client is None:
-            client = AsyncHostClient(url, self._key, ssl=self._ssl, pool=self._pool)
+            client = AsyncHostClient(
+                url, self._key, ssl=self._ssl, pool=self._pool, guard=self._guard
+            )
             self._pool.siblings[url] = client
         return client
 
@@ -330,7 +343,7 @@ class AsyncPagletProxy:
 
     def __init__(self, client: AsyncHostClient, agent_id: str) -> None:
         self.client = client
-        self.agent_id = agent_id
+        self.agent_id = check_id(agent_id, IdKind.AGENT)  # it goes into URLs
         self._path = f"{API_PREFIX}/paglets/{agent_id}"
 
     def __repr__(self) -> str:

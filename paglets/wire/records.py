@@ -2,22 +2,24 @@
 
 Records are dataclasses on `paglets.wire.record.Record`: typed, strict about
 unknown fields, a few µs to decode. `SendRequest` is checked by hand, since its
-rules (positive finite timeout, bounded ids) go beyond types.
+rules (positive finite timeout, well-formed ids) go beyond types. Identifiers in
+a record (an agent id to create, a message id, a sender) are checked with
+`paglets.core.ids.check_id` as the record is parsed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from paglets.core.errors import RequestError
 from paglets.core.events import ContextEvent, EventKind
+from paglets.core.ids import IdKind, check_id, is_valid_id
 from paglets.wire.record import Record
 
 PROTOCOL_VERSION = 1
 API_PREFIX = "/v1"
-_MAX_ID = 200
 
 
 @dataclass
@@ -28,6 +30,14 @@ class CreateRequest(Record):
     state: dict[str, Any] | None = None
     agent_id: str | None = None
     restart_policy: dict[str, Any] | None = None
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """Decode ``data``; a chosen ``agent_id`` must be a valid agent id (`check_id`)."""
+        req = super().parse(data)
+        if req.agent_id is not None:
+            check_id(req.agent_id, IdKind.AGENT)
+        return req
 
 
 @dataclass
@@ -131,10 +141,14 @@ class SendRequest:
         no_delay = data.get("no_delay", False)
         if not isinstance(no_delay, bool):
             raise RequestError("message 'no_delay' must be true or false")
-        for name in ("message_id", "sender"):
+        # the sender is the agent id of the sending paglet (`Message.sender`)
+        for name, id_kind in (("message_id", IdKind.MESSAGE), ("sender", IdKind.AGENT)):
             value = data.get(name)
-            if value is not None and (not isinstance(value, str) or len(value) > _MAX_ID):
-                raise RequestError(f"message {name!r} must be a string of at most {_MAX_ID} chars")
+            if value is not None and not is_valid_id(value, id_kind):
+                try:
+                    check_id(value, id_kind)
+                except RequestError as exc:
+                    raise RequestError(f"message {name!r}: {exc.message}") from None
         return cls(
             kind,
             args,
