@@ -28,8 +28,10 @@ from paglets.core.errors import (
     RequestError,
     TransferError,
 )
+from paglets.core.ids import IdKind, check_id
 from paglets.core.movement import TransferTicket
 from paglets.movement.faults import crash_point
+from paglets.movement.limits import InboundLimits
 from paglets.movement.source import LOCAL_RECEIVERS, Sender, discard_envelope
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
@@ -104,6 +106,12 @@ class TransferService:
             me=lambda: mesh.table.me,
             inbox=config.home / "transfers" / "in",
             fsync=config.transfer_fsync,
+            limits=InboundLimits(
+                max_size=config.max_envelope_size,
+                max_concurrent=config.max_transfers,
+                min_rate=config.transfer_min_rate,
+                grace=config.read_timeout,
+            ),
         )
         calls.register("transfer.send", self._call_send)
         calls.register("transfer.written", self._call_written)
@@ -233,6 +241,7 @@ class TransferService:
         self, agent_id: str, host: str, ticket: dict[str, Any] | None
     ) -> dict[str, Any]:
         """Pull ``agent_id`` from ``host`` to this host."""
+        check_id(agent_id, IdKind.AGENT)
         if self.calls.is_here(host):
             raise RequestError(f"paglet {agent_id} would be retracted from this host to itself")
         url = self.mesh.resolve(host)
@@ -253,7 +262,11 @@ class TransferService:
             raise RequestError(f"a paglet may only send envelopes from {spool}")
         if args.get("growing") is not None:
             return await self._send_growing(agent_id, envelope, args)
-        kind, target, ticket, new_id = self._move_args(args)
+        try:
+            kind, target, ticket, new_id = self._move_args(args)
+        except PagletError:
+            await asyncio.to_thread(envelope.unlink, missing_ok=True)
+            raise
         body = await self._check_envelope(
             envelope, agent_id, new_id if kind == "clone" else agent_id, args.get("body")
         )
@@ -276,7 +289,9 @@ class TransferService:
         if kind not in MOVE_KINDS:
             raise RequestError(f"a move is one of {', '.join(MOVE_KINDS)}, not {kind!r}")
         target = str(args.get("target") or self.config.name)
-        return kind, target, TransferTicket.from_dict(args.get("ticket")), str(args.get("agent_id"))
+        check_id(args.get("transfer_id"), IdKind.TRANSFER)
+        new_id = check_id(args.get("agent_id"), IdKind.AGENT)
+        return kind, target, TransferTicket.from_dict(args.get("ticket")), new_id
 
     def _here(self, agent_id: str) -> dict[str, Any]:
         me = self.mesh.table.me

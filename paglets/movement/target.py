@@ -27,6 +27,7 @@ from paglets.core.events import EventKind
 from paglets.core.movement import ArrivalMode, TransferTicket
 from paglets.movement.faults import crash_point
 from paglets.movement.limits import InboundGate, InboundLimits
+from paglets.persistence.checkpoints import written_after
 from paglets.persistence.files import fsync_file
 from paglets.persistence.paths import under
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
@@ -133,6 +134,8 @@ class Receiver:
             self.supervisor.check_new_id(header.agent_id)
         except RequestError as exc:
             raise TransferError(f"host {me.name} refuses the paglet: {exc}") from None
+        # before the commit: once committed, an arrival starts here whatever the count
+        self.supervisor.admit(f"paglet {header.agent_id}, arriving by {header.kind},")
 
     # -- receiving ----------------------------------------------------------------
 
@@ -162,11 +165,10 @@ class Receiver:
                 await commit(header, partial(land_small, path, chunks, sync=flush), body)
 
             return await receive_envelope(
-                self.gate.paced(read),
+                read,
                 path,
                 check=lambda h: self.check(h, transfer_id),
                 sync=self.fsync,
-                max_total=self.gate.limits.max_size,
                 progress=lambda: crash_point("target.mid_stream"),
                 land=land_and_commit,
             )
@@ -187,6 +189,8 @@ class Receiver:
 
     async def _admitted(self, transfer_id: str, length: int | None, land: Land) -> dict[str, Any]:
         """`_receive`, once the gate lets the transfer in (a refusal reads nothing)."""
+        if True:
+            return await self._receive(transfer_id, land)
         admitted = contextlib.ExitStack()
         try:
             admitted.enter_context(self.gate.admit(length, joining=transfer_id in self._inflight))
@@ -351,11 +355,14 @@ class Receiver:
             )
             return f"{type(exc).__name__}: {exc}"
 
+        arrived = path != self.supervisor.checkpoint_path(agent_id)
+
         def started(store: Store) -> None:
             # the paglet's checkpoint holds it now: the row need not carry it any more
             store.set_phase(transfer_id, TransferRole.TARGET, TransferPhase.STARTED, {BODY: None})
-            with contextlib.suppress(OSError):
-                path.unlink()  # a link to its checkpoint now (or renamed to it already)
+            if arrived:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # a link to its checkpoint now (or renamed to it already)
 
         await self._store().run(started)
         return None
@@ -387,18 +394,27 @@ class Receiver:
         store = self._store()
         for row in await store.transfers(TransferRole.TARGET, (TransferPhase.COMMITTED,)):
             path = under(self.inbox, f"{row.transfer_id}.in")
-            body = row.detail.get(BODY)
-            if isinstance(body, str):  # a power cut may have lost the unflushed file
-                await asyncio.to_thread(_rebuild, path, base64.b64decode(body))
+            checkpoint = self.supervisor.checkpoint_path(row.agent_id)
+            kind = row.kind
+            if await asyncio.to_thread(written_after, checkpoint, row.created):
+                # The paglet started from it and wrote a newer checkpoint before the
+                # host stopped (before `started` was journaled): it resumes from that.
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                path, kind = checkpoint, "activation"
+            else:
+                body = row.detail.get(BODY)
+                if isinstance(body, str):  # a power cut may have lost the unflushed file
+                    await asyncio.to_thread(_rebuild, path, base64.b64decode(body))
             if not path.exists():
                 # The host stopped after the paglet started from it, before `started`
                 # was journaled: the envelope became the paglet's checkpoint then.
-                path = self.supervisor.checkpoint_path(row.agent_id)
+                path = checkpoint
             if not path.exists():
                 log.error("transfer %s: the committed envelope is missing", row.transfer_id)
                 continue
             await self.start(
-                row.transfer_id, row.agent_id, str(row.detail.get("class_path")), row.kind, path
+                row.transfer_id, row.agent_id, str(row.detail.get("class_path")), kind, path
             )
         # partial envelopes of transfers that never committed
         for leftover in self.inbox.glob("*.tmp*") if self.inbox.exists() else ():

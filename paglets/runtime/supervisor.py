@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psutil
 
 from paglets.core.errors import (
+    ConfigurationError,
     MailboxFullError,
     PagletCrashedError,
     PagletDisposedError,
@@ -35,9 +36,13 @@ from paglets.core.errors import (
     TransferError,
 )
 from paglets.core.events import EventKind
+from paglets.core.ids import IdKind, check_id
 from paglets.core.policy import RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
+from paglets.persistence.checkpoints import next_generation
+from paglets.persistence.paths import under
 from paglets.runtime import ipc
+from paglets.runtime.admission import LIVE, Admission
 from paglets.runtime.handle import ChildHandle, ExitInfo
 
 if TYPE_CHECKING:
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from paglets.persistence.events import EventLog
+    from paglets.runtime.privileges import ChildUser
     from paglets.runtime.spawner import Spawner
     from paglets.wire.modules import ModulePolicy
 
@@ -67,8 +73,20 @@ class SupervisorLimits:
     hang_timeout: float = 10.0
     start_timeout: float = 30.0
     stop_grace: float = 5.0
-    max_mailbox: int = 10_000
-    memory_limit: int | None = 2 * 1024**3
+    max_mailbox: int = 10_000  # messages of every mode waiting for one paglet
+    max_mailbox_bytes: int = 64 * 1024**2  # and their encoded size
+    memory_limit: int | None = 2 * 1024**3  # RSS of one child; over it, the child is killed
+    max_paglets: int | None = 1000  # live paglets on the host (see paglets.runtime.admission)
+    max_child_memory: int | None = None  # bytes: the RSS of all children together
+
+    def __post_init__(self) -> None:
+        if self.max_mailbox < 1 or self.max_mailbox_bytes < 1:
+            raise ConfigurationError("max_mailbox and max_mailbox_bytes must be at least 1")
+        if self.max_paglets is not None and self.max_paglets < 1:
+            raise ConfigurationError("max_paglets must be at least 1 (None: no limit)")
+        if self.max_child_memory is not None and self.max_child_memory < 1024**2:
+            raise ConfigurationError("max_child_memory must be at least 1 MiB (None: no limit)")
+
     remembered_messages: int = 4096
     tombstones: int = 10_000
 
@@ -90,6 +108,7 @@ class AgentRecord:
     started: asyncio.Future[None] | None = field(default=None, repr=False)  # set once started
     idle_timeout: float | None = None  # the class's deactivation_policy
     last_used: float = field(default_factory=time.monotonic)  # the latest message (monotonic)
+    generation: int = 0  # of this start (`paglets.persistence.checkpoints`)
 
     @property
     def pid(self) -> int | None:
@@ -107,6 +126,9 @@ class AgentRecord:
 
 class Keeper(Protocol):
     """What keeps paglets on disk (`paglets.durability`), as the supervisor sees it."""
+
+    def generation(self, agent_id: str) -> int:
+        """A new generation for a start of the paglet, newer than any it had here."""
 
     async def created(
         self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
@@ -159,10 +181,12 @@ class Supervisor:
         self.checkpoints = work_root.parent / "paglets"
         self.fsync = True
         self.keeper: Keeper | None = None
+        self.child_user: ChildUser | None = None  # children run as this user, if set
         self.spawner = spawner
         self.policy = policy
         self.events = events
         self.limits = limits or SupervisorLimits()
+        self.admission = Admission(host_name, self.limits.max_paglets, self.limits.max_child_memory)
         self._agents: dict[str, AgentRecord] = {}
         self._gone: OrderedDict[str, AgentRecord] = OrderedDict()
         self._results: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
@@ -208,10 +232,26 @@ class Supervisor:
 
     def checkpoint_path(self, agent_id: str) -> Path:
         """Where the paglet's checkpoint (its durable state) is kept."""
-        return self.checkpoints / f"{agent_id}.env"
+        return under(self.checkpoints, f"{agent_id}.env")
+
+    def work_dir(self, agent_id: str) -> Path:
+        """The paglet's work directory (removed when it stops here)."""
+        return under(self.work_root, agent_id)
+
+    def files_dir(self, agent_id: str) -> Path:
+        """Where the paglet's registered files are kept while it is here."""
+        return under(self.files_root, agent_id)
+
+    def _open_to_child(self, work_dir: Path, files_dir: Path, envelope: str | None) -> None:
+        """Give the child user the paglet's directories and the envelope it starts from."""
+        assert self.child_user is not None  # noqa: S101 - the caller checked
+        self.child_user.grant(work_dir, files_dir)
+        if envelope is not None:
+            self.child_user.give_file(envelope)
 
     def check_new_id(self, agent_id: str) -> None:
-        """Refuse an id in use here; a paglet that moved away may come back."""
+        """Refuse a malformed id, or one in use here; a paglet that moved away may come back."""
+        check_id(agent_id, IdKind.AGENT)
         gone = self._gone.get(agent_id)
         if agent_id in self._agents or (gone is not None and gone.moved_to is None):
             raise RequestError(f"a paglet with id {agent_id} exists on this host already")
@@ -234,13 +274,21 @@ class Supervisor:
         """
         self._check_open()
         module, _qualname = self.policy.check(class_path)
-        agent_id = agent_id or uuid.uuid4().hex
+        agent_id = uuid.uuid4().hex if agent_id is None else check_id(agent_id, IdKind.AGENT)
         self.check_new_id(agent_id)
+        if arrival == "creation":  # arrivals and activations were admitted before
+            self.admit(f"paglet {agent_id}")
+        work_dir, files_dir = self.work_dir(agent_id), self.files_dir(agent_id)
+        checkpoint = self.checkpoint_path(agent_id)
         self._gone.pop(agent_id, None)
         record = AgentRecord(agent_id, class_path, PagletStatus.STARTING, time.time())
+        keeper = self.keeper
+        record.generation = keeper.generation(agent_id) if keeper else next_generation()
         record.started = asyncio.get_running_loop().create_future()
         self._agents[agent_id] = record
         try:
+            if self.child_user is not None:  # registered first: callers wait for it
+                await asyncio.to_thread(self._open_to_child, work_dir, files_dir, envelope)
             child = await self.spawner.spawn()
             handle = ChildHandle(
                 child,
@@ -257,15 +305,16 @@ class Supervisor:
                     state=state,
                     host_name=self.host_name,
                     host_url=self.host_url,
-                    work_dir=str(self.work_root / agent_id),
+                    work_dir=str(work_dir),
                     allowed_prefixes=list(self.policy.prefixes),
                     heartbeat_interval=self.limits.heartbeat_interval,
                     arrival=arrival,
                     envelope=envelope,
                     spool_dir=str(self.spool_dir),
-                    files_dir=str(self.files_root / agent_id),
-                    checkpoint=str(self.checkpoint_path(agent_id)),
+                    files_dir=str(files_dir),
+                    checkpoint=str(checkpoint),
                     fsync=self.fsync,
+                    generation=record.generation,
                 ),
                 self.limits.start_timeout,
             )
@@ -323,11 +372,7 @@ class Supervisor:
         key = (agent_id, message_id) if message_id else None
         fut = self._results.get(key) if key else None
         if fut is None:
-            if handle.pending >= self.limits.max_mailbox:
-                raise MailboxFullError(
-                    f"paglet {agent_id} has {handle.pending} messages waiting "
-                    f"(limit {self.limits.max_mailbox}); retry later"
-                )
+            self._check_room(agent_id, handle)
             want_reply = mode is not SendMode.ONEWAY or key is not None
             fut = handle.deliver(
                 kind,
@@ -349,6 +394,25 @@ class Supervisor:
             raise PagletTimeoutError(
                 f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
             ) from None
+
+    def _check_room(self, agent_id: str, handle: ChildHandle) -> None:
+        """Refuse a message when the paglet's mailbox is full, by count or by bytes.
+
+        Every message counts until its paglet has handled it, whatever its mode:
+        one-way and future messages too, so a busy paglet cannot make its host
+        hold an unbounded queue for it.
+        """
+        limits = self.limits
+        if handle.pending >= limits.max_mailbox:
+            raise MailboxFullError(
+                f"paglet {agent_id} has {handle.pending} messages waiting "
+                f"(limit {limits.max_mailbox}); retry later"
+            )
+        if handle.queued_bytes >= limits.max_mailbox_bytes:
+            raise MailboxFullError(
+                f"paglet {agent_id} has {handle.queued_bytes} bytes of messages waiting "
+                f"(limit {limits.max_mailbox_bytes}); retry later"
+            )
 
     async def _recipient(self, agent_id: str, *, no_delay: bool) -> tuple[AgentRecord, ChildHandle]:
         """The paglet's process to deliver to, woken first if it is inactive.
@@ -463,8 +527,8 @@ class Supervisor:
         self._cleanup_dirs(handle.agent_id)
 
     def _cleanup_dirs(self, agent_id: str) -> None:
-        shutil.rmtree(self.work_root / agent_id, ignore_errors=True)
-        shutil.rmtree(self.files_root / agent_id, ignore_errors=True)
+        shutil.rmtree(self.work_dir(agent_id), ignore_errors=True)
+        shutil.rmtree(self.files_dir(agent_id), ignore_errors=True)
 
     def set_in_doubt(self, agent_id: str) -> None:
         """Stop the paglet's process: a transfer of it may or may not have committed."""
@@ -523,13 +587,17 @@ class Supervisor:
         del self._agents[agent_id]
         return record
 
-    async def persist(self, agent_id: str, *, deactivate: bool) -> str:
-        """Have the paglet write its checkpoint (after ``on_deactivating`` if deactivating)."""
+    async def persist(self, agent_id: str, *, deactivate: bool) -> tuple[str, int]:
+        """Have the paglet write its checkpoint (after ``on_deactivating`` if deactivating).
+
+        Returns:
+            The checkpoint's path and its generation.
+        """
         await self.get(agent_id).until_started()
         _record, handle = self._live(agent_id)
         fut = handle.request(lambda i: ipc.Persist(i, deactivate=deactivate, sync=self.fsync))
-        answer: dict[str, str] = await fut
-        return answer["path"]
+        answer: dict[str, Any] = await fut
+        return str(answer["path"]), int(answer["generation"])
 
     async def stop_inactive(self, agent_id: str) -> None:
         """Stop the process of a paglet that was just written to disk."""
@@ -542,7 +610,7 @@ class Supervisor:
         record.status = PagletStatus.INACTIVE
         record.handle = None
         record.exit = None
-        shutil.rmtree(self.work_root / agent_id, ignore_errors=True)
+        shutil.rmtree(self.work_dir(agent_id), ignore_errors=True)
 
     async def state(self, agent_id: str) -> dict[str, Any]:
         await self.wake(agent_id)
@@ -573,7 +641,7 @@ class Supervisor:
         self._bury(record)
         if self.keeper is not None:
             self.keeper.gone(agent_id)
-        await asyncio.to_thread(shutil.rmtree, self.work_root / agent_id, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, self.work_dir(agent_id), ignore_errors=True)
         self.events.append(EventKind.PAGLET_DISPOSED, agent_id, "disposed")
 
     def _bury(self, record: AgentRecord) -> None:
@@ -642,11 +710,12 @@ class Supervisor:
     async def watch(self) -> None:
         """Forever: kill hung children and children over their memory limit."""
         interval = self.limits.heartbeat_interval
+        measure = self.limits.memory_limit is not None or self.limits.max_child_memory is not None
         while True:
             await asyncio.sleep(interval)
             self.sweep_heartbeats()
             self.sweep_idle()
-            if self.limits.memory_limit is not None:
+            if measure:
                 await self.sweep_memory(self.limits.memory_limit)
 
     def sweep_idle(self) -> None:
@@ -675,17 +744,17 @@ class Supervisor:
                 log.warning("paglet %s missed heartbeats; killing it", record.agent_id)
                 handle.kill(ExitReason.HUNG)
 
-    async def sweep_memory(self, limit: int) -> None:
+    async def sweep_memory(self, limit: int | None) -> None:
+        """Measure the children's memory (for admission); kill those over ``limit``."""
         handles = {
             r.handle.pid: r.handle
             for r in self._agents.values()
             if r.status is PagletStatus.ACTIVE and r.handle is not None
         }
-        if not handles:
-            return
-        sizes = await asyncio.to_thread(_rss_of, list(handles))
+        sizes = await asyncio.to_thread(_rss_of, list(handles)) if handles else {}
+        self.admission.record(list(sizes.values()))
         for pid, rss in sizes.items():
-            if rss > limit:
+            if limit is not None and rss > limit:
                 log.warning("paglet %s uses %d bytes (limit %d)", handles[pid].agent_id, rss, limit)
                 handles[pid].kill(ExitReason.MEMORY_LIMIT)
 
@@ -694,6 +763,21 @@ class Supervisor:
     def _check_open(self) -> None:
         if self._closing:
             raise PagletError("the host is stopping; no new paglets")
+
+    def live_count(self) -> int:
+        """Paglets with a process here, or getting one (see `paglets.runtime.admission`)."""
+        return sum(1 for r in self._agents.values() if r.status in LIVE)
+
+    def admit(self, what: str) -> None:
+        """Refuse to start ``what`` when the host is full.
+
+        Creates call it here; arrivals and activations call it before they
+        commit to anything (a transfer's header check, an activation's start).
+
+        Raises:
+            HostFullError: at ``max_paglets`` live paglets or at ``max_child_memory``.
+        """
+        self.admission.check(self.live_count(), what)
 
     async def close(self) -> None:
         """Stop every child (``on_disposing`` is not run), then the spawner."""
