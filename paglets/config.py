@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import socket
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from paglets.runtime.supervisor import SupervisorLimits
 
 DEFAULT_API_KEY_ENV = "PAGLETS_API_KEY"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
+DEFAULT_MAX_ENVELOPE = 4 << 30
 
 
 def default_state_dir() -> Path:
@@ -54,6 +56,13 @@ class HostConfig:
     secret_env: tuple[str, ...] = (DEFAULT_API_KEY_ENV,)
     max_body: int = DEFAULT_MAX_BODY
     read_timeout: float = 30.0
+    # Connections and arriving envelopes (see docs/operations.md, "Limits").
+    header_timeout: float = 10.0  # a request head must arrive whole within this
+    idle_timeout: float = 75.0  # a kept-alive connection with no request is closed after this
+    max_connections: int = 1024
+    max_envelope_size: int = DEFAULT_MAX_ENVELOPE
+    max_transfers: int = 16  # envelopes received at once
+    transfer_min_rate: int = 64 * 1024  # bytes/s an envelope must keep up, after read_timeout
     limits: SupervisorLimits = field(default_factory=SupervisorLimits)
     # The mesh (see docs/mesh.md).
     tags: tuple[str, ...] = ()
@@ -104,6 +113,7 @@ class HostConfig:
             raise ConfigurationError("warm_children must be between 0 and 64")
         if self.max_body < 1024:  # noqa: PLR2004 - a useful minimum
             raise ConfigurationError("max_body must be at least 1024 bytes")
+        self._validate_limits()
         if self.api_key is not None and not self.api_key:
             raise ConfigurationError("the API key must not be empty")
         if not self.binds_loopback_only and not self.api_key and not self.insecure:
@@ -113,6 +123,17 @@ class HostConfig:
                 "(or --api-key-env NAME), or pass --insecure to accept unauthenticated access"
             )
         self._validate_mesh()
+
+    def _validate_limits(self) -> None:
+        for name in ("read_timeout", "header_timeout", "idle_timeout"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        for name in ("max_connections", "max_transfers", "transfer_min_rate"):
+            if getattr(self, name) < 1:
+                raise ConfigurationError(f"{name} must be at least 1")
+        if self.max_envelope_size < 1024:  # noqa: PLR2004 - a useful minimum
+            raise ConfigurationError("max_envelope_size must be at least 1024 bytes")
 
     def _validate_mesh(self) -> None:
         for tag in self.tags:

@@ -18,6 +18,7 @@ import base64
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -28,9 +29,10 @@ from paglets.core.movement import ArrivalMode, TransferTicket
 from paglets.movement.faults import crash_point
 from paglets.movement.limits import InboundGate, InboundLimits
 from paglets.persistence.checkpoints import written_after
-from paglets.persistence.files import fsync_file
+from paglets.persistence.files import fsync_dir, fsync_file
 from paglets.persistence.paths import under
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
+from paglets.runtime.verify import verify_arrival
 from paglets.wire.envelope import (
     INLINE_MAX,
     EnvelopeHeader,
@@ -137,6 +139,23 @@ class Receiver:
         # before the commit: once committed, an arrival starts here whatever the count
         self.supervisor.admit(f"paglet {header.agent_id}, arriving by {header.kind},")
 
+    async def verify(self, header: EnvelopeHeader, envelope: Path) -> None:
+        """Refuse, before it is committed, an envelope that could never start here.
+
+        A child process imports the class and decodes the state; this host runs
+        no paglet code (`paglets.runtime.verify`).
+        """
+        me = self.me()
+        await verify_arrival(
+            self.supervisor.spawner,
+            header,
+            envelope,
+            allowed_prefixes=list(self.policy.prefixes),
+            host_name=me.name,
+            host_url=me.url,
+            timeout=self.supervisor.limits.start_timeout,
+        )
+
     # -- receiving ----------------------------------------------------------------
 
     async def receive(
@@ -162,13 +181,21 @@ class Receiver:
                 size = sum(map(len, chunks))
                 body = b"".join(chunks) if self.fsync and size <= INLINE_MAX else None
                 flush = self.fsync and body is None
-                await commit(header, partial(land_small, path, chunks, sync=flush), body)
+                # checked from a file beside `path`, which the commit renames to it
+                unchecked = await asyncio.to_thread(_land_unchecked, path, chunks, flush)
+                try:
+                    await self.verify(header, unchecked)
+                    await commit(header, partial(_promote, unchecked, path, sync=flush), body)
+                finally:
+                    with contextlib.suppress(OSError):
+                        unchecked.unlink()  # gone already, if the commit renamed it
 
             return await receive_envelope(
-                read,
+                self.gate.paced(read),
                 path,
                 check=lambda h: self.check(h, transfer_id),
                 sync=self.fsync,
+                max_total=self.gate.limits.max_size,
                 progress=lambda: crash_point("target.mid_stream"),
                 land=land_and_commit,
             )
@@ -189,8 +216,6 @@ class Receiver:
 
     async def _admitted(self, transfer_id: str, length: int | None, land: Land) -> dict[str, Any]:
         """`_receive`, once the gate lets the transfer in (a refusal reads nothing)."""
-        if True:
-            return await self._receive(transfer_id, land)
         admitted = contextlib.ExitStack()
         try:
             admitted.enter_context(self.gate.admit(length, joining=transfer_id in self._inflight))
@@ -269,6 +294,7 @@ class Receiver:
             header = await land(path, commit)
             if not outcome:  # landed by `land` itself (streamed or linked): commit it
                 wrote.append(True)
+                await self.verify(header, path)
                 await commit(header)
         except BaseException:
             if wrote and not outcome:  # landed but never committed
@@ -432,6 +458,28 @@ def _rebuild(path: Path, body: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     log.warning("rebuilding the arrived envelope %s from the journal", path)
     land_small(path, [body], sync=True)
+
+
+def _land_unchecked(path: Path, chunks: list[bytes], sync: bool) -> Path:
+    """Write ``chunks`` to a new temporary file beside ``path`` (flushed with ``sync``)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")  # `recover` sweeps these
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.writelines(chunks)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _promote(tmp: Path, path: Path, *, sync: bool) -> None:
+    """Rename the checked envelope ``tmp`` to ``path`` (and flush the directory with ``sync``)."""
+    tmp.replace(path)
+    if sync:
+        fsync_dir(path.parent)
 
 
 def _read_header(path: Path) -> EnvelopeHeader:
