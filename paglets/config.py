@@ -12,6 +12,7 @@ from pathlib import Path
 import platformdirs
 
 from paglets.core.errors import ConfigurationError
+from paglets.runtime.privileges import ChildUser
 from paglets.runtime.supervisor import SupervisorLimits
 
 DEFAULT_API_KEY_ENV = "PAGLETS_API_KEY"
@@ -54,6 +55,7 @@ class HostConfig:
     spawner: str = "zygote"
     warm_children: int = 2
     secret_env: tuple[str, ...] = (DEFAULT_API_KEY_ENV,)
+    child_user: str | None = None  # run children as this user (the host runs as root)
     max_body: int = DEFAULT_MAX_BODY
     read_timeout: float = 30.0
     # Connections and arriving envelopes (see docs/operations.md, "Limits").
@@ -116,6 +118,7 @@ class HostConfig:
         self._validate_limits()
         if self.api_key is not None and not self.api_key:
             raise ConfigurationError("the API key must not be empty")
+        self.child_account()
         if not self.binds_loopback_only and not self.api_key and not self.insecure:
             shown = "the LAN address" if self.bind_public is True else self.bind_addresses[0]
             raise ConfigurationError(
@@ -163,6 +166,14 @@ class HostConfig:
                 raise ConfigurationError(
                     f"--bind-public {address!r} is not an IP address of this machine"
                 ) from None
+
+    def child_account(self) -> ChildUser | None:
+        """The user children run as (``child_user`` looked up), or ``None``.
+
+        Raises:
+            ConfigurationError: the host is not root, or there is no such user.
+        """
+        return None if self.child_user is None else ChildUser.lookup(self.child_user)
 
     @property
     def bind_addresses(self) -> tuple[str, ...]:

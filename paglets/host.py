@@ -35,6 +35,7 @@ from paglets.mesh.service import MeshService
 from paglets.monitors import Monitors
 from paglets.movement.service import TransferService
 from paglets.persistence.events import EventLog
+from paglets.runtime.privileges import protect_host
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
 from paglets.transport.app import ApiContext, build_app
@@ -44,6 +45,8 @@ from paglets.wire.records import PROTOCOL_VERSION, HostInfo
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from types import TracebackType
+
+    from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +73,14 @@ class Host:
             cfg.allow_modules, os.environ.get("PAGLETS_ALLOW_MODULES")
         )
         self.events = EventLog(cfg.name)
+        self.child_user = cfg.child_account()
         spawner: Spawner
         if cfg.spawner == "zygote":
-            spawner = ZygoteSpawner(preload=cfg.preload, secrets=cfg.secret_env)
+            spawner = ZygoteSpawner(
+                preload=cfg.preload, secrets=cfg.secret_env, user=self.child_user
+            )
         else:
-            spawner = SubprocessSpawner(secrets=cfg.secret_env)
+            spawner = SubprocessSpawner(secrets=cfg.secret_env, user=self.child_user)
         if cfg.warm_children:
             spawner = WarmPool(spawner, cfg.warm_children)
         self.supervisor = Supervisor(
@@ -86,6 +92,7 @@ class Host:
             events=self.events,
             limits=cfg.limits,
         )
+        self.supervisor.child_user = self.child_user
         self.mesh = MeshService(
             cfg, self.events, lambda: len(self.supervisor.list()), self._set_url
         )
@@ -158,7 +165,10 @@ class Host:
                 raise HostNotRunningError(f"host {self.name} is {self.status.value}")
             self.status = HostStatus.STARTING
             cfg = self.config
+            protect_host()
             await asyncio.to_thread(cfg.home.mkdir, parents=True, exist_ok=True)
+            if self.child_user is not None:
+                await asyncio.to_thread(self._open_home_to_children, self.child_user)
             app = build_app(
                 ApiContext(
                     supervisor=self.supervisor,
@@ -192,6 +202,15 @@ class Host:
             self.status = HostStatus.RUNNING
             self.events.append(EventKind.HOST_STARTED, detail=f"listening on {self._url}")
             log.info("host %s listening on %s", self.name, self._url)
+
+    def _open_home_to_children(self, user: ChildUser) -> None:
+        sup = self.supervisor
+        inbox = self.transfers.receiver.inbox
+        user.prepare_home(
+            self.config.home,
+            searchable=(sup.work_root, sup.files_root, sup.spool_dir.parent, inbox),
+            owned=(sup.checkpoints, sup.spool_dir),
+        )
 
     async def _children_ctx(self, _app: web.Application) -> AsyncIterator[None]:
         await self.supervisor.spawner.start()

@@ -27,6 +27,7 @@ import click
 from paglets._version import __version__
 from paglets.cli._errors import run_cli
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
+from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 PROG = "paglets-host"
 DEFAULT_PORT = 8765
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# where a key may come from: removed from the host's environment, never given to children
+KEY_SOURCES = (DEFAULT_API_KEY_ENV, KEY_FILE_ENV, CREDENTIALS_ENV)
 
 
 def _check_peer(
@@ -166,6 +169,18 @@ def _check_ready_file(
     help="Environment variable holding the API key; paglets never see it.",
 )
 @click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="File holding the API key (not readable by other users); else the variable of "
+    "--api-key-env, $PAGLETS_API_KEY_FILE or the systemd credential paglets-api-key.",
+)
+@click.option(
+    "--child-user",
+    metavar="USER",
+    help="Run paglets' processes as this user (the host must run as root).",
+)
+@click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where hosts keep their state.  [default: $PAGLETS_HOME or the user state dir]",
@@ -225,6 +240,8 @@ def command(  # click passes options by keyword
     offline_after: float,
     address_poll_interval: float,
     api_key_env: str,
+    api_key_file: Path | None,
+    child_user: str | None,
     state_dir: Path | None,
     allow_modules: tuple[str, ...],
     preload: tuple[str, ...],
@@ -244,12 +261,18 @@ def command(  # click passes options by keyword
     source = click.get_current_context().get_parameter_source("host")
     if bind_public and source is click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--bind-public replaces --host: give one of them")
-    secrets = tuple(dict.fromkeys((DEFAULT_API_KEY_ENV, api_key_env)))
+    secrets = tuple(dict.fromkeys((*KEY_SOURCES, api_key_env)))
+    key = load_api_key(api_key_file, env_name=api_key_env)
+    for secret in secrets:  # what is left of them is /proc/<pid>/environ: see protect_host
+        os.environ.pop(secret, None)
+    if key is not None:
+        log.info("API key from %s", key.source)
     config = HostConfig(
         name=name or socket.gethostname(),
         host=host,
         port=port,
-        api_key=os.environ.get(api_key_env) or None,
+        api_key=None if key is None else key.value,
+        child_user=child_user,
         mesh_version=mesh_version,
         peers=peers,
         tags=tags,

@@ -220,6 +220,17 @@ class MeshService:
             )
         return record
 
+    def is_member(self, url: str) -> bool:
+        """Whether ``url`` is a URL of this mesh: of a host in the peer table (this one
+        included) or of a configured ``--peer``.
+
+        The one test of whether this host may send its API key to ``url``
+        (`paglets.calls.HostCalls.check_member`); a URL a paglet or a caller
+        names is not a member by being named.
+        """
+        url = url.rstrip("/")
+        return self.table.find_url(url) is not None or url in self.config.peers
+
     def resolve(self, name_or_url: str) -> str:
         """The URL of a host given by name; a URL is returned as it is.
 

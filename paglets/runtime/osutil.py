@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+_PR_GET_DUMPABLE = 3
+_PR_SET_DUMPABLE = 4
 # Resolved once, at import (in the zygote): the symbols of the running
 # program include libc's, so no library search (which may run ldconfig) is needed.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
@@ -25,6 +27,31 @@ def die_with_parent(sig: int = signal.SIGKILL, expected_parent: int | None = Non
         _LIBC.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     if expected_parent is not None and os.getppid() != expected_parent:
         os._exit(0)
+
+
+def set_dumpable(*, dumpable: bool) -> bool:
+    """Set this process's ``dumpable`` flag (Linux's ``PR_SET_DUMPABLE``).
+
+    A non-dumpable process's ``/proc/<pid>/environ``, ``mem``, ``maps`` and
+    ``fd`` belong to root, and processes of the same user cannot ptrace it or
+    read them; it leaves no core dump. ``execve`` makes a process dumpable again.
+
+    Returns:
+        Whether the flag is now as asked: ``False`` outside Linux or if the
+        kernel refused.
+    """
+    if _LIBC is None:
+        return False
+    return bool(
+        _LIBC.prctl(_PR_SET_DUMPABLE, int(dumpable), 0, 0, 0) == 0 and is_dumpable() is dumpable
+    )
+
+
+def is_dumpable() -> bool | None:
+    """This process's ``dumpable`` flag; ``None`` where the platform has none."""
+    if _LIBC is None:
+        return None
+    return bool(_LIBC.prctl(_PR_GET_DUMPABLE, 0, 0, 0, 0) == 1)
 
 
 def yield_cpu(*, idle: bool = False) -> None:

@@ -19,10 +19,13 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from paglets.core.errors import HostError
 from paglets.runtime.channel import HostChannel, open_channel
+
+if TYPE_CHECKING:
+    from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +79,16 @@ class Spawner(Protocol):
 class ZygoteSpawner:
     """Forks children from a pre-warmed zygote process (about 2-3 ms a child)."""
 
-    def __init__(self, *, preload: tuple[str, ...] = (), secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        preload: tuple[str, ...] = (),
+        secrets: tuple[str, ...] = (),
+        user: ChildUser | None = None,
+    ) -> None:
         self._preload = preload
         self._secrets = secrets
+        self._user = user
         self._control: socket.socket | None = None
         self._alive: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -117,6 +127,8 @@ class ZygoteSpawner:
             ]
             for name in self._preload:
                 argv += ["--preload", name]
+            if self._user is not None:
+                argv += ["--user", self._user.to_arg()]
             try:
                 # Popen runs on the loop thread: Linux ties the zygote's
                 # parent-death signal to the thread that forked it.
@@ -232,7 +244,7 @@ class ZygoteSpawner:
 
     def warm(self, module: str) -> None:
         """Have the zygote import ``module`` so later children start with it loaded."""
-        if module in self._warmed or self._control is None:
+        if module in self._warmed or self._control is None or self._user is not None:
             return
         self._warmed.add(module)
         with contextlib.suppress(OSError):
@@ -363,8 +375,9 @@ def _discard(child: ChildProcess) -> None:
 class SubprocessSpawner:
     """Starts each child as a fresh interpreter: slow (~100+ ms), works anywhere."""
 
-    def __init__(self, *, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, *, secrets: tuple[str, ...] = (), user: ChildUser | None = None) -> None:
         self._secrets = secrets
+        self._user = user
         self._procs: set[asyncio.subprocess.Process] = set()
 
     def __repr__(self) -> str:
@@ -382,6 +395,7 @@ class SubprocessSpawner:
             "import socket, sys; from paglets.runtime.child import run_child; "
             "run_child(socket.socket(fileno=int(sys.argv[1])))"
         )
+        user = self._user
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -391,6 +405,9 @@ class SubprocessSpawner:
                 pass_fds=[child_end.fileno()],
                 env=child_environment(self._secrets),
                 start_new_session=True,
+                user=None if user is None else user.uid,
+                group=None if user is None else user.gid,
+                extra_groups=None if user is None else list(user.groups),
             )
         finally:
             child_end.close()

@@ -4,7 +4,8 @@ The host starts it once (``python -m paglets.runtime.zygote --fd N``) with a
 scrubbed environment. It imports the child runtime and the configured preload
 modules, then waits on a datagram socket for ``spawn`` requests, each carrying
 the child's end of a fresh host channel as a passed file descriptor. A forked
-child becomes its paglet at once (`paglets.runtime.child.run_child`).
+child becomes its paglet at once (`paglets.runtime.child.run_child`), after
+dropping to the host's ``--child-user`` if it has one (`ChildUser.become`).
 
 The zygote reaps its children and reports each exit code to the host. When
 the host's socket closes, or on SIGTERM, it kills the children it still has
@@ -28,6 +29,7 @@ import sys
 from typing import Any, NoReturn
 
 from paglets.runtime.osutil import die_with_parent
+from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,12 @@ def _send(control: socket.socket, record: dict[str, Any]) -> None:
 class Zygote:
     """The fork loop; see the module docstring."""
 
-    def __init__(self, control: socket.socket, alive_fd: int) -> None:
+    def __init__(
+        self, control: socket.socket, alive_fd: int, user: ChildUser | None = None
+    ) -> None:
         self.control = control
         self.alive_fd = alive_fd  # held open only; the host sees EOF when we die
+        self.user = user  # children become this user; paglet modules are not preloaded
         self.children: set[int] = set()
         self.selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -76,7 +81,8 @@ class Zygote:
             self._shutdown(0)
         request = json.loads(data)
         if request.get("op") == "preload" and not fds:
-            _import_quietly(str(request.get("module")))
+            if self.user is None:  # never import a paglet's module as root
+                _import_quietly(str(request.get("module")))
             return
         if request.get("op") != "spawn" or len(fds) != 1:
             for fd in fds:
@@ -99,6 +105,8 @@ class Zygote:
         os.close(self.alive_fd)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self.user is not None:
+            self.user.become()
         from paglets.runtime.child import run_child  # noqa: PLC0415 - preloaded already
 
         run_child(socket.socket(fileno=fd))
@@ -156,6 +164,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--alive-fd", type=int, required=True)
     parser.add_argument("--preload", action="append", default=[])
+    parser.add_argument("--user", type=ChildUser.from_arg, default=None)
     args = parser.parse_args(argv)
     os.setpgrp()
     die_with_parent(signal.SIGTERM)
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     control = socket.socket(fileno=args.fd)
     alive_fd: int = args.alive_fd
     _preload(args.preload)
-    Zygote(control, alive_fd).serve()
+    Zygote(control, alive_fd, args.user).serve()
 
 
 if __name__ == "__main__":

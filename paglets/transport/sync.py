@@ -79,7 +79,7 @@ class HostClient:
 
     Args:
         url: the host's base URL.
-        api_key: the bearer key; defaults to ``$PAGLETS_API_KEY`` when set.
+        api_key: the bearer key; by default as `AsyncHostClient` finds it.
         ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA.
 
     Use it as a context manager, or call `close`, to stop its thread.
