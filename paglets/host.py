@@ -39,6 +39,7 @@ from paglets.runtime.privileges import protect_host
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
 from paglets.transport.app import ApiContext, build_app
+from paglets.transport.guard import ConnectionGuard, ConnectionLimits
 from paglets.wire.modules import ModulePolicy
 from paglets.wire.records import PROTOCOL_VERSION, HostInfo
 
@@ -66,6 +67,7 @@ class Host:
         self.started_at = 0.0
         self._url = ""
         self._runner: web.AppRunner | None = None
+        self._guard: ConnectionGuard | None = None
         self._stop_requested = asyncio.Event()
         self._start_lock = asyncio.Lock()
         cfg = self.config
@@ -186,15 +188,22 @@ class Host:
             self.transfers.install(app)
             self.durability.install(app)
             self.monitors.install(app)
-            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            guard = self._guard = ConnectionGuard(
+                ConnectionLimits(cfg.header_timeout, cfg.idle_timeout, cfg.max_connections)
+            )
+            guard.install(app)
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, keepalive_timeout=cfg.idle_timeout
+            )
             try:
                 await runner.setup()
-                self._set_url(await self.mesh.bind(runner))
+                self._set_url(await self.mesh.bind(runner, guard))
                 await self.mesh.join()
                 await self.transfers.started([self._url, *self.mesh.table.me.urls])
                 await self.durability.recover()
             except BaseException:
                 await runner.cleanup()
+                guard.close()
                 self.status = HostStatus.STOPPED
                 raise
             self._runner = runner
@@ -236,6 +245,8 @@ class Host:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            if self._guard is not None:
+                self._guard.close()
             # Connections closed by the cleanup finish closing on the next turn of the
             # loop; an event loop closed right after this would leak their sockets.
             await asyncio.sleep(0)

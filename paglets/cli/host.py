@@ -26,6 +26,7 @@ import click
 
 from paglets._version import __version__
 from paglets.cli._errors import run_cli
+from paglets.cli._units import BYTES
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
 from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
 
@@ -206,6 +207,73 @@ def _check_ready_file(
     "cuts); without it a committed move survives a crash of the host process only.",
 )
 @click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a connection whose request head has not arrived whole within this.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=75.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a kept-alive connection that sends no request for this long.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    metavar="N",
+    help="Connections open at once (kept below the open-files limit); over it, the one "
+    "waiting longest for a request is closed, or the new one gets 503 if all are busy.",
+)
+@click.option(
+    "--max-envelope-size",
+    type=BYTES,
+    default="4GiB",
+    show_default=True,
+    metavar="SIZE",
+    help="The largest arriving paglet (envelope) taken, e.g. 512MiB; larger gets 413.",
+)
+@click.option(
+    "--max-transfers",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    metavar="N",
+    help="Envelopes received at once; one more gets 429 and its paglet stays at its source.",
+)
+@click.option(
+    "--transfer-min-rate",
+    type=BYTES,
+    default="64KiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Bytes a second an arriving envelope must keep up (after a 30 s grace); a slower "
+    "one is dropped.",
+)
+@click.option(
+    "--max-paglets",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LIMITS.max_paglets,
+    show_default=True,
+    metavar="N",
+    help="Paglets running at once (with a process); one more create, arrival or activation "
+    "gets 503.",
+)
+@click.option(
+    "--max-child-memory",
+    type=BYTES,
+    default=None,
+    metavar="SIZE",
+    help="Memory (the sum of their RSS) the paglets' processes may use before new ones get "
+    "503, e.g. 8GiB.  [default: no limit]",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Allow binding a non-loopback address without an API key.",
@@ -246,6 +314,12 @@ def command(  # click passes options by keyword
     allow_modules: tuple[str, ...],
     preload: tuple[str, ...],
     transfer_fsync: bool,
+    header_timeout: float,
+    idle_timeout: float,
+    max_connections: int,
+    max_envelope_size: int,
+    max_transfers: int,
+    transfer_min_rate: int,
     insecure: bool,
     ready_file: Path | None,
     log_level: str,
@@ -290,6 +364,12 @@ def command(  # click passes options by keyword
         preload=preload,
         secret_env=secrets,
         transfer_fsync=transfer_fsync,
+        header_timeout=header_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
+        max_envelope_size=max_envelope_size,
+        max_transfers=max_transfers,
+        transfer_min_rate=transfer_min_rate,
     )
     asyncio.run(_serve(Host(config), ready_file))
 

@@ -2,7 +2,7 @@
 
 `detect_lan_address` picks the first IPv4 address of an interface that is up
 and is neither loopback nor link-local. `Listeners` owns the host's
-`aiohttp.web.TCPSite` objects, so a changed address is a rebind: a site on
+TCP sites (`paglets.transport.guard.GuardedSite`), so a changed address is a rebind: a site on
 the new address (same port when it is free) starts before the old one stops.
 `watch_address` polls the detected address and calls back on a change.
 """
@@ -23,6 +23,8 @@ from paglets.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+
+    from paglets.transport.guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,13 @@ class Listeners:
 
     Args:
         runner: the host's set-up `aiohttp.web.AppRunner`.
+        guard: watches every connection of every site (header timeout, cap), if given.
     """
 
-    def __init__(self, runner: web.AppRunner) -> None:
+    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard | None = None) -> None:
         self._runner = runner
-        self._sites: list[tuple[str, web.TCPSite]] = []
+        self._guard = guard
+        self._sites: list[tuple[str, web.BaseSite]] = []
         self.port = 0
 
     def __repr__(self) -> str:
@@ -97,10 +101,14 @@ class Listeners:
         with contextlib.suppress(OSError, RuntimeError):
             await previous.stop()
 
-    async def _start(self, address: str, port: int) -> tuple[web.TCPSite, int]:
+    async def _start(self, address: str, port: int) -> tuple[web.BaseSite, int]:
         """Start a site; returns it and the port it bound."""
         before = {_port_of(a) for a in self._runner.addresses}
-        site = web.TCPSite(self._runner, address, port)
+        site: web.BaseSite
+        if self._guard is None:
+            site = web.TCPSite(self._runner, address, port)
+        else:
+            site = self._guard.site(self._runner, address, port)
         await site.start()
         if port:
             return site, port

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from paglets.config import HostConfig
     from paglets.persistence.events import EventLog
+    from paglets.transport.guard import ConnectionGuard
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ class MeshService:
         if self.config.bind_public is True:
             app.cleanup_ctx.append(self._address_ctx)
 
-    async def bind(self, runner: web.AppRunner) -> str:
-        """Bind the listening sockets; returns the host's local URL."""
+    async def bind(self, runner: web.AppRunner, guard: ConnectionGuard | None = None) -> str:
+        """Bind the listening sockets, watched by ``guard``; returns the host's local URL."""
         cfg = self.config
         addresses = cfg.bind_addresses
         if cfg.bind_public is True:
@@ -129,7 +130,7 @@ class MeshService:
                     "address other than loopback or link-local); pass --bind-public ADDRESS"
                 )
             addresses = (found,)
-        self.listeners = Listeners(runner)
+        self.listeners = Listeners(runner, guard)
         await self.listeners.bind(addresses, cfg.port)
         commit = await asyncio.to_thread(git_commit)
         self.table.set_me(self.table.me.replace(commit=commit, **await self._urls()))
