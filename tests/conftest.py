@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
+from hostproc import RunningHost, host_processes
 
 from paglets import AsyncHostClient, Host
 from pagletstest import PREFIX as TEST_PAGLETS
@@ -111,3 +112,10 @@ async def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
+    """Start ``paglets-host`` processes (``--state-dir tmp_path/state``); kill leftovers."""
+    with host_processes(tmp_path) as factory:
+        yield factory

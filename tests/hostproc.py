@@ -1,0 +1,116 @@
+"""``paglets-host`` as a separate process, started as a user starts it, for tests.
+
+`host_processes` starts hosts with ``--ready-file`` and waits until each is ready;
+at exit it kills whatever is left of them and their children.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import psutil
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+READY_TIMEOUT = 60.0
+
+
+def command(script: str, module: str) -> list[str]:
+    """The console script installed in the venv, else ``python -m module``."""
+    found = shutil.which(script, path=str(Path(sys.executable).parent)) or shutil.which(script)
+    return [found] if found else [sys.executable, "-m", module]
+
+
+HOST_CMD = command("paglets-host", "paglets.cli.host")
+DEMO_CMD = command("paglets-demo", "paglets.cli.demo")
+
+
+def env_without_key(**extra: str) -> dict[str, str]:
+    """The test's environment without any API key, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if k != "PAGLETS_API_KEY"}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class RunningHost:
+    process: subprocess.Popen[bytes]
+    ready_file: Path
+    log_file: Path
+    url: str
+    name: str
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+def wait_gone(processes: Sequence[psutil.Process], timeout: float = 10.0) -> None:
+    """Wait until every process has exited (a zombie counts as exited)."""
+    deadline = time.monotonic() + timeout
+    alive = list(processes)
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if running(p)]
+        if alive:
+            time.sleep(0.05)
+    assert not alive, f"processes left behind: {alive}"
+
+
+def running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@contextlib.contextmanager
+def host_processes(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
+    """Start ``paglets-host`` processes and wait for their ready files; kill leftovers."""
+    started: list[subprocess.Popen[bytes]] = []
+    counter = iter(range(100))
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> RunningHost:
+        n = next(counter)
+        name = f"cli{n}"
+        ready_file = tmp_path / f"{name}.ready.json"
+        log_file = tmp_path / f"{name}.log"
+        argv = [*HOST_CMD, "--name", name, "--port", "0", "--ready-file", str(ready_file)]
+        argv += ["--state-dir", str(tmp_path / "state"), *args]
+        with log_file.open("wb") as log:
+            process = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env or env_without_key()
+            )
+        started.append(process)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not ready_file.exists():
+            if process.poll() is not None:
+                pytest.fail(f"{name} exited with {process.returncode}:\n{log_file.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} not ready within {READY_TIMEOUT} s:\n{log_file.read_text()}")
+            time.sleep(0.02)
+        ready = json.loads(ready_file.read_text())
+        assert ready["pid"] == process.pid
+        assert ready["name"] == name
+        return RunningHost(process, ready_file, log_file, ready["url"], name)
+
+    try:
+        yield factory
+    finally:
+        for process in started:
+            if process.poll() is None:
+                tree = psutil.Process(process.pid).children(recursive=True)
+                process.kill()
+                process.wait()
+                for child in tree:
+                    if running(child):
+                        child.kill()
