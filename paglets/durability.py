@@ -35,7 +35,8 @@ from paglets.core.errors import PagletError, RequestError, StorageError
 from paglets.core.events import EventKind
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
-from paglets.movement.faults import crash_point
+from paglets.movement.faults import crash_point, delay_point
+from paglets.persistence.checkpoints import next_generation
 from paglets.persistence.files import fsync_dir, fsync_file, quarantine
 from paglets.persistence.records import PagletRecord
 from paglets.runtime.handle import ExitInfo
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 ACTIVE, INACTIVE, BROKEN = "active", "inactive", "broken"
 RECOVERY_CONCURRENCY = 8
+MAX_GENERATION = 2**62  # a paglet's word for its checkpoint's (SQLite holds up to 2**63 - 1)
 
 
 class DurabilityService:
@@ -78,6 +80,7 @@ class DurabilityService:
         self._restarting: dict[str, asyncio.Future[None]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._generations: dict[str, int] = {}  # the newest of each paglet's, on this host
         supervisor.keeper = self
         supervisor.fsync = config.transfer_fsync
         calls.register("paglet.deactivate", self._call_deactivate)
@@ -88,6 +91,15 @@ class DurabilityService:
 
     # -- the supervisor's keeper ---------------------------------------------------------
 
+    def generation(self, agent_id: str) -> int:
+        generation = next_generation(self._generations.get(agent_id, 0))
+        self._generations[agent_id] = generation
+        return generation
+
+    def _saw(self, agent_id: str, generation: int) -> None:
+        """A durable state of ``agent_id`` of this generation exists: the next start is newer."""
+        self._generations[agent_id] = max(self._generations.get(agent_id, 0), generation)
+
     async def created(
         self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
     ) -> None:
@@ -95,35 +107,45 @@ class DurabilityService:
         checkpoint = self.supervisor.checkpoint_path(agent_id)
         if envelope is None:
             row = PagletRecord(
-                agent_id, record.class_path, ACTIVE, detail=_detail(record, state=state or {})
+                agent_id,
+                record.class_path,
+                ACTIVE,
+                detail=_detail(record, state=state or {}),
+                generation=record.generation,
             )
             self._spawn(self._store().put_paglet(row))
             return
         # Awaited: the envelope may be dropped only once this row is durable. An
-        # arriving or restored envelope becomes the paglet's first checkpoint; its
-        # owner (the receiver, the sender) drops the envelope once it has journaled
-        # the start, so a host killed in between still finds it.
+        # arriving or restored envelope is the paglet's first checkpoint: its process
+        # kept it there before it ran a hook (`checkpoints.keep`), and may have written
+        # a newer checkpoint since; that one's row is not replaced by this older one.
+        # The envelope's owner (the receiver, the sender) drops it once it has
+        # journaled the start, so a host killed in between still finds it.
         detail = _detail(record)
+        fsync = self.supervisor.fsync
+        await delay_point("keeper.before_keep")
 
         def keep(store: Store) -> None:
-            kept = checkpoint
             if Path(envelope) != checkpoint:
-                try:
-                    _keep(Path(envelope), checkpoint, sync=self.supervisor.fsync)
-                except OSError as exc:  # it runs; only its restart after a crash is at risk
-                    log.error(  # noqa: TRY400 - the reason is the message; no traceback
-                        "cannot keep %s as the checkpoint of %s: %s", envelope, agent_id, exc
-                    )
-                    kept = Path(envelope)
+                if fsync:
+                    _flush_kept(Path(envelope), checkpoint)
                 crash_point("keeper.after_keep")
             store.put_paglet(
-                PagletRecord(agent_id, record.class_path, ACTIVE, envelope=str(kept), detail=detail)
+                PagletRecord(
+                    agent_id,
+                    record.class_path,
+                    ACTIVE,
+                    envelope=str(checkpoint),
+                    detail=detail,
+                    generation=record.generation,
+                )
             )
 
         await self._store().run(keep)
 
     def gone(self, agent_id: str) -> None:
         self._cancel_timer(agent_id)
+        self._generations.pop(agent_id, None)  # a later arrival's is newer by the clock
         self._spawn(self._forget(agent_id))
 
     async def _forget(self, agent_id: str) -> None:
@@ -255,6 +277,7 @@ class DurabilityService:
     async def _start(
         self, row: PagletRecord, since: float, policy: RestartPolicy | None = None
     ) -> None:
+        self._saw(row.agent_id, row.generation)
         if row.envelope is None and self.supervisor.checkpoint_path(row.agent_id).exists():
             # a checkpoint written just before the host died, its row not yet updated
             row = dataclasses.replace(
@@ -284,7 +307,14 @@ class DurabilityService:
             with contextlib.suppress(StorageError, FileNotFoundError):
                 await asyncio.to_thread(quarantine, Path(row.envelope), self.config.home, reason)
         await self._store().put_paglet(
-            PagletRecord(row.agent_id, row.class_path, BROKEN, None, {"error": reason})
+            PagletRecord(
+                row.agent_id,
+                row.class_path,
+                BROKEN,
+                None,
+                {"error": reason},
+                generation=row.generation,
+            )
         )
         record = self.supervisor.get(row.agent_id)
         record.status = PagletStatus.CRASHED
@@ -308,10 +338,16 @@ class DurabilityService:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._settling[agent_id] = fut
         try:
-            path = await self.supervisor.persist(agent_id, deactivate=True)
+            path, generation = await self.supervisor.persist(agent_id, deactivate=True)
+            self._saw(agent_id, generation)
             await self._store().put_paglet(
                 PagletRecord(
-                    agent_id, record.class_path, INACTIVE, path, _detail(record, wake_at=wake_at)
+                    agent_id,
+                    record.class_path,
+                    INACTIVE,
+                    path,
+                    _detail(record, wake_at=wake_at),
+                    generation=generation,
                 )
             )
             await self.supervisor.stop_inactive(agent_id)
@@ -327,15 +363,18 @@ class DurabilityService:
     async def checkpoint(self, agent_id: str) -> None:
         """Write the paglet's state to disk now, between two messages."""
         await self.supervisor.wake(agent_id)
-        path = await self.supervisor.persist(agent_id, deactivate=False)
-        await self._checkpointed(agent_id, path)
+        path, generation = await self.supervisor.persist(agent_id, deactivate=False)
+        await self._checkpointed(agent_id, path, generation)
 
-    async def _checkpointed(self, agent_id: str, path: str) -> None:
+    async def _checkpointed(self, agent_id: str, path: str, generation: int) -> None:
         if Path(path) != self.supervisor.checkpoint_path(agent_id):
             raise RequestError(f"a checkpoint of {agent_id} must be written to its own file")
         record = self.supervisor.get(agent_id)
+        self._saw(agent_id, generation)
         await self._store().put_paglet(
-            PagletRecord(agent_id, record.class_path, ACTIVE, path, _detail(record))
+            PagletRecord(
+                agent_id, record.class_path, ACTIVE, path, _detail(record), generation=generation
+            )
         )
         self.events.append(EventKind.PAGLET_CHECKPOINTED, agent_id, "checkpointed")
 
@@ -344,7 +383,12 @@ class DurabilityService:
         if row is not None:
             await self._store().put_paglet(
                 PagletRecord(
-                    agent_id, class_path, INACTIVE, row.envelope, {**row.detail, "wake_at": wake_at}
+                    agent_id,
+                    class_path,
+                    INACTIVE,
+                    row.envelope,
+                    {**row.detail, "wake_at": wake_at},
+                    generation=row.generation,
                 )
             )
         self._schedule(agent_id, wake_at)
@@ -404,11 +448,11 @@ class DurabilityService:
         async def one(agent_id: str) -> None:
             async with limit:
                 try:
-                    path = await asyncio.wait_for(
+                    path, generation = await asyncio.wait_for(
                         self.supervisor.persist(agent_id, deactivate=False),
                         self.supervisor.limits.stop_grace,
                     )
-                    await self._checkpointed(agent_id, path)
+                    await self._checkpointed(agent_id, path, generation)
                 except (PagletError, TimeoutError) as exc:
                     log.warning("paglet %s: no checkpoint at stop (%s)", agent_id, exc)
 
@@ -465,7 +509,12 @@ class DurabilityService:
             self.events.append(EventKind.MESSAGE_FAILED, agent_id, f"deactivate failed: {exc}")
 
     async def _call_checkpointed(self, agent_id: str, args: dict[str, Any]) -> None:
-        await self._checkpointed(agent_id, str(args.get("envelope")))
+        generation = args.get("generation")
+        if isinstance(generation, bool) or not isinstance(generation, int):
+            raise RequestError("a checkpoint's generation must be an integer")
+        if not 0 < generation < MAX_GENERATION:
+            raise RequestError(f"a checkpoint's generation must lie in (0, {MAX_GENERATION})")
+        await self._checkpointed(agent_id, str(args.get("envelope")), generation)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -473,26 +522,21 @@ class DurabilityService:
         task.add_done_callback(self._tasks.discard)
 
 
-def _keep(envelope: Path, checkpoint: Path, *, sync: bool = False) -> None:
-    """Make ``checkpoint`` the same file as ``envelope`` (a hard link), which stays.
+def _flush_kept(envelope: Path, checkpoint: Path) -> None:
+    """Flush to disk the envelope the paglet's process kept as its checkpoint.
 
-    Where hard links are not supported the envelope is renamed instead; the
-    receiver then finds an interrupted arrival by its checkpoint. With ``sync``
-    the checkpoint is flushed to disk (a small arrival's file was not: its
-    journal row carried it until now).
+    A small arrival's file was not flushed: its journal row carried it until
+    now. The envelope is flushed by its own name, which stays the same file
+    (unless it was renamed to the checkpoint); a newer checkpoint at that name
+    was flushed by the process that wrote it.
     """
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    temp = checkpoint.with_name(f"{checkpoint.name}.link")
-    temp.unlink(missing_ok=True)
     try:
-        temp.hardlink_to(envelope)
-    except OSError:
-        envelope.replace(checkpoint)
-    else:
-        temp.replace(checkpoint)
-    if sync:
-        fsync_file(checkpoint)
+        fsync_file(envelope if envelope.exists() else checkpoint)
         fsync_dir(checkpoint.parent)
+    except OSError as exc:  # it runs; only its restart after a power cut is at risk
+        log.error(  # noqa: TRY400 - the reason is the message; no traceback
+            "cannot flush %s, the checkpoint of a paglet, to disk: %s", checkpoint, exc
+        )
 
 
 def _detail(record: AgentRecord, **extra: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from paglets import (
     RestartPolicy,
     StorageError,
 )
-from paglets.durability import _keep
+from paglets.persistence.checkpoints import keep
 from tests.conftest import wait_for
 from tests.test_movement_crash import Pair
 
@@ -403,7 +403,7 @@ def test_an_arrived_envelope_becomes_the_checkpoint_and_stays_for_its_owner(
     checkpoint = tmp_path / "checkpoints" / "a.ckpt"
     checkpoint.parent.mkdir()
     checkpoint.write_bytes(b"stale")  # left by an earlier stay: replaced
-    _keep(envelope, checkpoint, sync=True)
+    keep(envelope, checkpoint)
     assert checkpoint.read_bytes() == b"new"
     assert envelope.exists(), "the receiver drops it once it has journaled the start"
     assert envelope.samefile(checkpoint)
@@ -420,6 +420,6 @@ def test_without_hard_links_the_envelope_is_renamed_to_the_checkpoint(
     envelope = tmp_path / "t.in"
     envelope.write_bytes(b"new")
     checkpoint = tmp_path / "checkpoints" / "a.ckpt"
-    _keep(envelope, checkpoint)
+    keep(envelope, checkpoint)
     assert checkpoint.read_bytes() == b"new"
     assert not envelope.exists()

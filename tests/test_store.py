@@ -27,6 +27,7 @@ from paglets.core.events import EventKind
 from paglets.persistence.events import EventLog
 from paglets.persistence.files import QUARANTINE_DIR, quarantine, write_atomic
 from paglets.persistence.store import (
+    SCHEMA_VERSION,
     AsyncStore,
     PagletRecord,
     Store,
@@ -327,8 +328,8 @@ def test_a_damaged_target_row_refuses_the_commit(store: Store) -> None:
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "paglets.db"
     Store(path).close()
-    _raw(path, "UPDATE schema_version SET version = 2")
-    with pytest.raises(StorageError, match=r"newer paglets \(schema version 2"):
+    _raw(path, f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match=rf"newer paglets \(schema version {SCHEMA_VERSION + 1}"):
         Store(path)
     assert path.exists()
     assert not (tmp_path / QUARANTINE_DIR).exists()

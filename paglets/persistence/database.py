@@ -149,13 +149,15 @@ class Store:
                         db.execute(statement)
                 db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             self._check_version(found)
+            if found is not None and found < SCHEMA_VERSION:
+                _upgrade(db, found)
             db.execute("COMMIT")
         except BaseException:
             _rollback(db)
             raise
 
     def _check_version(self, found: int | None) -> None:
-        # Version 1 is the first; a later version adds its migration steps here.
+        # Version 1 is the first; a later version adds its migration step to _UPGRADES.
         if found is not None and found > SCHEMA_VERSION:
             raise StorageError(
                 f"{self.path} was written by a newer paglets (schema version {found}, "
@@ -446,15 +448,21 @@ class Store:
 
     # -- paglet records ------------------------------------------------------
 
-    def put_paglet(self, record: PagletRecord) -> None:
-        """Insert or replace the record of one paglet."""
+    def put_paglet(self, record: PagletRecord) -> bool:
+        """Insert or replace the record of one paglet, unless the stored one is newer.
+
+        Returns:
+            False if the stored record has a newer generation: it is kept as it is.
+        """
         with self._write("store a paglet record") as db:
-            db.execute(
-                "INSERT INTO paglets (agent_id, class_path, status, envelope, detail, updated) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET "
+            cur = db.execute(
+                "INSERT INTO paglets "
+                "(agent_id, class_path, status, envelope, detail, updated, generation) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id) DO UPDATE SET "
                 "class_path = excluded.class_path, status = excluded.status, "
                 "envelope = excluded.envelope, detail = excluded.detail, "
-                "updated = excluded.updated",
+                "updated = excluded.updated, generation = excluded.generation "
+                "WHERE excluded.generation >= paglets.generation",
                 (
                     record.agent_id,
                     record.class_path,
@@ -462,8 +470,10 @@ class Store:
                     record.envelope,
                     dumps(record.detail),
                     record.updated,
+                    record.generation,
                 ),
             )
+        return cur.rowcount > 0
 
     def get_paglet(self, agent_id: str) -> PagletRecord | None:
         """The record of one paglet, or None."""
@@ -580,6 +590,20 @@ class Store:
                 (max(keep, 0),),
             )
         return cur.rowcount
+
+
+_UPGRADES = {
+    # 1 -> 2: a paglet's record carries the generation of its durable state
+    1: ("ALTER TABLE paglets ADD COLUMN generation INTEGER NOT NULL DEFAULT 0",),
+}
+
+
+def _upgrade(db: sqlite3.Connection, found: int) -> None:
+    """Bring a database of schema version ``found`` to `SCHEMA_VERSION`, in the open transaction."""
+    for version in range(found, SCHEMA_VERSION):
+        for statement in _UPGRADES[version]:
+            db.execute(statement)
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
 
 
 def _event_data(data: dict[str, Any] | None) -> str:

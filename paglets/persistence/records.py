@@ -100,6 +100,9 @@ class PagletRecord:
         envelope: the path of its envelope file, if any.
         detail: small JSON-compatible facts.
         updated: when the record last changed.
+        generation: the generation of the durable state it describes
+            (`paglets.persistence.checkpoints`); a record is never replaced by
+            one of an older generation.
     """
 
     agent_id: str
@@ -108,6 +111,7 @@ class PagletRecord:
     envelope: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
     updated: float = field(default_factory=time.time)
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +135,7 @@ class QuarantinedRow:
     time: float
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # One statement per ";"; applied in one transaction to a new database.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -155,7 +159,8 @@ CREATE TABLE IF NOT EXISTS paglets (
     status TEXT NOT NULL,
     envelope TEXT,
     detail TEXT NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS paglets_by_status ON paglets (status);
 CREATE TABLE IF NOT EXISTS events (
@@ -223,6 +228,7 @@ def paglet_from_row(row: Row) -> PagletRecord:
         envelope=_opt_str(row["envelope"]),
         detail=json_object(row["detail"]),
         updated=float(row["updated"]),
+        generation=int(row["generation"]),
     )
 
 

@@ -193,9 +193,9 @@ class AsyncStore:
         """See `Store.prune_transfers`."""
         return await self._call(self._store.prune_transfers, older_than, list(phases))
 
-    async def put_paglet(self, record: PagletRecord) -> None:
+    async def put_paglet(self, record: PagletRecord) -> bool:
         """See `Store.put_paglet`."""
-        await self._call(self._store.put_paglet, record)
+        return await self._call(self._store.put_paglet, record)
 
     async def get_paglet(self, agent_id: str) -> PagletRecord | None:
         """See `Store.get_paglet`."""

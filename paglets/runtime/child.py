@@ -230,7 +230,7 @@ class ChildRuntime:
         if self.mover.departed is not None:
             await self._leave(self.mover.departed)
 
-    def _persist(self, paglet: Paglet[Any], item: ipc.Persist) -> dict[str, str]:
+    def _persist(self, paglet: Paglet[Any], item: ipc.Persist) -> dict[str, Any]:
         if item.deactivate:
             run_hook(paglet.on_deactivating, self._event(LifecycleKind.DEACTIVATING))
         path = self.mover.checkpoint(paglet, sync=item.sync)

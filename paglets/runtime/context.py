@@ -133,7 +133,11 @@ class ChildContext:
         if paglet is None:
             raise StorageError("a paglet cannot checkpoint before it is built")
         path = self._runtime.mover.checkpoint(paglet, sync=self._runtime.init.fsync)
-        self._link.call("paglet.checkpointed", envelope=str(path))
+        self._link.call(
+            "paglet.checkpointed",
+            envelope=str(path),
+            generation=self._runtime.mover.generation,
+        )
 
     def register_file(
         self, path: str | Path, *, name: str | None = None, mode: str = "copy"

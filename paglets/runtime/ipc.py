@@ -99,6 +99,7 @@ class Init(_Record):
     files_dir: str = ""
     checkpoint: str = ""
     fsync: bool = True
+    generation: int = 0  # of this start: its checkpoints are numbered after it
 
 
 @dataclass(frozen=True, slots=True)
