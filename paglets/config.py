@@ -65,6 +65,7 @@ class HostConfig:
     max_envelope_size: int = DEFAULT_MAX_ENVELOPE
     max_transfers: int = 16  # envelopes received at once
     transfer_min_rate: int = 64 * 1024  # bytes/s an envelope must keep up, after read_timeout
+    debug_errors: bool = False  # tracebacks in error bodies and events (--debug-errors)
     limits: SupervisorLimits = field(default_factory=SupervisorLimits)
     # The mesh (see docs/mesh.md).
     tags: tuple[str, ...] = ()

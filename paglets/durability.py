@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from paglets.core.errors import PagletError, RequestError, StorageError
+from paglets.core.bounds import bounded
+from paglets.core.errors import (
+    PagletDisposedError,
+    PagletError,
+    PagletMovedError,
+    RequestError,
+    StorageError,
+)
 from paglets.core.events import EventKind
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
@@ -57,6 +64,23 @@ log = logging.getLogger(__name__)
 ACTIVE, INACTIVE, BROKEN = "active", "inactive", "broken"
 RECOVERY_CONCURRENCY = 8
 MAX_GENERATION = 2**62  # a paglet's word for its checkpoint's (SQLite holds up to 2**63 - 1)
+MAX_SLEEP = 10 * 366 * 86_400.0
+"""The furthest a wake-up time may lie ahead: ten years."""
+_FAR_FUTURE = 1e11  # epoch seconds, beyond any wake-up time (year 5138)
+
+
+def wake_time(until: object, now: float) -> float:
+    """``until`` (epoch seconds) checked as a wake-up time: finite, not past `MAX_SLEEP`.
+
+    Raises:
+        RequestError: not a number, not finite, negative or too far ahead.
+    """
+    value = bounded(until, "'until' (epoch seconds)", 0.0, _FAR_FUTURE)
+    if value > now + MAX_SLEEP:
+        raise RequestError(
+            f"'until' ({value:.0f}) is more than ten years ahead; give a nearer time"
+        )
+    return value
 
 
 class DurabilityService:
@@ -265,6 +289,7 @@ class DurabilityService:
         row = await self._store().get_paglet(agent_id)
         if row is None:
             raise StorageError(f"paglet {agent_id} is inactive but its record is gone")
+        self.supervisor.admit(f"inactive paglet {agent_id}")  # it stays inactive if full
         self._cancel_timer(agent_id)
         self.supervisor.release_inactive(agent_id)
         try:
@@ -496,8 +521,8 @@ class DurabilityService:
 
     async def _call_deactivate(self, agent_id: str, args: dict[str, Any]) -> None:
         wake_at = args.get("wake_at")
-        if wake_at is not None and not isinstance(wake_at, int | float):
-            raise RequestError("wake_at must be a time in seconds since the epoch")
+        if wake_at is not None:
+            wake_at = wake_time(wake_at, time.time())
         # after the current handler: the paglet is waiting for this answer
         self._spawn(self._deactivate_logged(agent_id, wake_at))
 
@@ -567,12 +592,14 @@ async def _deactivate_route(request: web.Request) -> web.Response:
     if not isinstance(data, dict) or set(data) - {"until", "duration"}:
         raise RequestError('deactivate takes {"until": epoch seconds} or {"duration": seconds}')
     until, duration = data.get("until"), data.get("duration")
-    for name, value in (("until", until), ("duration", duration)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise RequestError(f"{name!r} must be a number of seconds")
     if until is not None and duration is not None:
         raise RequestError("give 'until' or 'duration', not both")
-    wake_at = time.time() + duration if duration is not None else until
+    now = time.time()
+    wake_at = None
+    if duration is not None:
+        wake_at = now + bounded(duration, "'duration' (seconds)", 0.0, MAX_SLEEP)
+    elif until is not None:
+        wake_at = wake_time(until, now)
     agent_id = request.match_info["agent_id"]
     await service.deactivate(agent_id, wake_at)
     return json_response({"agent_id": agent_id, "status": "inactive", "wake_at": wake_at})
@@ -581,8 +608,14 @@ async def _deactivate_route(request: web.Request) -> web.Response:
 async def _activate_route(request: web.Request) -> web.Response:
     service = request.app[DURABILITY]
     agent_id = request.match_info["agent_id"]
+    record = service.supervisor.get(agent_id)  # 404 for a paglet this host never had
+    if record.moved_to is not None:
+        raise PagletMovedError.to(agent_id, *record.moved_to)
+    if record.status is PagletStatus.DISPOSED:
+        raise PagletDisposedError(f"paglet {agent_id} was disposed")
     await service.supervisor.wake(agent_id)
-    return json_response({"agent_id": agent_id, "status": "active"})
+    status = service.supervisor.get(agent_id).status
+    return json_response({"agent_id": agent_id, "status": status.value})
 
 
 async def _checkpoint_route(request: web.Request) -> web.Response:

@@ -180,6 +180,7 @@ class Host:
                     api_key=cfg.api_key,
                     max_body=cfg.max_body,
                     read_timeout=cfg.read_timeout,
+                    debug_errors=cfg.debug_errors,
                 )
             )
             app.cleanup_ctx.append(self._children_ctx)

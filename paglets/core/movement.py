@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from paglets.core.bounds import bounded
 from paglets.core.errors import RequestError
+
+MAX_TIMEOUT = 86_400.0  # a day, for the whole transfer
+MAX_RETRIES = 100
 
 
 class ArrivalMode(StrEnum):
@@ -74,14 +78,18 @@ class TransferTicket:
                 code_version=_opt_str(data, "code_version"),
                 tags=_strs(data, "tags"),
                 capabilities=_strs(data, "capabilities"),
-                timeout=float(data.get("timeout", 60.0)),
-                retries=int(data.get("retries", 2)),
+                timeout=bounded(data.get("timeout", 60.0), "ticket timeout", 0.0, MAX_TIMEOUT),
+                retries=bounded(
+                    data.get("retries", 2), "ticket retries", 0, MAX_RETRIES, integer=True
+                ),
                 arrival_mode=ArrivalMode(data.get("arrival_mode", "active")),
             )
+        except RequestError as exc:
+            raise RequestError(f"bad transfer ticket: {exc.message}") from None
         except (TypeError, ValueError) as exc:
             raise RequestError(f"bad transfer ticket: {exc}") from None
-        if ticket.timeout <= 0 or ticket.retries < 0:
-            raise RequestError("a transfer ticket needs timeout > 0 and retries >= 0")
+        if ticket.timeout <= 0:
+            raise RequestError("bad transfer ticket: its timeout must be longer than 0 s")
         return ticket
 
     def unmet(self, host: Any) -> list[str]:

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from paglets.core.bounds import bounded
 from paglets.core.errors import RequestError
+
+MAX_RESTARTS = 1_000_000
+MAX_WINDOW = 366 * 86_400.0  # a year
+MAX_BACKOFF = 86_400.0  # a day
+_DOUBLINGS = 64  # past this many, the backoff is at max_backoff anyway
 
 
 class RestartMode(StrEnum):
@@ -42,15 +48,29 @@ class RestartPolicy:
     max_backoff: float = 30.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", RestartMode(self.mode))
-        if self.max_restarts < 0 or self.window <= 0 or self.backoff < 0 or self.max_backoff < 0:
+        try:
+            object.__setattr__(self, "mode", RestartMode(self.mode))
+        except (TypeError, ValueError):
+            modes = ", ".join(repr(m.value) for m in RestartMode)
             raise RequestError(
-                "a restart policy needs max_restarts >= 0, window > 0 and backoffs >= 0"
-            )
+                f"restart mode must be one of {modes}, not {self.mode!r:.40}"
+            ) from None
+        checked = {
+            "max_restarts": bounded(
+                self.max_restarts, "max_restarts", 0, MAX_RESTARTS, integer=True
+            ),
+            "window": bounded(self.window, "restart window", 0.0, MAX_WINDOW),
+            "backoff": bounded(self.backoff, "restart backoff", 0.0, MAX_BACKOFF),
+            "max_backoff": bounded(self.max_backoff, "restart max_backoff", 0.0, MAX_BACKOFF),
+        }
+        if checked["window"] <= 0:
+            raise RequestError("a restart policy needs a window longer than 0 s")
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
 
     def delay(self, recent: int) -> float:
         """Seconds to wait before a restart, with ``recent`` restarts in the window."""
-        return float(min(self.max_backoff, self.backoff * 2**recent))
+        return float(min(self.max_backoff, self.backoff * 2 ** min(recent, _DOUBLINGS)))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
@@ -70,13 +90,11 @@ class RestartPolicy:
         unknown = set(data) - {"mode", "max_restarts", "window", "backoff", "max_backoff"}
         if unknown:
             raise RequestError(f"unknown restart policy fields: {sorted(unknown)}")
-        try:
-            return cls(
-                mode=RestartMode(data.get("mode", "never")),
-                max_restarts=int(data.get("max_restarts", 3)),
-                window=float(data.get("window", 60.0)),
-                backoff=float(data.get("backoff", 0.1)),
-                max_backoff=float(data.get("max_backoff", 30.0)),
-            )
-        except (TypeError, ValueError) as exc:
-            raise RequestError(f"bad restart policy: {exc}") from None
+        defaults = cls()
+        return cls(
+            mode=data.get("mode", defaults.mode),
+            max_restarts=data.get("max_restarts", defaults.max_restarts),
+            window=data.get("window", defaults.window),
+            backoff=data.get("backoff", defaults.backoff),
+            max_backoff=data.get("max_backoff", defaults.max_backoff),
+        )

@@ -25,13 +25,29 @@ class FrameKind(IntEnum):
     BINARY = 2
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_dumps_ascii = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
 
 def encode_json(record: dict[str, Any]) -> bytes:
-    """One JSON frame holding ``record``; raises ``TypeError`` if it is not JSON."""
-    body = _dumps(record).encode()
+    """One JSON frame holding ``record``, strict JSON.
+
+    A string with a lone surrogate (which UTF-8 cannot hold) is written as its
+    ``\\udxxx`` escape, so the other end reads back the same string.
+
+    Raises:
+        TypeError: ``record`` holds a value that is not JSON.
+        ValueError: it holds NaN or an infinity.
+    """
+    try:
+        body = _dumps(record).encode()
+    except UnicodeEncodeError:
+        body = _dumps_ascii(record).encode()
     return HEADER.pack(FrameKind.JSON, len(body)) + body
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")
 
 
 class FrameDecoder:
@@ -65,7 +81,7 @@ class FrameDecoder:
             offset = end
             if kind == FrameKind.JSON:
                 try:
-                    record = json.loads(body)
+                    record = json.loads(body, parse_constant=_no_constant)
                 except ValueError as exc:
                     raise ProtocolError(f"malformed JSON frame: {exc}") from None
                 if not isinstance(record, dict):

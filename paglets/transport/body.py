@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from aiohttp import web
 
-from paglets.core.errors import PayloadTooLargeError, RequestError
+from paglets.core.errors import HandlerError, PayloadTooLargeError, RequestError
+from paglets.wire import strict_json
 
 
 async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes:
@@ -43,19 +43,29 @@ async def _read_chunked(request: web.Request, limit: int, timeout: float) -> byt
 
 
 async def read_json(request: web.Request, limit: int, timeout: float) -> Any:
-    """The body decoded as JSON; ``RequestError`` with the parser's reason otherwise."""
+    """The body decoded as strict JSON (`paglets.wire.strict_json.loads`).
+
+    Raises:
+        RequestError: an empty or malformed body, a number that is not finite,
+            nesting deeper than `strict_json.MAX_DEPTH`, a lone surrogate.
+    """
     body = await read_capped(request, limit, timeout)
     if not body:
         raise RequestError("expected a JSON body, got an empty one")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"malformed JSON body: {exc}") from None
-
-
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+    return strict_json.loads(body)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    """``data`` as a compact JSON response."""
-    return web.Response(body=_dumps(data), status=status, content_type="application/json")
+    """``data`` as a compact, strict JSON response.
+
+    Raises:
+        HandlerError: ``data`` holds NaN or an infinity (a paglet's reply or
+            state, as nothing else does), which strict JSON cannot carry.
+    """
+    try:
+        text = strict_json.dumps(data)
+    except ValueError as exc:
+        raise HandlerError(
+            f"the answer holds a number JSON cannot carry ({exc}); use finite numbers"
+        ) from None
+    return web.Response(body=text, status=status, content_type="application/json")
