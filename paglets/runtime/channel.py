@@ -54,12 +54,18 @@ class HostChannel(asyncio.Protocol):
         for record in early:
             sink(record)
 
-    def send(self, record: ipc.Record) -> bool:
-        """Queue ``record`` for the child; false if the channel is closed."""
+    def send(self, record: ipc.Record) -> int:
+        """Queue ``record`` for the child: the bytes queued, 0 if the channel is closed."""
         if self._transport is None:
-            return False
-        self._transport.write(encode_json(record.to_wire()))
-        return True
+            return 0
+        frame = encode_json(record.to_wire())
+        self._transport.write(frame)
+        return len(frame)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written to the channel that the child has not read yet."""
+        return 0 if self._transport is None else self._transport.get_write_buffer_size()
 
     def close(self) -> None:
         if self._transport is not None:

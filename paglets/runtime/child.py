@@ -41,6 +41,7 @@ from paglets.runtime.link import HostLink
 from paglets.runtime.mailbox import Mailbox
 from paglets.runtime.moving import Location, Mover, run_hook
 from paglets.runtime.osutil import die_with_parent, yield_cpu
+from paglets.runtime.verify import VERIFY, answer_check
 from paglets.runtime.warmup import prime_child
 from paglets.wire.envelope import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
@@ -464,6 +465,9 @@ def run_child(sock: socket.socket) -> NoReturn:
     init = records[0]
     if not isinstance(init, ipc.Init):
         os._exit(70)
+    if init.arrival == VERIFY:  # only check an arrived envelope, then exit
+        answer_check(init, channel.send)
+        _flush_and_exit(0)
     heartbeat.start(init.heartbeat_interval)
     runtime = ChildRuntime(channel, init, records[1:])
     runtime._decoder = decoder  # noqa: SLF001 - keep bytes already read past the Init

@@ -95,6 +95,9 @@ class ChildHandle:
         self._on_call = on_call
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._oneway: set[int] = set()  # one-way messages sent and not yet handled
+        self._sizes: dict[int, int] = {}  # bytes of each message sent and not yet handled
+        self.queued_bytes = 0  # their sum: in the channel's buffer or the child's mailbox
         self._ready: asyncio.Future[int] | None = None
         self._requested: ExitReason | None = None
         self._ended = asyncio.Event()
@@ -114,8 +117,8 @@ class ChildHandle:
 
     @property
     def pending(self) -> int:
-        """Calls sent to the child and not yet answered."""
-        return len(self._pending)
+        """Calls and messages of every mode sent to the child and not yet answered."""
+        return len(self._pending) + len(self._oneway)
 
     # -- start ------------------------------------------------------------------
 
@@ -145,6 +148,7 @@ class ChildHandle:
     def on_record(self, record: ipc.Record) -> None:
         self.last_beat = time.monotonic()
         if isinstance(record, ipc.Reply):
+            self._handled(record.id)
             fut = self._pending.pop(record.id, None)
             if fut is None or fut.done():
                 return
@@ -177,9 +181,16 @@ class ChildHandle:
 
     # -- calls ------------------------------------------------------------------
 
-    def _write(self, record: ipc.Record) -> None:
-        if self.exit_info is not None or not self.child.channel.send(record):
+    def _write(self, record: ipc.Record) -> int:
+        size = 0 if self.exit_info is not None else self.child.channel.send(record)
+        if not size:
             raise self._dead_error()
+        return size
+
+    def _handled(self, request_id: int) -> None:
+        """A message was handled (or its call answered): it no longer counts as queued."""
+        self._oneway.discard(request_id)
+        self.queued_bytes -= self._sizes.pop(request_id, 0)
 
     def answer(self, call_id: int, value: Any, error: ipc.ErrorRecord | None) -> None:
         """Send the result of a child's ``Call``; a child that is gone is not an error."""
@@ -197,9 +208,15 @@ class ChildHandle:
         request_id = next(self._ids)
         record = build(request_id)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._write(record)
+        size = self._write(record)
         self._pending[request_id] = fut
+        if isinstance(record, ipc.Deliver):
+            self._count(request_id, size)
         return fut
+
+    def _count(self, request_id: int, size: int) -> None:
+        self._sizes[request_id] = size
+        self.queued_bytes += size
 
     def deliver(
         self,
@@ -211,11 +228,20 @@ class ChildHandle:
         sender: str | None = None,
         reply: bool = True,
     ) -> asyncio.Future[Any] | None:
-        """Queue a message; the future resolves to the handler's reply."""
+        """Queue a message; the future resolves to the handler's reply.
+
+        A one-way message (no ``reply``) has no future, but it counts in
+        `pending` and `queued_bytes` until the child says it was handled.
+        """
         if not reply:
-            self._write(
-                ipc.Deliver(next(self._ids), kind, args, priority, message_id, sender, reply=False)
+            request_id = next(self._ids)
+            self._count(
+                request_id,
+                self._write(
+                    ipc.Deliver(request_id, kind, args, priority, message_id, sender, reply=False)
+                ),
             )
+            self._oneway.add(request_id)
             return None
         return self._call(
             lambda i: ipc.Deliver(i, kind, args, priority, message_id, sender, reply=True)
@@ -278,6 +304,9 @@ class ChildHandle:
                 PagletCrashedError(f"paglet {self.agent_id} {self.exit_info.detail} while starting")
             )
         pending, self._pending = self._pending, {}
+        self._oneway.clear()
+        self._sizes.clear()
+        self.queued_bytes = 0
         for waiter in pending.values():
             if not waiter.done():
                 waiter.set_exception(error)

@@ -175,7 +175,11 @@ class InitFailed(_Record):
 
 @dataclass(frozen=True, slots=True)
 class Reply(_Record):
-    """The outcome of a ``Deliver``, ``GetState`` or ``Stop``: a value or an error."""
+    """The outcome of a ``Deliver``, ``GetState`` or ``Stop``: a value or an error.
+
+    A one-way ``Deliver`` gets a bare ``Reply`` once handled, so the host knows
+    it left the mailbox (its error, if any, went to the host as a ``Note``).
+    """
 
     OP: ClassVar[Op] = Op.REPLY
     id: int
