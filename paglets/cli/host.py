@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from paglets._version import __version__
 from paglets.cli._errors import run_cli
 from paglets.cli._units import BYTES
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
+from paglets.runtime.supervisor import SupervisorLimits
 from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 PROG = "paglets-host"
 DEFAULT_PORT = 8765
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_LIMITS = SupervisorLimits()
 # where a key may come from: removed from the host's environment, never given to children
 KEY_SOURCES = (DEFAULT_API_KEY_ENV, KEY_FILE_ENV, CREDENTIALS_ENV)
 
@@ -279,6 +282,11 @@ def _check_ready_file(
     help="Allow binding a non-loopback address without an API key.",
 )
 @click.option(
+    "--debug-errors",
+    is_flag=True,
+    help="Put tracebacks in error bodies and events (they show code paths); off in production.",
+)
+@click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
     callback=_check_ready_file,
@@ -320,7 +328,10 @@ def command(  # click passes options by keyword
     max_envelope_size: int,
     max_transfers: int,
     transfer_min_rate: int,
+    max_paglets: int,
+    max_child_memory: int | None,
     insecure: bool,
+    debug_errors: bool,
     ready_file: Path | None,
     log_level: str,
 ) -> None:
@@ -361,6 +372,7 @@ def command(  # click passes options by keyword
         state_dir=state_dir,
         allow_modules=allow_modules,
         insecure=insecure,
+        debug_errors=debug_errors,
         preload=preload,
         secret_env=secrets,
         transfer_fsync=transfer_fsync,
@@ -370,6 +382,9 @@ def command(  # click passes options by keyword
         max_envelope_size=max_envelope_size,
         max_transfers=max_transfers,
         transfer_min_rate=transfer_min_rate,
+        limits=dataclasses.replace(
+            DEFAULT_LIMITS, max_paglets=max_paglets, max_child_memory=max_child_memory
+        ),
     )
     asyncio.run(_serve(Host(config), ready_file))
 

@@ -25,6 +25,7 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── HostUnavailableError (ConnectionError)  the host cannot be reached
      │    ├── HostNotRunningError                 the host is stopping or stopped (503)
      │    ├── TooManyConnectionsError             at its connection limit, all busy (503)
+     │    ├── HostFullError                       at its paglet count or child memory limit (503)
      │    └── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
      ├── TransferError                            a move did not happen; the paglet stayed
      │    └── TooManyTransfersError               the target takes no more at once (429)
@@ -192,6 +193,15 @@ class HostUnavailableError(HostError, ConnectionError):
 
 class HostNotRunningError(HostError):
     """The host is not running, or is stopping."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class HostFullError(HostError):
+    """The host runs as many paglets as ``--max-paglets`` allows, or its children use
+    the memory ``--max-child-memory`` allows: it starts no more (create, arrival,
+    activation); the message names the flag. Retry later, or on another host.
+    """
 
     http_status = HTTPStatus.SERVICE_UNAVAILABLE
 
