@@ -22,7 +22,8 @@ from paglets import (
 async def main() -> None:
     with tempfile.TemporaryDirectory() as state_dir:
         async with (
-            Host(name="errors", state_dir=state_dir) as host,
+            # debug_errors: error bodies carry tracebacks (never on a production host)
+            Host(name="errors", state_dir=state_dir, debug_errors=True) as host,
             AsyncHostClient(host.url) as client,
         ):
             counter = await client.create("examples.counter:Counter")
