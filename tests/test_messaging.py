@@ -70,8 +70,9 @@ async def test_handler_exception_becomes_handler_error(probe: AsyncPagletProxy) 
         await probe.send("raise", {"text": "bad input 42"})
     assert "ValueError" in str(caught.value)
     assert "bad input 42" in str(caught.value)
-    assert caught.value.remote_traceback is not None
-    assert "ValueError" in caught.value.remote_traceback
+    # the paglet's traceback stays in the host unless it runs with debug_errors
+    # (tests/test_security_input.py shows it there)
+    assert caught.value.remote_traceback is None
     assert await probe.send("echo", {"still": "alive"}) == {"still": "alive"}
 
 
