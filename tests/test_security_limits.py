@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from hostproc import HOST_CMD
 
 from examples.travel import TravelerState
 from paglets import AsyncHostClient, TransferError
@@ -34,7 +35,6 @@ from paglets.wire.envelope import (
     write_envelope,
 )
 from tests.conftest import wait_for
-from tests.test_cli import HOST_CMD
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -350,26 +350,28 @@ async def test_a_trickling_envelope_is_cut_at_its_deadline_and_leaves_nothing(
     assert host.supervisor.list() == []
 
 
-async def _http_mesh(make_host: Callable[..., Awaitable[Host]], **target: Any) -> tuple[Host, Host]:
-    """Two hosts that move paglets over HTTP, not by linking files in this process."""
+async def _http_mesh(
+    make_host: Callable[..., Awaitable[Host]], *, http: bool = True, **target: Any
+) -> tuple[Host, Host]:
+    """Two hosts that move paglets over HTTP (else by linking files in this process)."""
     b = await make_host(name="b", **FAST, **target)
     a = await make_host(name="a", peers=(b.url,), **FAST)
     for url, receiver in list(LOCAL_RECEIVERS.items()):
-        if receiver in (a.transfers.receiver, b.transfers.receiver):
+        if http and receiver in (a.transfers.receiver, b.transfers.receiver):
             del LOCAL_RECEIVERS[url]
     await wait_for(lambda: all(len(h.mesh.hosts(online=True)) == 2 for h in (a, b)), 10, "the mesh")
     return a, b
 
 
 @pytest.mark.parametrize(
-    ("payload", "limit"),
-    [(300 << 10, 64 << 10), (6 << 20, 1 << 20)],
-    ids=["sent-whole", "sent-while-written"],
+    ("payload", "limit", "http"),
+    [(300 << 10, 64 << 10, True), (6 << 20, 1 << 20, True), (300 << 10, 64 << 10, False)],
+    ids=["sent-whole", "sent-while-written", "linked-in-process"],
 )
 async def test_a_paglet_over_the_targets_size_limit_stays_at_its_source(
-    make_host: Callable[..., Awaitable[Host]], payload: int, limit: int
+    make_host: Callable[..., Awaitable[Host]], payload: int, limit: int, *, http: bool
 ) -> None:
-    a, b = await _http_mesh(make_host, max_envelope_size=limit)
+    a, b = await _http_mesh(make_host, http=http, max_envelope_size=limit)
     async with AsyncHostClient(a.url) as client:
         traveler = await client.create(TRAVELER)
         await traveler.send("payload", {"size": payload})
