@@ -11,7 +11,7 @@ _UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"(\d+)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
 
 
-class ByteSize(click.ParamType):
+class ByteSize(click.ParamType[int, object]):
     """A number of bytes, with an optional binary unit (``KiB``, ``MiB``, ``GiB``, ``TiB``)."""
 
     name = "size"
