@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
+
+if TYPE_CHECKING:
+    _SizeType = click.ParamType[int, object]  # generic only in click's stubs of late
+else:
+    _SizeType = click.ParamType
 
 _UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"(\d+)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
 
 
-class ByteSize(click.ParamType[int, object]):
+class ByteSize(_SizeType):
     """A number of bytes, with an optional binary unit (``KiB``, ``MiB``, ``GiB``, ``TiB``)."""
 
     name = "size"
