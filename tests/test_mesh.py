@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+from hostproc import command as _command
+from hostproc import env_without_key as _env
+from hostproc import wait_gone as _wait_gone
 
 from paglets import (
     AsyncHostClient,
@@ -21,7 +24,6 @@ from paglets import (
     TransferError,
 )
 from tests.conftest import wait_for
-from tests.test_cli import _command, _env, _wait_gone
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -122,7 +124,7 @@ async def test_a_stopping_host_says_goodbye(make_host: Callable[..., Awaitable[H
     kinds = [e.kind for e in a.events.query(since)]
     assert EventKind.MESH_HOST_OFFLINE in kinds
     # a restarted b is welcome back under its name
-    b2 = await make_host(name="b", peers=(a.url,), **slow)
+    b2 = await make_host(name="b", peers=(a.url,), state_dir=b.config.state_dir, **slow)
     await wait_for(lambda: _names(a) == {"a", "b"}, 5, "b back online")
     assert a.mesh.movement_target("b").url == b2.url
 
@@ -254,6 +256,7 @@ def test_a_killed_host_goes_offline_then_back_online(daemons: Daemons) -> None:
         "SEEN",
         "PAGLETS",
         "TAGS",
+        "IDENTITY",
     ]
     assert lines[1].startswith("p-seed")
     row = next(line for line in lines if line.startswith("p-c "))

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
-
-from tests.test_cli import _command, _env, _wait_gone
+from hostproc import command as _command
+from hostproc import env_without_key as _env
+from hostproc import wait_gone as _wait_gone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -2,7 +2,8 @@
 
 ::
 
-    paglets-mesh hosts                       # the mesh as the local host sees it
+    paglets-mesh hosts                       # the mesh as the local host sees it,
+                                             # with each host's identity fingerprint
     paglets-mesh hosts --url beta --json     # as host "beta" sees it, as JSON
     paglets-mesh resolve beta                # the URL of host "beta"
     paglets-mesh discover --timeout 3        # hosts announced on the LAN (zeroconf)
@@ -91,11 +92,13 @@ def command() -> None:
 @_json_option
 def hosts(url: str | None, as_json: bool) -> None:
     """List the hosts of the mesh with their status."""
+    from paglets.wire.mesh import fingerprint  # noqa: PLC0415 - lazy like the others
+
     records = asyncio.run(_hosts(url))
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    rows = [["NAME", "URL", "STATUS", "MESH VERSION", "LAST SEEN", "PAGLETS", "TAGS"]]
+    rows = [["NAME", "URL", "STATUS", "MESH VERSION", "LAST SEEN", "PAGLETS", "TAGS", "IDENTITY"]]
     rows += [
         [
             r.name,
@@ -105,6 +108,7 @@ def hosts(url: str | None, as_json: bool) -> None:
             _ago(r.last_seen),
             str(r.paglets),
             ",".join(r.tags),
+            fingerprint(r.public_key),
         ]
         for r in records
     ]

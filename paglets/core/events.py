@@ -77,6 +77,7 @@ class EventKind(StrEnum):
     MESH_HOST_ONLINE = "mesh.host_online"
     MESH_HOST_FORGOTTEN = "mesh.host_forgotten"
     MESH_DUPLICATE_NAME = "mesh.duplicate_name"
+    MESH_RECORD_REFUSED = "mesh.record_refused"
     MESH_ADDRESS_CHANGED = "mesh.address_changed"
 
 

@@ -2,7 +2,10 @@
 
 The host registers ``<name>._paglets._tcp.local.`` with its name, URL, mesh
 version and protocol version in TXT records, and browses the same type; each
-host found is handed to ``on_found`` (the gossiper then talks to it). Only
+host found is handed to ``on_found`` (the gossiper then talks to it). An
+announcement is a hint, never trusted: one with a bad name or URL is ignored,
+and the gossiper sends the mesh key to the URL, and merges what it answers,
+only after the host there proves it holds the key (`paglets.mesh.hello`). Only
 python-zeroconf's asyncio API is used, on the host's own loop: no thread, no
 blocking call. `republish` re-creates the announcement after an address change.
 """
@@ -18,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from zeroconf import IPVersion, NonUniqueNameException, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from paglets.wire.mesh import MESH_SERVICE_TYPE
+from paglets.core.errors import ProtocolError
+from paglets.core.ids import IdKind, is_valid_id
+from paglets.wire.mesh import MESH_SERVICE_TYPE, check_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -54,7 +59,11 @@ class Announcement:
         protocol = props.get("protocol_version") or ""
         if not (name and url and mesh_version is not None and protocol.isdigit()):
             return None
-        if not url.startswith(("http://", "https://")):
+        if not is_valid_id(name, IdKind.HOST) or len(protocol) > 5:  # noqa: PLR2004
+            return None
+        try:
+            check_url(url)
+        except ProtocolError:
             return None
         return cls(name, url.rstrip("/"), mesh_version, int(protocol))
 

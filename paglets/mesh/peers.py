@@ -12,23 +12,82 @@ Gossip merges tables; heartbeats say who is alive:
 - A host is online while the freshest news of it is younger than ``offline_after``.
   After ``forget_after`` without news it leaves the table, and news that old is
   ignored, so a forgotten host is not brought back by a peer that still has it.
-- Names are unique. Two records of one name are the same host when they share
-  a URL or an incarnation (a restart on the same port, a rebind to a new
-  address). Otherwise the name is taken: the table keeps the host it had while
-  that one is online and reports a `Duplicate`; once it is offline, the
-  newcomer replaces it.
+- Names are unique. With a `Trust` (every host has one), a name belongs to the
+  identity pinned for it: a record is taken only when signed by that key, and a
+  record of the name signed by any other key is `Refused` (see
+  `paglets.mesh.trust`). Without one (the pure-logic tests), two records of one
+  name are the same host when they share a URL or an incarnation (a restart on
+  the same port, a rebind to a new address); otherwise the name is taken: the
+  table keeps the host it had while that one is online and reports a
+  `Duplicate`; once it is offline, the newcomer replaces it.
+- The table holds at most ``max_hosts`` hosts; news of more names is dropped
+  and counted in `MergeResult.overflow`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, Protocol
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from paglets.wire.mesh import HostRecord
+
+
+MAX_HOSTS: Final = 1000
+"""How many hosts a table holds, and how many records one gossip message may carry."""
+
+
+class RefusalKind(enum.Enum):
+    """Why a record was not taken, with the words that say it."""
+
+    UNSIGNED = "is not signed"
+    OTHER_IDENTITY = "is signed by another identity than the one pinned for its name"
+    BAD_SIGNATURE = "has a signature that does not match"
+    STALE_UNPINNED = "is stale and its name is not pinned"
+    PINS_FULL = "would need a new pin, but the pins file is full"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record the table's `Trust` did not take.
+
+    Attributes:
+        name: the host name it claims.
+        url: the URL it claims.
+        kind: why it was refused.
+        pinned: the fingerprint of the key pinned for the name (``-`` for none).
+        offered: the fingerprint of the key the record carries (``-`` for none).
+        kept_url: the URL the table keeps for that name, if it has one.
+    """
+
+    name: str
+    url: str
+    kind: RefusalKind
+    pinned: str = "-"
+    offered: str = "-"
+    kept_url: str | None = None
+
+    @property
+    def quiet(self) -> bool:
+        """Whether it is routine (not worth an event)."""
+        return self.kind is RefusalKind.STALE_UNPINNED
+
+
+class Trust(Protocol):
+    """What the table asks of its host's identity and pins (`paglets.mesh.trust`)."""
+
+    def sign(self, record: HostRecord) -> HostRecord:
+        """Our own record, signed."""
+        ...
+
+    def admit(self, record: HostRecord, *, fresh: bool) -> Refused | None:
+        """``None`` if the table may take ``record`` (pinning its name), else why not."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +114,8 @@ class MergeResult:
 
     changes: list[Change] = field(default_factory=list)
     duplicates: list[Duplicate] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    overflow: int = 0  # news of new names dropped because the table was full
 
 
 @dataclass(slots=True)
@@ -74,6 +135,8 @@ class PeerTable:
         forget_after: seconds without news before a host leaves the table.
         clock: a monotonic clock (injectable for tests).
         wall_clock: the wall clock used for ``last_seen`` and ``sent_at``.
+        trust: signs our record and admits others'; ``None`` takes records unsigned.
+        max_hosts: how many hosts the table holds.
     """
 
     def __init__(
@@ -84,14 +147,19 @@ class PeerTable:
         forget_after: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        trust: Trust | None = None,
+        max_hosts: int = MAX_HOSTS,
     ) -> None:
         self.offline_after = offline_after
+        self.max_hosts = max_hosts
+        self.trust = trust
         self.forget_after = max(forget_after, offline_after)
         self._clock = clock
         self._wall = wall_clock
         self._me = me.name
-        self._entries: dict[str, _Entry] = {me.name: _Entry(me, clock())}
+        self._entries: dict[str, _Entry] = {}
         self._leaving = False
+        self.set_me(me)
 
     def __repr__(self) -> str:
         now = self._clock()
@@ -113,6 +181,8 @@ class PeerTable:
         """Replace this host's own record (new URL, paglet count, next heartbeat)."""
         if record.name != self._me:
             raise ValueError("a host cannot change its name")
+        if self.trust is not None:
+            record = self.trust.sign(record)
         self._entries[self._me] = _Entry(record, self._clock())
 
     def leave(self) -> HostRecord:
@@ -183,17 +253,17 @@ class PeerTable:
     def _merge_one(self, record: HostRecord, seen: float, now: float, result: MergeResult) -> None:
         entry = self._entries.get(record.name)
         fresh = now - seen < self.offline_after
+        if record.name == self._me:
+            self._merge_me(record, fresh, result)
+            return
+        if self.trust is not None:
+            self._merge_trusted(entry, record, seen, fresh, result)
+            return
         if entry is None:
-            self._entries[record.name] = _Entry(record, seen, online=fresh, left=not record.online)
-            result.changes.append(Change(record.name, "joined", record.url))
+            self._join(record, seen, fresh, result)
             return
         known = entry.record
-        same_host = known.url == record.url or known.incarnation == record.incarnation
-        if record.name == self._me:
-            if not same_host and fresh:
-                result.duplicates.append(Duplicate(record.name, known.url, record.url))
-            return
-        if same_host:
+        if known.url == record.url or known.incarnation == record.incarnation:
             self._update(entry, record, seen, result)
             return
         if self._is_online(entry, now):
@@ -203,6 +273,63 @@ class PeerTable:
         if seen > entry.seen:
             self._entries[record.name] = _Entry(record, seen, online=entry.online)
             result.changes.append(Change(record.name, "replaced", record.url))
+
+    def _merge_me(self, record: HostRecord, fresh: bool, result: MergeResult) -> None:
+        """News of our own name: never taken; someone else's live claim is a duplicate.
+
+        A claim is live when its news is fresh and the peer does not report it offline
+        (a host that said goodbye holds its name against nobody).
+        """
+        me = self.me
+        if self.trust is not None:
+            same_host = record.public_key == me.public_key
+        else:
+            same_host = me.url == record.url or me.incarnation == record.incarnation
+        if not same_host and fresh and record.online:
+            result.duplicates.append(Duplicate(record.name, me.url, record.url))
+
+    def _join(self, record: HostRecord, seen: float, fresh: bool, result: MergeResult) -> bool:
+        if len(self._entries) >= self.max_hosts:
+            result.overflow += 1
+            return False
+        self._entries[record.name] = _Entry(record, seen, online=fresh, left=not record.online)
+        result.changes.append(Change(record.name, "joined", record.url))
+        return True
+
+    def _merge_trusted(
+        self,
+        entry: _Entry | None,
+        record: HostRecord,
+        seen: float,
+        fresh: bool,
+        result: MergeResult,
+    ) -> None:
+        """Take a record only when the trust admits it; old news of a known host needs no check."""
+        assert self.trust is not None  # noqa: S101 - the caller checked
+        if entry is not None:
+            known = entry.record
+            old_news = (record.incarnation, record.heartbeat) <= (
+                known.incarnation,
+                known.heartbeat,
+            )
+            if old_news and record.public_key == known.public_key:
+                self._update(entry, record, seen, result)  # only its freshness is taken
+                return
+        elif len(self._entries) >= self.max_hosts:
+            result.overflow += 1
+            return
+        refused = self.trust.admit(record, fresh=fresh)
+        if refused is not None:
+            kept = None if entry is None else entry.record.url
+            result.refused.append(dataclasses.replace(refused, kept_url=kept))
+            return
+        if entry is None:
+            self._join(record, seen, fresh, result)
+        elif record.public_key != entry.record.public_key:  # its pin was changed on disk
+            self._entries[record.name] = _Entry(record, seen, online=fresh, left=not record.online)
+            result.changes.append(Change(record.name, "replaced", record.url))
+        else:
+            self._update(entry, record, seen, result)
 
     @staticmethod
     def _update(entry: _Entry, record: HostRecord, seen: float, result: MergeResult) -> None:

@@ -3,8 +3,12 @@
 =======  ======================  ============================================
 GET      ``/v1/mesh/hosts``      every host known: ``{"hosts": [HostRecord]}``
 POST     ``/v1/mesh/gossip``     merge a peer's table, answer with ours
+POST     ``/v1/mesh/hello``      prove this host holds the mesh key (no key sent)
 GET      ``/v1/mesh/resolve``    ``?target=NAME_OR_URL`` → ``{"url", "host"}``
 =======  ======================  ============================================
+
+``/v1/mesh/hello`` is the one route besides ``/health`` served without the key
+(`paglets.mesh.hello`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from paglets.core.errors import HostNotFoundError, ProtocolError, RequestError
-from paglets.mesh.gossip import GOSSIP_PATH, gossip_body, parse_gossip
+from paglets.mesh.gossip import GOSSIP_MAX_BYTES, GOSSIP_PATH, gossip_body, parse_gossip
+from paglets.mesh.hello import HELLO_MAX_BYTES, HELLO_PATH, Hello
 from paglets.transport.body import json_response, read_json
 from paglets.wire.records import API_PREFIX
 
@@ -48,7 +53,7 @@ async def list_hosts(request: web.Request) -> web.Response:
 async def gossip(request: web.Request) -> web.Response:
     mesh = request.app[MESH]
     cfg = mesh.config
-    data = await read_json(request, cfg.max_body, cfg.read_timeout)
+    data = await read_json(request, min(cfg.max_body, GOSSIP_MAX_BYTES), cfg.read_timeout)
     try:
         sent_at, records = parse_gossip(data)
     except ProtocolError as exc:
@@ -56,6 +61,14 @@ async def gossip(request: web.Request) -> web.Response:
     hosts = mesh.receive_gossip(sent_at, records)
     sent_at, _ = mesh.table.gossip()
     return json_response(gossip_body(sent_at, hosts))
+
+
+async def hello(request: web.Request) -> web.Response:
+    mesh = request.app[MESH]
+    data = await read_json(request, HELLO_MAX_BYTES, mesh.config.read_timeout)
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    reply = mesh.answer_hello(Hello.from_dict(data), sockname)
+    return json_response(reply.to_dict())
 
 
 async def resolve(request: web.Request) -> web.Response:
@@ -76,4 +89,5 @@ def add_routes(app: web.Application, mesh: MeshService) -> None:
     app[MESH] = mesh
     app.router.add_get(f"{API_PREFIX}/mesh/hosts", list_hosts)
     app.router.add_post(GOSSIP_PATH, gossip)
+    app.router.add_post(HELLO_PATH, hello)
     app.router.add_get(f"{API_PREFIX}/mesh/resolve", resolve)

@@ -7,9 +7,14 @@ that the service answers what the mesh looks like: `hosts`, `resolve` a host
 name to a URL, and `movement_target`, which refuses hosts of another mesh
 version or offline ones.
 
+Who belongs to the mesh is `Membership`'s business: the host's identity, the
+pinned identities of its peers and the hellos (`paglets.mesh.hello`) by which
+a URL proves it holds the mesh key before this host sends it there.
+
 Background work, each one ``cleanup_ctx`` of the host's application: gossip
-rounds, the zeroconf announcement and browser (when discovery is on) and the
-LAN-address watcher (``--bind-public`` without addresses).
+rounds, the pins-file watcher, the zeroconf announcement and browser (when
+discovery is on) and the LAN-address watcher (``--bind-public`` without
+addresses).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from paglets.mesh.bindpublic import Listeners, detect_lan_address, url_for, watc
 from paglets.mesh.codeversion import git_commit
 from paglets.mesh.discovery import Announcement, Discovery
 from paglets.mesh.gossip import Gossiper
+from paglets.mesh.membership import Membership
 from paglets.mesh.peers import Change, MergeResult, PeerTable
 from paglets.mesh.routes import add_routes
 from paglets.wire.mesh import HostRecord
@@ -44,6 +50,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from paglets.config import HostConfig
+    from paglets.mesh.hello import Hello, HelloReply
     from paglets.persistence.events import EventLog
     from paglets.transport.guard import ConnectionGuard
 
@@ -93,6 +100,7 @@ class MeshService:
             incarnation=time.time_ns() // 1000,
         )
         self.table = PeerTable(me, config.offline_after)
+        self.membership = Membership(config, events, self.table)
         self.listeners: Listeners | None = None
         self.gossiper: Gossiper | None = None
         self.discovery: Discovery | None = None
@@ -113,6 +121,7 @@ class MeshService:
         """Add the mesh routes and the background tasks to the host's application."""
         add_routes(app, self)
         app.cleanup_ctx.append(self._gossip_ctx)
+        app.cleanup_ctx.append(self._pins_ctx)
         if self.config.discovery_enabled:
             app.cleanup_ctx.append(self._discovery_ctx)
         if self.config.bind_public is True:
@@ -130,10 +139,12 @@ class MeshService:
                     "address other than loopback or link-local); pass --bind-public ADDRESS"
                 )
             addresses = (found,)
+        await self.membership.load()  # before anyone can gossip with us
         self.listeners = Listeners(runner, guard)
         await self.listeners.bind(addresses, cfg.port)
         commit = await asyncio.to_thread(git_commit)
         self.table.set_me(self.table.me.replace(commit=commit, **await self._urls()))
+        self.membership.check_own_record()
         return self.listeners.urls[0]
 
     async def _urls(self) -> dict[str, object]:
@@ -232,6 +243,37 @@ class MeshService:
         url = url.rstrip("/")
         return self.table.find_url(url) is not None or url in self.config.peers
 
+    def is_proven(self, url: str) -> bool:
+        """Whether the host at ``url`` proved, by a hello, that it holds the mesh key.
+
+        A proof is dropped when ``url`` stops answering or refuses the key. Without
+        a key, a URL counts as proven once a gossip exchange with it succeeded.
+        """
+        url = url.rstrip("/")
+        if self.table.me.answers_on(url):
+            return True
+        return self.gossiper is not None and self.gossiper.is_proven(url)
+
+    async def prove(self, url: str) -> bool:
+        """Make the host at ``url`` prove it holds the mesh key (a hello), unless it has.
+
+        Sends no key. Returns whether it is proven; a failure is logged, not raised.
+        """
+        if self.is_proven(url):
+            return True
+        if self.gossiper is None:
+            return False
+        try:
+            await self.gossiper.prove(url)
+        except PagletError as exc:
+            log.warning("%s is not proven a member of the mesh: %s", url, exc)
+            return False
+        return self.gossiper.is_proven(url) or self.config.api_key is None
+
+    def answer_hello(self, hello: Hello, sockname: object) -> HelloReply:
+        """This host's proof that it holds the mesh key (see `Membership.answer_hello`)."""
+        return self.membership.answer_hello(hello, sockname)
+
     def resolve(self, name_or_url: str) -> str:
         """The URL of a host given by name; a URL is returned as it is.
 
@@ -284,8 +326,9 @@ class MeshService:
     # -- events --------------------------------------------------------------------
 
     def on_merge(self, result: MergeResult) -> None:
-        """Log what a merge changed, and each refused duplicate name once."""
+        """Log what a merge changed, each refused duplicate name and refused record once."""
         self._report(result.changes)
+        self.membership.report(result)
         for dup in result.duplicates:
             key = (dup.name, dup.refused_url)
             if key in self._reported:
@@ -332,6 +375,18 @@ class MeshService:
                     await gossiper.farewell(FAREWELL_TIMEOUT)
                 self.gossiper = None
 
+    async def _pins_ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        async def watch() -> None:
+            await self._ready.wait()
+            await self.membership.watch()
+
+        task = asyncio.create_task(watch(), name=f"pins-{self.config.name}")
+        try:
+            yield
+        finally:
+            await _cancel(task)
+            await self.membership.close()
+
     async def _gossip(self, gossiper: Gossiper) -> None:
         await self._ready.wait()
 
@@ -368,7 +423,7 @@ class MeshService:
     def _on_found(self, found: Announcement) -> None:
         if found.name == self.config.name or self.gossiper is None:
             return
-        self.gossiper.add_candidate(found.url, now=True)
+        self.gossiper.add_candidate(found.url, now=True, discovered=True)
 
     async def _address_ctx(self, _app: web.Application) -> AsyncIterator[None]:
         task = asyncio.create_task(self._watch(), name=f"address-watch-{self.config.name}")

@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from paglets.core.errors import AuthenticationError
+from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", f"{API_PREFIX}/mesh/hello"})
+"""Paths served without the key: the health check, and the mesh hello, by which a
+peer proves it holds the key before anyone sends it (`paglets.mesh.hello`)."""
 
 
 def auth_middleware(api_key: str) -> web.middleware:  # type: ignore[valid-type]

@@ -1,19 +1,102 @@
 """``HostRecord``: one host of the mesh, as gossip carries it and ``/v1/mesh/hosts`` lists it.
 
-Decoded by hand, strictly: every field is type-checked, an unknown field fails
-loudly (`ProtocolError`), and a record costs a few µs to decode, so a
-gossip round with the whole table stays cheap.
+Decoded by hand, strictly: every field is type-checked and range-checked, an
+unknown field fails loudly (`ProtocolError`), and a record costs a few µs to
+decode, so a gossip round with the whole table stays cheap. The host name is
+checked by `check_id` (`IdKind.HOST`), every URL by `check_url`, every
+number is finite and in range, and lists and strings are bounded.
+
+A record carries its host's Ed25519 public key and the host's signature over
+`HostRecord.signed_bytes`; what the signature covers, and what it leaves out
+(``online`` and ``last_seen``, which relaying hosts rewrite), is said there.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import functools
+import hashlib
+import json
+import math
+import re
+import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit
 
-from paglets.core.errors import ProtocolError
+from paglets.core.errors import ProtocolError, RequestError
+from paglets.core.ids import IdKind, check_id
 
 MESH_SERVICE_TYPE = "_paglets._tcp.local."
+
+URL_LIMIT: Final = 512
+"""The longest URL a record or an announcement may carry."""
+MAX_URLS: Final = 16
+MAX_TAGS: Final = 64
+MAX_PROPERTIES: Final = 64
+_SHORT: Final = 128  # versions, tags, property keys
+_LONG: Final = 1024  # property values
+MAX_HEARTBEAT: Final = 2**53
+CLOCK_SKEW_US: Final = 86_400 * 1_000_000
+"""How far past this host's clock an incarnation (µs) may be: a day."""
+PUBLIC_KEY_BYTES: Final = 32
+SIGNATURE_BYTES: Final = 64
+_SIGNED_PREFIX: Final = b"paglets-host-record-v1\n"
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+def check_url(value: object, what: str = "url") -> str:
+    """``value`` if it is a URL a host may publish; `ProtocolError` saying what is wrong.
+
+    An ``http`` or ``https`` URL of printable ASCII, at most `URL_LIMIT`
+    characters, with a host, a valid port if any, a path if any, and no user
+    info, query or fragment. The verdicts are cached: gossip brings the same URLs
+    every round.
+    """
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"{what} must be a non-empty string")
+    if len(value) > URL_LIMIT:
+        raise ProtocolError(f"{what} is {len(value)} characters long; the limit is {URL_LIMIT}")
+    problem = _url_problem(value)
+    if problem is not None:
+        raise ProtocolError(f"{what} {value[:80]!r} {problem}")
+    return value
+
+
+_PRINTABLE: Final = re.compile(r"[!-~]+")
+
+
+@functools.lru_cache(maxsize=4096)
+def _url_problem(value: str) -> str | None:
+    if _PRINTABLE.fullmatch(value) is None:
+        return "has a space, a control or a non-ASCII character"
+    parts = urlsplit(value)
+    port_ok = True
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        port_ok = False
+    problems = [
+        (parts.scheme not in ("http", "https"), "must start with http:// or https://"),
+        ("@" in parts.netloc, "must not carry a user name or password"),
+        (not parts.hostname, "names no host"),
+        (not port_ok, "has an invalid port"),
+        (
+            bool(parts.query or parts.fragment) or value.endswith(("?", "#")),
+            "must not have a query or a fragment",
+        ),
+    ]
+    return next((problem for bad, problem in problems if bad), None)
+
+
+def fingerprint(public_key: str | None) -> str:
+    """``SHA256:<base64>`` of a host's public key, as SSH shows keys; ``-`` for none."""
+    if public_key is None:
+        return "-"
+    digest = hashlib.sha256(base64.b64decode(public_key)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def _is_int(value: object) -> bool:
@@ -38,6 +121,34 @@ def _is_opt_str(value: object) -> bool:
     return value is None or isinstance(value, str)
 
 
+def _b64_of(size: int) -> Any:
+    def check(value: object) -> bool:
+        if value is None:
+            return True
+        if not isinstance(value, str) or len(value) != 4 * ((size + 2) // 3):
+            return False
+        try:
+            return len(base64.b64decode(value, validate=True)) == size
+        except (binascii.Error, ValueError):
+            return False
+
+    return check
+
+
+def _in_range(key: str, value: float, low: float, high: float) -> None:
+    if (isinstance(value, float) and not math.isfinite(value)) or not low <= value <= high:
+        raise ProtocolError(
+            f"host record field {key!r} is {value!r:.40}; expected {low:g}..{high:g}"
+        )
+
+
+def _short(key: str, value: str | None, limit: int = _SHORT) -> None:
+    if value is not None and len(value) > limit:
+        raise ProtocolError(
+            f"host record field {key!r} is {len(value)} characters long; the limit is {limit}"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class HostRecord:
     """What the mesh knows of one host.
@@ -60,6 +171,9 @@ class HostRecord:
         incarnation: when this process of the host started (µs since the epoch);
             a restart gets a larger one.
         heartbeat: a counter the host increments every gossip round.
+        public_key: the host's Ed25519 identity (32 bytes, base64), pinned by
+            its peers on first sight.
+        signature: the host's signature over `signed_bytes` (64 bytes, base64).
     """
 
     name: str
@@ -76,6 +190,8 @@ class HostRecord:
     urls: list[str] = field(default_factory=list)
     incarnation: int = 0
     heartbeat: int = 0
+    public_key: str | None = None
+    signature: str | None = None
 
     _CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
         "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
@@ -92,6 +208,8 @@ class HostRecord:
         "urls": (_is_str_list, "a list of strings"),
         "incarnation": (_is_int, "an integer"),
         "heartbeat": (_is_int, "an integer"),
+        "public_key": (_b64_of(PUBLIC_KEY_BYTES), "null or 32 bytes in base64"),
+        "signature": (_b64_of(SIGNATURE_BYTES), "null or 64 bytes in base64"),
     }
     _REQUIRED: ClassVar[frozenset[str]] = frozenset(
         {"name", "url", "mesh_version", "protocol_version", "version"}
@@ -120,6 +238,8 @@ class HostRecord:
             "urls": list(self.urls),
             "incarnation": self.incarnation,
             "heartbeat": self.heartbeat,
+            "public_key": self.public_key,
+            "signature": self.signature,
         }
 
     @classmethod
@@ -138,9 +258,63 @@ class HostRecord:
             if not check(value):
                 raise ProtocolError(f"host record field {key!r} must be {word}, not {value!r:.80}")
         record = cls(**data)
+        record._check_ranges()
         if "last_seen" in data:
             object.__setattr__(record, "last_seen", float(data["last_seen"]))
         return record
+
+    def _check_ranges(self) -> None:
+        try:
+            check_id(self.name, IdKind.HOST)
+        except RequestError as exc:
+            raise ProtocolError(str(exc)) from None
+        check_url(self.url, "host record field 'url'")
+        if len(self.urls) > MAX_URLS:
+            raise ProtocolError(
+                f"a host record lists {len(self.urls)} urls; the limit is {MAX_URLS}"
+            )
+        for url in self.urls:
+            check_url(url, "a url in host record field 'urls'")
+        _short("mesh_version", self.mesh_version)
+        _short("version", self.version)
+        _short("commit", self.commit)
+        if len(self.tags) > MAX_TAGS or len(self.properties) > MAX_PROPERTIES:
+            raise ProtocolError(
+                f"a host record has at most {MAX_TAGS} tags and {MAX_PROPERTIES} properties"
+            )
+        for tag in self.tags:
+            _short("tags", tag)
+        for key, value in self.properties.items():
+            _short("properties", key)
+            _short("properties", value, _LONG)
+        _in_range("protocol_version", self.protocol_version, 0, 2**16)
+        _in_range("last_seen", self.last_seen, 0, 2**40)
+        _in_range("paglets", self.paglets, 0, 2**31)
+        _in_range("heartbeat", self.heartbeat, 0, MAX_HEARTBEAT)
+        _in_range("incarnation", self.incarnation, 0, time.time_ns() // 1000 + CLOCK_SKEW_US)
+
+    def signed_bytes(self) -> bytes:
+        """What the host's signature covers: everything its owner says of itself.
+
+        Every field but ``online`` and ``last_seen`` (each relaying host
+        rewrites those as it judges them) and the signature itself.
+        """
+        body = [
+            self.name,
+            self.url,
+            self.mesh_version,
+            self.protocol_version,
+            self.version,
+            self.commit,
+            self.paglets,
+            self.tags,
+            sorted(self.properties.items()),
+            self.urls,
+            self.incarnation,
+            self.heartbeat,
+            self.public_key,
+        ]
+        return _SIGNED_PREFIX + _dumps(body).encode()
 
     def replace(self, **changes: Any) -> HostRecord:
         """A copy with ``changes``."""
