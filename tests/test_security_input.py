@@ -32,7 +32,8 @@ import pytest
 from aiohttp import web
 from conftest import wait_for
 
-from paglets.core.errors import HostFullError, RequestError
+from paglets import AsyncHostClient
+from paglets.core.errors import HostFullError, ProtocolError, RequestError
 from paglets.core.movement import TransferTicket
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.runtime.admission import Admission
@@ -275,6 +276,25 @@ async def test_activating_an_inactive_paglet_answers_its_status(api: Api) -> Non
     assert (await api.post(f"/v1/paglets/{agent_id}/deactivate", {}))[0] == 200
     status, answer = await api.post(f"/v1/paglets/{agent_id}/activate", {})
     assert (status, answer) == (200, {"agent_id": agent_id, "status": "active"})
+
+
+async def test_a_client_reading_an_answer_nested_too_deep_gets_a_protocol_error() -> None:
+    # what a host's client (a proxy, a monitor) reads from a URL may be anyone's answer
+    async def deep(_request: web.Request) -> web.Response:
+        return web.Response(text="[" * 100_000 + "]" * 100_000, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/host", deep)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    try:
+        async with AsyncHostClient(f"http://127.0.0.1:{port}") as client:
+            with pytest.raises(ProtocolError, match="not JSON"):
+                await client.request("GET", "/v1/host")
+    finally:
+        await runner.cleanup()
 
 
 # -- item 9: no tracebacks unless debug_errors ------------------------------------------------

@@ -324,7 +324,7 @@ class AsyncHostClient:
 def _decode(status: int, payload: bytes, url: str) -> Any:
     try:
         data = json.loads(payload) if payload else None
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting too deep for the parser: not ours either
         data = None
     if status >= 400:  # noqa: PLR2004
         error = data.get("error") if isinstance(data, dict) else None
