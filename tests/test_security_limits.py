@@ -109,7 +109,7 @@ async def test_a_flood_of_half_sent_heads_over_the_cap_does_not_stop_health(
     started = time.monotonic()
     status, body = await _health(host.url)
     assert (status, body) == (200, {"status": "running"})
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0
     # the host closed the connections that waited longest, and holds no more than 40
     await wait_for(lambda: sum(r.at_eof() for r in readers[:80]) == 80, 5, "80 closed")
     assert not any(r.at_eof() for r in readers[-39:])
@@ -151,7 +151,7 @@ async def test_1100_half_sent_heads_do_not_stop_a_keyed_daemon_with_1024_open_fi
         started = time.monotonic()
         status, _ = await _health(url, timeout=10.0)
         assert status == 200
-        assert time.monotonic() - started < 3.0
+        assert time.monotonic() - started < 4.0
         async with AsyncHostClient(url, "secret") as client:
             assert (await client.host_info()).name == "victim"
     finally:
@@ -181,7 +181,7 @@ async def test_half_a_head_is_closed_after_the_header_timeout(
     finally:
         dripping.cancel()
         await asyncio.gather(dripping, return_exceptions=True)
-    assert 0.4 < time.monotonic() - started < 3.0
+    assert 0.4 < time.monotonic() - started < 4.0
     # a whole head in time is served, on a kept-alive connection twice
     reader, writer = await raw(host.url)
     for _ in range(2):
@@ -199,7 +199,7 @@ async def test_a_kept_alive_connection_is_closed_after_the_idle_timeout(
     await reader.readuntil(b'"running"}')
     started = time.monotonic()
     assert await _closed_within(reader, 5.0), "the idle connection was never closed"
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 4.0
 
 
 async def test_over_the_cap_with_every_connection_busy_a_new_one_gets_503_at_once(
@@ -216,7 +216,7 @@ async def test_over_the_cap_with_every_connection_busy_a_new_one_gets_503_at_onc
     )
     started = time.monotonic()
     status, body = await _health(host.url)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 4.0
     assert status == 503
     assert body["error"]["type"] == "TooManyConnectionsError"
     assert "--max-connections" in body["error"]["message"]
@@ -342,7 +342,7 @@ async def test_a_trickling_envelope_is_cut_at_its_deadline_and_leaves_nothing(
     finally:
         dripping.cancel()
         await asyncio.gather(dripping, return_exceptions=True)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 5.0
     assert status == 400
     assert "too slowly" in body["error"]["message"]
     assert "--transfer-min-rate" in body["error"]["message"]
