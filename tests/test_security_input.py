@@ -37,6 +37,7 @@ from paglets.core.errors import HostFullError, ProtocolError, RequestError
 from paglets.core.movement import TransferTicket
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.runtime.admission import Admission
+from paglets.runtime.frames import HEADER, FrameDecoder, FrameKind, encode_json
 from paglets.runtime.supervisor import SupervisorLimits
 from paglets.transport.app import error_middleware
 from paglets.wire import strict_json
@@ -276,6 +277,18 @@ async def test_activating_an_inactive_paglet_answers_its_status(api: Api) -> Non
     assert (await api.post(f"/v1/paglets/{agent_id}/deactivate", {}))[0] == 200
     status, answer = await api.post(f"/v1/paglets/{agent_id}/activate", {})
     assert (status, answer) == (200, {"agent_id": agent_id, "status": "active"})
+
+
+def test_the_child_channel_carries_a_lone_surrogate_and_refuses_nan() -> None:
+    # A string a paglet builds can hold a lone surrogate (UTF-8 cannot): the frame
+    # escapes it rather than failing, and the other end reads the same string back.
+    frame = encode_json({"op": "reply", "value": "a\ud800b"})
+    assert FrameDecoder().feed(frame) == [{"op": "reply", "value": "a\ud800b"}]
+    with pytest.raises(ValueError, match="JSON"):
+        encode_json({"op": "reply", "value": float("nan")})
+    forged = b'{"op": "reply", "value": NaN}'
+    with pytest.raises(ProtocolError, match="NaN"):
+        FrameDecoder().feed(HEADER.pack(FrameKind.JSON, len(forged)) + forged)
 
 
 async def test_a_client_reading_an_answer_nested_too_deep_gets_a_protocol_error() -> None:
