@@ -20,7 +20,9 @@ import pytest
 from paglets import HostClient, Message, PagletError
 from paglets.persistence.store import Store, TransferPhase, TransferRole
 from pagletstest import host_env
-from tests.test_cli import _command, _env, _wait_gone
+from tests.hostproc import command as _command
+from tests.hostproc import env_without_key as _env
+from tests.hostproc import wait_gone as _wait_gone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
