@@ -10,18 +10,26 @@ host is SIGKILLed: the acknowledged, checkpointed change must come back.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
 import pytest
 
-from paglets import HostClient
+from paglets import AsyncHostClient, HostClient, PagletError
 from paglets.persistence.store import PagletRecord, Store
-from tests.test_movement_crash import TRAVELER, Pair, _wait
+from pagletstest import host_env
+from tests.conftest import wait_for
+from tests.hostproc import env_without_key
+from tests.test_movement_crash import PAYLOAD, TRAVELER, Pair, _wait
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
     from pathlib import Path
+
+    from paglets import Host
+    from tests.hostproc import RunningHost
 
 HOLD_KEEPER = "keeper.before_keep=3"  # the post-start write waits; the test runs meanwhile
 
@@ -131,3 +139,48 @@ def test_a_schema_1_store_gets_generations_and_keeps_its_records(tmp_path: Path)
         assert store.get_paglet("a1") == PagletRecord("a1", "m:C", "inactive", "/c/a1.env", {}, 1.0)
         assert store.put_paglet(PagletRecord("a1", "m:C", "active", generation=3))
         assert store.get_paglet("a1").generation == 3  # type: ignore[union-attr]
+
+
+# -- item 17: a sender that dies mid-stream ----------------------------------------------------
+
+
+async def test_a_sender_killed_mid_stream_is_one_warning_on_the_target(
+    make_host: Callable[..., Awaitable[Host]],
+    start_host: Callable[..., RunningHost],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    target = await make_host(name="dst")
+    sender = await asyncio.to_thread(
+        start_host,
+        "--peer",
+        target.url,
+        "--gossip-interval",
+        "0.1",
+        env=host_env(env_without_key(PAGLETS_CRASH_AT="source.mid_stream")),
+    )
+    async with AsyncHostClient(sender.url, api_key="") as client:
+        await wait_for(lambda: _knows(client, "dst"), 10, "the sender sees the target")
+        traveler = await client.create(TRAVELER)
+        assert await traveler.send("payload", {"size": PAYLOAD}) == PAYLOAD
+        with pytest.raises(PagletError):
+            await traveler.dispatch("dst")
+    await asyncio.to_thread(sender.process.wait, 30)
+
+    def aborted() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name.startswith("paglets.movement")]
+
+    await wait_for(lambda: bool(aborted()), 10, "the target notes the aborted transfer")
+    (warning,) = aborted()
+    assert warning.levelno == logging.WARNING
+    assert warning.exc_info is None, "no traceback"
+    assert "\n" not in warning.getMessage(), "one line"
+    assert "sender" in warning.getMessage()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+    inbox = target.config.home / "transfers" / "in"
+    assert await asyncio.to_thread(lambda: list(inbox.glob("*"))) == [], "nothing of it is kept"
+
+
+async def _knows(client: AsyncHostClient, name: str) -> bool:
+    return any(h.name == name and h.online for h in await client.hosts())

@@ -16,6 +16,7 @@ POST     ``/v1/transfers/{id}/abort``         the source gives up: ``{"phase"}``
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -29,6 +30,8 @@ from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
     from paglets.movement.service import TransferService
+
+log = logging.getLogger(__name__)
 
 TRANSFERS: web.AppKey[TransferService] = web.AppKey("paglets.movement.routes.TRANSFERS")
 
@@ -99,6 +102,15 @@ async def receive(request: web.Request) -> web.Response:
                 return await request.content.read(n)
         except TimeoutError:
             raise RequestError(f"no envelope bytes arrived for {timeout:g} s") from None
+        except ConnectionError as exc:
+            # The sender died or hung up mid-stream: a normal end of a move that did
+            # not happen (nothing was committed; the paglet is still at its source).
+            log.warning(
+                "transfer %s aborted: its sender went away mid-stream (%s)", transfer_id, exc
+            )
+            raise TransferError(
+                f"transfer {transfer_id} aborted: the sender's connection was lost mid-stream"
+            ) from None
 
     answer = await service.receiver.receive(transfer_id, read, request.content_length)
     return json_response(answer)
