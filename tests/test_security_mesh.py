@@ -306,14 +306,34 @@ def test_a_stale_record_of_an_unpinned_name_is_skipped_quietly(tmp_path: Path) -
 def test_verification_runs_once_per_change_of_a_record(tmp_path: Path) -> None:
     me, other = _identity(), _identity()
     trust = RecordTrust(me, PinStore(tmp_path / "known_hosts"))
-    table = PeerTable(_signed(me, "a", 1), 5.0, trust=trust)
+    now = [1000.0]
+    table = PeerTable(_signed(me, "a", 1), 4.0, trust=trust, clock=lambda: now[0])
     record = _signed(other, "b", 2)
     for _ in range(5):  # the same news relayed by five peers
         table.merge([record], time.time())
     assert trust.verified == 1
-    table.merge([other.sign(record.replace(heartbeat=1))], time.time())
+    # a newer heartbeat, nothing else changed, soon after: freshness only, no check
+    table.merge([other.sign(record.replace(heartbeat=1, last_seen=time.time()))], time.time())
+    assert trust.verified == 1
+    assert table.get("b").heartbeat == 0
+    # anything else changed: checked and taken at once
+    changed = other.sign(record.replace(heartbeat=2, paglets=3, last_seen=time.time()))
+    table.merge([changed], time.time())
     assert trust.verified == 2
-    assert table.get("b").heartbeat == 1
+    assert table.get("b").paglets == 3
+    # offline_after / 2 later, a beat is checked and taken again
+    now[0] += 2.0
+    table.merge([other.sign(changed.replace(heartbeat=3, last_seen=time.time()))], time.time())
+    assert trust.verified == 3
+    assert table.get("b").heartbeat == 3
+    # a forged beat is never checked soon after, and never taken
+    forged = changed.replace(heartbeat=10**15, last_seen=time.time())
+    table.merge([forged], time.time())
+    assert table.get("b").heartbeat == 3
+    now[0] += 2.0
+    result = table.merge([forged], time.time())
+    assert [r.kind for r in result.refused] == [RefusalKind.BAD_SIGNATURE]
+    assert table.get("b").heartbeat == 3
 
 
 # -- item 7: discovery, and the hello ---------------------------------------------------
