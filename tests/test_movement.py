@@ -38,6 +38,8 @@ from tests.conftest import wait_for
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from hostproc import RunningHost
+
     from paglets import AsyncPagletProxy, Host
     from paglets.persistence.records import TransferRecord
 
@@ -89,6 +91,24 @@ async def test_dispatch_through_the_proxy_moves_state_and_runs_hooks(
         kinds = {e.kind for e in a.events.query(0, 1000)}
         assert EventKind.TRANSFER_SENT in kinds
         assert EventKind.TRANSFER_RECEIVED in {e.kind for e in b.events.query(0, 1000)}
+
+
+async def test_a_mid_size_envelope_goes_whole_over_http_without_a_warning(
+    make_host: Callable[..., Awaitable[Host]], start_host: Callable[..., RunningHost]
+) -> None:
+    """1 to 4 MiB goes to another host process as one bytes body, which aiohttp would
+    warn about (as an error here: the suite turns warnings into errors)."""
+    b = start_host()
+    a = await make_host(name="a", peers=(b.url,))
+    await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "a sees b")
+    async with AsyncHostClient(a.url) as client:
+        traveler = await client.create(TRAVELER)
+        assert await traveler.send("payload", {"size": 2 * 1024 * 1024}) == 2 * 1024 * 1024
+        digest = await traveler.send("digest")
+        await traveler.dispatch(b.name)
+        assert await traveler.send("where") == b.name
+        assert await traveler.send("digest") == digest
+        await traveler.dispose()
 
 
 async def test_dispatch_from_inside_and_back(make_host: Callable[..., Awaitable[Host]]) -> None:

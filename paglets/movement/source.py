@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,18 @@ from paglets.persistence.records import TransferPhase, TransferRecord, TransferR
 from paglets.transport.filebody import CHUNK, FileBody, GrowingFile
 from paglets.wire.envelope import MEDIA_TYPE
 from paglets.wire.records import API_PREFIX
+
+# aiohttp warns about a bytes body over 1 MiB ("might lock the event loop") since it is
+# written in one call; an envelope of up to SMALL_MAX (4 MiB) is sent that way on purpose,
+# as one write is what makes it fast (docs/movement.md), so the warning is not for it.
+
+
+def _whole(body: bytes) -> aiohttp.payload.BytesPayload:
+    """``body`` as one payload, written whole."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning)
+        return aiohttp.payload.BytesPayload(body, content_type=MEDIA_TYPE)
+
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -312,9 +325,9 @@ class Sender:
             TRANSFER_HEADER: transfer_id,
             MESH_HEADER: self.config.mesh_version,
         }
-        data: bytes | FileBody
+        data: aiohttp.payload.Payload
         if body is not None:
-            data = body
+            data = _whole(body)
         elif growing is not None:  # its crash points are in _hand_over_growing
             data = FileBody(growing, growing.size, content_type=MEDIA_TYPE)
         else:
