@@ -33,7 +33,7 @@ from aiohttp import web
 from conftest import wait_for
 
 from paglets import AsyncHostClient
-from paglets.core.errors import HostFullError, ProtocolError, RequestError
+from paglets.core.errors import HostFullError, HostNotRunningError, ProtocolError, RequestError
 from paglets.core.movement import TransferTicket
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.runtime.admission import Admission
@@ -601,3 +601,13 @@ def _http(url: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         return response.status, strict_json.loads(response.read(), "response")
     finally:
         conn.close()
+
+
+async def test_a_create_while_the_host_stops_is_host_not_running(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host()
+    await host.stop()
+    with pytest.raises(HostNotRunningError, match="stopping") as refused:
+        await host.supervisor.create("examples.counter:Counter", None, None)
+    assert refused.value.http_status == 503

@@ -24,6 +24,7 @@ import psutil
 
 from paglets.core.errors import (
     ConfigurationError,
+    HostNotRunningError,
     MailboxFullError,
     PagletCrashedError,
     PagletDisposedError,
@@ -762,7 +763,7 @@ class Supervisor:
 
     def _check_open(self) -> None:
         if self._closing:
-            raise PagletError("the host is stopping; no new paglets")
+            raise HostNotRunningError("the host is stopping; it starts no new paglets")
 
     def live_count(self) -> int:
         """Paglets with a process here, or getting one (see `paglets.runtime.admission`)."""
