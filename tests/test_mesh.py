@@ -259,6 +259,7 @@ def test_a_killed_host_goes_offline_then_back_online(daemons: Daemons) -> None:
         "IDENTITY",
     ]
     assert lines[1].startswith("p-seed")
+    assert all(" SHA256:" in line for line in lines[1:]), "each host's identity fingerprint"
     row = next(line for line in lines if line.startswith("p-c "))
     assert c2 in row
     assert "online" in row
