@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
-from hostproc import RunningHost, host_processes
 
 from paglets import AsyncHostClient, Host
 from pagletstest import PREFIX as TEST_PAGLETS
+from tests.hostproc import RunningHost, host_processes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator

@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
-from hostproc import DEMO_CMD, HOST_CMD, env_without_key, wait_gone
 
 from paglets import AuthenticationError, HostClient, __version__
 from pagletstest import host_env
+from tests.hostproc import DEMO_CMD, HOST_CMD, env_without_key, wait_gone
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
-    from hostproc import RunningHost
+    from tests.hostproc import RunningHost
 
 STOP_BOUND = 20.0
 DEMO_TIMEOUT = 100.0

@@ -11,9 +11,6 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
-from hostproc import command as _command
-from hostproc import env_without_key as _env
-from hostproc import wait_gone as _wait_gone
 
 from paglets import (
     AsyncHostClient,
@@ -24,6 +21,9 @@ from paglets import (
     TransferError,
 )
 from tests.conftest import wait_for
+from tests.hostproc import command as _command
+from tests.hostproc import env_without_key as _env
+from tests.hostproc import wait_gone as _wait_gone
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator

@@ -21,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
-from hostproc import command as _command
-from hostproc import env_without_key as _env
-from hostproc import wait_gone as _wait_gone
+
+from tests.hostproc import command as _command
+from tests.hostproc import env_without_key as _env
+from tests.hostproc import wait_gone as _wait_gone
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

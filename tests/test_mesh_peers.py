@@ -149,7 +149,9 @@ def test_beat_increments_our_heartbeat() -> None:
 
 
 def test_host_record_round_trips() -> None:
-    r = record("b", 2, tags=["gpu"], properties={"zone": "a"}, commit="abc", urls=["http://10.0.0.2:2"])
+    r = record(
+        "b", 2, tags=["gpu"], properties={"zone": "a"}, commit="abc", urls=["http://10.0.0.2:2"]
+    )
     assert HostRecord.from_dict(r.to_dict()) == r
     assert r["online"] is True
 

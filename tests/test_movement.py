@@ -38,10 +38,9 @@ from tests.conftest import wait_for
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from hostproc import RunningHost
-
     from paglets import AsyncPagletProxy, Host
     from paglets.persistence.records import TransferRecord
+    from tests.hostproc import RunningHost
 
 FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
 TRAVELER = "examples.travel:Traveler"

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from conftest import RunningHost
+    from tests.hostproc import RunningHost
 
 pytestmark = pytest.mark.timeout(300)
 

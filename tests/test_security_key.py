@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 from aiohttp import web
-from hostproc import HOST_CMD, RunningHost
-from hostproc import env_without_key as _env
 
 from paglets import AsyncHostClient, AuthenticationError, HostClient, HostNotFoundError
 from paglets.config import HostConfig
@@ -33,6 +31,8 @@ from paglets.runtime.privileges import protect_host
 from paglets.transport.apikey import load_api_key
 from pagletstest import host_env
 from tests.conftest import wait_for
+from tests.hostproc import HOST_CMD, RunningHost
+from tests.hostproc import env_without_key as _env
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
-from hostproc import HOST_CMD
 
 from examples.travel import TravelerState
 from paglets import AsyncHostClient, TransferError
@@ -35,6 +34,7 @@ from paglets.wire.envelope import (
     write_envelope,
 )
 from tests.conftest import wait_for
+from tests.hostproc import HOST_CMD
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
