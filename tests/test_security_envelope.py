@@ -15,26 +15,36 @@ import hashlib
 import json
 import struct
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
 
-from paglets import AsyncHostClient, Message, Paglet, PagletState
-from paglets.wire.envelope import MAX_FILE_DEPTH, MAX_FILE_NAME, MAX_FILES, PARSE_OFF_LOOP
+from paglets import AsyncHostClient, Message, Paglet, PagletState, TransferError
+from paglets.persistence.records import TransferRole
+from paglets.wire.envelope import (
+    MAX_FILE_DEPTH,
+    MAX_FILE_NAME,
+    MAX_FILES,
+    PARSE_OFF_LOOP,
+    write_envelope,
+)
 from tests.conftest import wait_for
 from tests.test_movement import _forged_spec
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
-    from pathlib import Path
 
     from paglets import Host
 
 FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
 KEEPER = "tests.test_security_envelope:Keeper"
 KEEPER_STATE = "tests.test_security_envelope:KeeperState"
+FORGER = "tests.test_security_envelope:SelfForger"
+OTHER_STATE = "tests.test_security_envelope:OtherState"
 
 
 @dataclass
@@ -61,6 +71,39 @@ class Keeper(Paglet[KeeperState]):
         if message.kind == "notes":
             return self.state.notes
         return message.not_handled()
+
+
+@dataclass
+class OtherState(PagletState):
+    count: int = 0
+
+
+class SelfForger(Paglet[KeeperState]):
+    """Has its host send an envelope of itself that can never start (tests only)."""
+
+    State = KeeperState
+
+    def handle_message(self, message: Message) -> Any:
+        if message.kind == "notes":
+            return self.state.notes
+        spool = Path(message.args["spool"])
+        spool.mkdir(parents=True, exist_ok=True)
+        transfer_id = uuid.uuid4().hex
+        path = spool / f"{transfer_id}.out"
+        # the header names a state class that is not the class's State
+        spec = _forged_spec(self.context.agent_id, FORGER, OTHER_STATE, transfer_id)
+        write_envelope(path, spec, OtherState(), (), sync=False)
+        link = self.context.link  # type: ignore[attr-defined]
+        return link.call(
+            "transfer.send",
+            transfer_id=transfer_id,
+            kind="dispatch",
+            target=message.args["target"],
+            envelope=str(path),
+            agent_id=self.context.agent_id,
+            ticket=None,
+            body=None,
+        )
 
 
 def _envelope(
@@ -115,6 +158,11 @@ def _nothing_kept(host: Host) -> None:
     assert host.supervisor.list() == []
     inbox = host.transfers.receiver.inbox
     assert not inbox.exists() or not any(inbox.iterdir()), "nothing in the inbox"
+
+
+async def _nothing_committed(host: Host) -> None:
+    _nothing_kept(host)
+    assert await host.transfers.store().transfers(TransferRole.TARGET) == [], "nothing journaled"
 
 
 # -- item 2: the header's ids are not paths ------------------------------------------------
@@ -266,3 +314,56 @@ async def test_a_huge_header_does_not_stall_the_host(
     # /health kept answering while the header was read: no request waited on a stalled loop
     # (generous: the old parse held the loop for over 6 s on this machine)
     assert max(latencies) < 2.0, latencies
+
+
+# -- item 15: an envelope that could never start is refused before it is committed ---------
+
+_SHA_OF_NOTHING = hashlib.sha256(b"").hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("forged", "status", "refusal"),
+    [
+        ({"class_path": KEEPER_STATE}, 400, "not a subclass of paglets.core.paglet.Paglet"),
+        ({"class_path": "tests.test_security_envelope:Nowhere"}, 400, "has no attribute Nowhere"),
+        ({"state_class_path": OTHER_STATE}, 400, "holds state of class"),
+        ({"state": b'{"notes": 5}'}, 400, "notes"),
+        ({"state": b"[1, 2]"}, 400, "must be a JSON object"),
+        ({"state": b"{not json"}, 400, "not UTF-8 JSON"),
+        ({"files": {"f.txt": b"x"}, "sha256": _SHA_OF_NOTHING}, 400, "fails its SHA-256"),
+    ],
+    ids=["not-a-paglet", "no-class", "other-state", "bad-state", "not-object", "not-json", "sha"],
+)
+async def test_an_envelope_that_cannot_start_is_refused_before_the_commit(
+    make_host: Callable[..., Awaitable[Host]],
+    forged: dict[str, Any],
+    status: int,
+    refusal: str,
+) -> None:
+    host = await make_host(name="b", allow_modules=("tests",), **FAST)
+    sha256 = forged.pop("sha256", None)
+    body = _envelope(**forged)
+    if sha256 is not None:  # the manifest's digest of f.txt, replaced
+        body = body.replace(hashlib.sha256(b"x").hexdigest().encode(), sha256.encode())
+    got, answer = await _post(host, body)
+    assert got == status, answer
+    assert refusal in answer["error"]["message"]
+    assert "cannot start the paglet" in answer["error"]["message"]
+    assert answer["error"]["traceback"] is None
+    await _nothing_committed(host)
+
+
+async def test_the_source_keeps_a_paglet_its_target_cannot_start(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    a = await make_host(name="a", allow_modules=("tests",), **FAST)
+    b = await make_host(name="b", peers=(a.url,), allow_modules=("tests",), **FAST)
+    await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "joined")
+    async with AsyncHostClient(a.url) as client:
+        forger = await client.create(FORGER, {"notes": ["mine"]})
+        args = {"target": "b", "spool": str(a.supervisor.spool_dir)}
+        with pytest.raises(TransferError, match="holds state of class"):
+            await forger.send("forge", args)
+        assert await forger.send("notes") == ["mine"], "alive and well where it was"
+    assert [r.agent_id for r in a.supervisor.list()] == [forger.agent_id]
+    await _nothing_committed(b)

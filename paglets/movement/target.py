@@ -32,7 +32,7 @@ from paglets.persistence.checkpoints import written_after
 from paglets.persistence.files import fsync_dir, fsync_file
 from paglets.persistence.paths import under
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
-from paglets.runtime.verify import verify_arrival
+from paglets.runtime.verify import discard, verify_arrival
 from paglets.wire.envelope import (
     INLINE_MAX,
     EnvelopeHeader,
@@ -48,18 +48,21 @@ if TYPE_CHECKING:
 
     from paglets.persistence.events import EventLog
     from paglets.persistence.store import AsyncStore, Store
+    from paglets.runtime.spawner import ChildProcess
     from paglets.runtime.supervisor import Supervisor
     from paglets.wire.mesh import HostRecord
     from paglets.wire.modules import ModulePolicy
 
     class Commit(Protocol):
-        """Journal the arrival, running ``write`` first in the same trip (see `_commit`)."""
+        """Check the envelope at ``at`` (or at the landing path), then journal the
+        arrival, running ``write`` first in the same trip (see `_commit`)."""
 
         async def __call__(
             self,
             header: EnvelopeHeader,
             write: Callable[[], None] | None = None,
             body: bytes | None = None,
+            at: Path | None = None,
         ) -> None: ...
 
     # land(path, commit): put the envelope at ``path``, committing it or leaving that to us
@@ -139,14 +142,19 @@ class Receiver:
         # before the commit: once committed, an arrival starts here whatever the count
         self.supervisor.admit(f"paglet {header.agent_id}, arriving by {header.kind},")
 
-    async def verify(self, header: EnvelopeHeader, envelope: Path) -> None:
+    async def verify(self, header: EnvelopeHeader, envelope: Path) -> ChildProcess:
         """Refuse, before it is committed, an envelope that could never start here.
 
         A child process imports the class and decodes the state; this host runs
         no paglet code (`paglets.runtime.verify`).
+
+        Returns:
+            The child that checked it, ready to become the paglet.
         """
         me = self.me()
-        await verify_arrival(
+        if self.supervisor.child_user is not None:  # the child must be able to read it
+            await asyncio.to_thread(self.supervisor.child_user.give_file, str(envelope))
+        return await verify_arrival(
             self.supervisor.spawner,
             header,
             envelope,
@@ -184,8 +192,8 @@ class Receiver:
                 # checked from a file beside `path`, which the commit renames to it
                 unchecked = await asyncio.to_thread(_land_unchecked, path, chunks, flush)
                 try:
-                    await self.verify(header, unchecked)
-                    await commit(header, partial(_promote, unchecked, path, sync=flush), body)
+                    promote = partial(_promote, unchecked, path, sync=flush)
+                    await commit(header, promote, body, at=unchecked)
                 finally:
                     with contextlib.suppress(OSError):
                         unchecked.unlink()  # gone already, if the commit renamed it
@@ -277,6 +285,7 @@ class Receiver:
         path = under(self.inbox, f"{transfer_id}.in")
         outcome: list[TransferRecord | None] = []  # once committed: the earlier row, if any
         wrote: list[bool] = []  # we put a file at `path` (never touch one a refusal finds)
+        checked: list[ChildProcess] = []  # the child that checked it, to become the paglet
 
         def writing(write: Callable[[], None]) -> None:
             wrote.append(True)
@@ -286,7 +295,9 @@ class Receiver:
             header: EnvelopeHeader,
             write: Callable[[], None] | None = None,
             body: bytes | None = None,
+            at: Path | None = None,
         ) -> None:
+            checked.append(await self.verify(header, path if at is None else at))
             then = None if write is None else partial(writing, write)
             outcome.append(await self._commit(transfer_id, path, header, then, body))
 
@@ -294,15 +305,17 @@ class Receiver:
             header = await land(path, commit)
             if not outcome:  # landed by `land` itself (streamed or linked): commit it
                 wrote.append(True)
-                await self.verify(header, path)
                 await commit(header)
         except BaseException:
+            for child in checked:
+                await discard(child)
             if wrote and not outcome:  # landed but never committed
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise
         earlier = outcome[0]
         if earlier is not None:  # a repeat: answered as the first time; nothing starts again
+            await discard(checked[0])
             started = earlier.phase is TransferPhase.STARTED
             if started:  # a landed copy is not needed: the paglet ran from the first
                 with contextlib.suppress(OSError):
@@ -318,7 +331,14 @@ class Receiver:
         # The move has happened: answer now and start the paglet meanwhile.
         # Messages that reach it before it is up wait for it (Supervisor.wake).
         task = asyncio.get_running_loop().create_task(
-            self.start(transfer_id, header.agent_id, header.class_path, header.kind, path)
+            self.start(
+                transfer_id,
+                header.agent_id,
+                header.class_path,
+                header.kind,
+                path,
+                prepared=checked[0],
+            )
         )
         self._starting.add(task)
         task.add_done_callback(self._starting.discard)
@@ -364,14 +384,28 @@ class Receiver:
         return None if fresh else stored
 
     async def start(
-        self, transfer_id: str, agent_id: str, class_path: str, kind: str, path: Path
+        self,
+        transfer_id: str,
+        agent_id: str,
+        class_path: str,
+        kind: str,
+        path: Path,
+        *,
+        prepared: ChildProcess | None = None,
     ) -> str | None:
-        """Start a committed paglet from its envelope; the error text if it failed."""
+        """Start a committed paglet from its envelope; the error text if it failed.
+
+        ``prepared``, the child that checked the envelope, becomes the paglet.
+        """
         try:
             await self.supervisor.create(
-                class_path, None, agent_id, arrival=kind, envelope=str(path)
+                class_path, None, agent_id, arrival=kind, envelope=str(path), prepared=prepared
             )
-        except PagletError as exc:
+        except BaseException as exc:
+            if prepared is not None:
+                prepared.close()  # if it never became the paglet, it exits now
+            if not isinstance(exc, PagletError):
+                raise
             log.warning("paglet %s arrived but did not start: %s", agent_id, exc)
             self.events.append(
                 EventKind.TRANSFER_START_FAILED,

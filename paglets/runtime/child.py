@@ -41,7 +41,7 @@ from paglets.runtime.link import HostLink
 from paglets.runtime.mailbox import Mailbox
 from paglets.runtime.moving import Location, Mover, run_hook
 from paglets.runtime.osutil import die_with_parent, yield_cpu
-from paglets.runtime.verify import VERIFY, answer_check
+from paglets.runtime.verify import VERIFY, answer_check, checked_state
 from paglets.runtime.warmup import prime_child
 from paglets.wire.envelope import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
@@ -142,12 +142,13 @@ class ChildRuntime:
 
     def _unpack(self, cls: type[Paglet[Any]], path: Path) -> Any:
         """The state from a movement envelope, and its files put in place."""
+        checked = checked_state(path)  # this process checked it before it was committed
         with EnvelopeReader(path) as reader:
             header = reader.header
-            state = reader.state(cls.State)
+            state = reader.state(cls.State) if checked is None else checked
             files_dir = Path(self.init.files_dir)
             if header.files:
-                reader.extract_files(files_dir)
+                reader.extract_files(files_dir, checked=checked is not None)
         self.mover.hops = header.hops
         self.mover.origin, self.mover.origin_url = header.origin, header.origin_url
         # a checkpoint of this host's: number the next ones after it
@@ -461,15 +462,13 @@ def run_child(sock: socket.socket) -> NoReturn:
         prime_child(read=waiting)  # pages an arrival writes to, copied now rather than then
     except Exception:  # only speed is lost
         log.debug("could not prime the child", exc_info=True)
-    records = [ipc.decode(f) for f in channel.read_one_blocking(decoder) if isinstance(f, dict)]
-    init = records[0]
-    if not isinstance(init, ipc.Init):
-        os._exit(70)
-    if init.arrival == VERIFY:  # only check an arrived envelope, then exit
-        answer_check(init, channel.send)
-        _flush_and_exit(0)
+    init, records = _read_init(channel, decoder)
+    if init.arrival == VERIFY:  # check an arrived envelope; once it is committed, become it
+        if not answer_check(init, channel.send):
+            _flush_and_exit(0)
+        init, records = _read_init(channel, decoder)  # or the host closes the channel: exit
     heartbeat.start(init.heartbeat_interval)
-    runtime = ChildRuntime(channel, init, records[1:])
+    runtime = ChildRuntime(channel, init, records)
     runtime._decoder = decoder  # noqa: SLF001 - keep bytes already read past the Init
     try:
         runner.run(runtime.serve())
@@ -480,6 +479,15 @@ def run_child(sock: socket.socket) -> NoReturn:
         log.exception("paglet %s crashed", init.agent_id)
         _flush_and_exit(1)
     _flush_and_exit(0)
+
+
+def _read_init(channel: _Channel, decoder: FrameDecoder) -> tuple[ipc.Init, list[ipc.Record]]:
+    """The next ``Init`` from the host, and any records that came right behind it."""
+    records = [ipc.decode(f) for f in channel.read_one_blocking(decoder) if isinstance(f, dict)]
+    init = records[0] if records else None
+    if not isinstance(init, ipc.Init):
+        os._exit(70)
+    return init, records[1:]
 
 
 def _flush_and_exit(code: int) -> NoReturn:

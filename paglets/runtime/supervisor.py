@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from paglets.persistence.events import EventLog
     from paglets.runtime.privileges import ChildUser
-    from paglets.runtime.spawner import Spawner
+    from paglets.runtime.spawner import ChildProcess, Spawner
     from paglets.wire.modules import ModulePolicy
 
 log = logging.getLogger(__name__)
@@ -266,12 +266,15 @@ class Supervisor:
         arrival: str = "creation",
         envelope: str | None = None,
         restart_policy: RestartPolicy | None = None,
+        prepared: ChildProcess | None = None,
     ) -> AgentRecord:
         """Start a paglet; returns once its creation (or arrival) hook has run.
 
         ``envelope`` starts it from a movement envelope instead of ``state``;
         ``arrival`` says which hook runs (``creation``, ``dispatch``, ``retract``,
-        ``clone``, or ``restore`` for none).
+        ``clone``, or ``restore`` for none). ``prepared``, a process that checked
+        the envelope (`paglets.runtime.verify`), becomes the paglet instead of a
+        new one; the caller closes it if this raises.
         """
         self._check_open()
         module, _qualname = self.policy.check(class_path)
@@ -290,7 +293,7 @@ class Supervisor:
         try:
             if self.child_user is not None:  # registered first: callers wait for it
                 await asyncio.to_thread(self._open_to_child, work_dir, files_dir, envelope)
-            child = await self.spawner.spawn()
+            child = prepared if prepared is not None else await self.spawner.spawn()
             handle = ChildHandle(
                 child,
                 agent_id,

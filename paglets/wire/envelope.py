@@ -557,13 +557,13 @@ class EnvelopeReader:
                 at += size
         return blobs
 
-    def _file_parts(self, stack: contextlib.ExitStack) -> list[memoryview]:
-        """The manifest's files, each checked against its SHA-256."""
+    def _file_parts(self, stack: contextlib.ExitStack, *, check: bool = True) -> list[memoryview]:
+        """The manifest's files, each checked against its SHA-256 (with ``check``)."""
         files, header = self.header.files, self.header
         start = self._state_at + header.state_len + sum(header.blobs)
         parts = self._parts(stack, start, [f.size for f in files])
         for entry, part in zip(files, parts, strict=True):
-            if hashlib.sha256(part).hexdigest() != entry.sha256:
+            if check and hashlib.sha256(part).hexdigest() != entry.sha256:
                 raise EnvelopeError(f"{self.path}: file {entry.name!r} fails its SHA-256")
         return parts
 
@@ -576,8 +576,13 @@ class EnvelopeReader:
         with contextlib.ExitStack() as stack:
             self._file_parts(stack)
 
-    def extract_files(self, dest_dir: Path, *, sync: bool = False) -> list[Path]:
+    def extract_files(
+        self, dest_dir: Path, *, sync: bool = False, checked: bool = False
+    ) -> list[Path]:
         """Write every file of the manifest under ``dest_dir``, after checking all digests.
+
+        ``checked`` skips the digests: this process checked them in this very file
+        (`check_files`) already.
 
         Each file goes to `paglets.persistence.paths.under` ``(dest_dir, name)``:
         never outside ``dest_dir``, not even through a symbolic link there.
@@ -591,7 +596,7 @@ class EnvelopeReader:
         """
         files = self.header.files
         with contextlib.ExitStack() as stack:
-            parts = self._file_parts(stack)
+            parts = self._file_parts(stack, check=not checked)
             dest_dir.mkdir(parents=True, exist_ok=True)
             root = dest_dir.resolve()
             return [_place(root, e.name, part, sync) for e, part in zip(files, parts, strict=True)]
