@@ -1,10 +1,12 @@
 """The receiving side of a move: check, store, commit, start.
 
 An arriving envelope is checked from its header alone (class allowed here,
-ticket met, id free) before the rest is read; then it is streamed to a file in
-the host's inbox, the transfer is committed in the journal, and only then is
-the paglet started from the file (``on_arrival`` or ``on_clone``). The answer
-goes back after the start, so the sender learns where the paglet runs.
+ticket met, id free, no file registrations) before the rest is read; then it is
+streamed to a file in the host's inbox and checked whole in a child process
+(`verify`: the class, its state, its files), the transfer is committed in the
+journal, and only then is the paglet started from the file (``on_arrival`` or
+``on_clone``), in the child that checked it. An envelope that could never start
+is refused before the commit, so its source keeps the paglet.
 
 After the commit the move has happened whatever comes next: a failure to start
 is logged (``transfer.start_failed``), the envelope stays, and the host tries
