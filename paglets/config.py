@@ -12,6 +12,7 @@ from pathlib import Path
 import platformdirs
 
 from paglets.core.errors import ConfigurationError
+from paglets.core.ids import IdKind, is_valid_id
 from paglets.runtime.privileges import ChildUser
 from paglets.runtime.supervisor import SupervisorLimits
 
@@ -104,9 +105,10 @@ class HostConfig:
             object.__setattr__(self, name, tuple(value))  # type: ignore[arg-type]
 
     def _validate(self) -> None:
-        if not self.name or any(c.isspace() or c == "/" for c in self.name):
+        if not is_valid_id(self.name, IdKind.HOST):
             raise ConfigurationError(
-                f"host name {self.name!r} must be non-empty without spaces or '/'"
+                f"host name {self.name!r} is not valid: use 1 to {IdKind.HOST.limit} letters, "
+                "digits, '.', '_' and '-', starting with a letter or a digit (--name)"
             )
         if not 0 <= self.port <= 65535:  # noqa: PLR2004 - the port range
             raise ConfigurationError(f"port {self.port} is outside 0-65535")

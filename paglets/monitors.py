@@ -232,6 +232,7 @@ async def _down_route(request: web.Request) -> web.Response:
         raise RequestError("the fields of a down notice are strings")
     check_id(data["watcher"], IdKind.AGENT)
     check_id(data["agent_id"], IdKind.AGENT)
+    check_id(data["host"], IdKind.HOST)
     watcher = data.pop("watcher")
     await monitors.deliver(watcher, data)
     return json_response({"delivered": True})

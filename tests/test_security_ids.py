@@ -10,6 +10,7 @@ directory, stay untouched; and a well-formed id still works end to end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import struct
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,11 @@ import yarl
 from aiohttp import web
 
 from paglets import AsyncHostClient, Host, PagletError, RequestError
+from paglets.config import HostConfig
+from paglets.core.errors import ConfigurationError, EnvelopeError
 from paglets.transport.app import ROUTE_IDS, check_route_ids
+from paglets.wire.envelope import read_header
+from tests.test_movement import _forged_spec
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -369,6 +374,12 @@ async def test_bad_ids_in_bodies_and_queries_answer_400(
             {"watcher": live, "agent_id": "/x", "host": "h", "reason": "r", "detail": ""},
             "agent id",
         ),
+        (
+            "POST",
+            "/v1/monitors/down",
+            {"watcher": live, "agent_id": live, "host": "../h", "reason": "r", "detail": ""},
+            "host name",
+        ),
         ("GET", "/v1/events?agent_id=..%2Fx", None, "agent id"),
     ]
     for method, path, body, words in cases:
@@ -384,3 +395,24 @@ async def test_the_client_refuses_a_bad_id_before_it_builds_a_url(
 ) -> None:
     with pytest.raises(RequestError, match="agent id"):
         client.proxy("../../v1/host")
+
+
+@pytest.mark.parametrize("name", ["a b", "../x", "a/b", "-x", "h" * 65, "é"])
+def test_a_host_name_that_is_not_an_id_stops_the_host(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"host name .* is not valid"):
+        HostConfig(name=name, state_dir=tmp_path)
+
+
+@pytest.mark.parametrize("field", ["origin", "source"])
+def test_an_envelope_naming_a_host_that_is_not_a_name_is_refused(field: str) -> None:
+    spec = _forged_spec("a1", COUNTER, "examples.counter:CounterState")
+    header = {
+        **dataclasses.asdict(spec),
+        field: "../../x",
+        "state_len": 0,
+        "blobs": [],
+        "files": [],
+    }
+    text = json.dumps(header).encode()
+    with pytest.raises(EnvelopeError, match=f"header.{field}: host name"):
+        read_header(struct.pack(">4sHI", b"PGLE", 1, len(text)) + text)

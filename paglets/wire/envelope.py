@@ -148,6 +148,12 @@ _FILE_CHECKS: _Checks = {
     "mode": (lambda v: v in FILE_MODES, f"one of {list(FILE_MODES)}"),
     "sha256": (lambda v: isinstance(v, str) and bool(_HEX64.fullmatch(v)), "64 lowercase hex"),
 }
+_HEADER_IDS = (
+    ("agent_id", IdKind.AGENT),
+    ("transfer_id", IdKind.TRANSFER),
+    ("origin", IdKind.HOST),
+    ("source", IdKind.HOST),
+)
 _HEADER_CHECKS: _Checks = {
     **dict.fromkeys(("agent_id", "class_path", "state_class_path", "transfer_id"), _ID),
     "kind": (lambda v: v in KINDS, f"one of {list(KINDS)}"),
@@ -244,11 +250,12 @@ class EnvelopeHeader(EnvelopeSpec):
         """Decode and check the JSON form; `EnvelopeError` names what is wrong.
 
         The agent id and the transfer id must be well-formed identifiers
-        (`paglets.core.ids.check_id`): both become file names on the receiver.
+        (`paglets.core.ids.check_id`): both become file names on the receiver;
+        ``origin`` and ``source`` must be well-formed host names.
         The manifest is within `MAX_FILES`, `MAX_FILE_DEPTH` and `MAX_FILE_NAME`.
         """
         _check("envelope header", data, _HEADER_CHECKS)
-        for name, kind in (("agent_id", IdKind.AGENT), ("transfer_id", IdKind.TRANSFER)):
+        for name, kind in _HEADER_IDS:
             try:
                 check_id(data[name], kind)
             except RequestError as exc:
