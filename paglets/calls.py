@@ -11,7 +11,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from paglets.core.errors import HostNotFoundError, RequestError, TransferError
+from paglets.core.errors import (
+    HostNotFoundError,
+    HostUnavailableError,
+    RequestError,
+    TransferError,
+)
 from paglets.core.ids import IdKind, check_id
 from paglets.runtime.supervisor import SendMode
 from paglets.transport.client import AsyncHostClient
@@ -54,18 +59,26 @@ class HostCalls:
             )
         return await serve(agent_id, args)
 
-    def client(self, url: str) -> AsyncHostClient:
+    async def client(self, url: str) -> AsyncHostClient:
         """A pooled client to the mesh member at ``url``, with this host's API key.
 
         Every call this host makes for a paglet or a caller (messages, monitors,
         retracts) goes through here; the client also checks each host a moved
-        paglet leads it to.
+        paglet leads it to. With a key, ``url`` must first have proved that it
+        holds the key too (`MeshService.prove`: a hello, which sends no key), so
+        that a member's address taken over by someone else never gets the key.
 
         Raises:
             HostNotFoundError: ``url`` is not a member of this host's mesh.
+            HostUnavailableError: it could not prove that it holds the mesh key.
         """
         url = url.rstrip("/")
         self.check_member(url)
+        if self.config.api_key and not await self.mesh.prove(url):
+            raise HostUnavailableError(
+                f"{url} did not prove that it holds the mesh key (a hello), so "
+                f"{self.config.name} sends it nothing; is the host there up, and of this mesh?"
+            )
         client = self._clients.get(url)
         if client is None:
             client = AsyncHostClient(url, self.config.api_key or "", guard=self.check_member)
@@ -128,7 +141,7 @@ class HostCalls:
         if self.is_here(host):
             return await self.supervisor.send(target, kind, body, sender=agent_id, mode=mode)
         url = self.mesh.resolve(str(host))
-        proxy = self.client(url).proxy(target)
+        proxy = (await self.client(url)).proxy(target)
         if mode is SendMode.SYNC:
             return await proxy.send(kind, body)
         await proxy.send_oneway(kind, body)

@@ -110,7 +110,7 @@ class Monitors:
 
     async def _watch_at(self, url: str, watched: str, watcher: Watcher) -> None:
         """Register ``watcher`` with the host at ``url``, for its paglet ``watched``."""
-        await self.calls.client(url).request(
+        await (await self.calls.client(url)).request(
             "POST",
             f"{API_PREFIX}/paglets/{watched}/monitors",
             {"watcher": watcher.agent_id, "watcher_url": watcher.url},
@@ -191,7 +191,7 @@ class Monitors:
                 await self.deliver(watcher.agent_id, args)
             else:
                 # through the watcher's host, which then stops watching our host for it
-                await self.calls.client(watcher.url).request(
+                await (await self.calls.client(watcher.url)).request(
                     "POST", f"{API_PREFIX}/monitors/down", {"watcher": watcher.agent_id, **args}
                 )
         except PagletError as exc:

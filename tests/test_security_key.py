@@ -432,3 +432,20 @@ async def test_no_key_in_the_host_request_without_membership_either(
         got = await thief.send("send", {"agent_id": "a" * 32, "host": recorder.url})
     assert got["error"] == "HostNotFoundError"
     assert recorder.seen == []
+
+
+@pytest.mark.parametrize("call", ["send", "monitor", "retract"])
+async def test_a_configured_peer_gets_the_key_only_once_it_proved_it_holds_it(
+    make_host: Callable[..., Awaitable[Host]], recorder: Recorder, call: str
+) -> None:
+    """A member by configuration (--peer), whose address is answered by someone without
+    the key (a host that died, its port taken over), gets hellos and nothing else."""
+    host = await make_host(api_key=KEY, peers=(recorder.url,))
+    async with AsyncHostClient(host.url, KEY) as client:
+        thief = await client.create(THIEF)
+        got = await thief.send(call, {"agent_id": "a" * 32, "host": recorder.url})
+    assert got["error"] == "HostUnavailableError", got
+    assert "did not prove that it holds the mesh key" in got["message"]
+    assert recorder.seen, "it was asked to prove itself"
+    assert {path for path, _ in recorder.seen} == {"/v1/mesh/hello"}
+    assert all(auth is None for _, auth in recorder.seen), "the key never went there"

@@ -245,7 +245,7 @@ class TransferService:
         if self.calls.is_here(host):
             raise RequestError(f"paglet {agent_id} would be retracted from this host to itself")
         url = self.mesh.resolve(host)
-        client = self.calls.client(url)
+        client = await self.calls.client(url)
         me = self.mesh.table.me.url
         body = {"target": me, "ticket": ticket, "kind": "retract"}
         answer: dict[str, Any] = await client.request(

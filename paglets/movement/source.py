@@ -138,6 +138,7 @@ class Sender:
         """
         try:
             record = self._target(target, ticket)
+            await self._proven(record)
         except TransferError:
             await discard_envelope(envelope, growing)
             raise
@@ -214,6 +215,18 @@ class Sender:
                 f"host {record.name} does not meet the transfer ticket: it lacks {'; '.join(lacks)}"
             )
         return record
+
+    async def _proven(self, record: HostRecord) -> None:
+        """With a key, send a paglet (and the key) only to a URL that proved it holds it.
+
+        Raises:
+            TransferError: the target did not prove it (`MeshService.prove`).
+        """
+        if self.config.api_key and not await self.mesh.prove(record.url):
+            raise TransferError(
+                f"host {record.name} at {record.url} did not prove that it holds the mesh key, "
+                "so nothing is sent there; the paglet stays here"
+            )
 
     async def _journal(self, row: TransferRecord) -> None:
         """Write the ``sending`` row: from now on the target may commit.
