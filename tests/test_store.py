@@ -328,7 +328,7 @@ def test_a_damaged_target_row_refuses_the_commit(store: Store) -> None:
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "paglets.db"
     Store(path).close()
-    _raw(path, f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")
+    _raw(path, f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")  # noqa: S608 - a constant of the test
     with pytest.raises(StorageError, match=rf"newer paglets \(schema version {SCHEMA_VERSION + 1}"):
         Store(path)
     assert path.exists()
