@@ -56,18 +56,6 @@ async def _call(
 # -- item 12, a variant: a slow body on the one route served without the key ----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "POST /v1/mesh/hello is served without the key, and once its head has arrived "
-        "the connection counts as busy: a body trickled within its 2 KiB cap holds the "
-        "connection for the whole read timeout (30 s). --max-connections such requests, "
-        "from a client without the key, make every other connection (/health included) "
-        "get 503 TooManyConnectionsError. The hello's body should be held to the header "
-        "clock (or a short deadline of its own), or a connection still reading an "
-        "unauthenticated body should count as waiting, so the guard can close it"
-    ),
-)
 async def test_trickled_hello_bodies_without_the_key_do_not_stop_health(
     start_host: Callable[..., RunningHost],
 ) -> None:

@@ -19,6 +19,9 @@ a thousand such clients starve the host before any key is checked.
   promptly always gets in; when every connection is busy with a request, the
   new one gets an immediate ``503 TooManyConnectionsError`` and is closed.
   The cap is kept below the process's limit on open files.
+- **Routes served without the key** (``/health``, the mesh hello) stay on the
+  header clock, and first to be closed at the cap, until they are answered: a
+  client without the key cannot hold a connection by sending their body slowly.
 
 The idle timeout between requests stays aiohttp's (``keepalive_timeout``).
 """
@@ -36,6 +39,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from paglets.core.errors import ConfigurationError, TooManyConnectionsError
+from paglets.transport.auth import OPEN_PATHS
 from paglets.wire import strict_json
 from paglets.wire.records import ErrorBody
 
@@ -143,8 +147,12 @@ class ConnectionGuard:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         conn = self._open.get(request.transport) if request.transport is not None else None
-        if conn is not None:
+        if conn is not None and request.path not in OPEN_PATHS:
             conn.head_arrived()
+        # A request of a route served without the key (/health, the mesh hello) stays
+        # as it was until it is answered: on the header clock, and first to be closed
+        # at the cap. So a client without the key cannot hold a connection longer by
+        # sending such a request's body slowly.
         try:
             return await handler(request)
         finally:
@@ -265,7 +273,8 @@ class _Guarded(asyncio.Protocol):
         self._guard.not_waiting(self)
 
     def request_done(self) -> None:
-        if self._phase is _Phase.BUSY:
+        if self._phase is not _Phase.IDLE:  # BUSY, or HEAD for a request of an open route
+            self._stop_clock()
             self._phase = _Phase.IDLE
             self._guard.waiting(self, since_now=True)
 
