@@ -40,6 +40,7 @@ from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, Zygote
 from paglets.runtime.supervisor import Supervisor
 from paglets.transport.app import ApiContext, build_app
 from paglets.transport.guard import ConnectionGuard, ConnectionLimits
+from paglets.transport.serverlog import server_logger
 from paglets.wire.modules import ModulePolicy
 from paglets.wire.records import PROTOCOL_VERSION, HostInfo
 
@@ -194,7 +195,11 @@ class Host:
             )
             guard.install(app)
             runner = web.AppRunner(
-                app, handle_signals=False, access_log=None, keepalive_timeout=cfg.idle_timeout
+                app,
+                handle_signals=False,
+                access_log=None,
+                keepalive_timeout=cfg.idle_timeout,
+                logger=server_logger,
             )
             try:
                 await runner.setup()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import resource
@@ -411,3 +412,26 @@ async def test_too_many_transfers_at_once_get_429_and_the_paglet_stays(
         await traveler.dispatch("b")
         assert await traveler.send("where") == "b"
         assert await traveler.send("increment") == 2
+
+
+def test_a_malformed_request_is_one_debug_line_or_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from aiohttp.http_exceptions import LineTooLong  # noqa: PLC0415
+
+    from paglets.transport.serverlog import server_logger  # noqa: PLC0415
+
+    bad = LineTooLong(b"x" * 9000, 8190)
+    with caplog.at_level(logging.INFO, logger=server_logger.name):
+        server_logger.exception("Error handling request from %s", "1.2.3.4", exc_info=bad)
+    assert caplog.records == []
+    with caplog.at_level(logging.DEBUG, logger=server_logger.name):
+        server_logger.exception("Error handling request from %s", "1.2.3.4", exc_info=bad)
+        server_logger.exception("Unhandled exception", exc_info=ValueError("a bug"))
+    malformed, bug = caplog.records
+    assert malformed.levelno == logging.DEBUG
+    assert malformed.exc_info is None
+    assert "from 1.2.3.4: LineTooLong" in malformed.getMessage()
+    assert "\n" not in malformed.getMessage()
+    assert bug.levelno == logging.ERROR
+    assert bug.exc_info is not None, "other errors keep their traceback"

@@ -120,17 +120,6 @@ async def test_a_wake_up_refused_for_lack_of_room_happens_once_there_is_room(
 # -- item 17 / 9, a variant: a malformed request without the key logs an ERROR traceback --
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a request line longer than 8190 bytes (or a bad chunked body), sent without the "
-        "key, makes aiohttp.server log 'ERROR Error handling request' with a 9-line "
-        "traceback in the host's log for every such request: anyone who can connect "
-        "can fill the log with tracebacks. A malformed request is a normal 400: the host "
-        "should log it at most as one debug/warning line (e.g. quiet the aiohttp.server "
-        "logger for BadHttpMessage in paglets.transport, or in the guard's protocol)"
-    ),
-)
 async def test_malformed_requests_without_the_key_leave_no_traceback_in_the_log(
     start_host: Callable[..., RunningHost],
 ) -> None:
