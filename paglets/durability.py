@@ -27,12 +27,13 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
 from paglets.core.bounds import bounded
 from paglets.core.errors import (
+    HostFullError,
     PagletDisposedError,
     PagletError,
     PagletMovedError,
@@ -66,6 +67,10 @@ RECOVERY_CONCURRENCY = 8
 MAX_GENERATION = 2**62  # a paglet's word for its checkpoint's (SQLite holds up to 2**63 - 1)
 MAX_SLEEP = 10 * 366 * 86_400.0
 """The furthest a wake-up time may lie ahead: ten years."""
+WAKE_RETRY_FIRST: Final = 1.0
+"""Seconds before a wake-up refused for lack of room (``--max-paglets``) is tried again."""
+WAKE_RETRY_MAX: Final = 60.0
+"""The longest wait between such tries (each waits twice the one before)."""
 _FAR_FUTURE = 1e11  # epoch seconds, beyond any wake-up time (year 5138)
 
 
@@ -427,13 +432,25 @@ class DurabilityService:
         delay = max(0.0, wake_at - time.time())
         self._timers[agent_id] = asyncio.get_running_loop().call_later(delay, self._wake, agent_id)
 
-    def _wake(self, agent_id: str) -> None:
+    def _wake(self, agent_id: str, retry: float = WAKE_RETRY_FIRST) -> None:
         self._timers.pop(agent_id, None)
-        self._spawn(self._wake_logged(agent_id))
+        self._spawn(self._wake_logged(agent_id, retry))
 
-    async def _wake_logged(self, agent_id: str) -> None:
+    async def _wake_logged(self, agent_id: str, retry: float) -> None:
+        """Wake ``agent_id``; a host without room (`HostFullError`) tries again later.
+
+        The retries back off from `WAKE_RETRY_FIRST` to `WAKE_RETRY_MAX` seconds and
+        end when the paglet wakes, is activated or disposed (its timer is cancelled).
+        """
         try:
             await self.supervisor.wake(agent_id)
+        except HostFullError as exc:
+            log.warning(
+                "paglet %s cannot wake up yet: %s; trying again in %g s", agent_id, exc, retry
+            )
+            self._timers[agent_id] = asyncio.get_running_loop().call_later(
+                retry, self._wake, agent_id, min(retry * 2, WAKE_RETRY_MAX)
+            )
         except PagletError as exc:
             log.warning("paglet %s did not wake up: %s", agent_id, exc)
 

@@ -84,16 +84,6 @@ async def test_trickled_hello_bodies_without_the_key_do_not_stop_health(
 # -- item 11, a variant: a timed wake-up refused by --max-paglets is never retried -----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a deactivated paglet whose wake-up time comes while the host is at --max-paglets "
-        "is refused (HostFullError, one warning 'did not wake up') and never tried again: "
-        "it stays inactive after room is made, until someone activates it by hand or the "
-        "host restarts. DurabilityService._wake_logged (paglets/durability.py) should "
-        "reschedule a wake-up refused for lack of room (HostFullError), e.g. with a backoff"
-    ),
-)
 async def test_a_wake_up_refused_for_lack_of_room_happens_once_there_is_room(
     start_host: Callable[..., RunningHost], session: aiohttp.ClientSession
 ) -> None:
@@ -106,7 +96,7 @@ async def test_a_wake_up_refused_for_lack_of_room_happens_once_there_is_room(
     assert status == 200
     status, _ = await _call(session, "POST", api, {"class_path": counter, "agent_id": "hog"})
     assert status == 201
-    await wait_for(lambda: "paglet sleeper did not wake up" in host.log(), 20, "the refused wake")
+    await wait_for(lambda: "paglet sleeper cannot wake up yet" in host.log(), 20, "the refused wake")
     status, _ = await _call(session, "DELETE", f"{api}/hog")
     assert status == 200
 
