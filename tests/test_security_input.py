@@ -611,3 +611,17 @@ async def test_a_create_while_the_host_stops_is_host_not_running(
     with pytest.raises(HostNotRunningError, match="stopping") as refused:
         await host.supervisor.create("examples.counter:Counter", None, None)
     assert refused.value.http_status == 503
+
+
+def test_the_daemon_bounds_its_childrens_memory_by_default() -> None:
+    from paglets.cli.host import default_child_memory  # noqa: PLC0415
+
+    assert default_child_memory() == psutil.virtual_memory().total * 3 // 4
+    shown = subprocess.run(
+        [sys.executable, "-m", "paglets.cli.host", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert "3/4 of this machine's memory" in " ".join(shown.split())

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import psutil
 
 from paglets._version import __version__
 from paglets.cli._errors import run_cli
@@ -274,7 +275,7 @@ def _check_ready_file(
     default=None,
     metavar="SIZE",
     help="Memory (the sum of their RSS) the paglets' processes may use before new ones get "
-    "503, e.g. 8GiB.  [default: no limit]",
+    "503, e.g. 8GiB.  [default: 3/4 of this machine's memory]",
 )
 @click.option(
     "--insecure",
@@ -383,10 +384,17 @@ def command(  # click passes options by keyword
         max_transfers=max_transfers,
         transfer_min_rate=transfer_min_rate,
         limits=dataclasses.replace(
-            DEFAULT_LIMITS, max_paglets=max_paglets, max_child_memory=max_child_memory
+            DEFAULT_LIMITS,
+            max_paglets=max_paglets,
+            max_child_memory=max_child_memory or default_child_memory(),
         ),
     )
     asyncio.run(_serve(Host(config), ready_file))
+
+
+def default_child_memory() -> int:
+    """The daemon's budget for its children's memory: three quarters of the machine's."""
+    return psutil.virtual_memory().total * 3 // 4
 
 
 async def _serve(host: Host, ready_file: Path | None) -> None:
