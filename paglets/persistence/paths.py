@@ -1,3 +1,4 @@
+# ruff: noqa: PTH112, PTH114, PTH118 - os.path on strings: it runs on every create and move, and pathlib costs several times as much
 """The one helper that builds a path from outside input and proves it stays under its root.
 
 Every path whose parts come from the wire (an agent id, a transfer id, a file
@@ -9,6 +10,7 @@ is a `RequestError` before any file is touched.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path, PurePosixPath
 
@@ -34,7 +36,9 @@ def under(root: Path, *parts: str) -> Path:
 
     Symlinks are resolved on both sides (``root`` itself may be a symlink); a
     part that is absolute, holds ``..`` or reaches a symlink out of ``root`` is
-    refused.
+    refused. The parts hold no ``..``, so only a symlink among them could lead
+    out: each is looked at once (one ``lstat``), and the path is resolved whole
+    only from the first symlink on.
 
     Raises:
         RequestError: the path would leave ``root``.
@@ -43,8 +47,27 @@ def under(root: Path, *parts: str) -> Path:
     for part in parts:
         names.extend(_checked_parts(part))
     path = root.joinpath(*names)
-    base = Path(os.path.realpath(root))
-    real = Path(os.path.realpath(path))
-    if real != base and not real.is_relative_to(base):
-        raise RequestError(f"path {'/'.join(names)[:80]!r} leads out of {root}")
+    base = _real(root)
+    current = base
+    for i, name in enumerate(names):
+        step = os.path.join(current, name)
+        if os.path.islink(step):
+            real = os.path.realpath(os.path.join(step, *names[i + 1 :]))
+            if real != base and not real.startswith(base + os.sep):
+                raise RequestError(f"path {'/'.join(names)[:80]!r} leads out of {root}")
+            break
+        current = step
     return path
+
+
+@functools.lru_cache(maxsize=256)
+def _real_dir(root: str) -> str:
+    return os.path.realpath(root)
+
+
+def _real(root: Path) -> str:
+    """``root`` with its symlinks resolved; cached once it is a directory (roots stay put)."""
+    text = os.fspath(root)
+    if os.path.isdir(text):
+        return _real_dir(text)
+    return os.path.realpath(text)
