@@ -18,7 +18,7 @@ from paglets.core.errors import (
     TransferError,
 )
 from paglets.core.ids import IdKind, check_id
-from paglets.runtime.supervisor import SendMode
+from paglets.runtime.delivery import SendMode
 from paglets.transport.client import AsyncHostClient
 
 if TYPE_CHECKING:
@@ -139,7 +139,9 @@ class HostCalls:
         mode = SendMode(args.get("mode", "sync"))
         host = args.get("host")
         if self.is_here(host):
-            return await self.supervisor.send(target, kind, body, sender=agent_id, mode=mode)
+            return await self.supervisor.delivery.send(
+                target, kind, body, sender=agent_id, mode=mode
+            )
         url = self.mesh.resolve(str(host))
         proxy = (await self.client(url)).proxy(target)
         if mode is SendMode.SYNC:

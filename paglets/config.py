@@ -14,7 +14,7 @@ import platformdirs
 from paglets.core.errors import ConfigurationError
 from paglets.core.ids import IdKind, is_valid_id
 from paglets.runtime.privileges import ChildUser
-from paglets.runtime.supervisor import SupervisorLimits
+from paglets.runtime.records import SupervisorLimits
 
 DEFAULT_API_KEY_ENV = "PAGLETS_API_KEY"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024

@@ -58,7 +58,8 @@ if TYPE_CHECKING:
     from paglets.config import HostConfig
     from paglets.persistence.events import EventLog
     from paglets.persistence.store import AsyncStore, Store
-    from paglets.runtime.supervisor import AgentRecord, Supervisor
+    from paglets.runtime.records import AgentRecord
+    from paglets.runtime.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 

@@ -38,6 +38,7 @@ from paglets.persistence.events import EventLog
 from paglets.runtime.privileges import protect_host
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
+from paglets.runtime.watchdog import watch
 from paglets.transport.app import ApiContext, build_app
 from paglets.transport.guard import ConnectionGuard, ConnectionLimits
 from paglets.transport.serverlog import server_logger
@@ -234,7 +235,7 @@ class Host:
         await self.calls.close()
 
     async def _watchdog_ctx(self, _app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(self.supervisor.watch(), name=f"watchdog-{self.name}")
+        task = asyncio.create_task(watch(self.supervisor), name=f"watchdog-{self.name}")
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -28,7 +28,7 @@ from paglets.core.errors import PagletError, RequestError
 from paglets.core.events import ContextEvent, EventKind
 from paglets.core.ids import IdKind, check_id
 from paglets.core.status import PagletStatus
-from paglets.runtime.supervisor import SendMode
+from paglets.runtime.delivery import SendMode
 from paglets.transport.body import json_response, read_json
 from paglets.wire.records import API_PREFIX
 
@@ -201,7 +201,7 @@ class Monitors:
         """Give a local watcher its ``paglet.down`` message, once."""
         for pairs in self.remote.values():
             pairs.discard((watcher, str(args["agent_id"])))
-        await self.supervisor.send(watcher, DOWN, args, mode=SendMode.ONEWAY)
+        await self.supervisor.delivery.send(watcher, DOWN, args, mode=SendMode.ONEWAY)
 
 
 async def _monitor_route(request: web.Request) -> web.Response:

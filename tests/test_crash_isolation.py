@@ -27,7 +27,7 @@ from paglets import (
     PagletDisposedError,
     PagletTimeoutError,
 )
-from paglets.runtime.supervisor import SupervisorLimits
+from paglets.runtime.records import SupervisorLimits
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

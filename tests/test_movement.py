@@ -85,7 +85,7 @@ async def test_dispatch_through_the_proxy_moves_state_and_runs_hooks(
         assert [r.agent_id for r in b.supervisor.list()] == [traveler.agent_id]
         assert a.supervisor.list() == []
         with pytest.raises(PagletMovedError) as moved_error:
-            await a.supervisor.send(traveler.agent_id, "where", {})
+            await a.supervisor.delivery.send(traveler.agent_id, "where", {})
         assert moved_error.value.location == b.url
         kinds = {e.kind for e in a.events.query(0, 1000)}
         assert EventKind.TRANSFER_SENT in kinds

@@ -38,7 +38,7 @@ from paglets.core.movement import TransferTicket
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.runtime.admission import Admission
 from paglets.runtime.frames import HEADER, FrameDecoder, FrameKind, encode_json
-from paglets.runtime.supervisor import SupervisorLimits
+from paglets.runtime.records import SupervisorLimits
 from paglets.transport.app import error_middleware
 from paglets.wire import strict_json
 from pagletstest import host_env

@@ -30,7 +30,7 @@ from paglets._version import __version__
 from paglets.cli._errors import run_cli
 from paglets.cli._units import BYTES
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
-from paglets.runtime.supervisor import SupervisorLimits
+from paglets.runtime.records import SupervisorLimits
 from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
 
 if TYPE_CHECKING:

@@ -1,38 +1,31 @@
 """``Supervisor``: the host's table of paglets and the operations on them.
 
-It starts children through a spawner, keeps one `AgentRecord` per
-paglet, delivers messages (synchronous, one-way, future), reads state,
-disposes, and watches children: a missed heartbeat or an exceeded memory
-limit kills the child with a named reason. It never runs paglet code.
+It starts children through a spawner, keeps one `AgentRecord` per paglet
+(`paglets.runtime.records`), has messages delivered (`paglets.runtime.delivery`),
+reads state, deactivates, moves away and disposes, and answers its children's
+exits, notes and calls. It never runs paglet code; the watchdog
+(`paglets.runtime.watchdog`) kills hung children and children over their
+memory limit.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import shutil
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from enum import StrEnum
-from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from paglets.core.errors import (
-    ConfigurationError,
     HostNotRunningError,
-    MailboxFullError,
     PagletCrashedError,
     PagletDisposedError,
     PagletError,
     PagletInactiveError,
     PagletMovedError,
     PagletNotFoundError,
-    PagletTimeoutError,
     RequestError,
     TransferError,
 )
@@ -44,7 +37,9 @@ from paglets.persistence.checkpoints import next_generation
 from paglets.persistence.paths import under
 from paglets.runtime import ipc
 from paglets.runtime.admission import LIVE, Admission
+from paglets.runtime.delivery import Delivery
 from paglets.runtime.handle import ChildHandle, ExitInfo
+from paglets.runtime.records import AgentRecord, SupervisorLimits
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -52,108 +47,11 @@ if TYPE_CHECKING:
 
     from paglets.persistence.events import EventLog
     from paglets.runtime.privileges import ChildUser
+    from paglets.runtime.records import Keeper
     from paglets.runtime.spawner import ChildProcess, Spawner
     from paglets.wire.modules import ModulePolicy
 
 log = logging.getLogger(__name__)
-
-
-class SendMode(StrEnum):
-    """How a caller wants the reply to a message."""
-
-    SYNC = "sync"
-    ONEWAY = "oneway"
-    FUTURE = "future"
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorLimits:
-    """Bounds the supervisor enforces."""
-
-    heartbeat_interval: float = 0.5
-    hang_timeout: float = 10.0
-    start_timeout: float = 30.0
-    stop_grace: float = 5.0
-    max_mailbox: int = 10_000  # messages of every mode waiting for one paglet
-    max_mailbox_bytes: int = 64 * 1024**2  # and their encoded size
-    memory_limit: int | None = 2 * 1024**3  # RSS of one child; over it, the child is killed
-    max_paglets: int | None = 1000  # live paglets on the host (see paglets.runtime.admission)
-    max_child_memory: int | None = None  # bytes: the RSS of all children together
-
-    def __post_init__(self) -> None:
-        if self.max_mailbox < 1 or self.max_mailbox_bytes < 1:
-            raise ConfigurationError("max_mailbox and max_mailbox_bytes must be at least 1")
-        if self.max_paglets is not None and self.max_paglets < 1:
-            raise ConfigurationError("max_paglets must be at least 1 (None: no limit)")
-        if self.max_child_memory is not None and self.max_child_memory < 1024**2:
-            raise ConfigurationError("max_child_memory must be at least 1 MiB (None: no limit)")
-
-    remembered_messages: int = 4096
-    tombstones: int = 10_000
-
-
-@dataclass(eq=False)
-class AgentRecord:
-    """What the host knows of one paglet."""
-
-    agent_id: str
-    class_path: str
-    status: PagletStatus
-    created_at: float
-    handle: ChildHandle | None = field(default=None, repr=False)
-    exit: ExitInfo | None = None
-    disposal: asyncio.Task[None] | None = field(default=None, repr=False)
-    moved_to: tuple[str, str] | None = None  # (host name, URL) once it has left
-    restart_policy: RestartPolicy | None = None  # the instance's own, else the class's
-    restarts: list[float] = field(default_factory=list, repr=False)  # monotonic times
-    started: asyncio.Future[None] | None = field(default=None, repr=False)  # set once started
-    idle_timeout: float | None = None  # the class's deactivation_policy
-    last_used: float = field(default_factory=time.monotonic)  # the latest message (monotonic)
-    generation: int = 0  # of this start (`paglets.persistence.checkpoints`)
-
-    @property
-    def pid(self) -> int | None:
-        return self.handle.pid if self.handle and self.exit is None else None
-
-    @property
-    def pending(self) -> int:
-        return self.handle.pending if self.handle else 0
-
-    async def until_started(self) -> None:
-        """Wait while its process is starting (e.g. it just arrived); at once otherwise."""
-        if self.started is not None and not self.started.done():
-            await asyncio.shield(self.started)
-
-
-class Keeper(Protocol):
-    """What keeps paglets on disk (`paglets.durability`), as the supervisor sees it."""
-
-    def generation(self, agent_id: str) -> int:
-        """A new generation for a start of the paglet, newer than any it had here."""
-
-    async def created(
-        self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
-    ) -> None:
-        """A paglet started (created, arrived, activated); remember it.
-
-        Started from an envelope, it returns once the paglet is durably kept
-        (so the envelope's owner may drop the envelope); else at once.
-        """
-
-    def gone(self, agent_id: str) -> None:
-        """A paglet was disposed or moved away; forget it."""
-
-    async def activate(self, agent_id: str) -> None:
-        """Start an inactive paglet from its checkpoint."""
-
-    async def settle(self, agent_id: str) -> None:
-        """Wait until a deactivation or restart of the paglet in progress has finished."""
-
-    def crashed(self, record: AgentRecord, info: ExitInfo) -> None:
-        """The paglet's process ended unasked; apply its restart policy."""
-
-    def deactivate_idle(self, agent_id: str) -> None:
-        """The paglet was idle past its deactivation policy; deactivate it."""
 
 
 class Supervisor:
@@ -190,8 +88,7 @@ class Supervisor:
         self.admission = Admission(host_name, self.limits.max_paglets, self.limits.max_child_memory)
         self._agents: dict[str, AgentRecord] = {}
         self._gone: OrderedDict[str, AgentRecord] = OrderedDict()
-        self._results: OrderedDict[tuple[str, str], asyncio.Future[Any]] = OrderedDict()
-        self._moving: dict[str, list[asyncio.Future[dict[str, str]]]] = {}
+        self.delivery = Delivery(self)
         self._closing = False
         self.call_handler: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
         self._calls: set[asyncio.Task[None]] = set()
@@ -211,7 +108,12 @@ class Supervisor:
             raise PagletNotFoundError(f"no paglet {agent_id} on host {self.host_name}")
         return record
 
-    def _live(self, agent_id: str) -> tuple[AgentRecord, ChildHandle]:
+    def find(self, agent_id: str) -> AgentRecord | None:
+        """The record of a paglet listed here (no tombstone), or None."""
+        return self._agents.get(agent_id)
+
+    def live(self, agent_id: str) -> tuple[AgentRecord, ChildHandle]:
+        """The paglet's record and process; the error that says why not, if it has none."""
         record = self.get(agent_id)
         if record.moved_to is not None:
             raise PagletMovedError.to(agent_id, *record.moved_to)
@@ -350,154 +252,13 @@ class Supervisor:
             await self.keeper.created(record, state if envelope is None else None, envelope)
         return record
 
-    # -- messages ---------------------------------------------------------------
-
-    async def send(
-        self,
-        agent_id: str,
-        kind: str,
-        args: dict[str, Any],
-        *,
-        priority: int = 0,
-        message_id: str | None = None,
-        sender: str | None = None,
-        mode: SendMode = SendMode.SYNC,
-        timeout: float | None = None,
-        no_delay: bool = False,
-    ) -> Any:
-        """Deliver a message. ``SYNC`` returns the reply; the others return None.
-
-        A ``message_id`` seen before on this paglet is not delivered again: a
-        synchronous retry waits on the first delivery's reply. A message to an
-        inactive paglet activates it first, unless ``no_delay``.
-        """
-        record, handle = await self._recipient(agent_id, no_delay=no_delay)
-        record.last_used = time.monotonic()
-        key = (agent_id, message_id) if message_id else None
-        fut = self._results.get(key) if key else None
-        if fut is None:
-            self._check_room(agent_id, handle)
-            want_reply = mode is not SendMode.ONEWAY or key is not None
-            fut = handle.deliver(
-                kind,
-                args,
-                priority=priority,
-                message_id=message_id,
-                sender=sender,
-                reply=want_reply,
-            )
-            if key is not None and fut is not None:
-                self._remember(key, fut)
-            if mode is not SendMode.SYNC and fut is not None:
-                fut.add_done_callback(partial(self._unwaited_done, agent_id, kind))
-        if mode is not SendMode.SYNC or fut is None:
-            return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except TimeoutError:
-            raise PagletTimeoutError(
-                f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
-            ) from None
-
-    def _check_room(self, agent_id: str, handle: ChildHandle) -> None:
-        """Refuse a message when the paglet's mailbox is full, by count or by bytes.
-
-        Every message counts until its paglet has handled it, whatever its mode:
-        one-way and future messages too, so a busy paglet cannot make its host
-        hold an unbounded queue for it.
-        """
-        limits = self.limits
-        if handle.pending >= limits.max_mailbox:
-            raise MailboxFullError(
-                f"paglet {agent_id} has {handle.pending} messages waiting "
-                f"(limit {limits.max_mailbox}); retry later"
-            )
-        if handle.queued_bytes >= limits.max_mailbox_bytes:
-            raise MailboxFullError(
-                f"paglet {agent_id} has {handle.queued_bytes} bytes of messages waiting "
-                f"(limit {limits.max_mailbox_bytes}); retry later"
-            )
-
-    async def _recipient(self, agent_id: str, *, no_delay: bool) -> tuple[AgentRecord, ChildHandle]:
-        """The paglet's process to deliver to, woken first if it is inactive.
-
-        A paglet still starting (it just arrived) has been sent its ``Init``:
-        a message goes right behind it, and the child handles it once the
-        paglet is up, without waiting for the host to hear that it is.
-        """
-        record = self._agents.get(agent_id)
-        if record is not None and record.status is PagletStatus.STARTING:
-            handle = record.handle
-            if handle is not None:
-                return record, handle
-        await self.wake(agent_id, no_delay=no_delay)
-        return self._live(agent_id)
-
-    def _unwaited_done(self, agent_id: str, kind: str, fut: asyncio.Future[Any]) -> None:
-        """Log the failure of a message nobody waits on (one-way or future)."""
-        if fut.cancelled() or fut.exception() is None:
-            return
-        exc = fut.exception()
-        self.events.append(
-            EventKind.MESSAGE_FAILED,
-            agent_id,
-            f"{kind!r} failed: {exc}",
-            {"kind": kind, "error": type(exc).__name__},
-        )
-
-    def _remember(self, key: tuple[str, str], fut: asyncio.Future[Any]) -> None:
-        fut.add_done_callback(_consume)
-        self._results[key] = fut
-        while len(self._results) > self.limits.remembered_messages:
-            self._results.popitem(last=False)
-
-    async def result(self, agent_id: str, message_id: str, timeout: float) -> tuple[bool, Any]:
-        """Wait up to ``timeout`` for a remembered message's reply: (done, reply)."""
-        fut = self._results.get((agent_id, message_id))
-        if fut is None:
-            self.get(agent_id)
-            raise PagletNotFoundError(
-                f"no message {message_id} remembered for paglet {agent_id}; "
-                "results are kept for the most recent messages only"
-            )
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(fut), timeout)
-        if not fut.done():
-            return False, None
-        return True, fut.result()
+    # -- moves and inactivity ---------------------------------------------------
 
     async def move(
         self, agent_id: str, kind: str, target: str | None, ticket: dict[str, Any] | None
     ) -> dict[str, str]:
-        """Have the paglet dispatch, retract or clone itself (between two messages).
-
-        Returns where it (or its copy) runs: a dispatch or retract as soon as the
-        target has committed it, while the process it left is still tidying up.
-        """
-        await self.wake(agent_id)
-        _record, handle = self._live(agent_id)
-        fut: asyncio.Future[dict[str, str]] = handle.request(
-            lambda i: ipc.Move(i, kind, target, ticket)
-        )
-        if kind == "clone":
-            return await fut
-        moved: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
-        self._moving.setdefault(agent_id, []).append(moved)
-        try:
-            await asyncio.wait((fut, moved), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            self._stop_waiting(agent_id, moved)
-            if not fut.done():  # the paglet's own answer comes later; nobody waits for it
-                fut.add_done_callback(_consume)
-        return moved.result() if not moved.cancelled() else fut.result()
-
-    def _stop_waiting(self, agent_id: str, moved: asyncio.Future[dict[str, str]]) -> None:
-        waiting = self._moving.get(agent_id, [])
-        if moved in waiting:
-            waiting.remove(moved)
-            if not waiting:
-                del self._moving[agent_id]
-        moved.cancel()  # a no-op once it holds where the paglet went
+        """Have the paglet dispatch, retract or clone itself; see `Delivery.move`."""
+        return await self.delivery.move(agent_id, kind, target, ticket)
 
     def mark_moved(self, agent_id: str, host: str, url: str) -> None:
         """The paglet now lives at ``url``: from here on, callers are sent there."""
@@ -506,9 +267,7 @@ class Supervisor:
             record = AgentRecord(agent_id, "", PagletStatus.MOVED, time.time())
         record.moved_to = (host, url)
         record.status = PagletStatus.MOVED
-        for waiting in self._moving.pop(agent_id, ()):
-            if not waiting.done():
-                waiting.set_result({"agent_id": agent_id, "host": host, "url": url})
+        self.delivery.moved(agent_id, host, url)
         self._bury(record)
         if self.keeper is not None:
             self.keeper.gone(agent_id)
@@ -598,7 +357,7 @@ class Supervisor:
             The checkpoint's path and its generation.
         """
         await self.get(agent_id).until_started()
-        _record, handle = self._live(agent_id)
+        _record, handle = self.live(agent_id)
         fut = handle.request(lambda i: ipc.Persist(i, deactivate=deactivate, sync=self.fsync))
         answer: dict[str, Any] = await fut
         return str(answer["path"]), int(answer["generation"])
@@ -618,7 +377,7 @@ class Supervisor:
 
     async def state(self, agent_id: str) -> dict[str, Any]:
         await self.wake(agent_id)
-        _record, handle = self._live(agent_id)
+        _record, handle = self.live(agent_id)
         return await handle.get_state()
 
     # -- ending -----------------------------------------------------------------
@@ -709,59 +468,6 @@ class Supervisor:
             error = ipc.ErrorRecord.from_exception(exc)
         handle.answer(call.id, value, error)
 
-    # -- watching ---------------------------------------------------------------
-
-    async def watch(self) -> None:
-        """Forever: kill hung children and children over their memory limit."""
-        interval = self.limits.heartbeat_interval
-        measure = self.limits.memory_limit is not None or self.limits.max_child_memory is not None
-        while True:
-            await asyncio.sleep(interval)
-            self.sweep_heartbeats()
-            self.sweep_idle()
-            if measure:
-                await self.sweep_memory(self.limits.memory_limit)
-
-    def sweep_idle(self) -> None:
-        """Deactivate paglets idle for longer than their ``deactivation_policy``."""
-        if self.keeper is None:
-            return
-        now = time.monotonic()
-        for record in list(self._agents.values()):
-            idle = record.idle_timeout
-            if (
-                idle is not None
-                and record.status is PagletStatus.ACTIVE
-                and record.pending == 0
-                and now - record.last_used > idle
-            ):
-                record.last_used = now  # once per idle period, even if it fails
-                self.keeper.deactivate_idle(record.agent_id)
-
-    def sweep_heartbeats(self) -> None:
-        now = time.monotonic()
-        for record in list(self._agents.values()):
-            handle = record.handle
-            if record.status is not PagletStatus.ACTIVE or handle is None:
-                continue
-            if now - handle.last_beat > self.limits.hang_timeout:
-                log.warning("paglet %s missed heartbeats; killing it", record.agent_id)
-                handle.kill(ExitReason.HUNG)
-
-    async def sweep_memory(self, limit: int | None) -> None:
-        """Measure the children's memory (for admission); kill those over ``limit``."""
-        handles = {
-            r.handle.pid: r.handle
-            for r in self._agents.values()
-            if r.status is PagletStatus.ACTIVE and r.handle is not None
-        }
-        sizes = await asyncio.to_thread(_rss_of, list(handles)) if handles else {}
-        self.admission.record(list(sizes.values()))
-        for pid, rss in sizes.items():
-            if limit is not None and rss > limit:
-                log.warning("paglet %s uses %d bytes (limit %d)", handles[pid].agent_id, rss, limit)
-                handles[pid].kill(ExitReason.MEMORY_LIMIT)
-
     # -- closing ----------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -808,17 +514,3 @@ def _policy(data: dict[str, Any] | None) -> RestartPolicy | None:
         return None if data is None else RestartPolicy.from_dict(data)
     except PagletError:
         return None
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    """Mark a remembered result's exception as seen; callers read it later."""
-    if not fut.cancelled():
-        fut.exception()
-
-
-def _rss_of(pids: list[int]) -> dict[int, int]:
-    sizes: dict[int, int] = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            sizes[pid] = psutil.Process(pid).memory_info().rss
-    return sizes

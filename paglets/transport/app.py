@@ -28,7 +28,7 @@ from paglets.core.errors import (
 from paglets.core.events import EventKind
 from paglets.core.ids import IdKind, check_id
 from paglets.core.policy import RestartPolicy
-from paglets.runtime.supervisor import SendMode
+from paglets.runtime.delivery import SendMode
 from paglets.transport.auth import auth_middleware
 from paglets.transport.body import json_response, read_json
 from paglets.wire.records import (
@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
     from paglets.core.status import HostStatus
     from paglets.persistence.events import EventLog
-    from paglets.runtime.supervisor import AgentRecord, Supervisor
+    from paglets.runtime.records import AgentRecord
+    from paglets.runtime.supervisor import Supervisor
     from paglets.wire.records import HostInfo
 
 log = logging.getLogger(__name__)
@@ -237,7 +238,7 @@ async def send_message(request: web.Request) -> web.Response:
     message_id = req.message_id
     if message_id is None and mode is SendMode.FUTURE:
         message_id = uuid.uuid4().hex
-    reply = await ctx.supervisor.send(
+    reply = await ctx.supervisor.delivery.send(
         request.match_info["agent_id"],
         req.kind,
         req.args,
@@ -256,7 +257,7 @@ async def send_message(request: web.Request) -> web.Response:
 async def message_result(request: web.Request) -> web.Response:
     ctx = request.app[API]
     wait = _query_float(request, "wait", 0.0, MAX_WAIT)
-    done, reply = await ctx.supervisor.result(
+    done, reply = await ctx.supervisor.delivery.result(
         request.match_info["agent_id"], request.match_info["message_id"], wait
     )
     return json_response({"done": done, "reply": reply})
