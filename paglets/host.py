@@ -30,7 +30,7 @@ from paglets.config import HostConfig
 from paglets.core.errors import HostNotRunningError
 from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
-from paglets.durability import DurabilityService
+from paglets.durability.service import DurabilityService
 from paglets.mesh.service import MeshService
 from paglets.monitors import Monitors
 from paglets.movement.service import TransferService

@@ -23,7 +23,7 @@ import pytest
 import paglets
 from paglets.cli.host import command
 from paglets.core.errors import PagletError
-from paglets.durability import add_routes as add_durability_routes
+from paglets.durability.routes import add_routes as add_durability_routes
 from paglets.mesh.routes import add_routes as add_mesh_routes
 from paglets.monitors import add_routes as add_monitor_routes
 from paglets.movement.routes import add_routes as add_movement_routes

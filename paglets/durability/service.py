@@ -1,22 +1,10 @@
-"""``DurabilityService``: paglets kept on disk, across deactivation and host restarts.
+"""``DurabilityService``: the keeper of a host's paglets on disk.
 
-Every paglet of a host has a row in the host's store (`paglets.persistence`):
-its class, ``active`` or ``inactive``, and its durable state. That state is the
-creation state until the paglet first writes a checkpoint, then its latest
-checkpoint file (a movement envelope of kind ``checkpoint`` under
-``<home>/paglets/``). A paglet that arrives by a move keeps the arriving
-envelope as its first checkpoint.
-
-- **Deactivate**: after the messages already queued, ``on_deactivating`` runs,
-  the paglet writes its checkpoint, the row says ``inactive`` and the process
-  stops. Messages sent meanwhile wait, then activate it again.
-- **Activate**: a new process starts from the checkpoint and runs
-  ``on_activation`` then ``run()``. A message to an inactive paglet activates it
-  (unless ``no_delay``), and so does its wake-up time.
-- **Host stop** (SIGTERM): every active paglet writes a checkpoint first.
-  **Host start**: inactive paglets are listed again (no process); active ones
-  are activated from their checkpoint. After a SIGKILL of the host that is the
-  last checkpoint (or the creation state): the loss window.
+It is the supervisor's `Keeper` (`paglets.runtime.records`): it writes each
+paglet's row in the host's store as it starts and goes, deactivates and
+activates paglets, restarts crashed ones by their restart policy, writes
+every active paglet's checkpoint when the host stops and recovers them when
+it starts. The package docstring (`paglets.durability`) tells the model.
 """
 
 from __future__ import annotations
@@ -27,32 +15,24 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
-
-from paglets.core.bounds import bounded
-from paglets.core.errors import (
-    HostFullError,
-    PagletDisposedError,
-    PagletError,
-    PagletMovedError,
-    RequestError,
-    StorageError,
-)
+from paglets.core.errors import PagletError, RequestError, StorageError
 from paglets.core.events import EventKind
 from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.core.status import ExitReason, PagletStatus
+from paglets.durability.routes import add_routes
+from paglets.durability.timers import WakeTimers, wake_time
 from paglets.movement.faults import crash_point, delay_point
 from paglets.persistence.checkpoints import next_generation
 from paglets.persistence.files import fsync_dir, fsync_file, quarantine
 from paglets.persistence.records import PagletRecord
 from paglets.runtime.handle import ExitInfo
-from paglets.transport.body import json_response, read_json
-from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+
+    from aiohttp import web
 
     from paglets.calls import HostCalls
     from paglets.config import HostConfig
@@ -66,27 +46,6 @@ log = logging.getLogger(__name__)
 ACTIVE, INACTIVE, BROKEN = "active", "inactive", "broken"
 RECOVERY_CONCURRENCY = 8
 MAX_GENERATION = 2**62  # a paglet's word for its checkpoint's (SQLite holds up to 2**63 - 1)
-MAX_SLEEP = 10 * 366 * 86_400.0
-"""The furthest a wake-up time may lie ahead: ten years."""
-WAKE_RETRY_FIRST: Final = 1.0
-"""Seconds before a wake-up refused for lack of room (``--max-paglets``) is tried again."""
-WAKE_RETRY_MAX: Final = 60.0
-"""The longest wait between such tries (each waits twice the one before)."""
-_FAR_FUTURE = 1e11  # epoch seconds, beyond any wake-up time (year 5138)
-
-
-def wake_time(until: object, now: float) -> float:
-    """``until`` (epoch seconds) checked as a wake-up time: finite, not past `MAX_SLEEP`.
-
-    Raises:
-        RequestError: not a number, not finite, negative or too far ahead.
-    """
-    value = bounded(until, "'until' (epoch seconds)", 0.0, _FAR_FUTURE)
-    if value > now + MAX_SLEEP:
-        raise RequestError(
-            f"'until' ({value:.0f}) is more than ten years ahead; give a nearer time"
-        )
-    return value
 
 
 class DurabilityService:
@@ -108,8 +67,8 @@ class DurabilityService:
         self._activating: dict[str, asyncio.Future[None]] = {}
         self._settling: dict[str, asyncio.Future[None]] = {}
         self._restarting: dict[str, asyncio.Future[None]] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.timers = WakeTimers(supervisor, self._spawn)
         self._generations: dict[str, int] = {}  # the newest of each paglet's, on this host
         supervisor.keeper = self
         supervisor.fsync = config.transfer_fsync
@@ -117,7 +76,7 @@ class DurabilityService:
         calls.register("paglet.checkpointed", self._call_checkpointed)
 
     def __repr__(self) -> str:
-        return f"<DurabilityService {self.config.name} timers={len(self._timers)}>"
+        return f"<DurabilityService {self.config.name} timers={len(self.timers)}>"
 
     # -- the supervisor's keeper ---------------------------------------------------------
 
@@ -174,7 +133,7 @@ class DurabilityService:
         await self._store().run(keep)
 
     def gone(self, agent_id: str) -> None:
-        self._cancel_timer(agent_id)
+        self.timers.cancel(agent_id)
         self._generations.pop(agent_id, None)  # a later arrival's is newer by the clock
         self._spawn(self._forget(agent_id))
 
@@ -296,7 +255,7 @@ class DurabilityService:
         if row is None:
             raise StorageError(f"paglet {agent_id} is inactive but its record is gone")
         self.supervisor.admit(f"inactive paglet {agent_id}")  # it stays inactive if full
-        self._cancel_timer(agent_id)
+        self.timers.cancel(agent_id)
         self.supervisor.release_inactive(agent_id)
         try:
             await self._start(row, record.created_at)
@@ -385,7 +344,7 @@ class DurabilityService:
         finally:
             fut.set_result(None)
             del self._settling[agent_id]
-        self._schedule(agent_id, wake_at)
+        self.timers.schedule(agent_id, wake_at)
         when = f" until {time.ctime(wake_at)}" if wake_at else ""
         self.events.append(
             EventKind.PAGLET_DEACTIVATED, agent_id, f"deactivated{when}", {"wake_at": wake_at}
@@ -422,43 +381,7 @@ class DurabilityService:
                     generation=row.generation,
                 )
             )
-        self._schedule(agent_id, wake_at)
-
-    # -- wake-up times ----------------------------------------------------------------------
-
-    def _schedule(self, agent_id: str, wake_at: float | None) -> None:
-        self._cancel_timer(agent_id)
-        if wake_at is None:
-            return
-        delay = max(0.0, wake_at - time.time())
-        self._timers[agent_id] = asyncio.get_running_loop().call_later(delay, self._wake, agent_id)
-
-    def _wake(self, agent_id: str, retry: float = WAKE_RETRY_FIRST) -> None:
-        self._timers.pop(agent_id, None)
-        self._spawn(self._wake_logged(agent_id, retry))
-
-    async def _wake_logged(self, agent_id: str, retry: float) -> None:
-        """Wake ``agent_id``; a host without room (`HostFullError`) tries again later.
-
-        The retries back off from `WAKE_RETRY_FIRST` to `WAKE_RETRY_MAX` seconds and
-        end when the paglet wakes, is activated or disposed (its timer is cancelled).
-        """
-        try:
-            await self.supervisor.wake(agent_id)
-        except HostFullError as exc:
-            log.warning(
-                "paglet %s cannot wake up yet: %s; trying again in %g s", agent_id, exc, retry
-            )
-            self._timers[agent_id] = asyncio.get_running_loop().call_later(
-                retry, self._wake, agent_id, min(retry * 2, WAKE_RETRY_MAX)
-            )
-        except PagletError as exc:
-            log.warning("paglet %s did not wake up: %s", agent_id, exc)
-
-    def _cancel_timer(self, agent_id: str) -> None:
-        timer = self._timers.pop(agent_id, None)
-        if timer is not None:
-            timer.cancel()
+        self.timers.schedule(agent_id, wake_at)
 
     # -- host start and stop ----------------------------------------------------------------
 
@@ -471,8 +394,7 @@ class DurabilityService:
         try:
             yield
         finally:
-            for agent_id in list(self._timers):
-                self._cancel_timer(agent_id)
+            self.timers.cancel_all()
             await self._persist_all()
             # Records written or deleted just before the stop must reach the
             # store: a cancelled delete would bring a disposed paglet back.
@@ -530,7 +452,9 @@ class DurabilityService:
             if row.status == INACTIVE:
                 self.supervisor.hold_inactive(row.agent_id, row.class_path, row.updated)
                 wake_at = row.detail.get("wake_at")
-                self._schedule(row.agent_id, wake_at if isinstance(wake_at, int | float) else None)
+                self.timers.schedule(
+                    row.agent_id, wake_at if isinstance(wake_at, int | float) else None
+                )
             elif row.status == ACTIVE:
                 starting.append(start(row))
         await asyncio.gather(*starting)
@@ -596,57 +520,3 @@ def _restarts_after(policy: RestartPolicy, info: ExitInfo) -> bool:
         return False
     clean = info.reason is ExitReason.EXIT_CODE and info.code == 0
     return policy.mode is RestartMode.ALWAYS or not clean
-
-
-# -- routes -----------------------------------------------------------------------------------
-
-DURABILITY: web.AppKey[DurabilityService] = web.AppKey("paglets.durability.DURABILITY")
-
-
-async def _deactivate_route(request: web.Request) -> web.Response:
-    """``POST /v1/paglets/{id}/deactivate`` ``{"until": epoch seconds | "duration": s}``."""
-    service = request.app[DURABILITY]
-    data = await read_json(request, service.config.max_body, service.config.read_timeout)
-    if not isinstance(data, dict) or set(data) - {"until", "duration"}:
-        raise RequestError('deactivate takes {"until": epoch seconds} or {"duration": seconds}')
-    until, duration = data.get("until"), data.get("duration")
-    if until is not None and duration is not None:
-        raise RequestError("give 'until' or 'duration', not both")
-    now = time.time()
-    wake_at = None
-    if duration is not None:
-        wake_at = now + bounded(duration, "'duration' (seconds)", 0.0, MAX_SLEEP)
-    elif until is not None:
-        wake_at = wake_time(until, now)
-    agent_id = request.match_info["agent_id"]
-    await service.deactivate(agent_id, wake_at)
-    return json_response({"agent_id": agent_id, "status": "inactive", "wake_at": wake_at})
-
-
-async def _activate_route(request: web.Request) -> web.Response:
-    service = request.app[DURABILITY]
-    agent_id = request.match_info["agent_id"]
-    record = service.supervisor.get(agent_id)  # 404 for a paglet this host never had
-    if record.moved_to is not None:
-        raise PagletMovedError.to(agent_id, *record.moved_to)
-    if record.status is PagletStatus.DISPOSED:
-        raise PagletDisposedError(f"paglet {agent_id} was disposed")
-    await service.supervisor.wake(agent_id)
-    status = service.supervisor.get(agent_id).status
-    return json_response({"agent_id": agent_id, "status": status.value})
-
-
-async def _checkpoint_route(request: web.Request) -> web.Response:
-    service = request.app[DURABILITY]
-    agent_id = request.match_info["agent_id"]
-    await service.checkpoint(agent_id)
-    return json_response({"agent_id": agent_id, "checkpointed": True})
-
-
-def add_routes(app: web.Application, service: DurabilityService) -> None:
-    """Register the deactivate, activate and checkpoint routes on ``app``."""
-    app[DURABILITY] = service
-    prefix = f"{API_PREFIX}/paglets/{{agent_id}}"
-    app.router.add_post(f"{prefix}/deactivate", _deactivate_route)
-    app.router.add_post(f"{prefix}/activate", _activate_route)
-    app.router.add_post(f"{prefix}/checkpoint", _checkpoint_route)
