@@ -292,10 +292,12 @@ async def test_messages_sent_during_a_move_all_arrive(
         assert await traveler.send("where") == "b"
 
 
-def _forged(class_path: str, state_class_path: str, state: bytes, transfer_id: str) -> bytes:
+def _forged(
+    class_path: str, state_class_path: str, state: bytes, transfer_id: str, agent_id: str = "f" * 32
+) -> bytes:
     """An envelope written by hand, as an attacker would."""
     header = {
-        "agent_id": "f" * 32,
+        "agent_id": agent_id,
         "class_path": class_path,
         "state_class_path": state_class_path,
         "transfer_id": transfer_id,

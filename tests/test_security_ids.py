@@ -26,6 +26,7 @@ from paglets.config import HostConfig
 from paglets.core.errors import ConfigurationError, EnvelopeError
 from paglets.transport.app import ROUTE_IDS, check_route_ids
 from paglets.wire.envelope import read_header
+from tests.test_movement import _forged as forged_envelope
 from tests.test_movement import _forged_spec
 
 if TYPE_CHECKING:
@@ -174,25 +175,7 @@ async def test_a_well_formed_id_works_end_to_end(host: Host, client: AsyncHostCl
 def _forged(transfer_id: str, agent_id: str = "f" * 32) -> bytes:
     """A well-formed envelope of a Counter, written by hand as an attacker would."""
     state = json.dumps({"count": 7, "visits": []}).encode()
-    header = {
-        "agent_id": agent_id,
-        "class_path": COUNTER,
-        "state_class_path": "examples.counter:CounterState",
-        "transfer_id": transfer_id,
-        "kind": "dispatch",
-        "hops": 1,
-        "origin": "evil",
-        "origin_url": "http://127.0.0.1:1",
-        "source": "evil",
-        "created": 0.0,
-        "ticket": {},
-        "meta": {},
-        "state_len": len(state),
-        "blobs": [],
-        "files": [],
-    }
-    raw = json.dumps(header).encode()
-    return b"PGLE" + struct.pack(">HI", 1, len(raw)) + raw + state
+    return forged_envelope(COUNTER, "examples.counter:CounterState", state, transfer_id, agent_id)
 
 
 def _transfer_headers(transfer_id: str) -> dict[str, str]:

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.hostproc import env_without_key
+from tests.test_security_limits import _health, _port
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -25,19 +26,6 @@ if TYPE_CHECKING:
 
 KEY = "redteam-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-async def _health(url: str, timeout: float = 5.0) -> tuple[int, Any]:
-    """``GET /health`` on a fresh connection: the status and the JSON body."""
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-        session.get(f"{url}/health") as resp,
-    ):
-        return resp.status, await resp.json(content_type=None)
 
 
 @pytest.fixture
@@ -96,7 +84,9 @@ async def test_a_wake_up_refused_for_lack_of_room_happens_once_there_is_room(
     assert status == 200
     status, _ = await _call(session, "POST", api, {"class_path": counter, "agent_id": "hog"})
     assert status == 201
-    await wait_for(lambda: "paglet sleeper cannot wake up yet" in host.log(), 20, "the refused wake")
+    await wait_for(
+        lambda: "paglet sleeper cannot wake up yet" in host.log(), 20, "the refused wake"
+    )
     status, _ = await _call(session, "DELETE", f"{api}/hog")
     assert status == 200
 
