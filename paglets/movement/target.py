@@ -57,7 +57,8 @@ if TYPE_CHECKING:
 
     class Commit(Protocol):
         """Check the envelope at ``at`` (or at the landing path), then journal the
-        arrival, running ``write`` first in the same trip (see `_commit`)."""
+        arrival, running ``write`` first in the same trip (see `_commit`).
+        ``durable``, flushing the file to disk, runs while it is checked."""
 
         async def __call__(
             self,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
             write: Callable[[], None] | None = None,
             body: bytes | None = None,
             at: Path | None = None,
+            durable: Awaitable[None] | None = None,
         ) -> None: ...
 
     # land(path, commit): put the envelope at ``path``, committing it or leaving that to us
@@ -192,10 +194,12 @@ class Receiver:
                 body = b"".join(chunks) if self.fsync and size <= INLINE_MAX else None
                 flush = self.fsync and body is None
                 # checked from a file beside `path`, which the commit renames to it
-                unchecked = await asyncio.to_thread(_land_unchecked, path, chunks, flush)
+                unchecked = await asyncio.to_thread(_land_unchecked, path, chunks)
                 try:
                     promote = partial(_promote, unchecked, path, sync=flush)
-                    await commit(header, promote, body, at=unchecked)
+                    # flushed to disk while a child checks it: only the commit waits for both
+                    durable = asyncio.to_thread(fsync_file, unchecked) if flush else None
+                    await commit(header, promote, body, at=unchecked, durable=durable)
                 finally:
                     with contextlib.suppress(OSError):
                         unchecked.unlink()  # gone already, if the commit renamed it
@@ -298,8 +302,10 @@ class Receiver:
             write: Callable[[], None] | None = None,
             body: bytes | None = None,
             at: Path | None = None,
+            durable: Awaitable[None] | None = None,
         ) -> None:
-            checked.append(await self.verify(header, path if at is None else at))
+            envelope = path if at is None else at
+            checked.append(await self._verified(header, envelope, durable))
             then = None if write is None else partial(writing, write)
             outcome.append(await self._commit(transfer_id, path, header, then, body))
 
@@ -346,6 +352,27 @@ class Receiver:
         task.add_done_callback(self._starting.discard)
         await asyncio.sleep(0)  # let the start register the paglet before we answer
         return self._answer(header.agent_id, started=False)
+
+    async def _verified(
+        self, header: EnvelopeHeader, envelope: Path, durable: Awaitable[None] | None
+    ) -> ChildProcess:
+        """`verify`, while ``durable`` (if any) flushes the file: the commit waits for both."""
+        flushing = None if durable is None else asyncio.ensure_future(durable)
+        try:
+            child = await self.verify(header, envelope)
+        except BaseException:
+            if flushing is not None:  # never left running, nor its failure unretrieved
+                await asyncio.wait([flushing])
+                if not flushing.cancelled():
+                    flushing.exception()
+            raise
+        if flushing is not None:
+            try:
+                await flushing
+            except BaseException:
+                await discard(child)
+                raise
+        return child
 
     async def _commit(
         self,
@@ -496,15 +523,12 @@ def _rebuild(path: Path, body: bytes) -> None:
     land_small(path, [body], sync=True)
 
 
-def _land_unchecked(path: Path, chunks: list[bytes], sync: bool) -> Path:
-    """Write ``chunks`` to a new temporary file beside ``path`` (flushed with ``sync``)."""
+def _land_unchecked(path: Path, chunks: list[bytes]) -> Path:
+    """Write ``chunks`` to a new temporary file beside ``path`` (not flushed: `fsync_file`)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")  # `recover` sweeps these
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             f.writelines(chunks)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
