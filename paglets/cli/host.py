@@ -31,6 +31,7 @@ from paglets.cli._errors import run_cli
 from paglets.cli._units import BYTES
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
 from paglets.runtime.records import SupervisorLimits
+from paglets.runtime.warmup import freeze_heap
 from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
 
 if TYPE_CHECKING:
@@ -399,6 +400,7 @@ def default_child_memory() -> int:
 
 async def _serve(host: Host, ready_file: Path | None) -> None:
     def announce(ready: Host) -> None:
+        freeze_heap()  # what a started daemon holds, no full collection walks again
         if ready_file is not None:
             _write_ready_file(ready_file, ready)
 

@@ -21,6 +21,7 @@ copied before the paglet is there.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import tempfile
@@ -40,7 +41,7 @@ from paglets.wire.state_json import prepare, state_to_json
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["prime_child", "warm_module", "warm_runtime"]
+__all__ = ["freeze_heap", "prime_child", "warm_module", "warm_runtime"]
 
 # The sample envelope, in memory (a memfd) that forked children inherit.
 _sample_fd: int | None = None
@@ -149,3 +150,17 @@ def warm_module(module: ModuleType) -> None:
             state = getattr(value, "State", None)
             if isinstance(state, type):
                 prepare(state)
+
+
+def freeze_heap() -> None:
+    """In a daemon that has started: collect once, then freeze what is left.
+
+    Everything alive once a host serves (modules, the app, its tables) lives as
+    long as the process, yet each full collection walked all of it: 13 to 24 ms
+    of a ``paglets-host`` on this kind of machine, stalling whatever move or
+    message was under way (the first hop after a start above all). Frozen
+    objects are left out of every later collection. Only for a process that is
+    one host: objects frozen here are never collected, even as garbage cycles.
+    """
+    gc.collect()
+    gc.freeze()
