@@ -42,6 +42,7 @@ from paglets.core.errors import (
 )
 from paglets.mesh.hello import HELLO_PATH, Hello, HelloReply, hello_key, is_proven, new_nonce
 from paglets.mesh.peers import MAX_HOSTS
+from paglets.transport.body import read_stream
 from paglets.wire import strict_json
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX
@@ -95,13 +96,7 @@ async def _read_capped(resp: aiohttp.ClientResponse, limit: int, url: str) -> by
         raise PayloadTooLargeError(
             f"{url} answered with {resp.content_length} bytes (limit {limit})"
         )
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"{url} answered with more than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await read_stream(resp.content, limit, f"the answer of {url}")
 
 
 def _decode_answer(payload: bytes, status: int, url: str, what: str) -> Any:

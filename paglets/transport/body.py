@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from paglets.core.errors import HandlerError, PayloadTooLargeError, RequestError
 from paglets.wire import strict_json
@@ -31,14 +31,20 @@ async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes
 
 
 async def _read_chunked(request: web.Request, limit: int, timeout: float) -> bytes:
+    async with asyncio.timeout(timeout):
+        return await read_stream(request.content, limit, "request body")
+
+
+async def read_stream(stream: StreamReader, limit: int, what: str) -> bytes:
+    """All of ``stream`` (a request's or a response's body), or `PayloadTooLargeError`
+    naming ``what`` once it passes ``limit`` bytes; read in 64 KiB chunks."""
     chunks: list[bytes] = []
     size = 0
-    async with asyncio.timeout(timeout):
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body exceeds the {limit}-byte limit")
-            chunks.append(chunk)
+    async for chunk in stream.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"{what} exceeds the {limit}-byte limit")
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
