@@ -32,7 +32,8 @@ from paglets import (
 from paglets.movement.service import TransferService
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
-from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec, write_envelope
+from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec
+from paglets.wire.envelope_write import write_envelope
 from tests.conftest import wait_for
 
 if TYPE_CHECKING:

@@ -25,13 +25,8 @@ import pytest
 
 from paglets import AsyncHostClient, Message, Paglet, PagletState, TransferError
 from paglets.persistence.records import TransferRole
-from paglets.wire.envelope import (
-    MAX_FILE_DEPTH,
-    MAX_FILE_NAME,
-    MAX_FILES,
-    PARSE_OFF_LOOP,
-    write_envelope,
-)
+from paglets.wire.envelope import MAX_FILE_DEPTH, MAX_FILE_NAME, MAX_FILES, PARSE_OFF_LOOP
+from paglets.wire.envelope_write import write_envelope
 from tests.conftest import wait_for
 from tests.test_movement import _forged_spec
 

@@ -27,13 +27,8 @@ from examples.travel import TravelerState
 from paglets import AsyncHostClient, TransferError
 from paglets.core.errors import TooManyConnectionsError
 from paglets.movement.source import LOCAL_RECEIVERS, MESH_HEADER, TRANSFER_HEADER
-from paglets.wire.envelope import (
-    MEDIA_TYPE,
-    EnvelopeSpec,
-    envelope_size,
-    read_header,
-    write_envelope,
-)
+from paglets.wire.envelope import MEDIA_TYPE, EnvelopeSpec, envelope_size, read_header
+from paglets.wire.envelope_write import write_envelope
 from tests.conftest import wait_for
 from tests.hostproc import HOST_CMD
 

@@ -30,22 +30,20 @@ from paglets.core.errors import (
     ProtocolError,
 )
 from paglets.core.state import PagletState
-from paglets.wire import envelope
+from paglets.wire import envelope_write
 from paglets.wire.envelope import (
     MAX_HEADER,
     EnvelopeHeader,
-    EnvelopeReader,
     EnvelopeSpec,
     SourceFile,
-    check_small,
     envelope_size,
-    land_small,
     peek_header,
     read_header,
-    read_small,
-    receive_envelope,
-    write_envelope,
 )
+from paglets.wire.envelope_read import EnvelopeReader, check_small, read_small
+from paglets.wire.envelope_receive import receive_envelope
+from paglets.wire.envelope_write import write_envelope
+from paglets.wire.landing import land_small
 from paglets.wire.state_json import BLOB_MIN
 
 
@@ -215,13 +213,13 @@ def test_files_travel_with_their_digest(tmp_path: Path) -> None:
 def test_a_file_that_changes_while_packed_is_refused(tmp_path: Path, monkeypatch) -> None:
     src = tmp_path / "f"
     src.write_bytes(b"after")
-    real = envelope._digest
+    real = envelope_write._digest
 
     def stale_digest(path: Path) -> dict[str, Any]:
         found = real(path)
         return found | {"sha256": hashlib.sha256(b"befor").hexdigest()}
 
-    monkeypatch.setattr(envelope, "_digest", stale_digest)
+    monkeypatch.setattr(envelope_write, "_digest", stale_digest)
     with pytest.raises(EnvelopeError, match="changed while it was being packed"):
         write_envelope(tmp_path / "e.env", _spec(), Doc(), [SourceFile("f", src)], sync=False)
     assert _leftovers(tmp_path) == ["f"]

@@ -37,15 +37,8 @@ from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
 from paglets.transport.filebody import GrowingFile
-from paglets.wire.envelope import (
-    INLINE_MAX,
-    SMALL_MAX,
-    EnvelopeReader,
-    check_small,
-    envelope_size,
-    peek_header,
-    read_small,
-)
+from paglets.wire.envelope import INLINE_MAX, SMALL_MAX, envelope_size, peek_header
+from paglets.wire.envelope_read import EnvelopeReader, check_small, read_small
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:

@@ -522,7 +522,7 @@ class Sender:
 
     async def restore(self, agent_id: str, envelope: Path) -> None:
         """Run a paglet here again from the envelope of a move that did not happen."""
-        from paglets.wire.envelope import EnvelopeReader  # noqa: PLC0415 - rare path
+        from paglets.wire.envelope_read import EnvelopeReader  # noqa: PLC0415 - rare path
 
         def class_path() -> str:
             with EnvelopeReader(envelope) as reader:

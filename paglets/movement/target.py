@@ -35,13 +35,10 @@ from paglets.persistence.files import fsync_dir, fsync_file
 from paglets.persistence.paths import under
 from paglets.persistence.records import TransferPhase, TransferRecord, TransferRole
 from paglets.runtime.verify import discard, verify_arrival
-from paglets.wire.envelope import (
-    INLINE_MAX,
-    EnvelopeHeader,
-    EnvelopeReader,
-    land_small,
-    receive_envelope,
-)
+from paglets.wire.envelope import INLINE_MAX, EnvelopeHeader
+from paglets.wire.envelope_read import EnvelopeReader
+from paglets.wire.envelope_receive import receive_envelope
+from paglets.wire.landing import land_small
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from paglets.core.errors import EnvelopeError, StorageError
 from paglets.persistence.files import storage_error
-from paglets.wire.envelope import EnvelopeReader
+from paglets.wire.envelope_read import EnvelopeReader
 
 if TYPE_CHECKING:
     from pathlib import Path

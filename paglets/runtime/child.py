@@ -43,7 +43,7 @@ from paglets.runtime.moving import Location, Mover, run_hook
 from paglets.runtime.osutil import die_with_parent, yield_cpu
 from paglets.runtime.verify import VERIFY, answer_check, checked_state
 from paglets.runtime.warmup import prime_child
-from paglets.wire.envelope import EnvelopeReader
+from paglets.wire.envelope_read import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
 from paglets.wire.state_json import state_from_json, state_to_json
 

@@ -34,13 +34,8 @@ from paglets.core.events import LifecycleEvent, LifecycleKind
 from paglets.persistence.checkpoints import GENERATION, next_generation
 from paglets.persistence.paths import under
 from paglets.runtime.osutil import yield_cpu
-from paglets.wire.envelope import (
-    INLINE_MAX,
-    SMALL_MAX,
-    EnvelopeSpec,
-    SourceFile,
-    write_envelope,
-)
+from paglets.wire.envelope import INLINE_MAX, SMALL_MAX, EnvelopeSpec, SourceFile
+from paglets.wire.envelope_write import write_envelope
 
 if TYPE_CHECKING:
     import concurrent.futures

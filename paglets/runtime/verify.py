@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from paglets.core.errors import EnvelopeError, RequestError, TransferError
 from paglets.core.paglet import Paglet
 from paglets.runtime import ipc
-from paglets.wire.envelope import EnvelopeReader
+from paglets.wire.envelope_read import EnvelopeReader
 from paglets.wire.modules import ModulePolicy, import_class
 
 if TYPE_CHECKING:

@@ -35,7 +35,9 @@ from paglets.core.paglet import Paglet
 from paglets.core.state import PagletState
 from paglets.runtime import ipc
 from paglets.runtime.frames import FrameDecoder, encode_json
-from paglets.wire.envelope import EnvelopeReader, EnvelopeSpec, write_envelope
+from paglets.wire.envelope import EnvelopeSpec
+from paglets.wire.envelope_read import EnvelopeReader
+from paglets.wire.envelope_write import write_envelope
 from paglets.wire.state_json import prepare, state_to_json
 
 if TYPE_CHECKING:
