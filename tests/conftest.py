@@ -12,7 +12,7 @@ import pytest
 
 from paglets import AsyncHostClient, Host
 from pagletstest import PREFIX as TEST_PAGLETS
-from tests.hostproc import RunningHost, host_processes
+from tests.hostproc import Pair, RunningHost, host_processes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -119,3 +119,13 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
     """Start ``paglets-host`` processes (``--state-dir tmp_path/state``); kill leftovers."""
     with host_processes(tmp_path) as factory:
         yield factory
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[Pair]:
+    """Two ``paglets-host`` processes, ``src`` and ``dst``, restartable on their ports."""
+    p = Pair(tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +20,9 @@ from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+
+from paglets import HostClient
+from pagletstest import host_env
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -114,3 +118,70 @@ def host_processes(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
                 for child in tree:
                     if running(child):
                         child.kill()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Pair:
+    """Two ``paglet-host`` processes, ``src`` and ``dst``, restartable on their ports."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.ports = {"src": free_port(), "dst": free_port()}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.trees: list[psutil.Process] = []
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def start(self, name: str, crash_at: str | None = None, *, fsync: bool = False) -> None:
+        ready = self.tmp / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        log = (self.tmp / f"{name}.log").open("ab")
+        other = "dst" if name == "src" else "src"
+        argv = [*HOST_CMD, "--name", name, "--port", str(self.ports[name])]
+        argv += ["--ready-file", str(ready), "--state-dir", str(self.tmp / name)]
+        argv += ["--peer", self.url(other), "--log-level", "warning"]
+        argv += ["--transfer-fsync" if fsync else "--no-transfer-fsync"]
+        argv += ["--gossip-interval", "0.1", "--offline-after", "1"]
+        env = host_env(
+            env_without_key(PAGLETS_CRASH_AT=crash_at) if crash_at else env_without_key()
+        )
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
+        log.close()
+        self.processes[name] = process
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert process.poll() is None, self.log(name)
+            assert time.monotonic() < deadline, f"{name} not ready"
+            time.sleep(0.02)
+        assert json.loads(ready.read_text())["url"] == self.url(name)
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text()
+
+    def wait_dead(self, name: str) -> None:
+        self.processes[name].wait(30)
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                self.trees += psutil.Process(process.pid).children(recursive=True)
+                process.terminate()
+                process.wait(20)
+        wait_gone(self.trees)
+
+    def copies(self, agent_id: str) -> dict[str, str]:
+        """Where the paglet is listed as running (or held), by host."""
+        found = {}
+        for name in ("src", "dst"):
+            with HostClient(self.url(name), api_key="") as client:
+                for info in client.list():
+                    if info.agent_id == agent_id:
+                        found[name] = info.status
+        return found

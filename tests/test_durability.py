@@ -25,11 +25,12 @@ from paglets import (
 )
 from paglets.persistence.checkpoints import keep
 from tests.conftest import wait_for
-from tests.test_movement_crash import Pair
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
     from pathlib import Path
+
+    from tests.hostproc import Pair
 
 TRAVELER = "examples.travel:Traveler"
 COUNTER = "examples.counter:Counter"
@@ -197,15 +198,6 @@ async def test_a_full_disk_fails_the_deactivation_and_the_paglet_stays_active(
 
 
 # -- SIGKILL of the host ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    p = Pair(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def test_after_a_sigkill_paglets_come_back_from_their_last_checkpoint(pair: Pair) -> None:

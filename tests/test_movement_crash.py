@@ -8,104 +8,22 @@ the paglet runs in the mesh, never zero, never two, with its state intact.
 from __future__ import annotations
 
 import hashlib
-import json
-import socket
-import subprocess
 import time
 from typing import TYPE_CHECKING
 
-import psutil
 import pytest
 
 from paglets import HostClient, Message, PagletError
 from paglets.persistence.store import Store, TransferPhase, TransferRole
-from pagletstest import host_env
-from tests.hostproc import command as _command
-from tests.hostproc import env_without_key as _env
-from tests.hostproc import wait_gone as _wait_gone
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from pathlib import Path
+    from collections.abc import Callable
 
-HOST_CMD = _command("paglets-host", "paglets.cli.host")
+    from tests.hostproc import Pair
+
 TRAVELER = "examples.travel:Traveler"
 FREE_TRAVELER = "pagletstest.travel:FreeTraveler"  # carries files from anywhere
 PAYLOAD = 6 * 1024 * 1024  # several 1 MiB chunks: "mid-stream" is a real middle
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Pair:
-    """Two ``paglet-host`` processes, ``src`` and ``dst``, restartable on their ports."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.ports = {"src": _free_port(), "dst": _free_port()}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.trees: list[psutil.Process] = []
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.ports[name]}"
-
-    def start(self, name: str, crash_at: str | None = None, *, fsync: bool = False) -> None:
-        ready = self.tmp / f"{name}.ready"
-        ready.unlink(missing_ok=True)
-        log = (self.tmp / f"{name}.log").open("ab")
-        other = "dst" if name == "src" else "src"
-        argv = [*HOST_CMD, "--name", name, "--port", str(self.ports[name])]
-        argv += ["--ready-file", str(ready), "--state-dir", str(self.tmp / name)]
-        argv += ["--peer", self.url(other), "--log-level", "warning"]
-        argv += ["--transfer-fsync" if fsync else "--no-transfer-fsync"]
-        argv += ["--gossip-interval", "0.1", "--offline-after", "1"]
-        env = host_env(_env(PAGLETS_CRASH_AT=crash_at) if crash_at else _env())
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
-        log.close()
-        self.processes[name] = process
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert process.poll() is None, self.log(name)
-            assert time.monotonic() < deadline, f"{name} not ready"
-            time.sleep(0.02)
-        assert json.loads(ready.read_text())["url"] == self.url(name)
-
-    def log(self, name: str) -> str:
-        return (self.tmp / f"{name}.log").read_text()
-
-    def wait_dead(self, name: str) -> None:
-        self.processes[name].wait(30)
-
-    def close(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                self.trees += psutil.Process(process.pid).children(recursive=True)
-                process.terminate()
-                process.wait(20)
-        _wait_gone(self.trees)
-
-    def copies(self, agent_id: str) -> dict[str, str]:
-        """Where the paglet is listed as running (or held), by host."""
-        found = {}
-        for name in ("src", "dst"):
-            with HostClient(self.url(name), api_key="") as client:
-                for info in client.list():
-                    if info.agent_id == agent_id:
-                        found[name] = info.status
-        return found
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    p = Pair(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -22,25 +22,16 @@ from paglets.persistence.store import PagletRecord, Store
 from pagletstest import host_env
 from tests.conftest import wait_for
 from tests.hostproc import env_without_key
-from tests.test_movement_crash import FREE_TRAVELER, TRAVELER, Pair, _wait
+from tests.test_movement_crash import FREE_TRAVELER, TRAVELER, _wait
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
     from pathlib import Path
 
     from paglets import Host
-    from tests.hostproc import RunningHost
+    from tests.hostproc import Pair, RunningHost
 
 HOLD_KEEPER = "keeper.before_keep=3"  # the post-start write waits; the test runs meanwhile
-
-
-@pytest.fixture
-def pair(tmp_path: Path) -> Iterator[Pair]:
-    p = Pair(tmp_path)
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def _target_phase(pair: Pair) -> str | None:
