@@ -73,6 +73,21 @@ class OtherState(PagletState):
     count: int = 0
 
 
+@dataclass
+class PickyState(PagletState):
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            raise RuntimeError("count must not be negative")  # not a ValueError
+
+
+class Picky(Paglet[PickyState]):
+    """Its state refuses a negative count when built (tests only)."""
+
+    State = PickyState
+
+
 class SelfForger(Paglet[KeeperState]):
     """Has its host send an envelope of itself that can never start (tests only)."""
 
@@ -326,8 +341,26 @@ _SHA_OF_NOTHING = hashlib.sha256(b"").hexdigest()
         ({"state": b"[1, 2]"}, 400, "must be a JSON object"),
         ({"state": b"{not json"}, 400, "not UTF-8 JSON"),
         ({"files": {"f.txt": b"x"}, "sha256": _SHA_OF_NOTHING}, 400, "fails its SHA-256"),
+        (
+            {
+                "class_path": "tests.test_security_envelope:Picky",
+                "state_class_path": "tests.test_security_envelope:PickyState",
+                "state": b'{"count": -1}',
+            },
+            409,
+            "count must not be negative",
+        ),
     ],
-    ids=["not-a-paglet", "no-class", "other-state", "bad-state", "not-object", "not-json", "sha"],
+    ids=[
+        "not-a-paglet",
+        "no-class",
+        "other-state",
+        "bad-state",
+        "not-object",
+        "not-json",
+        "sha",
+        "state-raises",
+    ],
 )
 async def test_an_envelope_that_cannot_start_is_refused_before_the_commit(
     make_host: Callable[..., Awaitable[Host]],

@@ -144,8 +144,12 @@ class _Answer:
             exc = record.error.to_exception()  # by name, without the child's traceback
             if isinstance(exc, RequestError | EnvelopeError):
                 raise type(exc)(f"host {self.host_name} cannot start the paglet: {exc.message}")
-            self.fail(exc)
-            await self.future
+            # Any other failure of the check (the state's own code raised, the envelope
+            # could not be read): the paglet could not start here either.
+            raise TransferError(
+                f"host {self.host_name} cannot start the paglet: "
+                f"{type(exc).__name__}: {exc.message}"
+            ) from None
 
 
 async def verify_arrival(
@@ -170,8 +174,9 @@ async def verify_arrival(
             not a paglet class, or the state does not fit it; the message says why.
         EnvelopeError: the envelope names another state class than the class's
             ``State``, its state is not JSON, or a file fails its SHA-256.
-        TransferError: the check itself did not finish (the child died or
-            took longer than ``timeout``): the envelope is refused all the same.
+        TransferError: the check failed otherwise (the state's own code raised)
+            or did not finish (the child died or took longer than ``timeout``):
+            the envelope is refused all the same.
     """
     child = await spawner.spawn()
     answer = _Answer(child, host_name)
