@@ -126,7 +126,8 @@ class HostConfig:
             shown = "the LAN address" if self.bind_public is True else self.bind_addresses[0]
             raise ConfigurationError(
                 f"refusing to bind {shown} without an API key: set PAGLETS_API_KEY "
-                "(or --api-key-env NAME), or pass --insecure to accept unauthenticated access"
+                "(or --api-key-env NAME, or --api-key-file PATH), or pass --insecure to accept "
+                "unauthenticated access"
             )
         self._validate_mesh()
 

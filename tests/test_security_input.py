@@ -36,7 +36,7 @@ from paglets import AsyncHostClient
 from paglets.core.errors import HostFullError, HostNotRunningError, ProtocolError, RequestError
 from paglets.core.movement import TransferTicket
 from paglets.core.policy import RestartMode, RestartPolicy
-from paglets.runtime.admission import Admission
+from paglets.runtime.admission import UNMEASURED_CHILD, Admission
 from paglets.runtime.frames import HEADER, FrameDecoder, FrameKind, encode_json
 from paglets.runtime.records import SupervisorLimits
 from paglets.transport.app import error_middleware
@@ -547,6 +547,15 @@ def test_a_sweep_of_children_estimates_those_started_since() -> None:
         admission.check(5, "paglet x")
 
 
+def test_children_started_before_any_sweep_count_too() -> None:
+    admission = Admission("h", max_paglets=None, max_child_memory=50 * MiB)
+    assert admission.estimate(0) == 0
+    assert admission.estimate(2) == 2 * UNMEASURED_CHILD
+    admission.check(2, "paglet x")  # 40 MiB
+    with pytest.raises(HostFullError, match="--max-child-memory 50 MiB"):
+        admission.check(3, "paglet x")  # 60 MiB, before the first sweep measured any
+
+
 # -- the flags, on a real paglets-host ----------------------------------------------------------
 
 
@@ -625,3 +634,15 @@ def test_the_daemon_bounds_its_childrens_memory_by_default() -> None:
         timeout=60,
     ).stdout
     assert "3/4 of this machine's memory" in " ".join(shown.split())
+
+
+def test_an_explicit_zero_child_memory_is_refused_not_taken_for_the_default() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "paglets.cli.host", "--max-child-memory", "0", "--port", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "max_child_memory must be at least 1 MiB" in done.stderr

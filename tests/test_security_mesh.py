@@ -448,3 +448,11 @@ async def test_a_host_without_the_key_is_never_sent_it(
     assert {p for _, p, _ in recorder.requests} == {"/v1/mesh/hello"}
     assert all("Authorization" not in h for _, _, h in recorder.requests)
     assert "intruder" not in a.mesh.table
+
+
+def test_the_identity_directory_is_made_private_even_when_it_exists(tmp_path: Path) -> None:
+    directory = tmp_path / "mesh"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    HostIdentity.load_or_create(directory)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700

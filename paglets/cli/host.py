@@ -387,7 +387,9 @@ def command(  # click passes options by keyword
         limits=dataclasses.replace(
             DEFAULT_LIMITS,
             max_paglets=max_paglets,
-            max_child_memory=max_child_memory or default_child_memory(),
+            max_child_memory=(
+                default_child_memory() if max_child_memory is None else max_child_memory
+            ),
         ),
     )
     asyncio.run(_serve(Host(config), ready_file))

@@ -56,6 +56,7 @@ class WakeTimers:
         self._supervisor = supervisor
         self._spawn = spawn
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._timers)
@@ -81,6 +82,8 @@ class WakeTimers:
         try:
             await self._supervisor.wake(agent_id)
         except HostFullError as exc:
+            if self._closed or agent_id in self._timers:
+                return  # the host stops, or the paglet got a new wake-up time meanwhile
             log.warning(
                 "paglet %s cannot wake up yet: %s; trying again in %g s", agent_id, exc, retry
             )
@@ -97,6 +100,7 @@ class WakeTimers:
             timer.cancel()
 
     def cancel_all(self) -> None:
-        """Drop every wake-up time (the host is stopping)."""
+        """Drop every wake-up time (the host is stopping): none is set or retried again."""
+        self._closed = True
         for agent_id in list(self._timers):
             self.cancel(agent_id)

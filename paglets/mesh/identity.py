@@ -62,6 +62,7 @@ class HostIdentity:
             ConfigurationError: the key file exists but is not an Ed25519 private key.
         """
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.chmod(0o700)  # also when it was there already
         path = directory / IDENTITY_FILE
         try:
             return cls(_create(path))

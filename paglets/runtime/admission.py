@@ -19,6 +19,7 @@ stops a running child from growing: the per-child ``memory_limit`` does that.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from paglets.core.errors import HostFullError
 from paglets.core.status import PagletStatus
@@ -29,6 +30,11 @@ LIVE = frozenset(
 """The statuses of a paglet that has, or is getting, a process."""
 
 _MiB = 1024 * 1024
+
+
+UNMEASURED_CHILD: Final = 20 * _MiB
+"""What a child counts for before any is measured: an idle child's RSS here (about 20 MiB,
+`bench/foundation.py`), so a burst of creates before the first sweep is bounded too."""
 
 
 @dataclass(slots=True)
@@ -47,11 +53,11 @@ class Admission:
         self.measured = len(sizes)
 
     def estimate(self, live: int) -> int:
-        """The children's memory now: measured, plus the average for unmeasured ones."""
-        if not self.measured:
-            return self.child_memory
+        """The children's memory now: measured, plus the average for unmeasured ones
+        (`UNMEASURED_CHILD` each while none has been measured yet)."""
+        average = self.child_memory // self.measured if self.measured else UNMEASURED_CHILD
         unmeasured = max(0, live - self.measured)
-        return self.child_memory + unmeasured * (self.child_memory // self.measured)
+        return self.child_memory + unmeasured * average
 
     def check(self, live: int, what: str) -> None:
         """Refuse to start ``what`` (e.g. "paglet x") with ``live`` paglets running.
