@@ -35,6 +35,7 @@ EXPECTED_ALL = [
     "HostClient",
     "HostConfig",
     "HostError",
+    "HostFullError",
     "HostInfo",
     "HostNotFoundError",
     "HostNotRunningError",
@@ -163,7 +164,7 @@ def test_every_exported_error_is_a_paglet_error() -> None:
         for n in EXPECTED_ALL
         if isinstance(getattr(paglets, n), type) and issubclass(getattr(paglets, n), BaseException)
     ]
-    assert len(errors) == 25
+    assert len(errors) == 26
     for error in errors:
         assert issubclass(error, paglets.PagletError), error
 
