@@ -31,7 +31,7 @@ from paglets.wire.mesh import HostRecord
 if TYPE_CHECKING:
     from paglets.config import HostConfig
     from paglets.mesh.hello import Hello, HelloReply
-    from paglets.mesh.peers import MergeResult, PeerTable
+    from paglets.mesh.peers import MergeResult, PeerTable, Refused
     from paglets.persistence.events import EventLog
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ class Membership:
                 continue
             self._reported.add(key)
             if refused.kind is RefusalKind.OTHER_IDENTITY:
-                self._duplicate(refused.name, refused.url, refused.kept_url, refused)
+                self._duplicate(refused)
                 continue
             log.warning(
                 "refused a record of host %r (%s): it %s",
@@ -147,7 +147,8 @@ class Membership:
         if self.pins.dirty:
             self._wake.set()
 
-    def _duplicate(self, name: str, refused_url: str, kept_url: str | None, refused: Any) -> None:
+    def _duplicate(self, refused: Refused) -> None:
+        name, refused_url, kept_url = refused.name, refused.url, refused.kept_url
         kept = kept_url or "(not in the table now)"
         log.warning(
             "host name %r is claimed by %s with identity %s, but is pinned to %s (%s); "
