@@ -30,9 +30,10 @@ from paglets import (
     TransferTicket,
 )
 from paglets.movement.service import TransferService
+from paglets.movement.source import MESH_HEADER, TRANSFER_HEADER
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
-from paglets.wire.envelope import INLINE_MAX, EnvelopeSpec
+from paglets.wire.envelope import INLINE_MAX, MEDIA_TYPE, EnvelopeSpec
 from paglets.wire.envelope_write import write_envelope
 from tests.conftest import wait_for
 
@@ -332,11 +333,7 @@ async def test_a_forged_envelope_naming_another_global_is_refused(
     marker = tmp_path / "pwned"
     state = json.dumps({"log": [f"touch {marker}"]}).encode()
     body = _forged(class_path, state_class_path, state, "t" * 32)
-    headers = {
-        "Content-Type": "application/vnd.paglets.envelope",
-        "X-Paglets-Transfer": "t" * 32,
-        "X-Paglets-Mesh-Version": "dev",
-    }
+    headers = _transfer_headers("t" * 32)
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"{host.url}/v1/transfers", data=body, headers=headers) as resp,
@@ -368,9 +365,14 @@ async def test_a_transfer_from_another_mesh_version_is_refused(host: Host) -> No
 
 
 def _forged_spec(
-    agent_id: str, class_path: str, state_class_path: str, transfer_id: str = "f" * 32
+    agent_id: str,
+    class_path: str,
+    state_class_path: str,
+    transfer_id: str = "f" * 32,
+    *,
+    origin: str = "a",
 ) -> EnvelopeSpec:
-    """The header fields of an envelope a test paglet makes by hand."""
+    """The header fields of an envelope a test makes by hand, sent by host ``origin``."""
     return EnvelopeSpec(
         agent_id=agent_id,
         class_path=class_path,
@@ -378,9 +380,9 @@ def _forged_spec(
         transfer_id=transfer_id,
         kind="dispatch",
         hops=0,
-        origin="a",
+        origin=origin,
         origin_url="http://127.0.0.1:1",
-        source="a",
+        source=origin,
         created=0.0,
     )
 
@@ -489,12 +491,13 @@ async def test_a_move_its_host_cannot_journal_fails_cleanly(
     assert b.supervisor.list() == []
 
 
+def _transfer_headers(transfer_id: str) -> dict[str, str]:
+    """The headers of a transfer a test posts by hand, to a host of mesh version ``dev``."""
+    return {"Content-Type": MEDIA_TYPE, TRANSFER_HEADER: transfer_id, MESH_HEADER: "dev"}
+
+
 async def _post_transfer(url: str, body: bytes, transfer_id: str) -> tuple[int, dict[str, Any]]:
-    headers = {
-        "Content-Type": "application/vnd.paglets.envelope",
-        "X-Paglets-Transfer": transfer_id,
-        "X-Paglets-Mesh-Version": "dev",
-    }
+    headers = _transfer_headers(transfer_id)
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"{url}/v1/transfers", data=body, headers=headers) as resp,

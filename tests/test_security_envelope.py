@@ -28,7 +28,7 @@ from paglets.persistence.records import TransferRole
 from paglets.wire.envelope import MAX_FILE_DEPTH, MAX_FILE_NAME, MAX_FILES, PARSE_OFF_LOOP
 from paglets.wire.envelope_write import write_envelope
 from tests.conftest import wait_for
-from tests.test_movement import _forged_spec
+from tests.test_movement import _forged_spec, _post_transfer
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -147,16 +147,7 @@ def _envelope(
 
 
 async def _post(host: Host, body: bytes, transfer_id: str = "e" * 32) -> tuple[int, Any]:
-    headers = {
-        "Content-Type": "application/vnd.paglets.envelope",
-        "X-Paglets-Transfer": transfer_id,
-        "X-Paglets-Mesh-Version": "dev",
-    }
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{host.url}/v1/transfers", data=body, headers=headers) as resp,
-    ):
-        return resp.status, await resp.json()
+    return await _post_transfer(host.url, body, transfer_id)
 
 
 def _tree(root: Path, *, skip: Path | None = None) -> set[Path]:

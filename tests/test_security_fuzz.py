@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 
 from examples.counter import CounterState
 from paglets.core.errors import PagletError
-from paglets.movement.source import MESH_HEADER, TRANSFER_HEADER
-from paglets.wire.envelope import MEDIA_TYPE, read_header
+from paglets.wire.envelope import read_header
 from paglets.wire.state_json import state_to_json
+from tests.test_movement import _transfer_headers
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -239,6 +239,13 @@ class Raw:
         self.conn.close()
 
 
+def _post_envelope(raw: Raw, envelope: bytes, transfer: str) -> None:
+    """Post ``envelope`` as transfer ``transfer`` (quoted, cut to 300 bytes); only a 4xx."""
+    quoted = quote(transfer.encode("utf-8", "surrogatepass"), safe="")[:300]
+    status, answer = raw.request("POST", "/v1/transfers", envelope, _transfer_headers(quoted))
+    _check_answer(status, answer, f"envelope {envelope[:300]!r}")
+
+
 def _check_answer(status: int, body: bytes, what: str) -> None:
     assert status < 500, f"{what} got {status}: {body[:500]!r}"
     if status >= 400:
@@ -355,25 +362,12 @@ def test_forged_envelopes_answer_with_4xx(
         transfer=st.one_of(_hostile_ids(victim), st.uuids().map(lambda u: u.hex)),
     )
     def run(envelope: bytes, transfer: str) -> None:
-        headers = {
-            "Content-Type": MEDIA_TYPE,
-            TRANSFER_HEADER: quote(transfer.encode("utf-8", "surrogatepass"), safe="")[:300] or "x",
-            MESH_HEADER: "dev",
-        }
-        status, answer = raw.request("POST", "/v1/transfers", envelope, headers)
-        _check_answer(status, answer, f"envelope {envelope[:300]!r}")
+        _post_envelope(raw, envelope, transfer)
 
     @settings(max_examples=EXAMPLES, deadline=None, database=None)
     @given(whole=_whole_envelopes(victim))
     def run_whole(whole: tuple[bytes, str]) -> None:
-        envelope, transfer = whole
-        headers = {
-            "Content-Type": MEDIA_TYPE,
-            TRANSFER_HEADER: quote(transfer.encode("utf-8", "surrogatepass"), safe="")[:300],
-            MESH_HEADER: "dev",
-        }
-        status, answer = raw.request("POST", "/v1/transfers", envelope, headers)
-        _check_answer(status, answer, f"envelope {envelope[:300]!r}")
+        _post_envelope(raw, *whole)
 
     run()
     run_whole()

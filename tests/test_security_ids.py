@@ -27,14 +27,13 @@ from paglets.core.errors import ConfigurationError, EnvelopeError
 from paglets.transport.app import ROUTE_IDS, check_route_ids
 from paglets.wire.envelope import read_header
 from tests.test_movement import _forged as forged_envelope
-from tests.test_movement import _forged_spec
+from tests.test_movement import _forged_spec, _transfer_headers
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
 COUNTER = "examples.counter:Counter"
-ENVELOPE = "application/vnd.paglets.envelope"
 
 
 @pytest.fixture
@@ -176,14 +175,6 @@ def _forged(transfer_id: str, agent_id: str = "f" * 32) -> bytes:
     """A well-formed envelope of a Counter, written by hand as an attacker would."""
     state = json.dumps({"count": 7, "visits": []}).encode()
     return forged_envelope(COUNTER, "examples.counter:CounterState", state, transfer_id, agent_id)
-
-
-def _transfer_headers(transfer_id: str) -> dict[str, str]:
-    return {
-        "Content-Type": ENVELOPE,
-        "X-Paglets-Transfer": transfer_id,
-        "X-Paglets-Mesh-Version": "dev",
-    }
 
 
 def _path_from_inbox(host: Host, target: Path) -> str:

@@ -31,6 +31,7 @@ from paglets.wire.envelope import MEDIA_TYPE, EnvelopeSpec, envelope_size, read_
 from paglets.wire.envelope_write import write_envelope
 from tests.conftest import wait_for
 from tests.hostproc import HOST_CMD
+from tests.test_movement import _forged_spec
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -225,17 +226,8 @@ async def test_over_the_cap_with_every_connection_busy_a_new_one_gets_503_at_onc
 
 
 def _spec(agent_id: str, transfer_id: str) -> EnvelopeSpec:
-    return EnvelopeSpec(
-        agent_id=agent_id,
-        class_path=TRAVELER,
-        state_class_path="examples.travel:TravelerState",
-        transfer_id=transfer_id,
-        kind="dispatch",
-        hops=0,
-        origin="elsewhere",
-        origin_url="http://127.0.0.1:1",
-        source="elsewhere",
-        created=0.0,
+    return _forged_spec(
+        agent_id, TRAVELER, "examples.travel:TravelerState", transfer_id, origin="elsewhere"
     )
 
 
