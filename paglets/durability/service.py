@@ -93,7 +93,6 @@ class DurabilityService:
         self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
     ) -> None:
         agent_id = record.agent_id
-        checkpoint = self.supervisor.checkpoint_path(agent_id)
         if envelope is None:
             row = PagletRecord(
                 agent_id,
@@ -110,6 +109,7 @@ class DurabilityService:
         # a newer checkpoint since; that one's row is not replaced by this older one.
         # The envelope's owner (the receiver, the sender) drops it once it has
         # journaled the start, so a host killed in between still finds it.
+        checkpoint = self.supervisor.checkpoint_path(agent_id)
         detail = _detail(record)
         fsync = self.supervisor.fsync
         await delay_point("keeper.before_keep")
