@@ -29,7 +29,7 @@ from paglets.config import HostConfig
 from paglets.core.errors import ConfigurationError
 from paglets.runtime.privileges import protect_host
 from paglets.transport.apikey import load_api_key
-from pagletstest import host_env
+from pagletstest import PATH_ENTRY, PREFIX, host_env
 from tests.conftest import wait_for
 from tests.hostproc import HOST_CMD, RunningHost
 from tests.hostproc import env_without_key as _env
@@ -160,9 +160,25 @@ def open_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def open_paglets(open_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of ``pagletstest`` another user can read, first on the children's path.
+
+    The checkout itself may sit in a directory the child user cannot enter (a
+    clone in ``mktemp -d``, mode 0700); ``paglets`` is imported before the drop
+    to that user, but a test paglet's module is read after it.
+    """
+    lib = open_dir / "lib"
+    shutil.copytree(Path(PATH_ENTRY) / PREFIX, lib / PREFIX)
+    for path in [lib, *lib.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    monkeypatch.syspath_prepend(str(lib))  # in-process hosts give children their sys.path
+    return lib
+
+
 @root_only
 async def test_child_user_runs_paglets_as_that_user(
-    make_host: Callable[..., Awaitable[Host]], open_dir: Path, tmp_path: Path
+    make_host: Callable[..., Awaitable[Host]], open_dir: Path, open_paglets: Path, tmp_path: Path
 ) -> None:
     secret = tmp_path / "host-only.txt"
     secret.write_text("host secret")
@@ -322,7 +338,7 @@ def test_cli_refuses_a_readable_key_file(tmp_path: Path) -> None:
 
 @root_only
 def test_cli_child_user_cannot_read_the_key_or_the_host(
-    start_host: Callable[..., RunningHost], tmp_path: Path, open_dir: Path
+    start_host: Callable[..., RunningHost], tmp_path: Path, open_dir: Path, open_paglets: Path
 ) -> None:
     path = _key_file(tmp_path / "key", KEY)
     host = start_host(
@@ -332,7 +348,7 @@ def test_cli_child_user_cannot_read_the_key_or_the_host(
         "nobody",
         "--state-dir",
         str(open_dir / "state"),
-        env=host_env(_env()),
+        env=host_env(_env(PYTHONPATH=str(open_paglets))),
     )
     with HostClient(host.url, api_key=KEY) as client:
         thief = client.create(THIEF)
