@@ -376,6 +376,11 @@ class Recorder:
 
 @pytest.fixture
 async def recorder() -> AsyncIterator[Recorder]:
+    """A recording server that outlives the test's hosts.
+
+    Tests take it before ``make_host``: a host still calling it while aiohttp stops
+    would leave an accepted socket open.
+    """
     rec = Recorder()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", rec.handle)
@@ -393,7 +398,7 @@ async def recorder() -> AsyncIterator[Recorder]:
 
 @pytest.mark.parametrize("call", ["send", "monitor", "retract"])
 async def test_a_paglet_cannot_send_the_key_to_a_url_it_names(
-    make_host: Callable[..., Awaitable[Host]], recorder: Recorder, call: str
+    recorder: Recorder, make_host: Callable[..., Awaitable[Host]], call: str
 ) -> None:
     host = await make_host(api_key=KEY)
     async with AsyncHostClient(host.url, KEY) as client:
@@ -405,7 +410,7 @@ async def test_a_paglet_cannot_send_the_key_to_a_url_it_names(
 
 
 async def test_a_caller_cannot_have_the_key_sent_to_a_url_it_names(
-    make_host: Callable[..., Awaitable[Host]], recorder: Recorder
+    recorder: Recorder, make_host: Callable[..., Awaitable[Host]]
 ) -> None:
     host = await make_host(api_key=KEY)
     async with AsyncHostClient(host.url, KEY) as client:
@@ -439,7 +444,7 @@ async def test_members_are_still_called_with_the_key(
 
 
 async def test_no_key_in_the_host_request_without_membership_either(
-    make_host: Callable[..., Awaitable[Host]], recorder: Recorder
+    recorder: Recorder, make_host: Callable[..., Awaitable[Host]]
 ) -> None:
     """An open host (no key) refuses too: it does not call arbitrary URLs for paglets."""
     host = await make_host()
@@ -452,7 +457,7 @@ async def test_no_key_in_the_host_request_without_membership_either(
 
 @pytest.mark.parametrize("call", ["send", "monitor", "retract"])
 async def test_a_configured_peer_gets_the_key_only_once_it_proved_it_holds_it(
-    make_host: Callable[..., Awaitable[Host]], recorder: Recorder, call: str
+    recorder: Recorder, make_host: Callable[..., Awaitable[Host]], call: str
 ) -> None:
     """A member by configuration (--peer), whose address is answered by someone without
     the key (a host that died, its port taken over), gets hellos and nothing else."""

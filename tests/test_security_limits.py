@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import resource
+import socket
 import struct
 import subprocess
 import time
@@ -27,6 +28,7 @@ from examples.travel import TravelerState
 from paglets import AsyncHostClient, TransferError
 from paglets.core.errors import TooManyConnectionsError
 from paglets.movement.source import LOCAL_RECEIVERS, MESH_HEADER, TRANSFER_HEADER
+from paglets.transport.guard import ConnectionGuard, ConnectionLimits
 from paglets.wire.envelope import MEDIA_TYPE, EnvelopeSpec, envelope_size, read_header
 from paglets.wire.envelope_write import write_envelope
 from tests.conftest import wait_for
@@ -220,6 +222,28 @@ async def test_over_the_cap_with_every_connection_busy_a_new_one_gets_503_at_onc
     with pytest.raises(TooManyConnectionsError, match="--max-connections"):
         async with AsyncHostClient(host.url) as client:
             await client.host_info()
+
+
+async def test_a_connection_handed_over_after_the_guard_closed_is_closed_at_once() -> None:
+    # a connection the kernel accepted just before the host stopped is handed to its
+    # protocol only afterwards: nobody would serve it, so it must not stay open
+    guard = ConnectionGuard(ConnectionLimits())
+    guard.close()
+    served: list[asyncio.BaseTransport] = []
+
+    class Inner(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            served.append(transport)
+
+    ours, theirs = socket.socketpair()
+    try:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_accepted_socket(guard.protocol_factory(Inner), ours)
+        assert transport.is_closing(), "the late connection is closed, not left open"
+        assert not served, "the inner protocol never sees it"
+        assert guard.open_connections == 0
+    finally:
+        theirs.close()
 
 
 # -- item 13: envelopes ------------------------------------------------------------------

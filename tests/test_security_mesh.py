@@ -373,6 +373,11 @@ class Recorder:
 
 @pytest.fixture
 async def recorder() -> AsyncIterator[Recorder]:
+    """A recording server that outlives the test's hosts.
+
+    Tests take it before ``make_host``: a host still calling it while aiohttp stops
+    would leave an accepted socket open.
+    """
     rec = Recorder()
     await rec.start()
     try:
@@ -383,7 +388,7 @@ async def recorder() -> AsyncIterator[Recorder]:
 
 
 async def test_a_discovered_stranger_never_gets_the_key_nor_into_the_table(
-    make_host: Callable[..., Awaitable[Host]], recorder: Recorder
+    recorder: Recorder, make_host: Callable[..., Awaitable[Host]]
 ) -> None:
     tag = uuid.uuid4().hex[:8]
     zc = {"discovery": True, "discovery_interfaces": ("127.0.0.1",), **FAST}
@@ -441,7 +446,7 @@ async def test_a_hello_is_answered_only_for_the_hosts_own_url(
 
 
 async def test_a_host_without_the_key_is_never_sent_it(
-    make_host: Callable[..., Awaitable[Host]], recorder: Recorder
+    recorder: Recorder, make_host: Callable[..., Awaitable[Host]]
 ) -> None:
     a = await make_host(name="a", peers=(recorder.url,), **FAST)
     await wait_for(lambda: len(recorder.requests) >= 3, 10, "a retried the seed")

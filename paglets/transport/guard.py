@@ -112,12 +112,18 @@ class ConnectionGuard:
         # connections waiting for a request head, longest-waiting first
         self._waiting: dict[_Guarded, None] = {}
         self._lingering: set[asyncio.Transport] = set()
+        self._closed = False
 
     def __repr__(self) -> str:
         return (
             f"<ConnectionGuard {len(self._open)}/{self.max_connections} open, "
             f"{len(self._waiting)} waiting>"
         )
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called: the host stopped serving."""
+        return self._closed
 
     @property
     def open_connections(self) -> int:
@@ -139,7 +145,12 @@ class ConnectionGuard:
         return GuardedSite(runner, host, port, guard=self)
 
     def close(self) -> None:
-        """Close what is still open (after the runner's cleanup closed the rest)."""
+        """Close what is still open (after the runner's cleanup closed the rest).
+
+        A connection accepted just before the listening socket closed may still be
+        handed over after this; it is closed as it comes (see `admit`).
+        """
+        self._closed = True
         for transport in [*self._lingering, *self._open]:
             transport.abort()
         self._lingering.clear()
@@ -163,6 +174,8 @@ class ConnectionGuard:
 
     def admit(self, conn: _Guarded, transport: asyncio.Transport) -> bool:
         """Count a new connection in, closing the longest-waiting one if at the cap."""
+        if self._closed:
+            return False
         while len(self._open) >= self.max_connections:
             victim = next(
                 (c for c in self._waiting if c.write_buffer_empty()),
@@ -237,7 +250,10 @@ class _Guarded(asyncio.Protocol):
         self._transport = transport
         if not self._guard.admit(self, transport):
             self._transport = None
-            self._guard.refuse(transport)
+            if self._guard.closed:  # accepted as the host stopped: nobody will serve it
+                transport.abort()
+            else:
+                self._guard.refuse(transport)
             return
         self._inner.connection_made(transport)
         self._guard.waiting(self, since_now=True)
