@@ -81,6 +81,9 @@ class HostConfig:
     # Movement (see docs/movement.md): fsync envelopes and the journal before a
     # commit counts, so a committed move survives a power cut, not only a crash.
     transfer_fsync: bool = True
+    # Classes shipped by value from key holders (see docs/notebooks.md); code registered
+    # in the host's own process runs without it.
+    trust_code_by_value: bool = False
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -122,6 +125,12 @@ class HostConfig:
         if self.api_key is not None and not self.api_key:
             raise ConfigurationError("the API key must not be empty")
         self.child_account()
+        if self.trust_code_by_value and not self.api_key:
+            raise ConfigurationError(
+                "--trust-code-by-value needs an API key: code by value runs whatever it is "
+                "sent, so only key holders may send it; set PAGLETS_API_KEY (or "
+                "--api-key-file PATH)"
+            )
         if not self.binds_loopback_only and not self.api_key and not self.insecure:
             shown = "the LAN address" if self.bind_public is True else self.bind_addresses[0]
             raise ConfigurationError(

@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 from paglets._version import __version__
+from paglets.byvalue.local import forget_local_host, register_local_host
+from paglets.byvalue.routes import add_routes as add_code_routes
+from paglets.byvalue.store import CodeStore
 from paglets.calls import HostCalls
 from paglets.config import HostConfig
 from paglets.core.errors import HostNotRunningError
@@ -97,6 +100,9 @@ class Host:
             limits=cfg.limits,
         )
         self.supervisor.child_user = self.child_user
+        self.code = self.supervisor.code = CodeStore(
+            cfg.home / "code", cfg.name, trusted=cfg.trust_code_by_value, fsync=cfg.transfer_fsync
+        )
         self.mesh = MeshService(
             cfg, self.events, lambda: len(self.supervisor.list()), self._set_url
         )
@@ -191,6 +197,7 @@ class Host:
             self.transfers.install(app)
             self.durability.install(app)
             self.monitors.install(app)
+            add_code_routes(app, self.code, cfg.read_timeout)
             guard = self._guard = ConnectionGuard(
                 ConnectionLimits(cfg.header_timeout, cfg.idle_timeout, cfg.max_connections)
             )
@@ -205,10 +212,13 @@ class Host:
             try:
                 await runner.setup()
                 self._set_url(await self.mesh.bind(runner, guard))
+                for url in self._local_urls():
+                    register_local_host(url)
                 await self.mesh.join()
                 await self.transfers.started([self._url, *self.mesh.table.me.urls])
                 await self.durability.recover()
             except BaseException:
+                self._forget_local_urls()
                 await runner.cleanup()
                 guard.close()
                 self.status = HostStatus.STOPPED
@@ -218,6 +228,14 @@ class Host:
             self.status = HostStatus.RUNNING
             self.events.append(EventKind.HOST_STARTED, detail=f"listening on {self._url}")
             log.info("host %s listening on %s", self.name, self._url)
+
+    def _local_urls(self) -> list[str]:
+        """The URLs this host answers on, which clients in its process may call it by."""
+        return [self._url, *self.mesh.table.me.urls] if self._url else []
+
+    def _forget_local_urls(self) -> None:
+        for url in self._local_urls():
+            forget_local_host(url)
 
     def _open_home_to_children(self, user: ChildUser) -> None:
         sup = self.supervisor
@@ -249,6 +267,7 @@ class Host:
             return
         self.status = HostStatus.STOPPING
         self.events.append(EventKind.HOST_STOPPING, detail="stopping")
+        self._forget_local_urls()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

@@ -9,7 +9,9 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── InvalidStateError                   state that does not fit the state class
      │    ├── PayloadTooLargeError                body, message or state over a limit (413)
      │    ├── ClassNotAllowedError (PermissionError)  module outside the allow-list (403)
-     │    └── ClassNotFoundError (ImportError)    class path not importable on that host
+     │    ├── ClassNotFoundError (ImportError)    class path not importable on that host
+     │    │    └── CodeNotFoundError              a by-value class's code is not on that host (404)
+     │    └── CodeNotTrustedError (PermissionError)  that host does not run code by value (403)
      ├── AuthenticationError (PermissionError)    missing or wrong API key (401)
      ├── PagletNotFoundError (LookupError)        no such paglet on that host (404)
      │    └── PagletMovedError                    it moved; ``location`` says where
@@ -101,6 +103,18 @@ class ClassNotAllowedError(RequestError, PermissionError):
 
 class ClassNotFoundError(RequestError, ImportError):
     """A class path that cannot be imported on the host."""
+
+
+class CodeNotFoundError(ClassNotFoundError):
+    """The code of a class shipped by value is not on that host: send it first."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class CodeNotTrustedError(RequestError, PermissionError):
+    """That host does not run classes shipped by value (``--trust-code-by-value`` is off)."""
+
+    http_status = HTTPStatus.FORBIDDEN
 
 
 class AuthenticationError(PagletError, PermissionError):

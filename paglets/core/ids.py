@@ -31,6 +31,7 @@ class IdKind(enum.Enum):
     MESSAGE = ("message id", 200)
     HOST = ("host name", 64)
     SERVICE = ("service name", 128)
+    CODE = ("code hash", 64)  # a SHA-256 in hex; paglets.byvalue.refs checks the exact form
 
     def __init__(self, word: str, limit: int) -> None:
         self.word = word

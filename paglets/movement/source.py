@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from paglets.byvalue.refs import parse_code_ref
+from paglets.byvalue.shipping import ship_code
 from paglets.core.errors import (
     HostNotFoundError,
     PagletError,
@@ -139,6 +141,7 @@ class Sender:
         try:
             record = self._target(target, ticket)
             await self._proven(record)
+            await self._ship_code(record, agent_id)
         except TransferError:
             await discard_envelope(envelope, growing)
             raise
@@ -227,6 +230,32 @@ class Sender:
                 f"host {record.name} at {record.url} did not prove that it holds the mesh key, "
                 "so nothing is sent there; the paglet stays here"
             )
+
+    async def _ship_code(self, record: HostRecord, agent_id: str) -> None:
+        """Send the target the code of a paglet shipped by value, before its envelope.
+
+        Sent every time (a few KiB; the target keeps one copy): a target that lost
+        its copy, or stopped trusting code by value, is then told at once.
+
+        Raises:
+            TransferError: the target does not take it (it does not trust code by
+                value) or cannot be reached; nothing was sent.
+        """
+        ref = parse_code_ref(self.supervisor.get(agent_id).class_path)
+        if ref is None:
+            return
+        code = await self.supervisor.code.code_for(ref)
+        local = LOCAL_RECEIVERS.get(record.url)
+        try:
+            if local is not None:
+                await local.supervisor.code.put(ref.sha256, code)
+            else:
+                await ship_code(self._session(), record.url, ref, code, self._headers)
+        except PagletError as exc:
+            raise TransferError(
+                f"host {record.name} did not take the code of {ref.class_path}: {exc}; "
+                "the paglet stays here"
+            ) from None
 
     async def _journal(self, row: TransferRecord) -> None:
         """Write the ``sending`` row: from now on the target may commit.

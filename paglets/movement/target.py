@@ -25,6 +25,7 @@ import shutil
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from paglets.byvalue.refs import parse_code_ref
 from paglets.core.errors import EnvelopeError, PagletError, RequestError, TransferError
 from paglets.core.events import EventKind
 from paglets.core.movement import ArrivalMode, TransferTicket
@@ -123,8 +124,12 @@ class Receiver:
                 "files travel in the envelope's manifest"
             )
         me = self.me()
-        self.policy.check(header.class_path)
-        self.policy.check(header.state_class_path)
+        ref = parse_code_ref(header.class_path)
+        if ref is None:
+            self.policy.check(header.class_path)
+            self.policy.check(header.state_class_path)
+        else:  # shipped by value: the state class travels in the same code
+            self.supervisor.code.check_runnable(ref)
         ticket = TransferTicket.from_dict(header.ticket or None)
         lacks = ticket.unmet(me)
         if lacks:
@@ -155,6 +160,8 @@ class Receiver:
         me = self.me()
         if self.supervisor.child_user is not None:  # the child must be able to read it
             await asyncio.to_thread(self.supervisor.child_user.give_file, str(envelope))
+        ref = parse_code_ref(header.class_path)
+        code = None if ref is None else await self.supervisor.code.code_for(ref)
         return await verify_arrival(
             self.supervisor.spawner,
             header,
@@ -163,6 +170,7 @@ class Receiver:
             host_name=me.name,
             host_url=me.url,
             timeout=self.supervisor.limits.start_timeout,
+            code=code,
         )
 
     # -- receiving ----------------------------------------------------------------

@@ -32,9 +32,9 @@ from paglets.core.errors import (
 )
 from paglets.core.events import LifecycleEvent, LifecycleKind
 from paglets.core.message import NOT_HANDLED, Message
-from paglets.core.paglet import Paglet
 from paglets.persistence.checkpoints import header_generation, keep
 from paglets.runtime import ipc
+from paglets.runtime.classes import paglet_class
 from paglets.runtime.context import ChildContext
 from paglets.runtime.frames import FrameDecoder, encode_json
 from paglets.runtime.link import HostLink
@@ -44,11 +44,12 @@ from paglets.runtime.osutil import die_with_parent, yield_cpu
 from paglets.runtime.verify import VERIFY, answer_check, checked_state
 from paglets.runtime.warmup import prime_child
 from paglets.wire.envelope_read import EnvelopeReader
-from paglets.wire.modules import ModulePolicy, import_class
 from paglets.wire.state_json import state_from_json, state_to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from paglets.core.paglet import Paglet
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +110,7 @@ class ChildRuntime:
 
     def build(self, link: HostLink) -> Paglet[Any]:
         init = self.init
-        policy = ModulePolicy(tuple(init.allowed_prefixes))
-        cls = import_class(init.class_path, policy, base=Paglet)
+        cls = paglet_class(init)
         loop = asyncio.get_running_loop()
         self.mover = Mover(
             init=init,

@@ -100,6 +100,7 @@ class Init(_Record):
     checkpoint: str = ""
     fsync: bool = True
     generation: int = 0  # of this start: its checkpoints are numbered after it
+    code: str = ""  # a class shipped by value: its pickled code, base64 (paglets.byvalue)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ memory limit.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import shutil
 import time
@@ -18,6 +19,8 @@ import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from paglets.byvalue.refs import parse_code_ref
+from paglets.byvalue.store import CodeStore
 from paglets.core.errors import (
     HostNotRunningError,
     PagletCrashedError,
@@ -83,6 +86,8 @@ class Supervisor:
         self.child_user: ChildUser | None = None  # children run as this user, if set
         self.spawner = spawner
         self.policy = policy
+        # Classes shipped by value; the host gives it its trust (paglets.byvalue.store).
+        self.code = CodeStore(work_root.parent / "code", host_name, trusted=False)
         self.events = events
         self.limits = limits or SupervisorLimits()
         self.admission = Admission(host_name, self.limits.max_paglets, self.limits.max_child_memory)
@@ -179,7 +184,12 @@ class Supervisor:
         new one; the caller closes it if this raises.
         """
         self._check_open()
-        module, _qualname = self.policy.check(class_path)
+        ref = parse_code_ref(class_path)
+        if ref is None:
+            module, _qualname = self.policy.check(class_path)
+            code = ""
+        else:  # shipped by value: only code this host may run (paglets.byvalue.store)
+            module, code = "", base64.b64encode(await self.code.code_for(ref)).decode()
         agent_id = uuid.uuid4().hex if agent_id is None else check_id(agent_id, IdKind.AGENT)
         self.check_new_id(agent_id)
         if arrival == "creation":  # arrivals and activations were admitted before
@@ -221,6 +231,7 @@ class Supervisor:
                     checkpoint=str(checkpoint),
                     fsync=self.fsync,
                     generation=record.generation,
+                    code=code,
                 ),
                 self.limits.start_timeout,
             )
@@ -236,7 +247,8 @@ class Supervisor:
                 {"class_path": class_path, "error": type(exc).__name__},
             )
             raise
-        self.spawner.warm(module)
+        if module:
+            self.spawner.warm(module)
         record.restart_policy = restart_policy or _policy(handle.class_restart_policy)
         record.idle_timeout = handle.idle_timeout
         record.status = PagletStatus.ACTIVE

@@ -19,16 +19,16 @@ never start is refused and stays with its source.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paglets.core.errors import EnvelopeError, RequestError, TransferError
-from paglets.core.paglet import Paglet
 from paglets.runtime import ipc
+from paglets.runtime.classes import paglet_class
 from paglets.wire.envelope_read import EnvelopeReader
-from paglets.wire.modules import ModulePolicy, import_class
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -63,7 +63,7 @@ def check_arrival(init: ipc.Init) -> None:
             state is not JSON, or a file fails its SHA-256.
         InvalidStateError: the state does not fit the class's ``State``.
     """
-    cls = import_class(init.class_path, ModulePolicy(tuple(init.allowed_prefixes)), base=Paglet)
+    cls = paglet_class(init)
     state_class = getattr(cls, "State", None)
     if not isinstance(state_class, type):
         raise RequestError(f"{init.class_path} has no State class")
@@ -161,8 +161,12 @@ async def verify_arrival(
     host_name: str,
     host_url: str,
     timeout: float,
+    code: bytes | None = None,
 ) -> ChildProcess:
     """Check in a child process that ``envelope`` (with ``header``) can start here.
+
+    ``code`` is the pickled class of a paglet shipped by value (`paglets.byvalue`),
+    which the caller made sure this host may run.
 
     Returns:
         The child that checked it, waiting for the ``Init`` that makes it the
@@ -191,6 +195,7 @@ async def verify_arrival(
         heartbeat_interval=timeout,
         arrival=VERIFY,
         envelope=str(envelope),
+        code=base64.b64encode(code).decode() if code is not None else "",
     )
     passed = False
     try:

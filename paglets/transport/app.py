@@ -115,6 +115,7 @@ ROUTE_IDS: Final[dict[str, IdKind]] = {
     "agent_id": IdKind.AGENT,
     "message_id": IdKind.MESSAGE,
     "transfer_id": IdKind.TRANSFER,
+    "code_id": IdKind.CODE,
 }
 """The kind of every identifier a route may take from its URL, by its name there."""
 

@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 
+from paglets.byvalue.local import is_local_host, register_in_process
+from paglets.byvalue.pickling import class_reference
+from paglets.byvalue.refs import parse_code_ref
+from paglets.byvalue.shipping import ship_code
 from paglets.core.errors import (
+    CodeNotFoundError,
     HostUnavailableError,
     PagletError,
     PagletMovedError,
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 
     from paglets.core.events import ContextEvent
     from paglets.core.movement import TransferTicket
+    from paglets.core.paglet import Paglet
     from paglets.core.policy import RestartPolicy
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -81,6 +87,7 @@ class _Pool:
     def __init__(self) -> None:
         self.session: aiohttp.ClientSession | None = None
         self.siblings: dict[str, AsyncHostClient] = {}
+        self.shipped: set[tuple[str, str]] = set()  # (host URL, by-value class path) sent
 
 
 class AsyncHostClient:
@@ -251,23 +258,54 @@ class AsyncHostClient:
 
     async def create(
         self,
-        class_path: str,
+        class_path: str | type[Paglet[Any]],
         state: PagletState | dict[str, Any] | None = None,
         *,
         agent_id: str | None = None,
         restart_policy: RestartPolicy | None = None,
     ) -> AsyncPagletProxy:
-        """Start a paglet of ``class_path`` ("package.module:Class") on the host.
+        """Start a paglet of ``class_path`` ("package.module:Class", or the class) on the host.
 
-        ``restart_policy`` overrides the class's own for this paglet.
+        A class the host cannot import by module path (defined in ``__main__``,
+        a script or a notebook) is shipped by value (`paglets.byvalue`), once per
+        host: to a host in this process always, to another only if it trusts code
+        by value. ``restart_policy`` overrides the class's own for this paglet.
+
+        Raises:
+            CodeNotTrustedError: the class goes by value and the host does not
+                trust code by value (the message says how to enable it).
         """
         if isinstance(state, PagletState):
             state = state_to_json(state)
-        body = {"class_path": class_path, "state": state, "agent_id": agent_id}
+        path, code = (
+            (class_path, None) if isinstance(class_path, str) else class_reference(class_path)
+        )
+        if code is not None:
+            await self._send_code(path, code)
+        body = {"class_path": path, "state": state, "agent_id": agent_id}
         if restart_policy is not None:
             body["restart_policy"] = restart_policy.to_dict()
-        info = PagletInfo.parse(await self.request("POST", f"{API_PREFIX}/paglets", body))
-        return AsyncPagletProxy(self, info.agent_id)
+        try:
+            answer = await self.request("POST", f"{API_PREFIX}/paglets", body)
+        except CodeNotFoundError:
+            if code is None:
+                raise
+            # the host lost its copy (a new state directory): once more, with the code
+            self._pool.shipped.discard((self.url, path))
+            await self._send_code(path, code)
+            answer = await self.request("POST", f"{API_PREFIX}/paglets", body)
+        return AsyncPagletProxy(self, PagletInfo.parse(answer).agent_id)
+
+    async def _send_code(self, path: str, code: bytes) -> None:
+        """Make the code of the by-value class ``path`` known to the host, once."""
+        ref = parse_code_ref(path)
+        if ref is None:  # pragma: no cover - class_reference made it
+            raise ProtocolError(f"{path} is not a by-value class path")
+        if is_local_host(self.url):
+            register_in_process(ref, code)  # the host runs in this process: no network
+        elif (self.url, path) not in self._pool.shipped:
+            await ship_code(self._get_session(), self.url, ref, code, self._headers)
+            self._pool.shipped.add((self.url, path))
 
     def proxy(self, agent_id: str) -> AsyncPagletProxy:
         """A proxy to a paglet on this host, by id (no request is made)."""

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from paglets.core.events import ContextEvent
     from paglets.core.message import Message
     from paglets.core.movement import TransferTicket
+    from paglets.core.paglet import Paglet
     from paglets.core.policy import RestartPolicy
     from paglets.core.state import PagletState
     from paglets.wire.mesh import HostRecord
@@ -147,13 +148,17 @@ class HostClient:
 
     def create(
         self,
-        class_path: str,
+        class_path: str | type[Paglet[Any]],
         state: PagletState | dict[str, Any] | None = None,
         *,
         agent_id: str | None = None,
         restart_policy: RestartPolicy | None = None,
     ) -> PagletProxy:
-        """Start a paglet of ``class_path`` ("package.module:Class") on the host."""
+        """Start a paglet of ``class_path`` ("package.module:Class", or the class) on the host.
+
+        A class defined in ``__main__``, a script or a notebook is shipped by value;
+        see `AsyncHostClient.create`.
+        """
         proxy = self._run(
             self.aio.create(class_path, state, agent_id=agent_id, restart_policy=restart_policy)
         )
