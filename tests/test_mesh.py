@@ -256,9 +256,13 @@ def test_a_killed_host_goes_offline_then_back_online(daemons: Daemons) -> None:
         "SEEN",
         "PAGLETS",
         "TAGS",
+        "CODE",
+        "BY",
+        "VALUE",
         "IDENTITY",
     ]
     assert lines[1].startswith("p-seed")
+    assert all(" refused " in line for line in lines[1:]), "no host trusts code by value"
     assert all(" SHA256:" in line for line in lines[1:]), "each host's identity fingerprint"
     row = next(line for line in lines if line.startswith("p-c "))
     assert c2 in row

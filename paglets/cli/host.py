@@ -199,6 +199,12 @@ def _check_ready_file(
     help="Module prefix paglet classes may come from; repeatable.",
 )
 @click.option(
+    "--trust-code-by-value",
+    is_flag=True,
+    help="Run paglet classes sent by value (defined in a script or notebook) by any key "
+    "holder: code execution by design; needs an API key.  [default: off]",
+)
+@click.option(
     "--preload",
     multiple=True,
     metavar="MODULE",
@@ -322,6 +328,7 @@ def command(  # click passes options by keyword
     child_user: str | None,
     state_dir: Path | None,
     allow_modules: tuple[str, ...],
+    trust_code_by_value: bool,
     preload: tuple[str, ...],
     transfer_fsync: bool,
     header_timeout: float,
@@ -378,6 +385,7 @@ def command(  # click passes options by keyword
         preload=preload,
         secret_env=secrets,
         transfer_fsync=transfer_fsync,
+        trust_code_by_value=trust_code_by_value,
         header_timeout=header_timeout,
         idle_timeout=idle_timeout,
         max_connections=max_connections,

@@ -98,7 +98,19 @@ def hosts(url: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
-    rows = [["NAME", "URL", "STATUS", "MESH VERSION", "LAST SEEN", "PAGLETS", "TAGS", "IDENTITY"]]
+    rows = [
+        [
+            "NAME",
+            "URL",
+            "STATUS",
+            "MESH VERSION",
+            "LAST SEEN",
+            "PAGLETS",
+            "TAGS",
+            "CODE BY VALUE",
+            "IDENTITY",
+        ]
+    ]
     rows += [
         [
             r.name,
@@ -108,6 +120,7 @@ def hosts(url: str | None, as_json: bool) -> None:
             _ago(r.last_seen),
             str(r.paglets),
             ",".join(r.tags),
+            "trusted" if r.trusts_code else "refused",
             fingerprint(r.public_key),
         ]
         for r in records

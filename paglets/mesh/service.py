@@ -98,6 +98,7 @@ class MeshService:
             tags=list(config.tags),
             properties=dict(config.properties),
             incarnation=time.time_ns() // 1000,
+            trusts_code=config.trust_code_by_value,
         )
         self.table = PeerTable(me, config.offline_after)
         self.membership = Membership(config, events, self.table)

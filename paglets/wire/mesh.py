@@ -171,6 +171,8 @@ class HostRecord:
         incarnation: when this process of the host started (µs since the epoch);
             a restart gets a larger one.
         heartbeat: a counter the host increments every gossip round.
+        trusts_code: whether it runs paglet classes sent by value by key holders
+            (``--trust-code-by-value``).
         public_key: the host's Ed25519 identity (32 bytes, base64), pinned by
             its peers on first sight.
         signature: the host's signature over `signed_bytes` (64 bytes, base64).
@@ -190,6 +192,7 @@ class HostRecord:
     urls: list[str] = field(default_factory=list)
     incarnation: int = 0
     heartbeat: int = 0
+    trusts_code: bool = False
     public_key: str | None = None
     signature: str | None = None
 
@@ -208,6 +211,7 @@ class HostRecord:
         "urls": (_is_str_list, "a list of strings"),
         "incarnation": (_is_int, "an integer"),
         "heartbeat": (_is_int, "an integer"),
+        "trusts_code": (lambda v: isinstance(v, bool), "a boolean"),
         "public_key": (_b64_of(PUBLIC_KEY_BYTES), "null or 32 bytes in base64"),
         "signature": (_b64_of(SIGNATURE_BYTES), "null or 64 bytes in base64"),
     }
@@ -238,6 +242,7 @@ class HostRecord:
             "urls": list(self.urls),
             "incarnation": self.incarnation,
             "heartbeat": self.heartbeat,
+            "trusts_code": self.trusts_code,
             "public_key": self.public_key,
             "signature": self.signature,
         }
@@ -313,6 +318,7 @@ class HostRecord:
             self.incarnation,
             self.heartbeat,
             self.public_key,
+            self.trusts_code,
         ]
         return _SIGNED_PREFIX + _dumps(body).encode()
 
