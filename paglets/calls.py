@@ -8,9 +8,12 @@ each call names a method served here. The host answers from its own tables
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import TYPE_CHECKING, Any
 
+from paglets.byvalue.local import register_in_process
+from paglets.byvalue.refs import parse_code_ref
 from paglets.core.errors import (
     HostNotFoundError,
     HostUnavailableError,
@@ -42,6 +45,7 @@ class HostCalls:
         self._methods: dict[str, Callable[[str, dict[str, Any]], Awaitable[Any]]] = {
             "mesh.hosts": self.mesh_hosts,
             "paglet.send": self.send,
+            "paglet.create": self.create,
         }
 
     def __repr__(self) -> str:
@@ -148,6 +152,33 @@ class HostCalls:
             return await proxy.send(kind, body)
         await proxy.send_oneway(kind, body)
         return None
+
+    async def create(self, _agent_id: str, args: dict[str, Any]) -> dict[str, str]:
+        """A paglet creates one on this host, as a key holder's create does.
+
+        A class by value it sends is registered as this process's own code
+        (`paglets.byvalue.local`): the paglet runs code on this host already.
+        """
+        class_path = _str(args, "class_path")
+        code = args.get("code")
+        if code is not None:
+            ref = parse_code_ref(class_path)
+            if ref is None or not isinstance(code, str):
+                raise RequestError("code goes only with a by-value class path, as base64")
+            try:
+                data = base64.b64decode(code, validate=True)
+            except ValueError:
+                raise RequestError("call argument 'code' is not base64") from None
+            # its process runs code here already: what it creates may run too
+            register_in_process(ref, data)
+        state = args.get("state")
+        if state is not None and not isinstance(state, dict):
+            raise RequestError("'state' must be a JSON object of the state's fields")
+        agent_id = args.get("agent_id")
+        if agent_id is not None:
+            agent_id = check_id(agent_id, IdKind.AGENT)
+        record = await self.supervisor.create(class_path, state, agent_id)
+        return {"agent_id": record.agent_id}
 
 
 def _str(args: dict[str, Any], key: str) -> str:

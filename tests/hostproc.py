@@ -83,11 +83,13 @@ def host_processes(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
     started: list[subprocess.Popen[bytes]] = []
     counter = iter(range(100))
 
-    def factory(*args: str, env: dict[str, str] | None = None) -> RunningHost:
-        n = next(counter)
-        name = f"cli{n}"
-        ready_file = tmp_path / f"{name}.ready.json"
-        log_file = tmp_path / f"{name}.log"
+    def factory(
+        *args: str, env: dict[str, str] | None = None, name: str | None = None
+    ) -> RunningHost:
+        run = f"cli{next(counter)}"  # each start its own files, a restart too
+        name = name or run
+        ready_file = tmp_path / f"{run}.ready.json"
+        log_file = tmp_path / f"{run}.log"
         argv = [*HOST_CMD, "--name", name, "--port", "0", "--ready-file", str(ready_file)]
         argv += ["--state-dir", str(tmp_path / "state"), *args]
         with log_file.open("wb") as log:

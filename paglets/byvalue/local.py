@@ -2,13 +2,17 @@
 
 A client in the same process as an embedded `Host` does not send a class's code
 over the network: it registers the code here (`register_in_process`), and every
-host of this process may run it (the code already runs in this process). Hosts
-note the URLs they answer on (`register_local_host`), so a client can tell.
+host of this process may run it (the code already runs in this process). So does
+a host for the code one of its paglets creates a paglet of (its process already
+runs code on this machine, as the same user). Hosts note the URLs they answer on
+(`register_local_host`), so a client can tell.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
+
+from paglets.core.errors import PayloadTooLargeError
 
 if TYPE_CHECKING:
     from paglets.byvalue.refs import CodeRef
@@ -23,6 +27,8 @@ __all__ = [
 
 _IN_PROCESS: Final[dict[str, bytes]] = {}
 _LOCAL_HOSTS: Final[set[str]] = set()
+MAX_IN_PROCESS: Final = 256 << 20
+"""The most bytes of code one process registers, all classes together."""
 
 
 def register_local_host(url: str) -> None:
@@ -45,8 +51,17 @@ def register_in_process(ref: CodeRef, code: bytes) -> None:
 
     Raises:
         RequestError: ``code`` is not ``ref``'s.
+        PayloadTooLargeError: this process registered `MAX_IN_PROCESS` bytes already.
     """
-    _IN_PROCESS[ref.sha256] = ref.check(code)
+    ref.check(code)
+    if ref.sha256 in _IN_PROCESS:
+        return
+    if sum(map(len, _IN_PROCESS.values())) + len(code) > MAX_IN_PROCESS:
+        raise PayloadTooLargeError(
+            f"this process registered {MAX_IN_PROCESS} bytes of code by value already; "
+            "restart it, or move the classes into an importable module"
+        )
+    _IN_PROCESS[ref.sha256] = code
 
 
 def in_process(sha256: str) -> bytes | None:

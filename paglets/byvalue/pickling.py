@@ -96,6 +96,7 @@ def load_class(ref: CodeRef, code: bytes, *, base: type[T]) -> type[T]:
                 f"the code of {ref.class_path} holds class {class_path_of(known)} instead"
             )
         _loaded[ref.sha256] = known
+        _pickled[known] = (ref.path, code)  # named by the same code if it goes on
     if not issubclass(known, base):
         raise RequestError(
             f"class {ref.class_path} is not a subclass of {base.__module__}.{base.__qualname__}"

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Self
 
-from paglets.core.errors import RequestError
+from paglets.core.errors import PayloadTooLargeError, RequestError
 from paglets.wire.modules import parse_class_path
 
 __all__ = ["CODE_MARK", "MAX_CODE", "CodeRef", "check_sha256", "code_hash", "parse_code_ref"]
@@ -68,7 +68,7 @@ class CodeRef:
     def check(self, code: bytes) -> bytes:
         """``code`` if it is this reference's code (size and hash); else a `RequestError`."""
         if len(code) > MAX_CODE:
-            raise RequestError(
+            raise PayloadTooLargeError(
                 f"the code of {self.class_path} is {len(code)} bytes; the limit is {MAX_CODE}"
             )
         got = code_hash(code)

@@ -6,6 +6,8 @@ A host runs a class shipped by value only when one of these holds:
   (`paglets.byvalue.local.register_in_process`): a
   client of an embedded `Host` hands the code over by a function call, not over
   the network; the code already runs here, so running it in a child adds nothing;
+  the same holds for the code a paglet sends its host to create a paglet of
+  (``self.context.create``): its process already runs code here;
 - **the host trusts code by value** (``--trust-code-by-value``, which needs an
   API key): a key holder may send code (``PUT /v1/code/{sha256}``, or with a
   moving paglet), and the host keeps it under ``<home>/code/<sha256>.pkl``.

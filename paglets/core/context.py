@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from paglets.core.movement import TransferTicket
+    from paglets.core.state import PagletState
 
 
 class PagletContext(Protocol):
@@ -71,6 +72,21 @@ class PagletContext(Protocol):
 
     def proxy(self, agent_id: str, host: str | None = None) -> PagletLink:
         """A handle to another paglet, on this host or on ``host`` (a name or URL)."""
+        ...
+
+    def create(
+        self,
+        paglet_class: str | type,
+        state: PagletState | dict[str, Any] | None = None,
+        *,
+        agent_id: str | None = None,
+    ) -> PagletLink:
+        """Start a new paglet on this host; returns a handle to it.
+
+        ``paglet_class`` is ``"module:Class"`` or the class itself; a class defined
+        in a script or a notebook goes by value, under the host's trust rule (see
+        `paglets.AsyncHostClient.create`).
+        """
         ...
 
     def dispatch(self, target: str, ticket: TransferTicket | None = None) -> None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from paglets.byvalue.pickling import class_reference
 from paglets.core.context import MeshHost
 from paglets.core.errors import ProtocolError, StorageError, TransferError
+from paglets.core.state import PagletState
+from paglets.wire.state_json import state_to_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -92,6 +96,29 @@ class ChildContext:
 
     def proxy(self, agent_id: str, host: str | None = None) -> ChildProxy:
         return ChildProxy(self._link, agent_id, host)
+
+    def create(
+        self,
+        paglet_class: str | type,
+        state: PagletState | dict[str, Any] | None = None,
+        *,
+        agent_id: str | None = None,
+    ) -> ChildProxy:
+        code = None
+        if isinstance(paglet_class, str):
+            path = paglet_class
+        else:
+            path, code = class_reference(paglet_class)
+        if isinstance(state, PagletState):
+            state = state_to_json(state)
+        answer = self._link.call(
+            "paglet.create",
+            class_path=path,
+            state=state,
+            agent_id=agent_id,
+            code=None if code is None else base64.b64encode(code).decode(),
+        )
+        return ChildProxy(self._link, str(answer["agent_id"]), None)
 
     # -- movement -----------------------------------------------------------------
 
