@@ -22,6 +22,7 @@ import pytest
 
 import paglets
 from paglets.cli.host import command
+from paglets.byvalue.routes import add_routes as add_code_routes
 from paglets.core.errors import PagletError
 from paglets.durability.routes import add_routes as add_durability_routes
 from paglets.mesh.routes import add_routes as add_mesh_routes
@@ -239,6 +240,7 @@ def test_every_http_route_is_documented() -> None:
     app = build_app(ctx)
     for add in (add_mesh_routes, add_movement_routes, add_durability_routes, add_monitor_routes):
         add(app, None)
+    add_code_routes(app, None, 1.0)
     text = (DOCS / "operations.md").read_text()
     routes = {
         (route.method, route.resource.canonical)

@@ -220,5 +220,6 @@ def _not_importable(class_path: str, reason: str) -> str:
     return (
         f"class {class_path} is not importable on this host ({reason}); install the same "
         "code there (a class defined in __main__, a script or a notebook cannot be "
-        "imported by other processes: move it into an importable module)"
+        "imported by other processes: pass the class itself to create() to ship it by "
+        "value, or move it into an importable module)"
     )
