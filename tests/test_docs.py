@@ -21,8 +21,8 @@ import psutil
 import pytest
 
 import paglets
-from paglets.cli.host import command
 from paglets.byvalue.routes import add_routes as add_code_routes
+from paglets.cli.host import command
 from paglets.core.errors import PagletError
 from paglets.durability.routes import add_routes as add_durability_routes
 from paglets.mesh.routes import add_routes as add_mesh_routes
