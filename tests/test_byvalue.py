@@ -30,10 +30,13 @@ from paglets import (
     Host,
     Paglet,
     RequestError,
+    StorageError,
     TransferError,
 )
+from paglets.byvalue import store as store_module
 from paglets.byvalue.pickling import class_reference, is_importable, load_class
 from paglets.byvalue.refs import CodeRef, code_hash, parse_code_ref
+from paglets.byvalue.store import CodeStore
 from paglets.runtime import ipc
 from paglets.runtime.classes import paglet_class
 from tests.conftest import wait_for
@@ -343,3 +346,19 @@ def test_code_sent_in_an_init_must_match_its_reference() -> None:
         paglet_class(init)
     with pytest.raises(RequestError, match="its code is missing"):
         paglet_class(dataclasses.replace(init, code=""))
+
+
+async def test_the_code_a_host_keeps_is_bounded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "MAX_STORED", 100)
+    store = CodeStore(tmp_path, "h", trusted=True, fsync=False)
+    first, second = b"x" * 60, b"y" * 60
+    assert await store.put(code_hash(first), first)
+    assert not await store.put(code_hash(first), first), "kept once"
+    with pytest.raises(StorageError, match="its limit is 100"):
+        await store.put(code_hash(second), second)
+    again = CodeStore(tmp_path, "h", trusted=True, fsync=False)  # counts what is on disk
+    with pytest.raises(StorageError, match="keeps 60 bytes"):
+        await again.put(code_hash(second), second)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{code_hash(first)}.pkl"]

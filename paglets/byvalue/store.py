@@ -21,6 +21,7 @@ bytes to the paglet's child (`paglets.byvalue.pickling.load_class`).
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import TYPE_CHECKING, Final
 
 from paglets.byvalue.local import in_process
@@ -30,6 +31,7 @@ from paglets.core.errors import (
     CodeNotTrustedError,
     PayloadTooLargeError,
     RequestError,
+    StorageError,
 )
 from paglets.persistence.paths import under
 from paglets.wire.landing import write_all, write_atomic
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["CodeStore"]
 
 _CACHED_MAX: Final = 256  # classes read from disk kept in memory
+MAX_STORED: Final = 1 << 30
+"""The most bytes of code one host keeps on disk, all classes together."""
 
 
 def _not_trusted(host_name: str, what: str) -> CodeNotTrustedError:
@@ -67,6 +71,7 @@ class CodeStore:
         self.fsync = fsync
         self._cached: dict[str, bytes] = {}
         self._lock = asyncio.Lock()
+        self._stored: int | None = None  # bytes kept on disk, counted at the first write
 
     def __repr__(self) -> str:
         return f"<CodeStore {self.root} trusted={self.trusted}>"
@@ -165,8 +170,22 @@ class CodeStore:
         path = self._file(sha256)
         async with self._lock:
             if not path.is_file():
+                if self._stored is None:
+                    self._stored = await asyncio.to_thread(self._count)
+                if self._stored + len(code) > MAX_STORED:
+                    raise StorageError(
+                        f"host {self.host_name} keeps {self._stored} bytes of code by value, "
+                        f"its limit is {MAX_STORED}; remove code no paglet uses from {self.root}"
+                    )
                 await asyncio.to_thread(self._write, path, code)
+                self._stored += len(code)
         self._remember(sha256, code)
+
+    def _count(self) -> int:
+        try:
+            return sum(e.stat().st_size for e in os.scandir(self.root) if e.is_file())
+        except FileNotFoundError:
+            return 0
 
     def _write(self, path: Path, code: bytes) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
