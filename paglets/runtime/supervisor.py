@@ -189,7 +189,8 @@ class Supervisor:
             module, _qualname = self.policy.check(class_path)
             code = ""
         else:  # shipped by value: only code this host may run (paglets.byvalue.store)
-            module, code = "", base64.b64encode(await self.code.code_for(ref)).decode()
+            module = "cloudpickle"  # what children rebuild such classes with
+            code = base64.b64encode(await self.code.code_for(ref)).decode()
         agent_id = uuid.uuid4().hex if agent_id is None else check_id(agent_id, IdKind.AGENT)
         self.check_new_id(agent_id)
         if arrival == "creation":  # arrivals and activations were admitted before
@@ -247,8 +248,7 @@ class Supervisor:
                 {"class_path": class_path, "error": type(exc).__name__},
             )
             raise
-        if module:
-            self.spawner.warm(module)
+        self.spawner.warm(module)
         record.restart_policy = restart_policy or _policy(handle.class_restart_policy)
         record.idle_timeout = handle.idle_timeout
         record.status = PagletStatus.ACTIVE
