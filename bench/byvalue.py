@@ -44,7 +44,7 @@ class Tally(Paglet[TallyState]):
 
     State = TallyState
 
-    def handle_message(self, message: Message) -> Any:
+    def handle_message(self, message: Message) -> Any:  # noqa: ARG002 - any kind counts
         self.state.count += 1
         return {"count": self.state.count}
 
