@@ -79,6 +79,17 @@ def error_response(exc: PagletError, *, debug: bool = False) -> web.Response:
     return json_response({"error": body.to_dict()}, status=exc.http_status)
 
 
+def unexpected_error(exc: Exception, what: str, *, debug: bool = False) -> dict[str, Any]:
+    """The error body of a bug met serving ``what``: logged, with an id to find it by."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("unexpected error %s serving %s", error_id, what, exc_info=exc)
+    message = f"internal error {error_id}; the host's log has its details"
+    if debug:
+        message = f"internal error {error_id}: {type(exc).__name__}: {exc}"
+    body = ErrorBody("HostError", message, traceback.format_exc() if debug else None)
+    return {"error": body.to_dict()}
+
+
 def _debug(request: web.Request) -> bool:
     ctx = request.app.get(API)
     return ctx is not None and ctx.debug_errors
@@ -101,14 +112,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         kind = "PagletNotFoundError" if exc.status == 404 else "RequestError"  # noqa: PLR2004
         body = ErrorBody(kind, f"{exc.status} {exc.reason}: {request.method} {request.path}")
         return json_response({"error": body.to_dict()}, status=exc.status)
-    except Exception as exc:
-        error_id = uuid.uuid4().hex[:12]
-        log.exception("unexpected error %s serving %s %s", error_id, request.method, request.path)
-        message = f"internal error {error_id}; the host's log has its details"
-        if _debug(request):
-            message = f"internal error {error_id}: {type(exc).__name__}: {exc}"
-        body = ErrorBody("HostError", message, traceback.format_exc() if _debug(request) else None)
-        return json_response({"error": body.to_dict()}, status=500)
+    except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 with its id
+        what = f"{request.method} {request.path}"
+        return json_response(unexpected_error(exc, what, debug=_debug(request)), status=500)
 
 
 ROUTE_IDS: Final[dict[str, IdKind]] = {
@@ -235,12 +241,18 @@ async def get_state(request: web.Request) -> web.Response:
 async def send_message(request: web.Request) -> web.Response:
     ctx = request.app[API]
     req = SendRequest.parse(await read_json(request, ctx.max_body, ctx.read_timeout))
+    status, body = await deliver(ctx, request.match_info["agent_id"], req)
+    return json_response(body, status=status)
+
+
+async def deliver(ctx: ApiContext, agent_id: str, req: SendRequest) -> tuple[int, dict[str, Any]]:
+    """Deliver a message as ``POST /v1/paglets/{agent_id}/messages`` does: status and body."""
     mode = SendMode(req.mode)
     message_id = req.message_id
     if message_id is None and mode is SendMode.FUTURE:
         message_id = uuid.uuid4().hex
     reply = await ctx.supervisor.delivery.send(
-        request.match_info["agent_id"],
+        agent_id,
         req.kind,
         req.args,
         priority=req.priority,
@@ -251,17 +263,26 @@ async def send_message(request: web.Request) -> web.Response:
         no_delay=req.no_delay,
     )
     if mode is SendMode.SYNC:
-        return json_response({"reply": reply})
-    return json_response({"accepted": True, "message_id": message_id}, status=202)
+        return 200, {"reply": reply}
+    return 202, {"accepted": True, "message_id": message_id}
 
 
 async def message_result(request: web.Request) -> web.Response:
     ctx = request.app[API]
     wait = _query_float(request, "wait", 0.0, MAX_WAIT)
-    done, reply = await ctx.supervisor.delivery.result(
-        request.match_info["agent_id"], request.match_info["message_id"], wait
+    return json_response(
+        await future_result(
+            ctx, request.match_info["agent_id"], request.match_info["message_id"], wait
+        )
     )
-    return json_response({"done": done, "reply": reply})
+
+
+async def future_result(
+    ctx: ApiContext, agent_id: str, message_id: str, wait: float
+) -> dict[str, Any]:
+    """A future's reply, as ``GET /v1/paglets/{agent_id}/messages/{message_id}`` answers it."""
+    done, reply = await ctx.supervisor.delivery.result(agent_id, message_id, wait)
+    return {"done": done, "reply": reply}
 
 
 async def dispose_paglet(request: web.Request) -> web.Response:
@@ -316,4 +337,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     app.router.add_post(f"{p}/paglets/{{agent_id}}/messages", send_message)
     app.router.add_get(f"{p}/paglets/{{agent_id}}/messages/{{message_id}}", message_result)
     app.router.add_get(f"{p}/events", list_events)
+    from paglets.transport.channel import add_routes  # noqa: PLC0415 - it imports this module
+
+    add_routes(app)
     return app

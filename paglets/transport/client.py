@@ -35,6 +35,7 @@ from paglets.core.ids import IdKind, check_id
 from paglets.core.message import Message
 from paglets.core.state import PagletState
 from paglets.transport.apikey import load_api_key
+from paglets.transport.channel_client import Channel, ChannelLost
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
 from paglets.wire.state_json import state_to_json
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _RESULT_POLL = 30.0
+MAX_ANSWER = 64 << 20  # the largest answer taken over a channel
 MAX_HOPS = 8  # how many moves in a row a proxy follows for one request
 
 
@@ -103,6 +105,10 @@ class AsyncHostClient:
         connect_timeout: seconds to wait for a connection.
         guard: called with the URL of every other host this client would take
             its key to (a paglet that moved); raises to refuse it.
+        channel: send messages over one persistent WebSocket to the host
+            (`paglets.transport.channel`) when it offers one; else, or with
+            ``False``, each message is an HTTP request. Both give the same
+            replies, errors and exactly-once delivery.
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class AsyncHostClient:
         connect_timeout: float = 10.0,
         pool: _Pool | None = None,
         guard: Callable[[str], None] | None = None,
+        channel: bool = True,
     ) -> None:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
@@ -130,6 +137,10 @@ class AsyncHostClient:
         self._owner = pool is None
         self._pool = pool or _Pool()
         self._pool.siblings.setdefault(self.url, self)
+        self._use_channel = channel
+        self._channel: Channel | None = None
+        self._no_channel = False  # the host offers none: HTTP only
+        self._channel_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncHostClient {self.url}>"
@@ -147,7 +158,12 @@ class AsyncHostClient:
         client = self._pool.siblings.get(url)
         if client is None:
             client = AsyncHostClient(
-                url, self._key, ssl=self._ssl, pool=self._pool, guard=self._guard
+                url,
+                self._key,
+                ssl=self._ssl,
+                pool=self._pool,
+                guard=self._guard,
+                channel=self._use_channel,
             )
             self._pool.siblings[url] = client
         return client
@@ -167,6 +183,10 @@ class AsyncHostClient:
         """Close the connection pool."""
         if not self._owner:
             return
+        for client in list(self._pool.siblings.values()):
+            channel, client._channel = client._channel, None  # noqa: SLF001 - ours
+            if channel is not None:
+                await channel.close()
         session, self._pool.session = self._pool.session, None
         if session is not None:
             await session.close()
@@ -214,6 +234,54 @@ class AsyncHostClient:
             except aiohttp.ClientError as exc:
                 raise HostUnavailableError(f"cannot reach host {self.url}: {exc}") from None
         return _decode(status, payload, url)
+
+    async def _open_channel(self) -> Channel | None:
+        """The channel to this host, opened on first use; ``None`` to use HTTP."""
+        channel = self._channel
+        if channel is not None and not channel.closed:
+            return channel
+        if not self._use_channel or self._no_channel:
+            return None
+        if self._channel_lock is None:
+            self._channel_lock = asyncio.Lock()
+        async with self._channel_lock:
+            if self._channel is not None and not self._channel.closed:
+                return self._channel
+            try:
+                self._channel = await Channel.open(
+                    self._get_session(), self.url, self._headers, MAX_ANSWER
+                )
+            except (aiohttp.ClientError, OSError):
+                return None  # the HTTP request says what is wrong
+            self._no_channel = self._channel is None
+            return self._channel
+
+    async def call_paglet(
+        self, op: str, agent_id: str, body: dict[str, Any], timeout: float | None
+    ) -> Any:
+        """A message to a paglet here (``send``) or a future's reply (``result``).
+
+        Over the channel when the host offers one; over HTTP otherwise, or again
+        over HTTP when the channel breaks first (a message keeps its id, so it is
+        never delivered twice).
+        """
+        channel = await self._open_channel()
+        if channel is not None:
+            try:
+                answer = await channel.call(op, agent_id, body, timeout)
+            except ChannelLost:
+                pass
+            except TimeoutError:
+                raise PagletTimeoutError(
+                    f"{op} to paglet {agent_id} at {self.url} got no answer within {timeout:g} s"
+                ) from None
+            else:
+                return _checked(answer.status, answer.body, self.url)
+        path = f"{API_PREFIX}/paglets/{agent_id}/messages"
+        if op == "send":
+            return await self.request("POST", path, body, timeout=timeout)
+        params = {"wait": f"{body.get('wait', 0.0):g}"}
+        return await self.request("GET", f"{path}/{body['message_id']}", params=params)
 
     # -- host -------------------------------------------------------------------
 
@@ -365,15 +433,23 @@ def _decode(status: int, payload: bytes, url: str) -> Any:
     except (ValueError, RecursionError):  # nesting too deep for the parser: not ours either
         data = None
     if status >= 400:  # noqa: PLR2004
-        error = data.get("error") if isinstance(data, dict) else None
-        if isinstance(error, dict) and "type" in error:
-            raise error_from_wire(
-                str(error["type"]), str(error.get("message", "")), error.get("traceback")
-            )
-        raise PagletError(f"HTTP {status} from {url}: {payload[:200]!r}")
+        return _checked(status, data, url, payload)
     if data is None and payload:
         raise ProtocolError(f"{url} answered with a body that is not JSON")
     return data
+
+
+def _checked(status: int, data: Any, url: str, raw: bytes | None = None) -> Any:
+    """``data``, the body of a success; the host's error, raised, for a failure."""
+    if status < 400:  # noqa: PLR2004
+        return data
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and "type" in error:
+        raise error_from_wire(
+            str(error["type"]), str(error.get("message", "")), error.get("traceback")
+        )
+    shown = raw[:200] if raw is not None else repr(data)[:200]
+    raise PagletError(f"HTTP {status} from {url}: {shown!r}")
 
 
 class AsyncPagletProxy:
@@ -400,6 +476,17 @@ class AsyncPagletProxy:
         for _ in range(MAX_HOPS):
             try:
                 return await self.client.request(method, path, body, timeout=timeout)
+            except PagletMovedError as exc:
+                if exc.location is None:
+                    raise
+                self.client = self.client.sibling(exc.location)
+        raise TransferError(f"paglet {self.agent_id} moved more than {MAX_HOPS} times in a row")
+
+    async def _call(self, op: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
+        """A message (or a future's reply) for this paglet; follows it when it has moved."""
+        for _ in range(MAX_HOPS):
+            try:
+                return await self.client.call_paglet(op, self.agent_id, body, timeout)
             except PagletMovedError as exc:
                 if exc.location is None:
                     raise
@@ -481,9 +568,8 @@ class AsyncPagletProxy:
         with ``PagletInactiveError`` instead.
         """
         msg = _message(message, args, priority)
-        data = await self._request(
-            "POST",
-            f"{self._path}/messages",
+        data = await self._call(
+            "send",
             self._body(msg, "sync", timeout, no_delay=no_delay),
             timeout=None if timeout is None else timeout + 5.0,
         )
@@ -498,7 +584,7 @@ class AsyncPagletProxy:
     ) -> None:
         """Queue a message and return at once; failures go to the event log."""
         msg = _message(message, args, priority)
-        await self._request("POST", f"{self._path}/messages", self._body(msg, "oneway", None))
+        await self._call("send", self._body(msg, "oneway", None))
 
     async def send_future(
         self,
@@ -509,9 +595,7 @@ class AsyncPagletProxy:
     ) -> AsyncPagletFuture:
         """Queue a message; the returned future gives its reply later."""
         msg = _message(message, args, priority)
-        data = await self._request(
-            "POST", f"{self._path}/messages", self._body(msg, "future", None)
-        )
+        data = await self._call("send", self._body(msg, "future", None))
         return AsyncPagletFuture(self, str(data["message_id"]))
 
     async def deactivate(
@@ -567,8 +651,8 @@ class AsyncPagletFuture:
     async def _poll(self, wait: float) -> bool:
         if self._done:
             return True
-        path = f"{self.proxy._path}/messages/{self.message_id}"  # noqa: SLF001
-        data = await self.proxy.client.request("GET", path, params={"wait": f"{wait:g}"})
+        body = {"message_id": self.message_id, "wait": wait}
+        data = await self.proxy.client.call_paglet("result", self.proxy.agent_id, body, None)
         if data["done"]:
             self._done, self._reply = True, data["reply"]
         return self._done

@@ -1,0 +1,139 @@
+"""``GET /v1/channel``: a persistent WebSocket over which a client sends many messages.
+
+A script or a host that sends many messages keeps one authenticated WebSocket
+to a host and multiplexes its calls over it (`paglets.wire.channel`: numbered
+calls, answers matched by number). A call does what the HTTP route does, with
+the same checks, errors, ordering and exactly-once delivery by message id:
+
+- ``send``: the body of ``POST /v1/paglets/{agent_id}/messages``; the answer is
+  what that route answers (``200 {"reply"}``, or ``202 {"accepted",
+  "message_id"}`` for one-way and future messages);
+- ``result``: ``{"message_id", "wait"}``, as ``GET .../messages/{message_id}``.
+
+One-way and future messages are taken in the order their frames arrive (each
+is queued before the next frame is read); synchronous sends and waits for a
+result run side by side, at most `MAX_INFLIGHT` at once per channel: past
+that, the host reads no more frames until one finishes (the client's writes
+wait, as over TCP).
+
+Who gets what: a caller with the key opens a channel as it would call any route;
+without the key the upgrade is refused ``401`` like every route but ``/health``
+and the mesh hello; a paglet holds no key; a stranger gets the same ``401``. A
+frame that is not a call closes the channel (code 1008, with the reason); a call
+with a bad field gets its error answer, like a bad request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Final
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from paglets.core.errors import PagletError, RequestError
+from paglets.core.ids import IdKind, check_id
+from paglets.transport.app import API, ApiContext, deliver, future_result, unexpected_error
+from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, Answer, Call, call_id_of
+from paglets.wire.records import ErrorBody, SendRequest
+
+__all__ = ["MAX_INFLIGHT", "add_routes"]
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT: Final = 256
+
+_OPEN: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("paglets.transport.channel.OPEN")
+
+
+async def _answer(ctx: ApiContext, call: Call) -> tuple[int, Any]:
+    """What the HTTP API answers the same call: its status and body."""
+    try:
+        if call.op == "send":
+            return await deliver(ctx, call.agent_id, SendRequest.parse(call.body))
+        return 200, await future_result(ctx, call.agent_id, *_result_args(call.body))
+    except PagletError as exc:
+        tb = exc.remote_traceback if ctx.debug_errors else None
+        return exc.http_status, {"error": ErrorBody(type(exc).__name__, exc.message, tb).to_dict()}
+    except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 with its id
+        what = f"channel {call.op} to {call.agent_id}"
+        return 500, unexpected_error(exc, what, debug=ctx.debug_errors)
+
+
+def _result_args(body: dict[str, Any]) -> tuple[str, float]:
+    if set(body) - {"message_id", "wait"}:
+        raise RequestError('a result call\'s body is {"message_id", "wait"}')
+    wait = body.get("wait", 0.0)
+    if type(wait) not in (int, float) or not 0 <= wait <= 60:  # noqa: PLR2004
+        raise RequestError("'wait' must be a number of seconds from 0 to 60")
+    return check_id(body.get("message_id"), IdKind.MESSAGE), float(wait)
+
+
+def _in_order(call: Call) -> bool:
+    """Whether the call is taken before the next frame is read (one-way and future sends)."""
+    return call.op == "send" and call.body.get("mode", "sync") in ("oneway", "future")
+
+
+async def serve_channel(request: web.Request) -> web.WebSocketResponse:
+    ctx = request.app[API]
+    ws = web.WebSocketResponse(max_msg_size=ctx.max_body, heartbeat=HEARTBEAT, compress=False)
+    await ws.prepare(request)
+    request.app[_OPEN].add(ws)
+    slots = asyncio.Semaphore(MAX_INFLIGHT)
+    running: set[asyncio.Task[None]] = set()
+
+    async def reply(call: Call) -> None:
+        try:
+            status, body = await _answer(ctx, call)
+            if not ws.closed:
+                await ws.send_str(Answer(call.id, status, body).encode())
+        except ConnectionError:
+            pass  # the client went away; its retries carry the same message ids
+        finally:
+            slots.release()
+
+    try:
+        async for frame in ws:
+            if frame.type is not WSMsgType.TEXT:
+                await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
+                break
+            try:
+                call = Call.decode(frame.data)
+            except RequestError as exc:
+                call_id = call_id_of(frame.data)
+                if call_id is None:
+                    reason = f"not a channel call: {exc.message}"[:120].encode()
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
+                    break
+                error = ErrorBody(type(exc).__name__, exc.message).to_dict()
+                await ws.send_str(Answer(call_id, exc.http_status, {"error": error}).encode())
+                continue
+            await slots.acquire()
+            if _in_order(call):
+                await reply(call)
+            else:
+                task = asyncio.create_task(reply(call))
+                running.add(task)
+                task.add_done_callback(running.discard)
+    finally:
+        request.app[_OPEN].discard(ws)
+        for task in list(running):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*running, return_exceptions=True)
+    return ws
+
+
+async def _close_all(app: web.Application) -> None:
+    """The host stops: close every channel first, so no handler holds the stop up."""
+    channels = app[_OPEN]
+    for ws in list(channels):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"host stopping")
+
+
+def add_routes(app: web.Application) -> None:
+    """Serve the channel in ``app`` (whose `API` context the calls use)."""
+    app[_OPEN] = set()
+    app.on_shutdown.append(_close_all)
+    app.router.add_get(CHANNEL_ROUTE, serve_channel)

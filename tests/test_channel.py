@@ -1,0 +1,197 @@
+"""The proxy channel: one WebSocket per client and host, the same answers as HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from paglets import (
+    AsyncHostClient,
+    AuthenticationError,
+    HandlerError,
+    Host,
+    Message,
+    MessageNotHandledError,
+    PagletNotFoundError,
+    PagletTimeoutError,
+)
+from paglets.transport import channel as channel_module
+from paglets.wire.channel import CHANNEL_ROUTE
+from tests.conftest import wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable
+
+PROBE = "pagletstest.testing:Probe"
+KEY = "k-" + "3" * 30
+
+
+def _no_http_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail a test whose messages would go over HTTP instead of the channel."""
+    real = AsyncHostClient.request
+
+    async def request(self: AsyncHostClient, method: str, path: str, *a: Any, **k: Any) -> Any:
+        assert "/messages" not in path, f"{method} {path} went over HTTP"
+        return await real(self, method, path, *a, **k)
+
+    monkeypatch.setattr(AsyncHostClient, "request", request)
+
+
+async def test_messages_go_over_one_channel_with_the_answers_http_gives(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        _no_http_messages(monkeypatch)
+        assert await probe.send("echo", {"a": [1, 2]}) == {"a": [1, 2]}
+        with pytest.raises(HandlerError, match="ValueError: boom"):
+            await probe.send("raise")
+        with pytest.raises(MessageNotHandledError):
+            await probe.send("no such kind")
+        with pytest.raises(PagletTimeoutError):
+            await probe.send("sleep", {"seconds": 2}, timeout=0.2)
+        future = await probe.send_future("echo", {"f": 1})
+        assert await future.result(5) == {"f": 1}
+        await probe.send_oneway("record", {"tag": "x"})
+        with pytest.raises(PagletNotFoundError):
+            await client.proxy("nobody").send("echo")
+        assert client._channel is not None
+        assert len(_open(host)) == 1, "one channel for all"
+
+
+async def test_many_concurrent_sends_share_the_channel_and_each_gets_its_own_reply(
+    host: Host,
+) -> None:
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        replies = await asyncio.gather(*(probe.send("echo", {"n": n}) for n in range(300)))
+        assert replies == [{"n": n} for n in range(300)]
+
+
+async def test_one_way_messages_sent_back_to_back_arrive_in_order(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        await asyncio.gather(*(probe.send_oneway("record", {"tag": n}) for n in range(500)))
+        assert await probe.send("record", {"tag": "end"}) == 501
+        log = (await probe.state())["log"]
+        assert log == [str(n) for n in range(500)] + ["end"]
+
+
+async def test_a_broken_channel_is_replaced_by_http_and_nothing_is_delivered_twice(
+    host: Host,
+) -> None:
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        await probe.send("echo")
+        # held in the paglet's hands until one more message is queued behind it
+        gate = Message("gate", {"count": 1}, message_id=uuid.uuid4().hex)
+        sending = asyncio.create_task(probe.send(gate, timeout=20))
+        await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 0, 5, "taken")
+        await asyncio.sleep(0.2)
+        for ws in list(_open(host)):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"test")
+        await wait_for(lambda: not _open(host), 5, "the channel closed")
+        await asyncio.sleep(0.2)  # the same message again, over HTTP: not delivered twice
+        async with AsyncHostClient(host.url, channel=False) as other:
+            await other.proxy(probe.agent_id).send_oneway("record", {"tag": "go"})
+        assert await sending is None
+        assert (await probe.state())["log"] == ["gate", "go"]
+
+
+def _open(host: Host) -> set[Any]:
+    assert host._runner is not None
+    return host._runner.app[channel_module._OPEN]
+
+
+async def test_without_the_key_the_channel_is_refused_as_every_route_is(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(name="keyed", api_key=KEY)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"{host.url}{CHANNEL_ROUTE}")
+        assert refused.value.status == 401
+    async with AsyncHostClient(host.url, KEY) as client:
+        probe = await client.create(PROBE)
+    async with AsyncHostClient(host.url, "wrong") as client:
+        with pytest.raises(AuthenticationError):
+            await client.proxy(probe.agent_id).send("echo")
+
+
+async def test_bad_frames_are_answered_or_close_the_channel(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{host.url}{CHANNEL_ROUTE}") as ws:
+            await ws.send_str('{"id": 7, "op": "launch", "agent_id": "a", "body": {}}')
+            answer = (await ws.receive()).json()
+            assert answer["id"] == 7
+            assert answer["status"] == 400
+            assert "unknown op 'launch'" in answer["body"]["error"]["message"]
+            body = {"kind": "echo", "args": {}, "mode": "sideways"}
+            call = {"id": 8, "op": "send", "agent_id": probe.agent_id, "body": body}
+            await ws.send_json(call)
+            answer = (await ws.receive()).json()
+            assert (answer["id"], answer["status"]) == (8, 400)
+            call = {"id": 9, "op": "send", "agent_id": "../x", "body": {"kind": "echo"}}
+            await ws.send_json(call)
+            assert (await ws.receive()).json()["status"] == 400
+            await ws.send_str("[1e999]")
+            closing = await ws.receive()
+            assert closing.type is WSMsgType.CLOSE
+            assert closing.data == WSCloseCode.POLICY_VIOLATION
+        async with session.ws_connect(f"{host.url}{CHANNEL_ROUTE}") as ws:
+            await ws.send_bytes(b"\x00")
+            closing = await ws.receive()
+            assert closing.data == WSCloseCode.UNSUPPORTED_DATA
+    async with AsyncHostClient(host.url) as client:
+        assert await client.proxy(probe.agent_id).send("echo", {"ok": 1}) == {"ok": 1}
+
+
+async def test_a_host_stops_promptly_with_channels_open(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(name="stopping")
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        await probe.send("echo")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await host.stop()
+        assert loop.time() - started < 10
+        assert client._channel is not None
+        await wait_for(lambda: client._channel is not None and client._channel.closed, 5, "closed")
+
+
+@pytest.fixture
+async def channelless() -> AsyncIterator[str]:
+    """A server that answers messages over HTTP only, as a host without the channel."""
+
+    async def message(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"reply": body["args"]})
+
+    app = web.Application()
+    app.router.add_post("/v1/paglets/{agent_id}/messages", message)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_host_that_offers_no_channel_gets_http(channelless: str) -> None:
+    async with AsyncHostClient(channelless) as client:
+        proxy = client.proxy("a" * 32)
+        assert await proxy.send("echo", {"x": 1}) == {"x": 1}
+        assert await proxy.send("echo", {"x": 2}) == {"x": 2}
+        assert client._channel is None
+        assert client._no_channel, "asked once, then HTTP only"
