@@ -36,7 +36,6 @@ from paglets.core.errors import (
 from paglets.core.events import EventKind
 from paglets.mesh.bindpublic import Listeners, detect_lan_address, url_for, watch_address
 from paglets.mesh.codeversion import git_commit
-from paglets.mesh.discovery import Announcement, Discovery
 from paglets.mesh.gossip import Gossiper
 from paglets.mesh.membership import Membership
 from paglets.mesh.peers import Change, MergeResult, PeerTable
@@ -50,6 +49,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from paglets.config import HostConfig
+    from paglets.mesh.discovery import Announcement, Discovery
     from paglets.mesh.hello import Hello, HelloReply
     from paglets.persistence.events import EventLog
     from paglets.transport.guard import ConnectionGuard
@@ -398,6 +398,9 @@ class MeshService:
         await gossiper.run(beat)
 
     async def _discovery_ctx(self, _app: web.Application) -> AsyncIterator[None]:
+        # zeroconf is imported only by hosts that announce themselves (about 70 ms)
+        from paglets.mesh.discovery import Discovery  # noqa: PLC0415
+
         discovery = Discovery(self._on_found, self.config.discovery_interfaces)
         self.discovery = discovery
         task = asyncio.create_task(self._announce(discovery), name=f"zeroconf-{self.config.name}")
@@ -415,6 +418,8 @@ class MeshService:
     def _announcement(self) -> tuple[Announcement, str, int]:
         assert self.listeners is not None  # noqa: S101 - bound before ready
         me = self.table.me
+        from paglets.mesh.discovery import Announcement  # noqa: PLC0415 - as in _discovery_ctx
+
         announcement = Announcement(me.name, me.url, me.mesh_version, me.protocol_version)
         address = self.listeners.addresses[0]
         if ipaddress.ip_address(address).is_unspecified:
