@@ -223,6 +223,35 @@ async def test_dispose_of_a_busy_paglet_fails_its_callers_after_one_grace(
         assert grace <= took < grace + 0.9, f"dispose took {took:.2f} s with a {grace} s grace"
 
 
+async def test_an_idle_child_sends_no_heartbeats_and_is_judged_once_it_has_work(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(limits=SupervisorLimits(heartbeat_interval=0.1, hang_timeout=1.0))
+    async with AsyncHostClient(host.url) as client:
+        victim = await client.create(PROBE)
+        await victim.send("sleep", {"seconds": 0.3})  # busy: it beats
+        handle = host.supervisor.get(victim.agent_id).handle
+        assert handle is not None
+        await asyncio.sleep(0.3)
+        quiet_since = handle.last_beat
+        await asyncio.sleep(0.6)
+        assert handle.last_beat == quiet_since, "an idle child does not wake up to beat"
+        pid = (await victim.info()).pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # stopped while idle: nothing waits on it
+        try:
+            await asyncio.sleep(1.5)
+            assert (await victim.info()).status == "active"
+            started = time.monotonic()
+            with pytest.raises(PagletCrashedError):
+                await victim.send("echo", {"x": 1})
+            assert time.monotonic() - started < 5, "found hung once a message waits on it"
+            assert (await victim.info()).exit_reason == "hung"
+        finally:
+            _kill_quietly(pid, signal.SIGCONT)
+            _kill_quietly(pid, signal.SIGKILL)
+
+
 async def test_stopped_child_is_detected_as_hung(
     make_host: Callable[..., Awaitable[Host]],
 ) -> None:

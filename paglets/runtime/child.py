@@ -92,10 +92,19 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
 class ChildRuntime:
     """Serves one paglet inside its child process."""
 
-    def __init__(self, channel: _Channel, init: ipc.Init, backlog: list[ipc.Record]) -> None:
+    def __init__(
+        self,
+        channel: _Channel,
+        init: ipc.Init,
+        backlog: list[ipc.Record],
+        busy: threading.Event | None = None,
+    ) -> None:
         self.channel = channel
         self.init = init
         self.mailbox = Mailbox()
+        # Set while the host waits on this process (work in the mailbox or in hand):
+        # the heartbeat thread beats only then, so an idle paglet costs no wake-ups.
+        self.busy = busy or threading.Event()
         for record in backlog:
             self._accept(record)
         self.paglet: Paglet[Any] | None = None
@@ -229,6 +238,8 @@ class ChildRuntime:
             else:
                 await self._stop(self.paglet, item)
                 return
+            if not len(self.mailbox):
+                self.busy.clear()
         if self.mover.departed is not None:
             await self._leave(self.mover.departed)
 
@@ -300,6 +311,7 @@ class ChildRuntime:
     def _accept(self, record: ipc.Record) -> None:
         if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Move | ipc.Persist | ipc.Stop):
             self.mailbox.put(record)
+            self.busy.set()  # heartbeats until the mailbox is empty again
         elif isinstance(record, ipc.CallResult) and self.link is not None:
             self.link.resolve(record)
         else:
@@ -413,11 +425,17 @@ class ChildRuntime:
 
 
 class _Heartbeat:
-    """A thread, started before the ``Init`` arrives, that beats once it has an interval."""
+    """A thread, started before the ``Init`` arrives, that beats once it has an interval.
+
+    It beats only while ``busy`` is set (the host waits on this process: work in
+    its mailbox or in hand), every ``interval``: the host judges a paglet hung
+    only then, and an idle paglet's process does not wake up at all.
+    """
 
     def __init__(self, channel: _Channel) -> None:
         self.channel = channel
         self.interval = 0.0
+        self.busy = threading.Event()
         self._go = threading.Event()
         threading.Thread(target=self._main, name="paglet-heartbeat", daemon=True).start()
 
@@ -427,13 +445,16 @@ class _Heartbeat:
 
     def _main(self) -> None:
         self._go.wait()
-        _heartbeat(self.channel, self.interval)
+        _heartbeat(self.channel, self.interval, self.busy)
 
 
-def _heartbeat(channel: _Channel, interval: float) -> None:
+def _heartbeat(channel: _Channel, interval: float, busy: threading.Event) -> None:
     beat = encode_json(ipc.Heartbeat().to_wire())
     while True:
+        busy.wait()
         time.sleep(interval)
+        if not busy.is_set():
+            continue
         try:
             channel.send_frame(beat)
         except OSError:
@@ -468,7 +489,7 @@ def run_child(sock: socket.socket) -> NoReturn:
             _flush_and_exit(0)
         init, records = _read_init(channel, decoder)  # or the host closes the channel: exit
     heartbeat.start(init.heartbeat_interval)
-    runtime = ChildRuntime(channel, init, records)
+    runtime = ChildRuntime(channel, init, records, heartbeat.busy)
     runtime._decoder = decoder  # noqa: SLF001 - keep bytes already read past the Init
     try:
         runner.run(runtime.serve())

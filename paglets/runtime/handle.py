@@ -182,6 +182,8 @@ class ChildHandle:
     # -- calls ------------------------------------------------------------------
 
     def _write(self, record: ipc.Record) -> int:
+        if not self.pending:  # it was idle: the clock of its heartbeats starts now
+            self.last_beat = time.monotonic()
         size = 0 if self.exit_info is not None else self.child.channel.send(record)
         if not size:
             raise self._dead_error()

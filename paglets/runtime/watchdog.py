@@ -1,6 +1,7 @@
 """The supervisor's watchdog: hung, idle and oversized children.
 
-Every heartbeat interval it kills the children that missed their heartbeats,
+Every heartbeat interval it kills the children that missed their heartbeats
+(a child beats while it has work: the host judges only those it waits on),
 has the keeper deactivate paglets idle past their ``deactivation_policy``,
 and measures the children's memory: for admission (`paglets.runtime.admission`)
 and to kill a child over the per-child limit.
@@ -59,8 +60,8 @@ def sweep_heartbeats(supervisor: Supervisor) -> None:
     now = time.monotonic()
     for record in supervisor.list():
         handle = record.handle
-        if record.status is not PagletStatus.ACTIVE or handle is None:
-            continue
+        if record.status is not PagletStatus.ACTIVE or handle is None or not handle.pending:
+            continue  # an idle child sends no heartbeats: it is judged when it has work
         if now - handle.last_beat > supervisor.limits.hang_timeout:
             log.warning("paglet %s missed heartbeats; killing it", record.agent_id)
             handle.kill(ExitReason.HUNG)
