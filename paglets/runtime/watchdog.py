@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import psutil
 
@@ -83,8 +84,31 @@ async def sweep_memory(supervisor: Supervisor, limit: int | None) -> None:
 
 
 def _rss_of(pids: list[int]) -> dict[int, int]:
-    sizes: dict[int, int] = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            sizes[pid] = psutil.Process(pid).memory_info().rss
-    return sizes
+    """Each live child's resident memory, in bytes (a child gone meanwhile is left out)."""
+    if not _STATM:
+        sizes: dict[int, int] = {}
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                sizes[pid] = psutil.Process(pid).memory_info().rss
+        return sizes
+    return {pid: rss for pid in pids if (rss := _statm_rss(pid)) is not None}
+
+
+# On Linux one read of /proc/<pid>/statm gives the resident pages: a tenth of what
+# a psutil.Process costs, which counts with hundreds of children every sweep.
+_STATM: Final = os.path.exists("/proc/self/statm")  # noqa: PTH110 - once, at import
+_PAGE: Final = os.sysconf("SC_PAGE_SIZE") if _STATM else 0
+
+
+def _statm_rss(pid: int) -> int | None:
+    try:
+        fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fields = os.read(fd, 128).split()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return int(fields[1]) * _PAGE if len(fields) > 1 else None
