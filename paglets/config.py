@@ -8,6 +8,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
@@ -15,6 +16,9 @@ from paglets.core.errors import ConfigurationError
 from paglets.core.ids import IdKind, is_valid_id
 from paglets.runtime.privileges import ChildUser
 from paglets.runtime.records import SupervisorLimits
+
+if TYPE_CHECKING:
+    from paglets.launch.model import StartupPaglet
 
 DEFAULT_API_KEY_ENV = "PAGLETS_API_KEY"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -81,6 +85,8 @@ class HostConfig:
     # Movement (see docs/movement.md): fsync envelopes and the journal before a
     # commit counts, so a committed move survives a power cut, not only a crash.
     transfer_fsync: bool = True
+    # Paglets created at start unless there already (launch.toml [[paglets]]).
+    startup: tuple[StartupPaglet, ...] = ()
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -103,6 +109,7 @@ class HostConfig:
             if isinstance(value, str):
                 raise ConfigurationError(f"{name} must be a sequence of strings, not a string")
             object.__setattr__(self, name, tuple(value))  # type: ignore[arg-type]
+        object.__setattr__(self, "startup", tuple(self.startup))
 
     def _validate(self) -> None:
         if not is_valid_id(self.name, IdKind.HOST):

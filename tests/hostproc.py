@@ -83,9 +83,11 @@ def host_processes(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
     started: list[subprocess.Popen[bytes]] = []
     counter = iter(range(100))
 
-    def factory(*args: str, env: dict[str, str] | None = None) -> RunningHost:
+    def factory(
+        *args: str, env: dict[str, str] | None = None, name: str | None = None
+    ) -> RunningHost:
         n = next(counter)
-        name = f"cli{n}"
+        name = name or f"cli{n}"
         ready_file = tmp_path / f"{name}.ready.json"
         log_file = tmp_path / f"{name}.log"
         argv = [*HOST_CMD, "--name", name, "--port", "0", "--ready-file", str(ready_file)]

@@ -29,6 +29,7 @@ import click
 
 from paglets.cli._errors import run_cli
 from paglets.core.errors import HostError, PagletCrashedError, PagletError
+from paglets.launch import bundled_text
 from paglets.transport.sync import HostClient, ReplySet
 
 if TYPE_CHECKING:
@@ -126,11 +127,20 @@ def _start_host(root: Path, name: str, peers: Sequence[str]) -> DemoHost:
     argv = [sys.executable, "-m", "paglets.cli.host", "--name", name, "--port", "0"]
     argv += ["--ready-file", str(ready_file), "--state-dir", str(root / "state")]
     argv += ["--mesh-version", "demo", "--log-level", "info"]
+    argv += ["--config", str(_launch_file(root))]
     for peer in peers:
         argv += ["--peer", peer]
     with log_file.open("wb") as log:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     return DemoHost(name, process, ready_file, log_file)
+
+
+def _launch_file(root: Path) -> Path:
+    """The bundled default launch file, so the demo's hosts ignore the user's own."""
+    path = root / "launch.toml"
+    if not path.exists():
+        path.write_text(bundled_text(), encoding="utf-8")
+    return path
 
 
 def _wait_ready(hosts: Sequence[DemoHost]) -> None:

@@ -30,6 +30,7 @@ from paglets._version import __version__
 from paglets.cli._errors import run_cli
 from paglets.cli._units import BYTES
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
+from paglets.launch import LaunchConfig, load_launch
 from paglets.runtime.records import SupervisorLimits
 from paglets.runtime.warmup import freeze_heap
 from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
@@ -83,6 +84,14 @@ def _bind_public(values: tuple[str, ...]) -> bool | tuple[str, ...]:
     return addresses or True
 
 
+def _load_launch(ctx: click.Context, _param: click.Parameter, value: Path | None) -> LaunchConfig:
+    """Read the launch file first (an eager option): its values become the defaults
+    of the other options, so a flag given on the command line overrides the file."""
+    launch = load_launch(value)
+    ctx.default_map = {**launch.options(), **(ctx.default_map or {})}
+    return launch
+
+
 def _check_ready_file(
     _ctx: click.Context, _param: click.Parameter, value: Path | None
 ) -> Path | None:
@@ -92,6 +101,17 @@ def _check_ready_file(
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "launch",
+    type=click.Path(dir_okay=False, path_type=Path),
+    is_eager=True,
+    expose_value=True,
+    callback=_load_launch,
+    metavar="PATH",
+    help="Launch file to read.  [default: launch.toml in the user config dir, "
+    "copied from the bundled default on first start]",
+)
 @click.option("--name", help="Host name in the mesh.  [default: this machine's hostname]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
@@ -303,6 +323,7 @@ def _check_ready_file(
 @click.version_option(__version__, prog_name=PROG)
 def command(  # click passes options by keyword
     *,
+    launch: LaunchConfig,
     name: str | None,
     host: str,
     port: int,
@@ -354,6 +375,7 @@ def command(  # click passes options by keyword
         os.environ.pop(secret, None)
     if key is not None:
         log.info("API key from %s", key.source)
+    log.debug("launch config %s", launch.path)
     config = HostConfig(
         name=name or socket.gethostname(),
         host=host,
@@ -391,6 +413,7 @@ def command(  # click passes options by keyword
                 default_child_memory() if max_child_memory is None else max_child_memory
             ),
         ),
+        startup=launch.paglets,
     )
     asyncio.run(_serve(Host(config), ready_file))
 
