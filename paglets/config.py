@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import platformdirs
-
 from paglets.core.errors import ConfigurationError
 from paglets.core.ids import IdKind, is_valid_id
 from paglets.runtime.privileges import ChildUser
@@ -30,6 +28,8 @@ def default_state_dir() -> Path:
     home = os.environ.get("PAGLETS_HOME")
     if home:
         return Path(home)
+    import platformdirs  # noqa: PLC0415 - not for a command's --help
+
     return Path(platformdirs.user_state_dir("paglets"))
 
 

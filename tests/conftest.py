@@ -12,8 +12,7 @@ import psutil
 import pytest
 
 from paglets import AsyncHostClient, Host
-from paglets.launch import user_config_path
-from paglets.launch.files import install_default
+from paglets.launch.files import install_default, user_config_path
 from pagletstest import PREFIX as TEST_PAGLETS
 from tests.hostproc import Pair, RunningHost, host_processes
 

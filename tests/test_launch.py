@@ -13,8 +13,9 @@ import pytest
 
 from paglets import HostClient, HostFullError
 from paglets.core.errors import ConfigurationError
-from paglets.launch import LaunchConfig, bundled_text, load_launch, user_config_path
+from paglets.launch.files import bundled_text, load_launch, user_config_path
 from paglets.launch.lines import KeyLines
+from paglets.launch.model import LaunchConfig
 from paglets.launch.parse import parse_launch
 from tests.hostproc import HOST_CMD, env_without_key
 

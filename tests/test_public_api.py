@@ -90,6 +90,7 @@ _TOP = (
     "paglets.cli",
     "paglets.services",
     "click",
+    "rich",
 )
 FORBIDDEN = {
     "paglets.core": (
@@ -184,13 +185,13 @@ def test_child_side_imports_stay_light() -> None:
     loaded = _loaded_after_import("paglets.runtime.child", "examples.counter", "examples.travel")
     assert "paglets.runtime.child" in loaded
     assert "examples.counter" in loaded
-    heavy = ("aiohttp", "click", "paglets.host", "paglets.transport", "paglets.config")
+    heavy = ("aiohttp", "click", "rich", "paglets.host", "paglets.transport", "paglets.config")
     assert _hits(loaded, heavy) == []
 
 
 def test_importing_paglets_alone_stays_light() -> None:
     loaded = _loaded_after_import("paglets")
-    assert _hits(loaded, ("aiohttp", "click", "paglets.host", "paglets.runtime")) == []
+    assert _hits(loaded, ("aiohttp", "click", "rich", "paglets.host", "paglets.runtime")) == []
 
 
 @pytest.mark.parametrize(("layer", "module"), LAYER_MODULES, ids=[m for _, m in LAYER_MODULES])

@@ -12,7 +12,6 @@ test, a script, the demo) wait for the host without polling its port.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import json
@@ -24,21 +23,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import psutil
 
 from paglets._version import __version__
 from paglets.cli._errors import run_cli
+from paglets.cli._output import examples
 from paglets.cli._units import BYTES
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
-from paglets.launch import LaunchConfig, load_launch
 from paglets.runtime.records import SupervisorLimits
-from paglets.runtime.warmup import freeze_heap
 from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from paglets.host import Host
+    from paglets.launch.model import LaunchConfig
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +85,8 @@ def _bind_public(values: tuple[str, ...]) -> bool | tuple[str, ...]:
 def _load_launch(ctx: click.Context, _param: click.Parameter, value: Path | None) -> LaunchConfig:
     """Read the launch file first (an eager option): its values become the defaults
     of the other options, so a flag given on the command line overrides the file."""
+    from paglets.launch.files import load_launch  # noqa: PLC0415 - not for --help
+
     launch = load_launch(value)
     ctx.default_map = {**launch.options(), **(ctx.default_map or {})}
     return launch
@@ -100,7 +100,15 @@ def _check_ready_file(
     return value
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "paglets-host --name alpha --port 8765",
+        "paglets-host --name beta --port 8766 --peer http://127.0.0.1:8765",
+        "paglets-host --config ./launch.toml --tag gpu",
+        "PAGLETS_API_KEY=... paglets-host --name lab --bind-public --port 8765",
+    ),
+)
 @click.option(
     "--config",
     "launch",
@@ -359,6 +367,8 @@ def command(  # click passes options by keyword
     log_level: str,
 ) -> None:
     """Run a paglets host until SIGTERM or SIGINT."""
+    import asyncio  # noqa: PLC0415 - as Host: not for --help
+
     from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp); after option parsing
 
     logging.basicConfig(
@@ -420,10 +430,16 @@ def command(  # click passes options by keyword
 
 def default_child_memory() -> int:
     """The daemon's budget for its children's memory: three quarters of the machine's."""
+    import psutil  # noqa: PLC0415 - not for --help
+
     return psutil.virtual_memory().total * 3 // 4
 
 
 async def _serve(host: Host, ready_file: Path | None) -> None:
+    import asyncio  # noqa: PLC0415 - not for --help
+
+    from paglets.runtime.warmup import freeze_heap  # noqa: PLC0415
+
     def announce(ready: Host) -> None:
         freeze_heap()  # what a started daemon holds, no full collection walks again
         if ready_file is not None:

@@ -4,11 +4,11 @@ The bundled default (the top-level ``launch.toml``, shipped in the wheel as
 ``paglets/launch.toml``) is copied to the user's config directory on first start
 and read from there; ``paglets-host --config PATH`` reads another file. See
 docs/operations.md, "The launch config".
+
+- `paglets.launch.model`: the parsed config (`LaunchConfig`, `StartupPaglet`);
+- `paglets.launch.parse`: text to config, with ``file:line`` errors;
+- `paglets.launch.files`: the bundled default, the user's copy, `load_launch`;
+- `paglets.launch.startup`: creating the startup paglets in a host.
+
+This package imports nothing of them itself, so a command's ``--help`` stays fast.
 """
-
-from __future__ import annotations
-
-from paglets.launch.files import bundled_text, load_launch, user_config_path
-from paglets.launch.model import LaunchConfig, StartupPaglet
-
-__all__ = ["LaunchConfig", "StartupPaglet", "bundled_text", "load_launch", "user_config_path"]
