@@ -3,8 +3,11 @@ that name the file, the line and the fix."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from paglets import HostClient, HostFullError
+from paglets.cli.host import command as host_command
 from paglets.core.errors import ConfigurationError
 from paglets.launch.files import bundled_text, load_launch, user_config_path
 from paglets.launch.lines import KeyLines
@@ -121,6 +125,68 @@ BAD = [
 ]
 
 
+def test_an_unwritable_config_dir_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "config").write_text("a file where the directory should be")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    with pytest.raises(ConfigurationError, match="fix: pass --config PATH, or set XDG_CONFIG_HOME"):
+        load_launch()
+
+
+def test_every_key_of_the_file_is_the_option_of_the_same_meaning(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        """
+[host]
+name = "every"
+mesh_version = "v7"
+tags = ["a", "b"]
+properties = { k = "v=w" }
+peers = ["http://127.0.0.1:9/"]
+
+[limits]
+header_timeout = 3
+idle_timeout = 4.5
+max_connections = 5
+max_envelope_size = "2MiB"
+max_transfers = 6
+transfer_min_rate = 1000
+max_paglets = 7
+max_child_memory = "1GiB"
+
+[modules]
+allow = ["myapp", "other.pkg"]
+preload = ["myapp.agents"]
+""",
+    )
+    ctx = host_command.make_context("paglets-host", ["--config", str(path)])
+    params = ctx.params
+    expected = {
+        "name": "every",
+        "mesh_version": "v7",
+        "tags": ("a", "b"),
+        "properties": {"k": "v=w"},
+        "peers": ("http://127.0.0.1:9",),
+        "header_timeout": 3.0,
+        "idle_timeout": 4.5,
+        "max_connections": 5,
+        "max_envelope_size": 2 << 20,
+        "max_transfers": 6,
+        "transfer_min_rate": 1000,
+        "max_paglets": 7,
+        "max_child_memory": 1 << 30,
+        "allow_modules": ("myapp", "other.pkg"),
+        "preload": ("myapp.agents",),
+    }
+    assert {k: params[k] for k in expected} == expected
+    assert set(load_launch(path).options()) == set(expected), "no key is left unmapped"
+    overridden = host_command.make_context(
+        "paglets-host", ["--config", str(path), "--max-paglets", "9", "--tag", "c"]
+    ).params
+    assert (overridden["max_paglets"], overridden["tags"]) == (9, ("c",))
+
+
 @pytest.mark.parametrize(
     ("text", "line", "names", "fix"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
 )
@@ -177,6 +243,20 @@ def test_the_wheel_ships_the_bundled_default(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         assert archive.read("paglets/launch.toml").decode() == bundled_text()
         assert "paglets/launch/files.py" in archive.namelist()
+        archive.extractall(tmp_path / "installed")
+    # Installed, the default is read from the package, not from a checkout.
+    (tmp_path / "installed" / "paglets" / "launch.toml").write_text("# from the wheel\n")
+    code = "from paglets.launch.files import bundled_text; print(bundled_text(), end='')"
+    found = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")},
+    )
+    assert found.stdout == "# from the wheel\n"
 
 
 # -- paglets-host -------------------------------------------------------------------------
@@ -225,6 +305,41 @@ def test_a_limit_from_the_file_is_in_effect_and_a_flag_overrides_it(
     with HostClient(roomier.url) as client:
         client.create("examples.counter:Counter")
         assert len(client.list()) == 2
+
+
+def test_a_host_takes_its_name_mesh_version_and_peers_from_its_file(
+    start_host: Callable[..., RunningHost], tmp_path: Path
+) -> None:
+    first = start_host("--mesh-version", "v7", "--gossip-interval", "0.1", "--offline-after", "1")
+    config = _config(
+        tmp_path,
+        f'[host]\nname = "from-file"\nmesh_version = "v7"\npeers = ["{first.url}"]\n',
+    )
+    ready = tmp_path / "from-file.ready"
+    argv = [*HOST_CMD, "--config", str(config), "--port", "0", "--ready-file", str(ready)]
+    argv += ["--state-dir", str(tmp_path / "state"), "--gossip-interval", "0.1"]
+    argv += ["--offline-after", "1"]
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_without_key()
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert process.poll() is None, "the host exited"
+            assert time.monotonic() < deadline, "the host was not ready"
+            time.sleep(0.02)
+        with HostClient(first.url) as client:
+            while "from-file" not in {h.name for h in client.hosts()}:
+                assert time.monotonic() < deadline, "the host never joined its peer"
+                time.sleep(0.05)
+            record = next(h for h in client.hosts() if h.name == "from-file")
+        assert record.mesh_version == "v7"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(STOP_BOUND) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_a_host_without_config_copies_the_default_on_first_start(

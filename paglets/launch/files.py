@@ -68,13 +68,19 @@ def load_launch(path: Path | None = None) -> LaunchConfig:
     """Read the launch file at ``path``, or the user's (made from the default first).
 
     Raises:
-        ConfigurationError: the file cannot be read, or is not a valid launch file
-            (the message names the file and line, and the fix).
-        OSError: the user's config directory cannot be written.
+        ConfigurationError: the file cannot be read or (the user's) written, or is
+            not a valid launch file (the message names the file and line, and the fix).
     """
     if path is None:
         path = user_config_path()
-        if install_default(path):
+        try:
+            installed = install_default(path)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot write the default launch config to {path}: {exc.strerror or exc}; "
+                "fix: pass --config PATH, or set XDG_CONFIG_HOME to a writable directory"
+            ) from None
+        if installed:
             log.warning("wrote the default launch config to %s; edit it to configure hosts", path)
     try:
         with path.open("rb") as file:
