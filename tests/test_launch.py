@@ -222,7 +222,10 @@ def test_key_lines_skip_multi_line_strings_and_arrays() -> None:
 
 
 def test_a_value_nobody_can_place_is_still_reported() -> None:
-    with pytest.raises(ConfigurationError, match=r"^f.toml:1: \[host\] must be a table"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^f.toml:1: \[host\] must be a table; fix: write it as a \[host\] table$",
+    ):
         parse_launch("host = 3\n", Path("f.toml"))
 
 

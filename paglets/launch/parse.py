@@ -267,7 +267,7 @@ class _Reader:
                 known = ", ".join(f"[{t}]" for t in TABLES)
                 raise self.fail((name,), "is not a known table", f"use one of: {known}")
         sections = {
-            name: self.table(data.get(name, {}), (name,), keys, f"[{name}]")
+            name: self.table(data.get(name, {}), (name,), keys, f"write it as a [{name}] table")
             for name, keys in SECTIONS.items()
         }
         return LaunchConfig(
