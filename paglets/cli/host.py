@@ -12,6 +12,7 @@ test, a script, the demo) wait for the host without polling its port.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -114,7 +115,6 @@ def _check_ready_file(
     "launch",
     type=click.Path(dir_okay=False, path_type=Path),
     is_eager=True,
-    expose_value=True,
     callback=_load_launch,
     metavar="PATH",
     help="Launch file to read.  [default: launch.toml in the user config dir, "
@@ -367,8 +367,6 @@ def command(  # click passes options by keyword
     log_level: str,
 ) -> None:
     """Run a paglets host until SIGTERM or SIGINT."""
-    import asyncio  # noqa: PLC0415 - as Host: not for --help
-
     from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp); after option parsing
 
     logging.basicConfig(
@@ -436,9 +434,7 @@ def default_child_memory() -> int:
 
 
 async def _serve(host: Host, ready_file: Path | None) -> None:
-    import asyncio  # noqa: PLC0415 - not for --help
-
-    from paglets.runtime.warmup import freeze_heap  # noqa: PLC0415
+    from paglets.runtime.warmup import freeze_heap  # noqa: PLC0415 - not for --help
 
     def announce(ready: Host) -> None:
         freeze_heap()  # what a started daemon holds, no full collection walks again
