@@ -3,6 +3,10 @@
 Every error is a `ConfigurationError` whose message starts with ``file:line:``,
 says what is wrong and ends with the fix (a line that would be right). Unknown
 tables and keys are errors, not ignored: a typo never passes silently.
+
+A new table of plain keys is one more entry of `SECTIONS` (a check and an
+example per key) and a field of `LaunchConfig`; an array of tables, like
+``[[paglets]]``, gets a reader method like `_Reader.paglets`.
 """
 
 from __future__ import annotations
