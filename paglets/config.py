@@ -8,13 +8,15 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import platformdirs
+from typing import TYPE_CHECKING
 
 from paglets.core.errors import ConfigurationError
 from paglets.core.ids import IdKind, is_valid_id
 from paglets.runtime.privileges import ChildUser
 from paglets.runtime.records import SupervisorLimits
+
+if TYPE_CHECKING:
+    from paglets.launch.model import StartupPaglet
 
 DEFAULT_API_KEY_ENV = "PAGLETS_API_KEY"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -26,6 +28,8 @@ def default_state_dir() -> Path:
     home = os.environ.get("PAGLETS_HOME")
     if home:
         return Path(home)
+    import platformdirs  # noqa: PLC0415 - not for a command's --help
+
     return Path(platformdirs.user_state_dir("paglets"))
 
 
@@ -84,6 +88,8 @@ class HostConfig:
     # Classes shipped by value from key holders (see docs/notebooks.md); code registered
     # in the host's own process runs without it.
     trust_code_by_value: bool = False
+    # Paglets created at start unless there already (launch.toml [[paglets]]).
+    startup: tuple[StartupPaglet, ...] = ()
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -106,6 +112,7 @@ class HostConfig:
             if isinstance(value, str):
                 raise ConfigurationError(f"{name} must be a sequence of strings, not a string")
             object.__setattr__(self, name, tuple(value))  # type: ignore[arg-type]
+        object.__setattr__(self, "startup", tuple(self.startup))
 
     def _validate(self) -> None:
         if not is_valid_id(self.name, IdKind.HOST):

@@ -34,6 +34,7 @@ from paglets.core.errors import HostNotRunningError
 from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
 from paglets.durability.service import DurabilityService
+from paglets.launch.startup import start_paglets
 from paglets.mesh.service import MeshService
 from paglets.monitors import Monitors
 from paglets.movement.service import TransferService
@@ -217,6 +218,7 @@ class Host:
                 await self.mesh.join()
                 await self.transfers.started([self._url, *self.mesh.table.me.urls])
                 await self.durability.recover()
+                await start_paglets(self.supervisor, cfg.startup)
             except BaseException:
                 self._forget_local_urls()
                 await runner.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -11,12 +12,25 @@ import psutil
 import pytest
 
 from paglets import AsyncHostClient, Host
+from paglets.launch.files import install_default, user_config_path
 from pagletstest import PREFIX as TEST_PAGLETS
 from tests.hostproc import Pair, RunningHost, host_processes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
     from pathlib import Path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def user_config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user config dir of every host the tests start: temporary, never the real home.
+
+    ``paglets-host`` copies its default ``launch.toml`` there on first start.
+    """
+    path = tmp_path_factory.mktemp("xdg-config")
+    os.environ["XDG_CONFIG_HOME"] = str(path)
+    install_default(user_config_path())  # so no host of a test says it wrote one
+    return path
 
 
 def _descendants() -> set[int]:

@@ -26,6 +26,8 @@ EXPECTED_ALL = [
     "AuthenticationError",
     "ClassNotAllowedError",
     "ClassNotFoundError",
+    "CodeNotFoundError",
+    "CodeNotTrustedError",
     "ConfigurationError",
     "ContextEvent",
     "EventKind",
@@ -90,6 +92,7 @@ _TOP = (
     "paglets.cli",
     "paglets.services",
     "click",
+    "rich",
 )
 FORBIDDEN = {
     "paglets.core": (
@@ -164,7 +167,7 @@ def test_every_exported_error_is_a_paglet_error() -> None:
         for n in EXPECTED_ALL
         if isinstance(getattr(paglets, n), type) and issubclass(getattr(paglets, n), BaseException)
     ]
-    assert len(errors) == 26
+    assert len(errors) == 28
     for error in errors:
         assert issubclass(error, paglets.PagletError), error
 
@@ -175,6 +178,8 @@ def test_errors_also_inherit_the_builtin_callers_expect() -> None:
     assert issubclass(paglets.HostUnavailableError, ConnectionError)
     assert issubclass(paglets.ClassNotAllowedError, PermissionError)
     assert issubclass(paglets.ClassNotFoundError, ImportError)
+    assert issubclass(paglets.CodeNotFoundError, paglets.ClassNotFoundError)
+    assert issubclass(paglets.CodeNotTrustedError, PermissionError)
     assert issubclass(paglets.ConfigurationError, ValueError)
     assert issubclass(paglets.PagletCrashedError, paglets.PagletDeadError)
     assert issubclass(paglets.PagletDisposedError, paglets.PagletDeadError)
@@ -184,13 +189,13 @@ def test_child_side_imports_stay_light() -> None:
     loaded = _loaded_after_import("paglets.runtime.child", "examples.counter", "examples.travel")
     assert "paglets.runtime.child" in loaded
     assert "examples.counter" in loaded
-    heavy = ("aiohttp", "click", "paglets.host", "paglets.transport", "paglets.config")
+    heavy = ("aiohttp", "click", "rich", "paglets.host", "paglets.transport", "paglets.config")
     assert _hits(loaded, heavy) == []
 
 
 def test_importing_paglets_alone_stays_light() -> None:
     loaded = _loaded_after_import("paglets")
-    assert _hits(loaded, ("aiohttp", "click", "paglets.host", "paglets.runtime")) == []
+    assert _hits(loaded, ("aiohttp", "click", "rich", "paglets.host", "paglets.runtime")) == []
 
 
 @pytest.mark.parametrize(("layer", "module"), LAYER_MODULES, ids=[m for _, m in LAYER_MODULES])

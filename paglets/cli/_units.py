@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Final
 
 import click
+
+from paglets.launch.sizes import SIZE_HINT, parse_size
 
 if TYPE_CHECKING:
     _SizeType = click.ParamType[int, object]  # generic only in click's stubs of late
 else:
     _SizeType = click.ParamType
-
-_UNITS: Final = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE = re.compile(r"(\d+)\s*(?:([kmgt])i?b?|b)?", re.IGNORECASE)
 
 
 class ByteSize(_SizeType):
@@ -26,14 +24,10 @@ class ByteSize(_SizeType):
     ) -> int:
         if isinstance(value, int):
             return value
-        match = _SIZE.fullmatch(str(value).strip())
-        if match is None:
-            self.fail(
-                f"{value!r} is not a size: give bytes, or a number with KiB, MiB, GiB or TiB",
-                param,
-                ctx,
-            )
-        return int(match[1]) * _UNITS[(match[2] or "").lower()]
+        size = parse_size(str(value))
+        if size is None:
+            self.fail(f"{value!r} is not a size: {SIZE_HINT}", param, ctx)
+        return size
 
 
 BYTES: Final = ByteSize()

@@ -28,14 +28,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from paglets.cli._errors import run_cli
+from paglets.cli._output import examples, print_table, progress
 from paglets.core.errors import HostError, PagletCrashedError, PagletError
-from paglets.transport.sync import HostClient, ReplySet
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from paglets.core.events import ContextEvent
-    from paglets.transport.sync import PagletProxy
+    from paglets.transport.sync import HostClient, PagletProxy
 
 PROG = "paglets-demo"
 HOST_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
@@ -98,9 +98,7 @@ def _say(text: str = "") -> None:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for row in (headers, ["-" * w for w in widths], *rows):
-        _say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(headers, rows, indent=2)
 
 
 def _short(agent_id: str | None) -> str:
@@ -126,6 +124,7 @@ def _start_host(root: Path, name: str, peers: Sequence[str]) -> DemoHost:
     argv = [sys.executable, "-m", "paglets.cli.host", "--name", name, "--port", "0"]
     argv += ["--ready-file", str(ready_file), "--state-dir", str(root / "state")]
     argv += ["--mesh-version", "demo", "--log-level", "info"]
+    argv += ["--config", str(_launch_file(root))]
     for peer in peers:
         argv += ["--peer", peer]
     with log_file.open("wb") as log:
@@ -133,14 +132,30 @@ def _start_host(root: Path, name: str, peers: Sequence[str]) -> DemoHost:
     return DemoHost(name, process, ready_file, log_file)
 
 
+def _launch_file(root: Path) -> Path:
+    """The bundled default launch file, so the demo's hosts ignore the user's own."""
+    from paglets.launch.files import bundled_text  # noqa: PLC0415 - not for --help
+
+    path = root / "launch.toml"
+    if not path.exists():
+        path.write_text(bundled_text(), encoding="utf-8")
+    return path
+
+
 def _wait_ready(hosts: Sequence[DemoHost]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     waiting = [h for h in hosts if not h.url]
+    with progress("starting hosts", len(waiting)) as advance:
+        _wait_each(waiting, deadline, advance)
+
+
+def _wait_each(waiting: list[DemoHost], deadline: float, advance: Callable[[], None]) -> None:
     while waiting:
         for host in list(waiting):
             if host.ready_file.exists():
                 host.url = json.loads(host.ready_file.read_text(encoding="utf-8"))["url"]
                 waiting.remove(host)
+                advance()
             elif (code := host.process.poll()) is not None:
                 raise HostError(
                     f"host {host.name} exited with code {code} before it was ready: "
@@ -176,6 +191,8 @@ def _stop_hosts(hosts: Sequence[DemoHost]) -> None:
 
 def run_demo(n_hosts: int, n_paglets: int) -> None:
     """Start ``n_hosts`` hosts, run the tour with ``n_paglets`` counters each, clean up."""
+    from paglets.transport.sync import HostClient  # noqa: PLC0415 - aiohttp: not for --help
+
     root = Path(tempfile.mkdtemp(prefix="paglets-demo-"))
     hosts: list[DemoHost] = []
     try:
@@ -265,6 +282,8 @@ def _send_increments(counters: list[tuple[str, PagletProxy]], stats: Counters) -
 
 def _fan_in(counters: list[tuple[str, PagletProxy]], stats: Counters) -> None:
     _section("4. Fan-in with send_future + ReplySet")
+    from paglets.transport.sync import ReplySet  # noqa: PLC0415
+
     _say("One `get` to every counter at once; replies listed as they complete.")
     _say()
     where = {proxy.agent_id: name for name, proxy in counters}
@@ -372,7 +391,10 @@ def _events(clients: dict[str, HostClient]) -> None:
 # -- command line -----------------------------------------------------------------
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples("paglets-demo", "paglets-demo --hosts 4 --paglets 3"),
+)
 @click.option(
     "--hosts",
     "n_hosts",

@@ -24,20 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-import psutil
 
 from paglets._version import __version__
 from paglets.cli._errors import run_cli
+from paglets.cli._output import examples
 from paglets.cli._units import BYTES
 from paglets.config import DEFAULT_API_KEY_ENV, HostConfig
 from paglets.runtime.records import SupervisorLimits
-from paglets.runtime.warmup import freeze_heap
 from paglets.transport.apikey import CREDENTIALS_ENV, KEY_FILE_ENV, load_api_key
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from paglets.host import Host
+    from paglets.launch.model import LaunchConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,16 @@ def _bind_public(values: tuple[str, ...]) -> bool | tuple[str, ...]:
     return addresses or True
 
 
+def _load_launch(ctx: click.Context, _param: click.Parameter, value: Path | None) -> LaunchConfig:
+    """Read the launch file first (an eager option): its values become the defaults
+    of the other options, so a flag given on the command line overrides the file."""
+    from paglets.launch.files import load_launch  # noqa: PLC0415 - not for --help
+
+    launch = load_launch(value)
+    ctx.default_map = {**launch.options(), **(ctx.default_map or {})}
+    return launch
+
+
 def _check_ready_file(
     _ctx: click.Context, _param: click.Parameter, value: Path | None
 ) -> Path | None:
@@ -91,7 +101,25 @@ def _check_ready_file(
     return value
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "paglets-host --name alpha --port 8765",
+        "paglets-host --name beta --port 8766 --peer http://127.0.0.1:8765",
+        "paglets-host --config ./launch.toml --tag gpu",
+        "PAGLETS_API_KEY=... paglets-host --name lab --bind-public --port 8765",
+    ),
+)
+@click.option(
+    "--config",
+    "launch",
+    type=click.Path(dir_okay=False, path_type=Path),
+    is_eager=True,
+    callback=_load_launch,
+    metavar="PATH",
+    help="Launch file to read.  [default: launch.toml in the user config dir, "
+    "copied from the bundled default on first start]",
+)
 @click.option("--name", help="Host name in the mesh.  [default: this machine's hostname]")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
@@ -309,6 +337,7 @@ def _check_ready_file(
 @click.version_option(__version__, prog_name=PROG)
 def command(  # click passes options by keyword
     *,
+    launch: LaunchConfig,
     name: str | None,
     host: str,
     port: int,
@@ -361,6 +390,7 @@ def command(  # click passes options by keyword
         os.environ.pop(secret, None)
     if key is not None:
         log.info("API key from %s", key.source)
+    log.debug("launch config %s", launch.path)
     config = HostConfig(
         name=name or socket.gethostname(),
         host=host,
@@ -399,16 +429,21 @@ def command(  # click passes options by keyword
                 default_child_memory() if max_child_memory is None else max_child_memory
             ),
         ),
+        startup=launch.paglets,
     )
     asyncio.run(_serve(Host(config), ready_file))
 
 
 def default_child_memory() -> int:
     """The daemon's budget for its children's memory: three quarters of the machine's."""
+    import psutil  # noqa: PLC0415 - not for --help
+
     return psutil.virtual_memory().total * 3 // 4
 
 
 async def _serve(host: Host, ready_file: Path | None) -> None:
+    from paglets.runtime.warmup import freeze_heap  # noqa: PLC0415 - not for --help
+
     def announce(ready: Host) -> None:
         freeze_heap()  # what a started daemon holds, no full collection walks again
         if ready_file is not None:

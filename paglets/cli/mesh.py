@@ -9,58 +9,31 @@
     paglets-mesh discover --timeout 3        # hosts announced on the LAN (zeroconf)
 
 ``--url`` takes a URL or a host name; a name is resolved through the local
-host (``$PAGLETS_URL``, else ``http://127.0.0.1:8765``).
+host (``$PAGLETS_URL``, else ``http://127.0.0.1:8765``). See `paglets.cli._connect`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
 from typing import TYPE_CHECKING
 
 import click
 
 from paglets._version import __version__
+from paglets.cli._connect import connect, json_option, url_option
 from paglets.cli._errors import run_cli
+from paglets.cli._output import examples, print_json, print_table
 
 if TYPE_CHECKING:
     from paglets.mesh.discovery import Announcement
     from paglets.wire.mesh import HostRecord
 
 PROG = "paglets-mesh"
-DEFAULT_URL = "http://127.0.0.1:8765"
-
-_url_option = click.option(
-    "--url",
-    metavar="URL|NAME",
-    help="The host to ask, by URL or by name.  [default: $PAGLETS_URL or " + DEFAULT_URL + "]",
-)
-_json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON instead of a table."
-)
-
-
-def _local_url() -> str:
-    return os.environ.get("PAGLETS_URL") or DEFAULT_URL
-
-
-async def _client_url(url: str | None) -> str:
-    from paglets.transport.client import AsyncHostClient  # noqa: PLC0415 - aiohttp is heavy
-
-    if url is None:
-        return _local_url()
-    if url.startswith(("http://", "https://")):
-        return url
-    async with AsyncHostClient(_local_url()) as local:
-        return await local.resolve(url)
 
 
 async def _hosts(url: str | None) -> list[HostRecord]:
-    from paglets.transport.client import AsyncHostClient  # noqa: PLC0415
-
-    async with AsyncHostClient(await _client_url(url)) as client:
+    async with connect(url) as client:
         return await client.hosts()
 
 
@@ -73,33 +46,35 @@ def _ago(timestamp: float) -> str:
     return f"{age / 3600:.1f} h ago"
 
 
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    )
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=examples(
+        "paglets-mesh hosts                    # as the local host sees the mesh",
+        "paglets-mesh hosts --url beta --json  # as host beta sees it, as JSON",
+        "paglets-mesh resolve beta             # the URL of host beta",
+        "paglets-mesh discover --timeout 3     # hosts announced on the LAN",
+    ),
+)
 @click.version_option(__version__, prog_name=PROG)
 def command() -> None:
     """Look at the hosts of a paglets mesh."""
 
 
-@command.command()
-@_url_option
-@_json_option
+@command.command(
+    epilog=examples("paglets-mesh hosts", "paglets-mesh hosts --url http://10.0.0.2:8765 --json")
+)
+@url_option
+@json_option
 def hosts(url: str | None, as_json: bool) -> None:
     """List the hosts of the mesh with their status."""
     from paglets.wire.mesh import fingerprint  # noqa: PLC0415 - lazy like the others
 
     records = asyncio.run(_hosts(url))
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in records], indent=2))
+        print_json([r.to_dict() for r in records])
         return
-    rows = [
-        [
+    print_table(
+        (
             "NAME",
             "URL",
             "STATUS",
@@ -109,40 +84,40 @@ def hosts(url: str | None, as_json: bool) -> None:
             "TAGS",
             "CODE BY VALUE",
             "IDENTITY",
-        ]
-    ]
-    rows += [
+        ),
         [
-            r.name,
-            r.url,
-            "online" if r.online else "offline",
-            r.mesh_version,
-            _ago(r.last_seen),
-            str(r.paglets),
-            ",".join(r.tags),
-            "trusted" if r.trusts_code else "refused",
-            fingerprint(r.public_key),
-        ]
-        for r in records
-    ]
-    click.echo(_table(rows))
+            (
+                r.name,
+                r.url,
+                "online" if r.online else "offline",
+                r.mesh_version,
+                _ago(r.last_seen),
+                str(r.paglets),
+                ",".join(r.tags),
+                "trusted" if r.trusts_code else "refused",
+                fingerprint(r.public_key),
+            )
+            for r in records
+        ],
+    )
 
 
-@command.command()
+@command.command(
+    epilog=examples("paglets-mesh resolve beta", "paglets-mesh resolve beta --url gamma")
+)
 @click.argument("name")
-@_url_option
+@url_option
 def resolve(name: str, url: str | None) -> None:
     """Print the URL of the host called NAME."""
-    from paglets.transport.client import AsyncHostClient  # noqa: PLC0415
 
     async def run() -> str:
-        async with AsyncHostClient(await _client_url(url)) as client:
+        async with connect(url) as client:
             return await client.resolve(name)
 
     click.echo(asyncio.run(run()))
 
 
-@command.command()
+@command.command(epilog=examples("paglets-mesh discover", "paglets-mesh discover --json"))
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
@@ -157,18 +132,19 @@ def resolve(name: str, url: str | None) -> None:
     metavar="ADDR",
     help="Interface address; repeatable.",
 )
-@_json_option
+@json_option
 def discover(timeout: float, interfaces: tuple[str, ...], as_json: bool) -> None:
     """List the hosts announced on the LAN with zeroconf (no host needed)."""
     from paglets.mesh.discovery import browse  # noqa: PLC0415 - zeroconf is heavy
 
     found: list[Announcement] = asyncio.run(browse(timeout, interfaces))
     if as_json:
-        click.echo(json.dumps([a.properties() for a in found], indent=2))
+        print_json([a.properties() for a in found])
         return
-    rows = [["NAME", "URL", "MESH VERSION", "PROTOCOL"]]
-    rows += [[a.name, a.url, a.mesh_version, str(a.protocol_version)] for a in found]
-    click.echo(_table(rows))
+    print_table(
+        ("NAME", "URL", "MESH VERSION", "PROTOCOL"),
+        [(a.name, a.url, a.mesh_version, str(a.protocol_version)) for a in found],
+    )
 
 
 def main() -> None:

@@ -75,6 +75,8 @@ class Probe(Paglet[ProbeState]):
             return dict(os.environ)
         if kind == "pid":
             return os.getpid()
+        if kind == "modules":  # the top-level packages this process has imported
+            return sorted({name.partition(".")[0] for name in sys.modules})
         if kind == "unserializable":
             return {1, 2, 3}
         if kind == "save":

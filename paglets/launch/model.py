@@ -1,0 +1,91 @@
+"""The parsed launch config: typed, frozen, every value checked.
+
+`LaunchConfig.options` maps what the file sets to the ``paglets-host`` options
+of the same meaning, so a flag given on the command line overrides the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class StartupPaglet:
+    """A paglet the host creates at start unless one with its id is already there.
+
+    Attributes:
+        agent_id: its stable id, so a restart finds it instead of making another.
+        class_path: ``module:Class`` of the paglet.
+        state: the initial state's fields, as JSON values.
+        origin: ``file:line`` of its entry, for errors.
+    """
+
+    agent_id: str
+    class_path: str
+    state: dict[str, Any] = field(default_factory=dict)
+    origin: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HostSection:
+    """``[host]``: who the host is in the mesh. ``None``: not set in the file."""
+
+    name: str | None = None
+    mesh_version: str | None = None
+    tags: tuple[str, ...] | None = None
+    properties: dict[str, str] | None = None
+    peers: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSection:
+    """``[limits]``: the host's bounds, as the flags of the same name. ``None``: not set."""
+
+    header_timeout: float | None = None
+    idle_timeout: float | None = None
+    max_connections: int | None = None
+    max_envelope_size: int | None = None
+    max_transfers: int | None = None
+    transfer_min_rate: int | None = None
+    max_paglets: int | None = None
+    max_child_memory: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModulesSection:
+    """``[modules]``: module prefixes paglet classes may come from, modules to preload."""
+
+    allow: tuple[str, ...] | None = None
+    preload: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchConfig:
+    """One launch file, parsed. ``path`` is where it was read from."""
+
+    path: Path | None = None
+    host: HostSection = field(default_factory=HostSection)
+    limits: LimitsSection = field(default_factory=LimitsSection)
+    modules: ModulesSection = field(default_factory=ModulesSection)
+    paglets: tuple[StartupPaglet, ...] = ()
+
+    def options(self) -> dict[str, Any]:
+        """What the file sets, by ``paglets-host`` option name (as click's ``default_map``)."""
+        host, limits, modules = self.host, self.limits, self.modules
+        options: dict[str, Any] = {
+            "name": host.name,
+            "mesh_version": host.mesh_version,
+            "tags": host.tags,
+            "peers": host.peers,
+            "allow_modules": modules.allow,
+            "preload": modules.preload,
+        }
+        if host.properties is not None:
+            options["properties"] = [f"{k}={v}" for k, v in host.properties.items()]
+        for name in LimitsSection.__slots__:
+            options[name] = getattr(limits, name)
+        return {k: v for k, v in options.items() if v is not None}

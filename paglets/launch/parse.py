@@ -1,0 +1,303 @@
+"""Read a launch file into a `LaunchConfig`, or say exactly what is wrong and where.
+
+Every error is a `ConfigurationError` whose message starts with ``file:line:``,
+says what is wrong and ends with the fix (a line that would be right). Unknown
+tables and keys are errors, not ignored: a typo never passes silently.
+
+A new table of plain keys is one more entry of `SECTIONS` (a check and an
+example per key) and a field of `LaunchConfig`; an array of tables, like
+``[[paglets]]``, gets a reader method like `_Reader.paglets`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from paglets.core.errors import ConfigurationError, RequestError
+from paglets.core.ids import IdKind, is_valid_id
+from paglets.launch.lines import KeyLines
+from paglets.launch.lines import Path as KeyPath
+from paglets.launch.model import (
+    HostSection,
+    LaunchConfig,
+    LimitsSection,
+    ModulesSection,
+    StartupPaglet,
+)
+from paglets.launch.sizes import SIZE_HINT, parse_size
+from paglets.wire.modules import parse_class_path
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+MAX_STARTUP_PAGLETS: Final = 1000
+_PREFIX: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_LINE: Final = re.compile(r"\(at line (\d+), column \d+\)$")
+
+
+class _InvalidError(ValueError):
+    """A value of the wrong kind; the parser adds where it is and how to fix it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    check: Callable[[object], Any]
+    example: str
+
+
+# -- value checks: each returns the typed value or raises _InvalidError ---------------------
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _InvalidError(f"must be a non-empty string, not {value!r}")
+    return value
+
+
+def _host_name(value: object) -> str:
+    if not is_valid_id(value, IdKind.HOST):
+        raise _InvalidError(
+            f"must be 1 to {IdKind.HOST.limit} letters, digits, '.', '_' and '-', "
+            f"starting with a letter or a digit, not {value!r}"
+        )
+    return str(value)
+
+
+def _strings(value: object, each: Callable[[object], str] = _text) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _InvalidError(f"must be a list of strings, not {value!r}")
+    return tuple(each(item) for item in value)
+
+
+def _tag(value: object) -> str:
+    if not isinstance(value, str) or not value or any(c.isspace() or c == "," for c in value):
+        raise _InvalidError(f"has tag {value!r}: a tag is a non-empty string without spaces or ','")
+    return value
+
+
+def _url(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise _InvalidError(f"has {value!r}: a peer is a URL starting with http:// or https://")
+    return value.rstrip("/")
+
+
+def _prefix(value: object) -> str:
+    if not isinstance(value, str) or _PREFIX.fullmatch(value) is None:
+        raise _InvalidError(f"has {value!r}: a module is dotted Python names, e.g. 'myapp.agents'")
+    return value
+
+
+def _properties(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise _InvalidError(f'must be a table of KEY = "VALUE", not {value!r}')
+    for key, item in value.items():
+        if not key or "=" in key:
+            raise _InvalidError(f"has key {key!r}: a property key is non-empty, without '='")
+        if not isinstance(item, str):
+            raise _InvalidError(f"{key} must be a string (quote it), not {item!r}")
+    return dict(value)
+
+
+def _seconds(value: object) -> float:
+    if not _is_number(value) or not 0 < value < math.inf:  # type: ignore[operator]
+        raise _InvalidError(f"must be a positive number of seconds, not {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise _InvalidError(f"must be a whole number of at least 1, not {value!r}")
+    return value
+
+
+def _size(minimum: int, shown: str) -> Callable[[object], int]:
+    def check(value: object) -> int:
+        size: int | None = None
+        if isinstance(value, int) and not isinstance(value, bool):
+            size = value
+        elif isinstance(value, str):
+            size = parse_size(value)
+        if size is None:
+            raise _InvalidError(f"is {value!r}, not a size: {SIZE_HINT}")
+        if size < minimum:
+            raise _InvalidError(f"must be at least {shown}, not {value!r}")
+        return size
+
+    return check
+
+
+def _json_value(value: object) -> Any:
+    """A TOML value a paglet's state can hold (no dates or times: JSON has none)."""
+    if isinstance(value, str | bool | int) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    raise _InvalidError(
+        f"holds {value!r}: state values are strings, numbers, booleans, lists, tables"
+    )
+
+
+def _state(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _InvalidError(f"must be a table of the state's fields, not {value!r}")
+    return {k: _json_value(v) for k, v in value.items()}
+
+
+def _class_path(value: object) -> str:
+    if not isinstance(value, str) or ":" not in value:
+        raise _InvalidError(f"must be 'module:Class', with a colon before the class, not {value!r}")
+    try:
+        parse_class_path(value)
+    except RequestError as exc:
+        raise _InvalidError(f"is not a class path: {exc}") from None
+    return value
+
+
+def _agent_id(value: object) -> str:
+    if not is_valid_id(value, IdKind.AGENT):
+        raise _InvalidError(
+            f"must be 1 to {IdKind.AGENT.limit} letters, digits, '.', '_' and '-', "
+            f"starting with a letter or a digit, not {value!r}"
+        )
+    return str(value)
+
+
+SECTIONS: Final[Mapping[str, Mapping[str, _Key]]] = {
+    "host": {
+        "name": _Key(_host_name, 'name = "alpha"'),
+        "mesh_version": _Key(_text, 'mesh_version = "dev"'),
+        "tags": _Key(lambda v: _strings(v, _tag), 'tags = ["gpu", "lab"]'),
+        "properties": _Key(_properties, 'properties = { room = "b12" }'),
+        "peers": _Key(lambda v: _strings(v, _url), 'peers = ["http://10.0.0.2:8765"]'),
+    },
+    "limits": {
+        "header_timeout": _Key(_seconds, "header_timeout = 10.0"),
+        "idle_timeout": _Key(_seconds, "idle_timeout = 75.0"),
+        "max_connections": _Key(_count, "max_connections = 1024"),
+        "max_envelope_size": _Key(_size(1024, "1KiB"), 'max_envelope_size = "4GiB"'),
+        "max_transfers": _Key(_count, "max_transfers = 16"),
+        "transfer_min_rate": _Key(_size(1, "1 byte"), 'transfer_min_rate = "64KiB"'),
+        "max_paglets": _Key(_count, "max_paglets = 1000"),
+        "max_child_memory": _Key(_size(1 << 20, "1MiB"), 'max_child_memory = "8GiB"'),
+    },
+    "modules": {
+        "allow": _Key(lambda v: _strings(v, _prefix), 'allow = ["myapp"]'),
+        "preload": _Key(lambda v: _strings(v, _prefix), 'preload = ["myapp.agents"]'),
+    },
+}
+PAGLET_KEYS: Final[Mapping[str, _Key]] = {
+    "id": _Key(_agent_id, 'id = "greeter"'),
+    "class": _Key(_class_path, 'class = "examples.counter:Counter"'),
+    "state": _Key(_state, "state = { count = 0 }"),
+}
+TABLES: Final = (*SECTIONS, "paglets")
+
+
+class _Reader:
+    """Parses one file's data, turning each bad value into a located error."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = KeyLines(text)
+
+    def fail(self, where: KeyPath, message: str, fix: str) -> ConfigurationError:
+        shown = ""
+        for part in where:
+            shown += f"[{part}]" if isinstance(part, int) else f".{part}" if shown else part
+        if len(where) == 1:
+            shown = f"[{shown}]"
+        line = self.lines.line(where)
+        return ConfigurationError(f"{self.path}:{line}: {shown} {message}; fix: {fix}")
+
+    def table(
+        self, data: object, where: KeyPath, keys: Mapping[str, _Key], example: str
+    ) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where, "must be a table", example)
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            spec = keys.get(key)
+            if spec is None:
+                known = ", ".join(keys)
+                raise self.fail((*where, key), "is not a known key", f"use one of: {known}")
+            try:
+                values[key] = spec.check(value)
+            except _InvalidError as exc:
+                raise self.fail((*where, key), str(exc), f"e.g. {spec.example}") from None
+        return values
+
+    def paglets(self, data: object) -> tuple[StartupPaglet, ...]:
+        example = '[[paglets]] with id = "greeter" and class = "module:Class"'
+        if not isinstance(data, list):
+            raise self.fail(("paglets",), "must be an array of tables", f"write {example}")
+        if len(data) > MAX_STARTUP_PAGLETS:
+            raise self.fail(
+                ("paglets",), f"has {len(data)} entries", f"keep to {MAX_STARTUP_PAGLETS}"
+            )
+        found: dict[str, StartupPaglet] = {}
+        for index, entry in enumerate(data):
+            where: KeyPath = ("paglets", index)
+            values = self.table(entry, where, PAGLET_KEYS, example)
+            for key in ("id", "class"):
+                if key not in values:
+                    raise self.fail(where, f"entry has no {key}", f"add {PAGLET_KEYS[key].example}")
+            agent_id = values["id"]
+            origin = f"{self.path}:{self.lines.line(where)}"
+            if agent_id in found:
+                raise self.fail(
+                    (*where, "id"),
+                    f"{agent_id!r} is the id of the entry at {found[agent_id].origin} too",
+                    "give each startup paglet its own id",
+                )
+            found[agent_id] = StartupPaglet(
+                agent_id, values["class"], values.get("state", {}), origin
+            )
+        return tuple(found.values())
+
+    def config(self, data: dict[str, Any]) -> LaunchConfig:
+        for name in data:
+            if name not in TABLES:
+                known = ", ".join(f"[{t}]" for t in TABLES)
+                raise self.fail((name,), "is not a known table", f"use one of: {known}")
+        sections = {
+            name: self.table(data.get(name, {}), (name,), keys, f"write it as a [{name}] table")
+            for name, keys in SECTIONS.items()
+        }
+        return LaunchConfig(
+            path=self.path,
+            host=HostSection(**sections["host"]),
+            limits=LimitsSection(**sections["limits"]),
+            modules=ModulesSection(**sections["modules"]),
+            paglets=self.paglets(data.get("paglets", [])),
+        )
+
+
+def parse_launch(text: str, path: Path) -> LaunchConfig:
+    """Parse the text of the launch file at ``path``.
+
+    Raises:
+        ConfigurationError: the text is not TOML, or holds an unknown table or key or a
+            bad value; the message starts with ``path:line:`` and ends with the fix.
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _LINE.search(message)
+        line = match[1] if match else str(max(1, len(text.splitlines())))
+        reason = _LINE.sub("", message).strip()
+        raise ConfigurationError(
+            f"{path}:{line}: not valid TOML ({reason}); fix: see https://toml.io"
+        ) from None
+    return _Reader(path, text).config(data)
