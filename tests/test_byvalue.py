@@ -28,6 +28,7 @@ from paglets import (
     CodeNotTrustedError,
     ConfigurationError,
     Host,
+    HostClient,
     Paglet,
     RequestError,
     StorageError,
@@ -362,3 +363,13 @@ async def test_the_code_a_host_keeps_is_bounded(
     with pytest.raises(StorageError, match="keeps 60 bytes"):
         await again.put(code_hash(second), second)
     assert [p.name for p in tmp_path.iterdir()] == [f"{code_hash(first)}.pkl"]
+
+
+def test_the_blocking_client_ships_a_cell_class_too(
+    start_host: Callable[..., RunningHost],
+) -> None:
+    host = _keyed(start_host, "trusting", "--trust-code-by-value")
+    cell = notebook_cell()
+    with HostClient(host.url, KEY) as client:
+        paglet = client.create(cell.Notebook, cell.NoteState(notes=["sync"]))
+        assert paglet.send("get") == {"notes": ["sync"], "hosts": ["trusting"]}
