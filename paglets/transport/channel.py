@@ -26,7 +26,6 @@ with a bad field gets its error answer, like a bad request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Final
 
@@ -45,6 +44,8 @@ log = logging.getLogger(__name__)
 MAX_INFLIGHT: Final = 256
 
 _OPEN: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("paglets.transport.channel.OPEN")
+# Calls running, of every channel: kept until they finish, a channel closed or not.
+_RUNNING: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("paglets.transport.channel.RUNNING")
 
 
 async def _answer(ctx: ApiContext, call: Call) -> tuple[int, Any]:
@@ -81,7 +82,7 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     request.app[_OPEN].add(ws)
     slots = asyncio.Semaphore(MAX_INFLIGHT)
-    running: set[asyncio.Task[None]] = set()
+    running = request.app[_RUNNING]
 
     async def reply(call: Call) -> None:
         try:
@@ -117,11 +118,10 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
                 running.add(task)
                 task.add_done_callback(running.discard)
     finally:
+        # Calls still running go on, as an HTTP request's handler does when its
+        # client leaves: a message taken is handled, and a retry with its id
+        # (over HTTP, or a new channel) gets its reply.
         request.app[_OPEN].discard(ws)
-        for task in list(running):
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*running, return_exceptions=True)
     return ws
 
 
@@ -135,5 +135,6 @@ async def _close_all(app: web.Application) -> None:
 def add_routes(app: web.Application) -> None:
     """Serve the channel in ``app`` (whose `API` context the calls use)."""
     app[_OPEN] = set()
+    app[_RUNNING] = set()
     app.on_shutdown.append(_close_all)
     app.router.add_get(CHANNEL_ROUTE, serve_channel)
