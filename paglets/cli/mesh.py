@@ -99,12 +99,15 @@ def hosts(url: str | None, as_json: bool) -> None:
         click.echo(json.dumps([r.to_dict() for r in records], indent=2))
         return
     rows = [["NAME", "URL", "STATUS", "MESH VERSION", "LAST SEEN", "PAGLETS", "TAGS", "IDENTITY"]]
+    rows[0][4:4] = ["COMMIT", "UPDATE"]
     rows += [
         [
             r.name,
             r.url,
             "online" if r.online else "offline",
             r.mesh_version,
+            (r.commit or "-")[:12],
+            _update(r),
             _ago(r.last_seen),
             str(r.paglets),
             ",".join(r.tags),
@@ -113,6 +116,17 @@ def hosts(url: str | None, as_json: bool) -> None:
         for r in records
     ]
     click.echo(_table(rows))
+    for r in records:
+        if r.update is not None and r.update.reason:
+            click.echo(f"{r.name}: {_update(r)}: {r.update.reason}")
+
+
+def _update(record: HostRecord) -> str:
+    """A host's auto-update state in a table cell: ``-`` when idle."""
+    update = record.update
+    if update is None:
+        return "-"
+    return f"{update.state.value} {(update.commit or '-')[:12]}"
 
 
 @command.command()
