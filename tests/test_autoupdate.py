@@ -227,6 +227,7 @@ def test_update_status_travels_strictly() -> None:
         {"state": "failed", "commit": 3, "reason": ""},
         {"state": "failed", "commit": None},
         {"state": "failed", "commit": None, "reason": "x" * 2000},
+        {"state": "failed", "commit": None, "reason": "a\x1b[2Jb"},
         "updating",
     ]
     for update in bad:
@@ -296,9 +297,12 @@ class CloneHost:
 def clone_hosts(tmp_path: Path) -> Iterator[Callable[..., CloneHost]]:
     started: list[CloneHost] = []
 
-    def start(name: str, clone: Path, *args: str, port: int = 0) -> CloneHost:
+    def start(name: str, clone: Path, *args: str, port: int = 0, script: bool = False) -> CloneHost:
+        """Start ``python -m paglets.cli.host``, or the console script with ``script``."""
         ready, log = tmp_path / f"{name}.ready", tmp_path / f"{name}.log"
         argv = [str(clone / ".venv" / "bin" / "python"), "-m", "paglets.cli.host"]
+        if script:
+            argv = [str(clone / ".venv" / "bin" / "paglets-host")]
         argv += ["--name", name, "--port", str(port), "--ready-file", str(ready)]
         argv += ["--state-dir", str(tmp_path / "state"), "--git-auto-update"]
         argv += ["--gossip-interval", "0.2", "--offline-after", "2", "--log-level", "info"]
@@ -382,7 +386,7 @@ def test_failed_updates_keep_the_host_on_its_commit(
 ) -> None:
     remote, first, base = make_remote(tmp_path)
     clone = remote.clone(tmp_path / "solo", venv=True)
-    host = clone_hosts("solo", clone, "--update-interval", "0.5")
+    host = clone_hosts("solo", clone, "--update-interval", "0.5", script=True)
     pid = host.process.pid
     with host.client() as client:
         counter = client.create(COUNTER, {"count": 0}, agent_id="tally")

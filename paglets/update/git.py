@@ -47,6 +47,11 @@ def check_ref_name(value: str, what: str) -> str:
     return value
 
 
+def is_commit_id(value: str) -> bool:
+    """Whether ``value`` is a full commit id (40 or 64 lowercase hex digits)."""
+    return _SHA.fullmatch(value) is not None
+
+
 def short(commit: str | None) -> str:
     """The first 12 characters of a commit id, as people read them; ``-`` for none."""
     return commit[:12] if commit else "-"
@@ -149,7 +154,7 @@ class Checkout:
 
 
 def _sha(value: str) -> str:
-    if not _SHA.fullmatch(value):
+    if not is_commit_id(value):
         raise UpdateError(f"git gave {value[:80]!r} where a commit id was expected")
     return value
 

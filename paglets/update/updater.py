@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from paglets.core.errors import ConfigurationError, UpdateError
 from paglets.core.events import EventKind
-from paglets.update.git import Checkout, check_ref_name, find_checkout, short
+from paglets.update.git import Checkout, check_ref_name, find_checkout, is_commit_id, short
 from paglets.update.lease import Lease
 from paglets.update.marker import Marker, Phase, clear
 from paglets.update.steps import check_new_code, find_uv, sync_dependencies
-from paglets.wire.mesh import UpdateState, UpdateStatus
+from paglets.wire.mesh import UpdateState, UpdateStatus, printable
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -220,7 +220,9 @@ class Updater:
         mine = self.host.mesh.table.me.commit
         for record in self.host.mesh.hosts(online=True):
             commit = record.commit
-            if commit and commit != mine and commit not in self._hints:
+            if not commit or not is_commit_id(commit):
+                continue  # a host not run from git, or a record of a strange commit
+            if commit != mine and commit not in self._hints:
                 if len(self._hints) >= MAX_HINTS:
                     self._hints.clear()
                 self._hints.add(commit)
@@ -281,7 +283,7 @@ class Updater:
             failure.rolled_back = await self._roll_back(head)
             raise
         except BaseException:
-            await self.checkout.reset_to(head)  # cancelled (the host stops): undo at least git
+            await self._put_back(head)  # cancelled (the host stops): undo at least git
             raise
         marker = Marker(
             Phase.RESTARTING,
@@ -318,11 +320,25 @@ class Updater:
     async def _roll_back(self, head: str) -> bool:
         """Put the checkout and the environment back on ``head``; whether it worked."""
         try:
-            await self.checkout.reset_to(head)
+            if not await self._put_back(head):
+                return False
             await sync_dependencies(self.checkout.root, self.uv)
         except UpdateError as exc:
             log.error("could not roll back to %s: %s", short(head), exc)  # noqa: TRY400
             return False
+        return True
+
+    async def _put_back(self, head: str) -> bool:
+        """``git reset --hard head``, unless someone changed files since we moved them."""
+        if await self.checkout.is_dirty():
+            log.error(
+                "not rolling back to %s: the checkout %s has local changes made during the "
+                "update; it stays as it is",
+                short(head),
+                self.checkout.root,
+            )
+            return False
+        await self.checkout.reset_to(head)
         return True
 
     @staticmethod
@@ -349,6 +365,7 @@ class Updater:
     def _failed(
         self, stage: str, commit: str | None, reason: str, *, rolled_back: bool = False
     ) -> None:
+        reason = printable(reason)
         self._publish(UpdateStatus(UpdateState.FAILED, commit, f"{stage}: {reason}"[:1000]))
         key = (stage, commit)
         if key in self._reported:

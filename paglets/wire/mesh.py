@@ -162,6 +162,12 @@ class UpdateState(StrEnum):
 
 
 _UPDATE_STATES: Final = frozenset(s.value for s in UpdateState)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character (line breaks, escapes) made a space."""
+    return _CONTROL.sub(" ", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +200,8 @@ class UpdateStatus:
             raise ProtocolError(f"host record field 'update' has an unknown state {state!r:.40}")
         if not _is_opt_str(commit) or not isinstance(reason, str):
             raise ProtocolError("host record field 'update' has a commit or reason of a bad type")
+        if printable(reason) != reason or (commit is not None and printable(commit) != commit):
+            raise ProtocolError("host record field 'update' holds control characters")
         _short("update.commit", commit)
         _short("update.reason", reason, _LONG)
         return cls(UpdateState(state), commit, reason)
