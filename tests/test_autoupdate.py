@@ -395,6 +395,12 @@ def test_failed_updates_keep_the_host_on_its_commit(
     def on_base() -> bool:
         return git(clone, "rev-parse", "HEAD") == base
 
+    # the remote cannot be reached: reported, nothing else happens
+    remote.bare.rename(tmp_path / "gone.git")
+    wait_until(lambda: failure(host, "fetch") is not None, "the failed fetch")
+    assert "git fetch failed" in failure(host, "fetch").detail
+    (tmp_path / "gone.git").rename(remote.bare)
+
     # a commit that does not import: checked in a process of its own, rolled back
     broken = remote.commit(
         "broken", {"paglets/__init__.py": "import paglets_no_such_module\n"}, on=base

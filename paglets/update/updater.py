@@ -236,6 +236,7 @@ class Updater:
         try:
             head = await self.checkout.head()
             tip = await self._step("fetch", self.checkout.fetch(self.remote, self.branch))
+            self._reported.difference_update({("fetch", None), ("git", None)})  # reachable again
             if tip == head or tip in self._bad or await self.checkout.is_ancestor(tip, head):
                 self._clear_failure(head)
                 return
