@@ -551,3 +551,46 @@ def test_update_options_are_checked() -> None:
     )
     assert done.returncode == 2
     assert "--git-remote and --git-branch go with --git-auto-update" in done.stderr
+
+
+async def test_a_marker_left_by_the_previous_process_is_read_once(
+    small_remote: tuple[Remote, Path], tmp_path: Path
+) -> None:
+    from paglets import Host  # noqa: PLC0415
+    from paglets.update.updater import UpdateConfig, Updater  # noqa: PLC0415
+
+    _, clone = small_remote
+    head = git(clone, "rev-parse", "HEAD")
+    host = Host(name="m", state_dir=tmp_path / "state")
+    home = host.config.home
+    home.mkdir(parents=True)
+
+    def updater() -> Updater:
+        return Updater(host, UpdateConfig(), checkout=Checkout(clone), uv="uv")
+
+    # restarting on a commit that is not checked out: stale, dropped
+    Marker(Phase.RESTARTING, head, "b" * 40, moved=True, started_at=1, ready_timeout=9).save(home)
+    stale = updater()
+    await stale.prepare()
+    assert stale.marker is None
+    assert not (home / "update.json").exists()
+    assert host.mesh.table.me.update is None
+    # restarting on the commit checked out: the update finishes once the host is ready
+    Marker(Phase.RESTARTING, "a" * 40, head, moved=True, started_at=1, ready_timeout=9).save(home)
+    finishing = updater()
+    await finishing.prepare()
+    assert finishing.marker is not None
+    assert host.mesh.table.me.update == UpdateStatus(UpdateState.UPDATING, head)
+    await finishing.ready()
+    assert host.mesh.table.me.update is None
+    assert [e.kind for e in host.events.query(0)][-1] == EventKind.UPDATE_DONE
+    # rolled back: reported as a failure of that commit, which is not tried again
+    bad = "c" * 40
+    Marker(
+        Phase.ROLLED_BACK, head, bad, moved=False, started_at=1, ready_timeout=9, reason="late"
+    ).save(home)
+    back = updater()
+    await back.prepare()
+    assert host.mesh.table.me.update == UpdateStatus(UpdateState.FAILED, bad, "ready: late")
+    assert bad in back._bad
+    assert not (home / "update.json").exists()

@@ -168,6 +168,10 @@ class Updater:
         if marker is None:
             return
         if marker.phase is Phase.RESTARTING:
+            if await self.checkout.head() != marker.new:  # someone moved it since: stale
+                log.warning("ignoring the update marker for %s: not checked out", marker.new)
+                await asyncio.to_thread(clear, home)
+                return
             self.marker = marker
             self._publish(UpdateStatus(UpdateState.UPDATING, marker.new))
             return
@@ -284,7 +288,7 @@ class Updater:
             failure.rolled_back = await self._roll_back(head)
             raise
         except BaseException:
-            await self._put_back(head)  # cancelled (the host stops): undo at least git
+            await self._roll_back(head)  # cancelled: the host stops; leave it on its commit
             raise
         marker = Marker(
             Phase.RESTARTING,
