@@ -493,9 +493,9 @@ def test_a_pushed_commit_rolls_through_the_mesh_one_host_at_a_time(
     table = mesh_table(hosts[0].url)
     assert table.count(new[:12]) == 3
     # b and c heard of the commit from a together; c, whose name sorts later, waited for b
-    waited = events_of(hosts[2], EventKind.UPDATE_WAITING)
-    assert waited, hosts[2].log()
-    assert waited[0].data["host"] == "b"
+    # (and maybe first for a, if it heard while a was still restarting)
+    waited = [e.data["host"] for e in events_of(hosts[2], EventKind.UPDATE_WAITING)]
+    assert "b" in waited, hosts[2].log()
 
 
 @needs_uv
