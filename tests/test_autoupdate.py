@@ -25,6 +25,7 @@ import pytest
 
 from paglets import EventKind, HostClient
 from paglets.core.errors import (
+    AuthenticationError,
     ConfigurationError,
     HostUnavailableError,
     ProtocolError,
@@ -285,20 +286,33 @@ class CloneHost:
     ready_file: Path
     log_file: Path
     url: str = ""
+    key: str = ""
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace")
 
     def client(self) -> HostClient:
-        return HostClient(self.url, api_key="")
+        return HostClient(self.url, api_key=self.key)
 
 
 @pytest.fixture
 def clone_hosts(tmp_path: Path) -> Iterator[Callable[..., CloneHost]]:
     started: list[CloneHost] = []
 
-    def start(name: str, clone: Path, *args: str, port: int = 0, script: bool = False) -> CloneHost:
-        """Start ``python -m paglets.cli.host``, or the console script with ``script``."""
+    def key_file(key: str) -> str:
+        path = tmp_path / "key"
+        path.write_text(key)
+        path.chmod(0o600)
+        return str(path)
+
+    def start(
+        name: str, clone: Path, *args: str, port: int = 0, script: bool = False, key: str = ""
+    ) -> CloneHost:
+        """Start ``python -m paglets.cli.host``, or the console script with ``script``.
+
+        With ``key``, the host reads its API key from a file named by
+        ``$PAGLETS_API_KEY_FILE``, a variable it removes from its environment.
+        """
         ready, log = tmp_path / f"{name}.ready", tmp_path / f"{name}.log"
         argv = [str(clone / ".venv" / "bin" / "python"), "-m", "paglets.cli.host"]
         if script:
@@ -313,9 +327,9 @@ def clone_hosts(tmp_path: Path) -> Iterator[Callable[..., CloneHost]]:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
-                env=uv_env(),
+                env={**uv_env(), "PAGLETS_API_KEY_FILE": key_file(key)} if key else uv_env(),
             )
-        host = CloneHost(name, clone, process, ready, log)
+        host = CloneHost(name, clone, process, ready, log, key=key)
         started.append(host)
         host.url = wait_ready(host)
         return host
@@ -505,7 +519,9 @@ def test_a_host_late_on_its_new_commit_goes_back(
     """A commit that passes the check but hangs the real start: rolled back after the bound."""
     remote, _, base = make_remote(tmp_path)
     clone = remote.clone(tmp_path / "late", venv=True)
-    host = clone_hosts("late", clone, "--update-interval", "0.5", "--update-ready-timeout", "4")
+    host = clone_hosts(
+        "late", clone, "--update-interval", "0.5", "--update-ready-timeout", "4", key="k-late-1"
+    )
     with host.client() as client:
         client.create(COUNTER, {"count": 0}, agent_id="tally").send("increment", {"by": 2})
     code = (ROOT / "paglets" / "host.py").read_text()
@@ -532,6 +548,9 @@ def test_a_host_late_on_its_new_commit_goes_back(
         assert me.update.state is UpdateState.FAILED
         assert client.proxy("tally").send("get") == {"count": 2}
     assert wait_ready(host) == host.url
+    # after two re-executions the host still holds its key ($PAGLETS_API_KEY_FILE)
+    with HostClient(host.url, api_key="wrong") as stranger, pytest.raises(AuthenticationError):
+        stranger.list()
 
 
 def test_update_options_are_checked() -> None:

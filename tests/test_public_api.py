@@ -89,6 +89,7 @@ _TOP = (
     "paglets.movement",
     "paglets.cli",
     "paglets.services",
+    "paglets.update",
     "click",
 )
 FORBIDDEN = {

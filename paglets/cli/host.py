@@ -392,6 +392,8 @@ def command(  # click passes options by keyword
         raise click.UsageError("--bind-public replaces --host: give one of them")
     secrets = tuple(dict.fromkeys((*KEY_SOURCES, api_key_env)))
     key = load_api_key(api_key_file, env_name=api_key_env)
+    # where the key came from, for a re-execution by --git-auto-update only
+    sources = {name: os.environ[name] for name in secrets if name in os.environ}
     for secret in secrets:  # what is left of them is /proc/<pid>/environ: see protect_host
         os.environ.pop(secret, None)
     if key is not None:
@@ -455,11 +457,9 @@ def command(  # click passes options by keyword
     if updater is not None and updater.restart is not None:
         from paglets.update.restart import command_line, reexec  # noqa: PLC0415
 
-        env = dict(os.environ)
-        if key is not None and key.source == f"${api_key_env}":
-            env[api_key_env] = key.value  # taken from this process's environment above
         bound = server.url if server.started_at else None
-        reexec(command_line(port, bound), env)
+        # the next process finds its key where this one did (the variables removed above)
+        reexec(command_line(port, bound), {**os.environ, **sources})
 
 
 def default_child_memory() -> int:
