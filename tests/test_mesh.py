@@ -252,6 +252,8 @@ def test_a_killed_host_goes_offline_then_back_online(daemons: Daemons) -> None:
         "STATUS",
         "MESH",
         "VERSION",
+        "COMMIT",
+        "UPDATE",
         "LAST",
         "SEEN",
         "PAGLETS",

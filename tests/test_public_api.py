@@ -91,6 +91,7 @@ _TOP = (
     "paglets.movement",
     "paglets.cli",
     "paglets.services",
+    "paglets.update",
     "click",
     "rich",
 )

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from paglets.host import Host
     from paglets.launch.model import LaunchConfig
+    from paglets.update.updater import Updater
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +324,42 @@ def _check_ready_file(
     help="Put tracebacks in error bodies and events (they show code paths); off in production.",
 )
 @click.option(
+    "--git-auto-update",
+    is_flag=True,
+    help="Follow a git branch: fetch it, and on a new commit fast-forward, sync with uv, "
+    "check and restart on it, one host of the mesh at a time (see docs/auto-update.md). "
+    "Whoever can push to the branch runs code on this host.",
+)
+@click.option(
+    "--git-remote",
+    metavar="NAME",
+    help="With --git-auto-update: the remote to "
+    "follow.  [default: the branch's upstream, else origin]",
+)
+@click.option(
+    "--git-branch",
+    metavar="NAME",
+    help="With --git-auto-update: the branch to follow.  [default: the branch checked out]",
+)
+@click.option(
+    "--update-interval",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --git-auto-update: seconds between fetches (a peer seen on a new commit "
+    "triggers one at once).",
+)
+@click.option(
+    "--update-ready-timeout",
+    type=click.FloatRange(min=0.1),
+    default=120.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --git-auto-update: how long a host restarted on a new commit has to be "
+    "ready; later, it goes back to its old commit.",
+)
+@click.option(
     "--ready-file",
     type=click.Path(dir_okay=False, path_type=Path),
     callback=_check_ready_file,
@@ -370,6 +407,11 @@ def command(  # click passes options by keyword
     max_child_memory: int | None,
     insecure: bool,
     debug_errors: bool,
+    git_auto_update: bool,
+    git_remote: str | None,
+    git_branch: str | None,
+    update_interval: float,
+    update_ready_timeout: float,
     ready_file: Path | None,
     log_level: str,
 ) -> None:
@@ -386,6 +428,8 @@ def command(  # click passes options by keyword
         raise click.UsageError("--bind-public replaces --host: give one of them")
     secrets = tuple(dict.fromkeys((*KEY_SOURCES, api_key_env)))
     key = load_api_key(api_key_file, env_name=api_key_env)
+    # where the key came from, for a re-execution by --git-auto-update only
+    sources = {name: os.environ[name] for name in secrets if name in os.environ}
     for secret in secrets:  # what is left of them is /proc/<pid>/environ: see protect_host
         os.environ.pop(secret, None)
     if key is not None:
@@ -431,7 +475,30 @@ def command(  # click passes options by keyword
         ),
         startup=launch.paglets,
     )
-    asyncio.run(_serve(Host(config), ready_file))
+    if (git_remote or git_branch) and not git_auto_update:
+        raise click.UsageError("--git-remote and --git-branch go with --git-auto-update")
+    from paglets.update.updater import UpdateConfig, Updater  # noqa: PLC0415 - as Host
+
+    server = Host(config)
+    updater = None
+    if git_auto_update:
+        updater = Updater(
+            server,
+            UpdateConfig(
+                remote=git_remote,
+                branch=git_branch,
+                interval=update_interval,
+                ready_timeout=update_ready_timeout,
+                lease_time=max(600.0, 2 * update_ready_timeout),
+            ),
+        )
+    asyncio.run(_serve(server, ready_file, updater))
+    if updater is not None and updater.restart is not None:
+        from paglets.update.restart import command_line, reexec  # noqa: PLC0415
+
+        bound = server.url if server.started_at else None
+        # the next process finds its key where this one did (the variables removed above)
+        reexec(command_line(port, bound), {**os.environ, **sources})
 
 
 def default_child_memory() -> int:
@@ -441,7 +508,7 @@ def default_child_memory() -> int:
     return psutil.virtual_memory().total * 3 // 4
 
 
-async def _serve(host: Host, ready_file: Path | None) -> None:
+async def _serve(host: Host, ready_file: Path | None, updater: Updater | None = None) -> None:
     from paglets.runtime.warmup import freeze_heap  # noqa: PLC0415 - not for --help
 
     def announce(ready: Host) -> None:
@@ -450,7 +517,12 @@ async def _serve(host: Host, ready_file: Path | None) -> None:
             _write_ready_file(ready_file, ready)
 
     try:
-        await host.serve_forever(on_ready=announce)
+        if updater is None:
+            await host.serve_forever(on_ready=announce)
+        else:
+            from paglets.update.restart import serve  # noqa: PLC0415
+
+            await serve(host, updater, announce)
     finally:
         if ready_file is not None:
             with contextlib.suppress(FileNotFoundError):

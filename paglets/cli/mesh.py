@@ -79,6 +79,8 @@ def hosts(url: str | None, as_json: bool) -> None:
             "URL",
             "STATUS",
             "MESH VERSION",
+            "COMMIT",
+            "UPDATE",
             "LAST SEEN",
             "PAGLETS",
             "TAGS",
@@ -91,6 +93,8 @@ def hosts(url: str | None, as_json: bool) -> None:
                 r.url,
                 "online" if r.online else "offline",
                 r.mesh_version,
+                (r.commit or "-")[:12],
+                _update(r),
                 _ago(r.last_seen),
                 str(r.paglets),
                 ",".join(r.tags),
@@ -100,6 +104,17 @@ def hosts(url: str | None, as_json: bool) -> None:
             for r in records
         ],
     )
+    for r in records:
+        if r.update is not None and r.update.reason:
+            click.echo(f"{r.name}: {_update(r)}: {r.update.reason}")
+
+
+def _update(record: HostRecord) -> str:
+    """A host's auto-update state in a table cell: ``-`` when idle."""
+    update = record.update
+    if update is None:
+        return "-"
+    return f"{update.state.value} {(update.commit or '-')[:12]}"
 
 
 @command.command(

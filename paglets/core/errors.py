@@ -28,7 +28,8 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── HostNotRunningError                 the host is stopping or stopped (503)
      │    ├── TooManyConnectionsError             at its connection limit, all busy (503)
      │    ├── HostFullError                       at its paglet count or child memory limit (503)
-     │    └── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
+     │    ├── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
+     │    └── UpdateError                         a step of a git auto-update failed
      ├── TransferError                            a move did not happen; the paglet stayed
      │    └── TooManyTransfersError               the target takes no more at once (429)
      ├── StorageError (OSError)                   the host's disk or database failed (507)
@@ -233,6 +234,13 @@ class HostNotFoundError(HostError, LookupError):
     """No host of that name or URL in the mesh."""
 
     http_status = HTTPStatus.NOT_FOUND
+
+
+class UpdateError(HostError):
+    """A step of a git auto-update (``--git-auto-update``) failed: fetch, fast-forward,
+    dependency sync, the check of the new code, or its restart. The host stays on (or
+    goes back to) its old commit; the message says which step and why.
+    """
 
 
 class TransferError(PagletError):

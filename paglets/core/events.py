@@ -79,6 +79,10 @@ class EventKind(StrEnum):
     MESH_DUPLICATE_NAME = "mesh.duplicate_name"
     MESH_RECORD_REFUSED = "mesh.record_refused"
     MESH_ADDRESS_CHANGED = "mesh.address_changed"
+    UPDATE_WAITING = "update.waiting"
+    UPDATE_STARTED = "update.started"
+    UPDATE_FAILED = "update.failed"
+    UPDATE_DONE = "update.done"
 
 
 @dataclass(frozen=True, slots=True)

@@ -362,6 +362,7 @@ class PeerTable:
             and record.protocol_version == known.protocol_version
             and record.version == known.version
             and record.commit == known.commit
+            and record.update == known.update
         )
 
     @staticmethod

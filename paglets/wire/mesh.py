@@ -23,6 +23,7 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
@@ -149,6 +150,63 @@ def _short(key: str, value: str | None, limit: int = _SHORT) -> None:
         )
 
 
+class UpdateState(StrEnum):
+    """Where a host that follows a git branch (``--git-auto-update``) is in an update."""
+
+    PENDING = "pending"
+    """It wants to move to a newer commit and waits for the mesh's update lease."""
+    UPDATING = "updating"
+    """It holds the lease: pulling, syncing, checking and restarting on the commit."""
+    FAILED = "failed"
+    """Its last update failed; it runs its old commit (``reason`` says why)."""
+
+
+_UPDATE_STATES: Final = frozenset(s.value for s in UpdateState)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character (line breaks, escapes) made a space."""
+    return _CONTROL.sub(" ", text)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateStatus:
+    """A host's auto-update state, as its record carries it (``None`` when idle).
+
+    Attributes:
+        state: the phase.
+        commit: the commit it moves to (``pending``, ``updating``) or failed on.
+        reason: for ``failed``: what went wrong, in a sentence.
+    """
+
+    state: UpdateState
+    commit: str | None = None
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form."""
+        return {"state": self.state.value, "commit": self.commit, "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> UpdateStatus:
+        """Decode the JSON form strictly; `ProtocolError` names what is wrong."""
+        if not isinstance(data, dict) or data.keys() != {"state", "commit", "reason"}:
+            raise ProtocolError(
+                "host record field 'update' must be null or an object of state, commit, reason"
+            )
+        state, commit, reason = data["state"], data["commit"], data["reason"]
+        if state not in _UPDATE_STATES:
+            raise ProtocolError(f"host record field 'update' has an unknown state {state!r:.40}")
+        if not _is_opt_str(commit) or not isinstance(reason, str):
+            raise ProtocolError("host record field 'update' has a commit or reason of a bad type")
+        if printable(reason) != reason or (commit is not None and printable(commit) != commit):
+            raise ProtocolError("host record field 'update' holds control characters")
+        _short("update.commit", commit)
+        _short("update.reason", reason, _LONG)
+        return cls(UpdateState(state), commit, reason)
+
+
 @dataclass(frozen=True, slots=True)
 class HostRecord:
     """What the mesh knows of one host.
@@ -176,6 +234,9 @@ class HostRecord:
         public_key: the host's Ed25519 identity (32 bytes, base64), pinned by
             its peers on first sight.
         signature: the host's signature over `signed_bytes` (64 bytes, base64).
+        update: its auto-update state (`UpdateStatus`); ``None`` when idle or not
+            following a branch. Left out of the JSON form when ``None``, so hosts
+            of older code still read the records of idle hosts.
     """
 
     name: str
@@ -195,6 +256,7 @@ class HostRecord:
     trusts_code: bool = False
     public_key: str | None = None
     signature: str | None = None
+    update: UpdateStatus | None = None
 
     _CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
         "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
@@ -214,6 +276,7 @@ class HostRecord:
         "trusts_code": (lambda v: isinstance(v, bool), "a boolean"),
         "public_key": (_b64_of(PUBLIC_KEY_BYTES), "null or 32 bytes in base64"),
         "signature": (_b64_of(SIGNATURE_BYTES), "null or 64 bytes in base64"),
+        "update": (lambda v: v is None or isinstance(v, dict), "null or an object"),
     }
     _REQUIRED: ClassVar[frozenset[str]] = frozenset(
         {"name", "url", "mesh_version", "protocol_version", "version"}
@@ -227,7 +290,7 @@ class HostRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form."""
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "url": self.url,
             "mesh_version": self.mesh_version,
@@ -246,6 +309,9 @@ class HostRecord:
             "public_key": self.public_key,
             "signature": self.signature,
         }
+        if self.update is not None:
+            data["update"] = self.update.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> HostRecord:
@@ -262,7 +328,9 @@ class HostRecord:
             check, word = cls._CHECKS[key]
             if not check(value):
                 raise ProtocolError(f"host record field {key!r} must be {word}, not {value!r:.80}")
-        record = cls(**data)
+        update = data.get("update")
+        fields = {k: v for k, v in data.items() if k != "update"}
+        record = cls(**fields, update=None if update is None else UpdateStatus.from_dict(update))
         record._check_ranges()
         if "last_seen" in data:
             object.__setattr__(record, "last_seen", float(data["last_seen"]))
@@ -302,7 +370,8 @@ class HostRecord:
         """What the host's signature covers: everything its owner says of itself.
 
         Every field but ``online`` and ``last_seen`` (each relaying host
-        rewrites those as it judges them) and the signature itself.
+        rewrites those as it judges them) and the signature itself; ``update``
+        only when set, so an idle host signs what older code signs.
         """
         body = [
             self.name,
@@ -320,6 +389,8 @@ class HostRecord:
             self.public_key,
             self.trusts_code,
         ]
+        if self.update is not None:
+            body.append(self.update.to_dict())
         return _SIGNED_PREFIX + _dumps(body).encode()
 
     def replace(self, **changes: Any) -> HostRecord:
