@@ -141,9 +141,28 @@ async def test_bad_frames_are_answered_or_close_the_channel(host: Host) -> None:
             call = {"id": 9, "op": "send", "agent_id": "../x", "body": {"kind": "echo"}}
             await ws.send_json(call)
             assert (await ws.receive()).json()["status"] == 400
+            # a frame of several calls: each answered, by its id
+            echo = {"kind": "echo", "args": {"n": 1}}
+            batch = [
+                {"id": 10, "op": "send", "agent_id": probe.agent_id, "body": echo},
+                {"id": 11, "op": "send", "agent_id": probe.agent_id, "body": {"kind": "?"}},
+            ]
+            await ws.send_json(batch)
+            answers: dict[int, Any] = {}
+            while len(answers) < 2:
+                got = (await ws.receive()).json()
+                for answer in got if isinstance(got, list) else [got]:
+                    answers[answer["id"]] = answer
+            assert answers[10]["status"] == 200
+            assert answers[10]["body"] == {"reply": {"n": 1}}
+            assert answers[11]["status"] == 422
             await ws.send_str("[1e999]")
             closing = await ws.receive()
             assert closing.type is WSMsgType.CLOSE
+            assert closing.data == WSCloseCode.POLICY_VIOLATION
+        async with session.ws_connect(f"{host.url}{CHANNEL_ROUTE}") as ws:
+            await ws.send_str("[]")
+            closing = await ws.receive()
             assert closing.data == WSCloseCode.POLICY_VIOLATION
         async with session.ws_connect(f"{host.url}{CHANNEL_ROUTE}") as ws:
             await ws.send_bytes(b"\x00")

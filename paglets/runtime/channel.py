@@ -3,6 +3,10 @@
 Spawners open it as soon as a child exists, so a pre-started child's channel
 is ready before any paglet is assigned to it. Records received before a sink
 is attached are kept and handed over when it is.
+
+Frames sent in one turn of the event loop go to the child in one write, at the
+end of that turn: a burst of messages to one paglet costs one system call, not
+one each, and a lone message waits for no timer.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ class HostChannel(asyncio.Protocol):
         self._sink: Callable[[ipc.Record], None] | None = None
         self._on_error: Callable[[ProtocolError], None] | None = None
         self._early: list[ipc.Record] = []
+        self._outbox: list[bytes] = []  # frames of this turn of the loop, not written yet
+        self._outbox_size = 0
 
     def __repr__(self) -> str:
         return f"<HostChannel {'open' if self._transport else 'closed'}>"
@@ -59,16 +65,28 @@ class HostChannel(asyncio.Protocol):
         if self._transport is None:
             return 0
         frame = encode_json(record.to_wire())
-        self._transport.write(frame)
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append(frame)
+        self._outbox_size += len(frame)
         return len(frame)
+
+    def _flush(self) -> None:
+        frames, self._outbox = self._outbox, []
+        self._outbox_size = 0
+        if self._transport is not None and frames:
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     @property
     def buffered(self) -> int:
-        """Bytes written to the channel that the child has not read yet."""
-        return 0 if self._transport is None else self._transport.get_write_buffer_size()
+        """Bytes sent to the channel that the child has not read yet."""
+        if self._transport is None:
+            return 0
+        return self._outbox_size + self._transport.get_write_buffer_size()
 
     def close(self) -> None:
         if self._transport is not None:
+            self._flush()  # what was sent goes first, as with an unbuffered write
             self._transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -19,13 +19,16 @@ wait, as over TCP).
 Who gets what: a caller with the key opens a channel as it would call any route;
 without the key the upgrade is refused ``401`` like every route but ``/health``
 and the mesh hello; a paglet holds no key; a stranger gets the same ``401``. A
-frame that is not a call closes the channel (code 1008, with the reason); a call
-with a bad field gets its error answer, like a bad request.
+frame may hold an array of calls (`paglets.wire.channel`), and the answers ready
+in one turn of the host's loop go back as one frame. A frame that is not calls
+closes the channel (code 1008, with the reason); a call with a bad field gets
+its error answer, like a bad request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, Final
 
@@ -34,7 +37,15 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from paglets.core.errors import PagletError, RequestError
 from paglets.core.ids import IdKind, check_id
 from paglets.transport.app import API, ApiContext, deliver, future_result, unexpected_error
-from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, Answer, Call, call_id_of
+from paglets.wire.channel import (
+    CHANNEL_ROUTE,
+    HEARTBEAT,
+    MAX_BATCH,
+    Answer,
+    Call,
+    encode_frame,
+    parse_frame,
+)
 from paglets.wire.records import ErrorBody, SendRequest
 
 __all__ = ["MAX_INFLIGHT", "add_routes"]
@@ -76,6 +87,37 @@ def _in_order(call: Call) -> bool:
     return call.op == "send" and call.body.get("mode", "sync") in ("oneway", "future")
 
 
+class _Outbox:
+    """Answers ready in one turn of the loop, sent as one frame at its end, in order."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+        self._items: list[str] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def put(self, answer: Answer) -> None:
+        if self._ws.closed:
+            return  # the client went away; its retries carry the same message ids
+        if not self._items:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._items.append(answer.encode())
+        if len(self._items) >= MAX_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        items, self._items = self._items, []
+        if not items or self._ws.closed:
+            return
+        # the frame is written as the task starts: tasks start in order, so frames do
+        task = asyncio.create_task(self._send(encode_frame(items)))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, frame: str) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):  # closed meanwhile
+            await self._ws.send_str(frame)
+
+
 async def serve_channel(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[API]
     ws = web.WebSocketResponse(max_msg_size=ctx.max_body, heartbeat=HEARTBEAT, compress=False)
@@ -83,14 +125,11 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
     request.app[_OPEN].add(ws)
     slots = asyncio.Semaphore(MAX_INFLIGHT)
     running = request.app[_RUNNING]
+    outbox = _Outbox(ws)
 
     async def reply(call: Call) -> None:
         try:
-            status, body = await _answer(ctx, call)
-            if not ws.closed:
-                await ws.send_str(Answer(call.id, status, body).encode())
-        except ConnectionError:
-            pass  # the client went away; its retries carry the same message ids
+            outbox.put(Answer(call.id, *await _answer(ctx, call)))
         finally:
             slots.release()
 
@@ -100,23 +139,30 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
                 await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
                 break
             try:
-                call = Call.decode(frame.data)
+                items = parse_frame(frame.data)
             except RequestError as exc:
-                call_id = call_id_of(frame.data)
-                if call_id is None:
-                    reason = f"not a channel call: {exc.message}"[:120].encode()
-                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
-                    break
-                error = ErrorBody(type(exc).__name__, exc.message).to_dict()
-                await ws.send_str(Answer(call_id, exc.http_status, {"error": error}).encode())
-                continue
-            await slots.acquire()
-            if _in_order(call):
-                await reply(call)
-            else:
-                task = asyncio.create_task(reply(call))
-                running.add(task)
-                task.add_done_callback(running.discard)
+                reason = f"not a channel frame: {exc.message}"[:120].encode()
+                await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
+                break
+            for item in items:
+                try:
+                    call = Call.parse(item)
+                except RequestError as exc:
+                    call_id = Call.id_of(item)
+                    if call_id is None:
+                        reason = f"not a channel call: {exc.message}"[:120].encode()
+                        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=reason)
+                        return ws
+                    error = ErrorBody(type(exc).__name__, exc.message).to_dict()
+                    outbox.put(Answer(call_id, exc.http_status, {"error": error}))
+                    continue
+                await slots.acquire()
+                if _in_order(call):
+                    await reply(call)
+                else:
+                    task = asyncio.create_task(reply(call))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
     finally:
         # Calls still running go on, as an HTTP request's handler does when its
         # client leaves: a message taken is handled, and a retry with its id

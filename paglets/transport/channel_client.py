@@ -4,7 +4,8 @@
 call gets a number, its answer is matched by that number, and many calls can be
 in flight at once. A channel that breaks fails the calls still waiting with
 `ChannelLost`; the client sends them again over HTTP with the same message ids,
-which the host never delivers twice.
+which the host never delivers twice. The calls made in one turn of the event
+loop go out as one frame.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import aiohttp
 
 from paglets.core.errors import ProtocolError
-from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, Answer, Call
+from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, MAX_BATCH, Answer, Call, encode_frame
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,6 +40,8 @@ class Channel:
         self._ws = ws
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._outbox: list[tuple[int, str]] = []  # calls of this turn of the loop
+        self._sending: set[asyncio.Task[None]] = set()
         self._reader = asyncio.create_task(self._read(), name=f"channel-{url}")
 
     def __repr__(self) -> str:
@@ -91,14 +94,39 @@ class Channel:
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._waiting[call_id] = answer
         try:
-            try:
-                await self._ws.send_str(Call(call_id, op, agent_id, body).encode())
-            except (ConnectionError, RuntimeError) as exc:  # closing under us
-                raise ChannelLost(f"the channel to {self.url} closed: {exc}") from None
+            self._queue(call_id, Call(call_id, op, agent_id, body).encode())
             async with asyncio.timeout(timeout):
                 return await answer
         finally:
             self._waiting.pop(call_id, None)
+
+    def _queue(self, call_id: int, text: str) -> None:
+        """Send with the other calls of this turn of the loop, as one frame at its end."""
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outbox.append((call_id, text))
+        if len(self._outbox) >= MAX_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        items, self._outbox = self._outbox, []
+        if not items:
+            return
+        call_ids = [call_id for call_id, _ in items]
+        frame = encode_frame([text for _, text in items])
+        sending = asyncio.create_task(self._send(call_ids, frame))  # starts in order
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
+
+    async def _send(self, call_ids: list[int], frame: str) -> None:
+        try:
+            await self._ws.send_str(frame)
+        except (ConnectionError, RuntimeError) as exc:  # closing under us
+            lost = ChannelLost(f"the channel to {self.url} closed: {exc}")
+            for call_id in call_ids:
+                waiting = self._waiting.get(call_id)
+                if waiting is not None and not waiting.done():
+                    waiting.set_exception(lost)
 
     async def _read(self) -> None:
         why = "closed by the host"
@@ -107,10 +135,10 @@ class Channel:
                 if frame.type is not aiohttp.WSMsgType.TEXT:
                     why = f"the host sent a {frame.type.name} frame"
                     break
-                answer = Answer.decode(frame.data)
-                waiting = self._waiting.get(answer.id)
-                if waiting is not None and not waiting.done():
-                    waiting.set_result(answer)
+                for answer in Answer.decode_frame(frame.data):
+                    waiting = self._waiting.get(answer.id)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(answer)
         except ProtocolError as exc:
             why = str(exc)
         finally:
