@@ -63,13 +63,21 @@ def _text(value: object) -> str:
     return value
 
 
-def _host_name(value: object) -> str:
-    if not is_valid_id(value, IdKind.HOST):
-        raise _InvalidError(
-            f"must be 1 to {IdKind.HOST.limit} letters, digits, '.', '_' and '-', "
-            f"starting with a letter or a digit, not {value!r}"
-        )
-    return str(value)
+def _identifier(kind: IdKind) -> Callable[[object], str]:
+    """A check that a value is an identifier of ``kind`` (`paglets.core.ids`)."""
+
+    def check(value: object) -> str:
+        if not is_valid_id(value, kind):
+            raise _InvalidError(
+                f"must be 1 to {kind.limit} letters, digits, '.', '_' and '-', "
+                f"starting with a letter or a digit, not {value!r}"
+            )
+        return str(value)
+
+    return check
+
+
+_host_name = _identifier(IdKind.HOST)
 
 
 def _strings(value: object, each: Callable[[object], str] = _text) -> tuple[str, ...]:
@@ -164,13 +172,7 @@ def _class_path(value: object) -> str:
     return value
 
 
-def _agent_id(value: object) -> str:
-    if not is_valid_id(value, IdKind.AGENT):
-        raise _InvalidError(
-            f"must be 1 to {IdKind.AGENT.limit} letters, digits, '.', '_' and '-', "
-            f"starting with a letter or a digit, not {value!r}"
-        )
-    return str(value)
+_agent_id = _identifier(IdKind.AGENT)
 
 
 SECTIONS: Final[Mapping[str, Mapping[str, _Key]]] = {
