@@ -432,7 +432,9 @@ def command(  # click passes options by keyword
     )
     zygote = _launch_zygote(config)
     from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp): imported while it boots
+    from paglets.runtime.warmup import freeze_imports  # noqa: PLC0415 - not for --help
 
+    freeze_imports()
     asyncio.run(_serve(Host(config, zygote=zygote), ready_file))
 
 
