@@ -89,8 +89,13 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def running(name: str, argv: Sequence[str], workdir: Path) -> AsyncIterator[Server]:
-    """Start ``argv`` (which must honour ``--ready-file``), yield it, always stop it."""
+async def running(
+    name: str, argv: Sequence[str], workdir: Path, *, poll: float = 0.02
+) -> AsyncIterator[Server]:
+    """Start ``argv`` (which must honour ``--ready-file``), yield it, always stop it.
+
+    The ready file is looked for every ``poll`` seconds.
+    """
     ready = workdir / f"{name}.ready"
     log = workdir / f"{name}.log"
     with log.open("wb") as out:
@@ -110,7 +115,7 @@ async def running(name: str, argv: Sequence[str], workdir: Path) -> AsyncIterato
             if proc.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{name} did not start; its log:\n{_tail(log)}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 0.02)
+                await asyncio.wait_for(proc.wait(), poll)
         info = json.loads(ready.read_text())
         server.url, server.pid = info["url"], int(info["pid"])
         yield server

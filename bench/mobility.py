@@ -74,6 +74,8 @@ TARGET_MOVE = 500 * MB  # bytes/s, 64 MiB end to end
 TARGET_MOVE_SIZE = 64 * MIB
 TARGET_RSS_RATIO = 2.0  # peak extra RSS of a host over the state size
 TARGET_SAME_HOST = 1000 * MB  # bytes/s, 64 MiB
+MID_SIZES = (MIB, 2 * MIB, 4 * MIB)  # (e): taken whole into memory, landed in one step
+TARGET_MID_RATIO = 3.0  # (e) per MiB beyond the empty hop, over a bare POST's
 MODES = (("fsync", "--transfer-fsync"), ("no fsync", "--no-transfer-fsync"))
 
 
@@ -88,6 +90,7 @@ class Counts:
     rss_size: int  # the probed size whose peak RSS is reported
     same_host: tuple[int, ...]  # sizes of the same-host move
     same_host_reps: int
+    mid_reps: int = 7  # (e) moves of each mid size, and as many empty ones
 
 
 FULL = Counts(
@@ -107,6 +110,7 @@ QUICK = Counts(
     rss_size=64 * MIB,
     same_host=(16 * MIB, 64 * MIB),
     same_host_reps=1,
+    mid_reps=2,
 )
 
 
@@ -595,6 +599,36 @@ async def bench_throughput(pair: Pair, body: memoryview, counts: Counts, table: 
         )
 
 
+async def bench_mid(pair: Pair, body: memoryview, counts: Counts, table: Table) -> None:
+    """(e) what each MiB of a 1-4 MiB state adds to a move, against what it adds to a POST.
+
+    For each size, moves of that state and of an empty one alternate with bare
+    POSTs of that size and of `HOP_BODY`; the cost per MiB is the difference of
+    the medians, over the size in MiB.
+    """
+    for size in MID_SIZES:
+        empty, moves, small, big = [], [], [], []
+        for _ in range(counts.mid_reps):
+            empty.append((await move_once(pair.ca, pair.cb, 0))[0])
+            moves.append((await move_once(pair.ca, pair.cb, size))[0])
+            small.append(await post(pair.http, f"{pair.sink}/sink", body[:HOP_BODY]))
+            big.append(await post(pair.http, f"{pair.sink}/sink", body[:size]))
+        mibs = size / MIB
+        ours = (statistics.median(moves) - statistics.median(empty)) / mibs
+        bare = (statistics.median(big) - statistics.median(small)) / mibs
+        table.add(
+            "(e)",
+            f"per MiB of a {size_name(size)} state beyond the empty move, {pair.mode}: "
+            f"medians of {counts.mid_reps} (move {statistics.median(moves) * MS:.1f} ms, "
+            f"empty {statistics.median(empty) * MS:.1f} ms)",
+            f"{ours * MS:.2f} ms/MiB",
+            baseline=f"{bare * MS:.2f} ms/MiB (bare aiohttp POST beyond {size_name(HOP_BODY)})",
+            ratio=ours / bare if bare > 0 else None,
+            target=f"≤ {TARGET_MID_RATIO:g}x",
+            met=ours <= TARGET_MID_RATIO * bare,
+        )
+
+
 async def bench_probed(pair: Pair, counts: Counts, table: Table, breakdown: Breakdown) -> None:
     """(c) one more move per probed size, watched: peak RSS, and where the time goes."""
     for size in counts.probed:
@@ -635,8 +669,10 @@ async def bench_mode(  # noqa: PLR0917 - one caller
     counts: Counts,
     table: Table,
     breakdown: Breakdown,
+    *,
+    only_mid: bool = False,
 ) -> None:
-    """(a) to (c) on two host processes started with ``flag``."""
+    """(a) to (c) and (e) on two host processes started with ``flag``."""
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     slug = mode.replace(" ", "-")
     async with contextlib.AsyncExitStack() as stack:
@@ -650,6 +686,10 @@ async def bench_mode(  # noqa: PLR0917 - one caller
         await joined((ca, cb))
         fsync = flag == "--transfer-fsync"
         pair = Pair(mode, fsync, a, b, ca, cb, http, sink, workdir)
+        _log(f"(e) mid-size moves, {mode}")
+        await bench_mid(pair, body, counts, table)
+        if only_mid:
+            return
         _log(f"(a) hops of an empty paglet, {mode}")
         split = await bench_hops(pair, body, counts, table)
         if split is not None:
@@ -724,7 +764,7 @@ async def bench_same_host(
 # -- the run -------------------------------------------------------------------
 
 
-async def run(counts: Counts) -> tuple[Table, Breakdown]:
+async def run(counts: Counts, *, only_mid: bool = False) -> tuple[Table, Breakdown]:
     table, breakdown = Table(FIGURE_HEAD), Breakdown()
     with tempfile.TemporaryDirectory(prefix="paglets-bench-mobility-") as tmp:
         workdir = Path(tmp)
@@ -732,21 +772,23 @@ async def run(counts: Counts) -> tuple[Table, Breakdown]:
             body = memoryview(bytes(range(256)) * (max(counts.reps) // 256))
             for mode, flag in MODES:
                 here = workdir / mode.replace(" ", "-")
-                await bench_mode(mode, flag, here, sink.url, body, counts, table, breakdown)
+                await bench_mode(
+                    mode, flag, here, sink.url, body, counts, table, breakdown, only_mid=only_mid
+                )
             del body  # before the in-process hosts start their zygotes
-        for fsync in (True, False):
+        for fsync in () if only_mid else (True, False):
             _log(f"(d) same-host move, {'fsync' if fsync else 'no fsync'}")
             await bench_same_host(workdir, fsync, counts, table, breakdown)
     return table, breakdown
 
 
-async def run_until_signalled(counts: Counts) -> tuple[Table, Breakdown]:
+async def run_until_signalled(counts: Counts, *, only_mid: bool = False) -> tuple[Table, Breakdown]:
     """:func:`run`, cancelled (so its servers get stopped) on SIGTERM as on Ctrl-C."""
     task = asyncio.current_task()
     if task is None:
         raise RuntimeError("not running in a task")
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await run(counts)
+    return await run(counts, only_mid=only_mid)
 
 
 def leftovers() -> int:
@@ -766,11 +808,14 @@ def leftovers() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description="The paglets mobility benchmark.")
     parser.add_argument("--quick", action="store_true", help="reduced counts: a smoke test")
+    parser.add_argument(
+        "--only-mid", action="store_true", help="only (e), the 1-4 MiB moves against POSTs"
+    )
     args = parser.parse_args()
     counts = QUICK if args.quick else FULL
     started, load = time.perf_counter(), os.getloadavg()
     try:
-        table, breakdown = asyncio.run(run_until_signalled(counts))
+        table, breakdown = asyncio.run(run_until_signalled(counts, only_mid=args.only_mid))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted; every server this run started has been stopped", file=sys.stderr)
         sys.exit(130)

@@ -22,7 +22,6 @@ from paglets.core.errors import (
 )
 from paglets.core.ids import IdKind, check_id
 from paglets.runtime.delivery import SendMode
-from paglets.transport.client import AsyncHostClient
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
     from paglets.config import HostConfig
     from paglets.mesh.service import MeshService
     from paglets.runtime.supervisor import Supervisor
+    from paglets.transport.client import AsyncHostClient
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,9 @@ class HostCalls:
             )
         client = self._clients.get(url)
         if client is None:
+            # imported on the first call to another host: a host starts without it
+            from paglets.transport.client import AsyncHostClient  # noqa: PLC0415
+
             client = AsyncHostClient(url, self.config.api_key or "", guard=self.check_member)
             self._clients[url] = client
         return client

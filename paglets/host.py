@@ -63,9 +63,18 @@ class Host:
 
     Args:
         config: all options; or pass them as keywords (``Host(name="a", port=0)``).
+        zygote: a `ZygoteSpawner` for this config whose process was already launched
+            (`ZygoteSpawner.launch`), so that it boots while this host imports and
+            starts; ``paglets-host`` does that. The host owns and stops it.
     """
 
-    def __init__(self, config: HostConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        config: HostConfig | None = None,
+        *,
+        zygote: ZygoteSpawner | None = None,
+        **options: Any,
+    ) -> None:
         if config is not None and options:
             raise TypeError("pass either a HostConfig or keyword options, not both")
         self.config = config or HostConfig(**options)
@@ -83,7 +92,11 @@ class Host:
         self.events = EventLog(cfg.name)
         self.child_user = cfg.child_account()
         spawner: Spawner
-        if cfg.spawner == "zygote":
+        if zygote is not None and cfg.spawner != "zygote":
+            raise TypeError(f"a zygote was given to a host whose spawner is {cfg.spawner!r}")
+        if zygote is not None:
+            spawner = zygote
+        elif cfg.spawner == "zygote":
             spawner = ZygoteSpawner(
                 preload=cfg.preload, secrets=cfg.secret_env, user=self.child_user
             )
@@ -177,9 +190,14 @@ class Host:
             self.status = HostStatus.STARTING
             cfg = self.config
             protect_host()
-            await asyncio.to_thread(cfg.home.mkdir, parents=True, exist_ok=True)
-            if self.child_user is not None:
-                await asyncio.to_thread(self._open_home_to_children, self.child_user)
+            try:
+                await asyncio.to_thread(cfg.home.mkdir, parents=True, exist_ok=True)
+                if self.child_user is not None:
+                    await asyncio.to_thread(self._open_home_to_children, self.child_user)
+            except BaseException:
+                await self.supervisor.spawner.close()  # a zygote launched ahead of the start
+                self.status = HostStatus.STOPPED
+                raise
             app = build_app(
                 ApiContext(
                     supervisor=self.supervisor,
@@ -222,6 +240,7 @@ class Host:
             except BaseException:
                 self._forget_local_urls()
                 await runner.cleanup()
+                await self.supervisor.spawner.close()  # if setup failed before starting it
                 guard.close()
                 self.status = HostStatus.STOPPED
                 raise

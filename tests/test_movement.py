@@ -97,8 +97,9 @@ async def test_dispatch_through_the_proxy_moves_state_and_runs_hooks(
 async def test_a_mid_size_envelope_goes_whole_over_http_without_a_warning(
     make_host: Callable[..., Awaitable[Host]], start_host: Callable[..., RunningHost]
 ) -> None:
-    """1 to 4 MiB goes to another host process as one bytes body, which aiohttp would
-    warn about (as an error here: the suite turns warnings into errors)."""
+    """1 to 4 MiB goes to another host process from memory, in slices of a bytes body
+    that aiohttp would warn about (as an error here: the suite turns warnings into errors),
+    and arrives whole."""
     b = start_host()
     a = await make_host(name="a", peers=(b.url,))
     await wait_for(lambda: len(a.mesh.hosts(online=True)) == 2, 10, "a sees b")

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncZeroconf
 
-from paglets import EventKind, HostRecord, ProtocolError
+from paglets import ConfigurationError, EventKind, HostRecord, ProtocolError
 from paglets.mesh.discovery import Announcement, service_info
 from paglets.mesh.gossip import parse_gossip
 from paglets.mesh.hello import Hello, HelloReply, hello_key, is_proven, new_nonce
@@ -248,6 +249,39 @@ async def test_identity_is_made_once_kept_0600_and_pinned_by_peers(
     assert (tmp_path / "state1" / "b" / "mesh" / "identity.key").read_bytes() == (
         key_file.read_bytes()
     )
+
+
+def test_identity_files_are_the_pkcs8_pem_cryptography_reads_and_writes(tmp_path: Path) -> None:
+    made = HostIdentity.load_or_create(tmp_path / "made")  # written without serialization
+    pem = (tmp_path / "made" / "identity.key").read_bytes()
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    assert made.public_key == HostIdentity(key).public_key
+    assert pem == key.private_bytes(  # byte for byte what cryptography itself writes
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    for where, crlf in (("lf", False), ("crlf", True)):  # by hand, or left to cryptography
+        theirs = Ed25519PrivateKey.generate()
+        pem = theirs.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        (tmp_path / where).mkdir(mode=0o700)
+        (tmp_path / where / "identity.key").write_bytes(
+            pem.replace(b"\n", b"\r\n") if crlf else pem
+        )
+        loaded = HostIdentity.load_or_create(tmp_path / where)
+        assert loaded.public_key == HostIdentity(theirs).public_key
+
+
+def test_a_damaged_identity_file_is_refused_by_name(tmp_path: Path) -> None:
+    HostIdentity.load_or_create(tmp_path)
+    path = tmp_path / "identity.key"
+    pem = path.read_bytes()
+    path.write_bytes(pem.replace(pem[40:44], b"!!!!"))
+    with pytest.raises(ConfigurationError, match="is not a host identity key"):
+        HostIdentity.load_or_create(tmp_path)
 
 
 async def test_a_reinstalled_host_is_refused_until_its_pin_is_deleted(

@@ -131,3 +131,23 @@ async def test_the_zygote_keeps_a_sample_envelope_its_paglets_never_see(make_hos
         assert len(_sample_fds(zygote.pid)) == 1, "the zygote's, for every child to prime with"
         assert _sample_fds(pid) == [], "a paglet's process closed it before becoming the paglet"
         assert await proxy.send("increment", {"by": 1}) == {"count": 1}
+
+
+async def test_a_zygote_launched_ahead_is_the_one_the_host_uses(make_host):
+    zygote = ZygoteSpawner()
+    zygote.launch()  # as paglets-host does, before it imports the host
+    assert zygote._proc is not None
+    launched = zygote._proc.pid
+    host = await make_host(spawner="zygote", warm_children=1, zygote=zygote)
+    async with AsyncHostClient(host.url) as client:
+        _proxy, _pid, parent = await _counter_and_zygote(client)
+        assert parent.pid == launched, "the host started a zygote of its own"
+
+
+async def test_a_zygote_launched_but_never_started_is_stopped_by_close():
+    zygote = ZygoteSpawner()
+    zygote.launch()
+    assert zygote._proc is not None
+    proc = psutil.Process(zygote._proc.pid)
+    await zygote.close()
+    assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE

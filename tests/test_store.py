@@ -207,6 +207,27 @@ def test_sync_false_is_normal_and_sync_true_is_full(tmp_path: Path) -> None:
         assert safe._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
+def test_a_phase_written_not_durable_skips_only_its_own_flush(tmp_path: Path) -> None:
+    with Store(tmp_path / "a.db") as store, Store(tmp_path / "b.db", sync=False) as fast:
+        for each in (store, fast):
+            each.begin_source(_source())
+        statements: list[str] = []
+        store._db.set_trace_callback(statements.append)
+        row = store.set_phase("t1", SOURCE, TransferPhase.DONE, durable=False)
+        assert row.phase is TransferPhase.DONE
+        assert store.get_transfer("t1", SOURCE) == row
+        pragmas = [s for s in statements if s.startswith("PRAGMA")]
+        assert pragmas == ["PRAGMA synchronous=NORMAL", "PRAGMA synchronous=FULL"]
+        assert statements.index("COMMIT") < statements.index("PRAGMA synchronous=FULL")
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2, "FULL again"
+        statements.clear()
+        store.set_phase("t1", SOURCE, TransferPhase.DONE)  # durable, as by default
+        assert not [s for s in statements if s.startswith("PRAGMA")]
+        fast._db.set_trace_callback(statements.append)
+        fast.set_phase("t1", SOURCE, TransferPhase.DONE, durable=False)
+        assert not [s for s in statements if s.startswith("PRAGMA")], "NORMAL already"
+
+
 WRITER = """
 import sys
 from pathlib import Path

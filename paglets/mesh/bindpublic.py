@@ -16,7 +16,6 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-import psutil
 from aiohttp import web
 
 from paglets.core.errors import ConfigurationError
@@ -34,6 +33,8 @@ def detect_lan_address() -> str | None:
 
     Blocking (it reads the interface table): call it in a thread from async code.
     """
+    import psutil  # noqa: PLC0415 - only hosts that bind a LAN address need it
+
     stats = psutil.net_if_stats()
     for name, addresses in psutil.net_if_addrs().items():
         stat = stats.get(name)

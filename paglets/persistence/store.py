@@ -155,9 +155,13 @@ class AsyncStore:
         role: TransferRole,
         phase: TransferPhase,
         detail: dict[str, Any] | None = None,
+        *,
+        durable: bool = True,
     ) -> TransferRecord:
         """See `Store.set_phase`."""
-        return await self._call(self._store.set_phase, transfer_id, role, phase, detail)
+        return await self._call(
+            self._store.set_phase, transfer_id, role, phase, detail, durable=durable
+        )
 
     async def get_transfer(self, transfer_id: str, role: TransferRole) -> TransferRecord | None:
         """See `Store.get_transfer`."""

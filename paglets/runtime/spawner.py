@@ -92,6 +92,7 @@ class ZygoteSpawner:
         self._control: socket.socket | None = None
         self._alive: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watched = False  # the loop reads the zygote's socket (start ran)
         self._ready: asyncio.Future[int] | None = None
         self._tokens = itertools.count(1)
         self._spawning: dict[
@@ -106,50 +107,67 @@ class ZygoteSpawner:
         pid = self._proc.pid if self._proc else None
         return f"<ZygoteSpawner pid={pid} children={len(self._exits)}>"
 
+    def launch(self) -> None:
+        """Start the zygote process now, without waiting for it (no event loop needed).
+
+        It boots (imports the child runtime and the preloads) while its host
+        does its own imports and opens its store; `start` then only waits for
+        its ``ready``. Call it from the thread that will run the host's event
+        loop: Linux ties the zygote's parent-death signal to the thread that
+        forked it. Idempotent; a launched zygote is stopped by `close`.
+        """
+        if self._control is not None:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        # A datagram socket shows no end-of-file when its peer dies: the
+        # zygote also holds the only write end of this pipe, whose read end
+        # becomes readable (EOF) the moment the zygote is gone.
+        alive_r, alive_w = os.pipe()
+        argv = [
+            sys.executable,
+            "-m",
+            "paglets.runtime.zygote",
+            "--fd",
+            str(theirs.fileno()),
+            "--alive-fd",
+            str(alive_w),
+        ]
+        for name in self._preload:
+            argv += ["--preload", name]
+        if self._user is not None:
+            argv += ["--user", self._user.to_arg()]
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                pass_fds=[theirs.fileno(), alive_w],
+                env=child_environment(self._secrets),
+            )
+        except BaseException:
+            ours.close()
+            os.close(alive_r)
+            raise
+        finally:
+            theirs.close()
+            os.close(alive_w)
+        ours.setblocking(False)  # noqa: FBT003 - the socket API
+        self._control = ours
+        self._alive = alive_r
+
     async def start(self) -> None:
+        """Launch the zygote unless `launch` did already, and wait until it is ready."""
         async with self._start_lock:
-            if self._control is not None:
+            if self._watched:
                 return
             loop = self._loop = asyncio.get_running_loop()
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-            # A datagram socket shows no end-of-file when its peer dies: the
-            # zygote also holds the only write end of this pipe, whose read end
-            # becomes readable (EOF) the moment the zygote is gone.
-            alive_r, alive_w = os.pipe()
-            argv = [
-                sys.executable,
-                "-m",
-                "paglets.runtime.zygote",
-                "--fd",
-                str(theirs.fileno()),
-                "--alive-fd",
-                str(alive_w),
-            ]
-            for name in self._preload:
-                argv += ["--preload", name]
-            if self._user is not None:
-                argv += ["--user", self._user.to_arg()]
-            try:
-                # Popen runs on the loop thread: Linux ties the zygote's
-                # parent-death signal to the thread that forked it.
-                self._proc = subprocess.Popen(  # noqa: ASYNC220 - must fork from the loop thread
-                    argv,
-                    pass_fds=[theirs.fileno(), alive_w],
-                    env=child_environment(self._secrets),
-                )
-            except BaseException:
-                ours.close()
-                os.close(alive_r)
-                raise
-            finally:
-                theirs.close()
-                os.close(alive_w)
-            ours.setblocking(False)  # noqa: FBT003 - the socket API
-            self._control = ours
-            self._alive = alive_r
+            # Popen runs on the loop thread: see launch.
+            self.launch()
+            assert self._control is not None  # noqa: S101 - launch opened it
+            assert self._alive is not None  # noqa: S101 - launch opened it
             self._ready = loop.create_future()
-            loop.add_reader(ours.fileno(), self._on_readable)
-            loop.add_reader(alive_r, self._lost)
+            # The zygote's "ready" datagram waits in the socket if it came first.
+            loop.add_reader(self._control.fileno(), self._on_readable)
+            loop.add_reader(self._alive, self._lost)
+            self._watched = True
             try:
                 await asyncio.wait_for(asyncio.shield(self._ready), timeout=60)
             except BaseException:
@@ -187,14 +205,7 @@ class ZygoteSpawner:
 
     def _lost(self) -> None:
         """The zygote is gone; its children die with it (parent-death signal)."""
-        if self._control is not None and self._loop is not None:
-            self._loop.remove_reader(self._control.fileno())
-            self._control.close()
-        if self._alive is not None and self._loop is not None:
-            self._loop.remove_reader(self._alive)
-            os.close(self._alive)
-        self._control = None
-        self._alive = None
+        self._close_sockets()
         err = HostError("the zygote process exited; children were lost")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(err)
@@ -210,11 +221,26 @@ class ZygoteSpawner:
         if self._proc is not None:
             self._proc.poll()
 
+    def _close_sockets(self) -> None:
+        """Stop watching the zygote (if `start` did) and close our ends of its sockets."""
+        watched, self._watched = self._watched, False
+        loop = self._loop if watched else None
+        if self._control is not None:
+            if loop is not None:
+                loop.remove_reader(self._control.fileno())
+            self._control.close()
+        if self._alive is not None:
+            if loop is not None:
+                loop.remove_reader(self._alive)
+            os.close(self._alive)
+        self._control = None
+        self._alive = None
+
     async def spawn(self) -> ChildProcess:
-        if self._control is None:
-            if self._proc is not None:
-                await self._reap_proc()
-                self._proc = None
+        if self._control is None and self._proc is not None:
+            await self._reap_proc()
+            self._proc = None
+        if not self._watched:
             await self.start()
         assert self._control is not None  # noqa: S101 - start() opened it
         loop = asyncio.get_running_loop()

@@ -43,7 +43,7 @@ from paglets.wire.state_json import prepare, state_to_json
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["freeze_heap", "prime_child", "warm_module", "warm_runtime"]
+__all__ = ["freeze_heap", "freeze_imports", "prime_child", "warm_module", "warm_runtime"]
 
 # The sample envelope, in memory (a memfd) that forked children inherit.
 _sample_fd: int | None = None
@@ -152,6 +152,19 @@ def warm_module(module: ModuleType) -> None:
             state = getattr(value, "State", None)
             if isinstance(state, type):
                 prepare(state)
+
+
+def freeze_imports() -> None:
+    """In a daemon whose modules are imported: freeze them, without a collection.
+
+    What importing leaves is module state that lives as long as the process: a
+    full collection right after ``paglets.host`` is imported finds no garbage,
+    and takes 20 to 40 ms of a start. Frozen as it is, it is left out of
+    `freeze_heap`'s collection when the host is ready, which then walks only
+    what the start made (about a millisecond). Only for a process that is one
+    host, as `freeze_heap`.
+    """
+    gc.freeze()
 
 
 def freeze_heap() -> None:

@@ -16,8 +16,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Final
 
-import psutil
-
 from paglets.core.status import ExitReason, PagletStatus
 
 if TYPE_CHECKING:
@@ -86,6 +84,8 @@ async def sweep_memory(supervisor: Supervisor, limit: int | None) -> None:
 def _rss_of(pids: list[int]) -> dict[int, int]:
     """Each live child's resident memory, in bytes (a child gone meanwhile is left out)."""
     if not _STATM:
+        import psutil  # noqa: PLC0415 - not on Linux, where a host starts without it
+
         sizes: dict[int, int] = {}
         for pid in pids:
             with contextlib.suppress(psutil.Error):
