@@ -29,6 +29,8 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── TooManyConnectionsError             at its connection limit, all busy (503)
      │    ├── HostFullError                       at its paglet count or child memory limit (503)
      │    ├── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
+     │    ├── ServiceNotFoundError (LookupError)  no host of the mesh serves that contract (404)
+     │    ├── ServiceUnavailableError             the hosts serving it are offline (503)
      │    └── UpdateError                         a step of a git auto-update failed
      ├── TransferError                            a move did not happen; the paglet stayed
      │    └── TooManyTransfersError               the target takes no more at once (429)
@@ -234,6 +236,19 @@ class HostNotFoundError(HostError, LookupError):
     """No host of that name or URL in the mesh."""
 
     http_status = HTTPStatus.NOT_FOUND
+
+
+class ServiceNotFoundError(HostError, LookupError):
+    """No host of the mesh (or not the host named) serves that service contract."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class ServiceUnavailableError(HostError):
+    """The hosts that serve that contract are offline or unreachable; the message says
+    which and for how long (``unavailable (host beta offline for 12 s)``)."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
 
 
 class UpdateError(HostError):
