@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +19,13 @@ from paglets.core.contract import Contract
 from paglets.core.errors import (
     ConfigurationError,
     InvalidStateError,
+    ServiceLeasedError,
     ServiceNotFoundError,
     ServiceUnavailableError,
 )
 from paglets.launch.model import ServiceEntry
 from paglets.launch.parse import parse_launch
+from paglets.services.leases import Lease, Leases
 from paglets.wire.mesh import HostRecord
 from pagletstest import host_env
 from pagletstest.services import ECHO, CountRequest, EchoReply, EchoRequest
@@ -291,6 +295,11 @@ async def test_a_service_is_found_across_the_mesh_and_its_offline_host_is_named(
         assert asked == {"text": "from a paglet", "calls": named.calls + 1, "type": "EchoReply"}
         with pytest.raises(ServiceNotFoundError, match=r"host alpha serves no echo\.v1"):
             await client.service(ECHO, where="alpha").echo(EchoRequest("x"))
+        leased = client.service(ECHO)
+        assert (await leased.take_lease(30)).host == "beta", "the lease is on beta's service"
+        with pytest.raises(ServiceLeasedError, match="leased by another caller"):
+            await client.service(ECHO).echo(EchoRequest("x"))
+        await leased.release_lease()
 
         await beta.stop()
 
@@ -345,3 +354,115 @@ def test_the_docs_example_declares_the_greeter() -> None:
     )
     assert entry.runs_on(launch.host.tags or ())
     assert (entry.start, entry.idle_after, entry.state) == ("lazy", 300.0, {"greeting": "hi"})
+
+
+# -- leases ---------------------------------------------------------------------------------
+
+
+def test_a_lease_excludes_others_until_released_or_lapsed() -> None:
+    now = [100.0]
+    leases = Leases(clock=lambda: now[0])
+    held = leases.take("echo.v1", 10)
+    leases.check("echo.v1", held.lease_id)
+    with pytest.raises(ServiceLeasedError, match=r"leased by another caller for 10\.0 more s"):
+        leases.check("echo.v1", None)
+    with pytest.raises(ServiceLeasedError, match="leased by another caller"):
+        leases.take("echo.v1", 10)
+    now[0] += 8
+    assert leases.take("echo.v1", 10, held.lease_id) == Lease(held.lease_id, 118.0), "renewed"
+    now[0] += 9
+    leases.check("echo.v1", held.lease_id)
+    now[0] += 2  # not renewed: lapsed
+    leases.check("echo.v1", None)
+    with pytest.raises(ServiceLeasedError, match="lapsed or was released"):
+        leases.check("echo.v1", held.lease_id)
+    again = leases.take("echo.v1", 5)
+    assert not leases.release("echo.v1", held.lease_id), "an old lease releases nothing"
+    assert leases.release("echo.v1", again.lease_id)
+    leases.check("echo.v1", None)
+
+
+async def test_a_leased_service_serves_its_holder_only(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(name="alpha", services=[_echo()])
+    async with AsyncHostClient(host.url) as client:
+        mine, theirs = client.service(ECHO), client.service(ECHO)
+        lease = await mine.take_lease(30)
+        assert lease.host == "alpha"
+        assert 29 < lease.expires_in <= 30
+        assert (await mine.echo(EchoRequest("mine"))).calls == 1
+        with pytest.raises(ServiceLeasedError, match=r"echo\.v1 is leased by another caller"):
+            await theirs.echo(EchoRequest("theirs"))
+        with pytest.raises(ServiceLeasedError, match="leased by another caller"):
+            await theirs.take_lease(5)
+        assert (await mine.renew_lease(60)).expires_in > 59
+        caller = await client.create("pagletstest.services:Caller")
+        with pytest.raises(ServiceLeasedError, match="leased by another caller"):
+            await caller.send("ask", {"text": "a paglet"})
+        await mine.release_lease()
+        assert mine.lease is None
+        assert (await theirs.echo(EchoRequest("theirs"))).calls == 2
+        with pytest.raises(RequestError, match="taken without 'lease'"):
+            await client.request(
+                "POST", "/v1/services/echo.v1/lease", {"action": "renew", "seconds": 5}
+            )
+        with pytest.raises(RequestError, match="'seconds' of a lease"):
+            await client.request(
+                "POST", "/v1/services/echo.v1/lease", {"action": "take", "seconds": 1e9}
+            )
+
+
+HOLDER = """
+import sys, time
+from paglets import HostClient
+from pagletstest.services import ECHO, EchoRequest
+with HostClient(sys.argv[1]) as client:
+    echo = client.service(ECHO)
+    echo.take_lease(1.0)
+    echo.echo(EchoRequest("holder"))
+    print("held", flush=True)
+    while True:
+        time.sleep(0.2)
+        echo.renew_lease()
+"""
+
+
+def test_a_lease_lapses_when_its_holder_is_killed(
+    start_host: Callable[..., RunningHost], tmp_path: Path
+) -> None:
+    config = _launch(tmp_path, ECHO_TOML)
+    host = start_host("--config", str(config), env=host_env(env_without_key()))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, host.url],
+        stdout=subprocess.PIPE,
+        env=host_env(env_without_key()),
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with HostClient(host.url) as client:
+            echo = client.service(ECHO)
+            time.sleep(1.5)  # longer than the lease: only its renewals keep it
+            with pytest.raises(ServiceLeasedError, match="leased by another caller"):
+                echo.echo(EchoRequest("too early"))
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    lease = echo.take_lease(5)
+                    break
+                except ServiceLeasedError:
+                    assert time.monotonic() < deadline, "the lease never lapsed"
+                    time.sleep(0.1)
+            assert echo.echo(EchoRequest("after")).calls == 2
+            echo.release_lease()
+            assert lease.host == host.name
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()

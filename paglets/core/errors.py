@@ -32,6 +32,7 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── ServiceNotFoundError (LookupError)  no host of the mesh serves that contract (404)
      │    ├── ServiceUnavailableError             the hosts serving it are offline (503)
      │    └── UpdateError                         a step of a git auto-update failed
+     ├── ServiceLeasedError                       another caller holds a lease on that service (409)
      ├── TransferError                            a move did not happen; the paglet stayed
      │    └── TooManyTransfersError               the target takes no more at once (429)
      ├── StorageError (OSError)                   the host's disk or database failed (507)
@@ -256,6 +257,13 @@ class UpdateError(HostError):
     dependency sync, the check of the new code, or its restart. The host stays on (or
     goes back to) its old commit; the message says which step and why.
     """
+
+
+class ServiceLeasedError(PagletError):
+    """Another caller holds a lease on the service (exclusive use for a time), or the
+    caller's own lease lapsed; the message says for how long it is still held."""
+
+    http_status = HTTPStatus.CONFLICT
 
 
 class TransferError(PagletError):

@@ -101,11 +101,10 @@ class ChildContext:
     ) -> ServiceClient:
         name = contract.name
 
-        def invoke(op: str, request: dict[str, Any]) -> Any:
-            call = {"op": op, "request": request, "where": where, "timeout": timeout}
-            return self._link.call("service.call", contract=name, call=call)
+        def invoke(route: str, body: dict[str, Any]) -> Any:
+            return self._link.call("service.call", contract=name, route=route, body=body)
 
-        return ServiceClient(contract, invoke, where or self._host_name)
+        return ServiceClient(contract, invoke, where, timeout)
 
     def proxy(self, agent_id: str, host: str | None = None) -> ChildProxy:
         return ChildProxy(self._link, agent_id, host)

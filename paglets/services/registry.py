@@ -17,6 +17,10 @@ A call names a contract (and optionally the host, ``where``):
   named is, it fails at once with `ServiceUnavailableError` saying which host
   and for how long (``unavailable (host beta offline for 12 s)``).
 
+A caller may take a lease on a service (`paglets.services.leases`): while it
+holds it, calls under no lease or another are refused; requests about leases
+go to the service's host as calls do.
+
 Idle deactivation is the durability keeper's: an entry's ``idle_after``
 overrides the service class's ``deactivation_policy`` for its paglet.
 """
@@ -33,11 +37,13 @@ from paglets.core.errors import (
     HostNotFoundError,
     HostUnavailableError,
     PagletError,
+    RequestError,
     ServiceNotFoundError,
     ServiceUnavailableError,
 )
 from paglets.runtime.delivery import SendMode
-from paglets.services.routes import add_routes, parse_call
+from paglets.services.leases import Leases
+from paglets.services.routes import add_routes, parse_call, parse_lease
 from paglets.wire.records import API_PREFIX
 from paglets.wire.services import SERVICE_CALL, ServiceInfo
 
@@ -49,6 +55,7 @@ if TYPE_CHECKING:
     from paglets.launch.model import ServiceEntry
     from paglets.mesh.service import MeshService
     from paglets.runtime.supervisor import Supervisor
+    from paglets.services.routes import LeaseRequest
     from paglets.wire.mesh import HostRecord
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,7 @@ class ServiceRegistry:
             s.contract: s for s in config.services if s.runs_on(config.tags)
         }
         self._starting: dict[str, asyncio.Future[None]] = {}
+        self.leases = Leases()
         for entry in self.entries.values():
             if entry.idle_after is not None:
                 supervisor.idle_after[entry.agent_id] = entry.idle_after
@@ -175,6 +183,7 @@ class ServiceRegistry:
         where: str | None = None,
         forwarded: bool = False,
         timeout: float | None = None,
+        lease: str | None = None,
     ) -> Any:
         """Call ``op`` of the service of ``contract``: here, on ``where``, or where it is.
 
@@ -183,30 +192,75 @@ class ServiceRegistry:
         Raises:
             ServiceNotFoundError: no host (or not ``where``) serves ``contract``.
             ServiceUnavailableError: the hosts that serve it are offline or unreachable.
+            ServiceLeasedError: another caller holds a lease on it, or ``lease`` lapsed.
+        """
+        entry = self._served_here(contract, where, forwarded=forwarded)
+        if entry is not None:
+            self.leases.check(contract, lease)
+            return await self._local(entry, op, request, timeout)
+        body = {"op": op, "request": request, "timeout": timeout, "lease": lease}
+        wait = (timeout if timeout is not None else FORWARD_TIMEOUT) + 5.0
+        return (await self._forward(contract, where, "calls", body, wait))["reply"]
+
+    async def lease(self, contract: str, req: LeaseRequest) -> dict[str, Any]:
+        """Take, renew or release a lease on the service of ``contract`` (where it is).
+
+        Raises:
+            ServiceLeasedError: another caller holds one, or the one named lapsed.
+            ServiceNotFoundError, ServiceUnavailableError: as for `call`.
+        """
+        entry = self._served_here(contract, req.where, forwarded=req.forwarded)
+        if entry is None:
+            body = {"action": req.action, "seconds": req.seconds or None, "lease": req.lease}
+            answer: dict[str, Any] = await self._forward(
+                contract, req.where, "lease", body, FORWARD_TIMEOUT
+            )
+            return answer
+        host = self.config.name
+        if req.action == "release":
+            assert req.lease is not None  # noqa: S101 - parse_lease checked it
+            return {"released": self.leases.release(contract, req.lease), "host": host}
+        held = self.leases.take(contract, req.seconds, req.lease)
+        return {"lease": held.lease_id, "host": host, "expires_in": self.leases.remaining(held)}
+
+    def _served_here(
+        self, contract: str, where: str | None, *, forwarded: bool
+    ) -> ServiceEntry | None:
+        """The entry of ``contract`` if this host is to serve the request, else None.
+
+        Raises:
+            ServiceNotFoundError: it was forwarded here, or names this host, and
+                this host does not serve the contract.
         """
         entry = self.entries.get(contract)
         here = where is None or self.calls.is_here(where)
         if entry is not None and here:
-            return await self._local(entry, op, request, timeout)
+            return entry
         if forwarded or (where is not None and here):
             served = ", ".join(sorted(self.entries)) or "none"
             raise ServiceNotFoundError(
                 f"host {self.config.name} serves no {contract} (it serves: {served}); "
                 "declare it in that host's launch.toml [[services]]"
             )
+        return None
+
+    async def _forward(
+        self, contract: str, where: str | None, route: str, body: dict[str, Any], wait: float
+    ) -> Any:
+        """Forward a request about ``contract`` once, to the host that serves it."""
         record = self._host_for(contract, where)
-        body = {"op": op, "request": request, "timeout": timeout, "forwarded": True}
-        wait = (timeout if timeout is not None else FORWARD_TIMEOUT) + 5.0
         try:
             client = await self.calls.client(record.url)
-            answer = await client.request(
-                "POST", f"{API_PREFIX}/services/{contract}/calls", body, timeout=wait
+            return await client.request(
+                "POST",
+                f"{API_PREFIX}/services/{contract}/{route}",
+                {**body, "forwarded": True},
+                timeout=wait,
             )
         except HostUnavailableError as exc:
             raise ServiceUnavailableError(
                 f"service {contract} is unavailable (host {record.name} unreachable: {exc})"
             ) from None
-        return answer["reply"]
 
     async def _local(
         self, entry: ServiceEntry, op: str, request: dict[str, Any], timeout: float | None
@@ -251,10 +305,25 @@ class ServiceRegistry:
         )
 
     async def _call_from_paglet(self, _agent_id: str, args: dict[str, Any]) -> Any:
-        contract, call = parse_call(args.get("contract"), args.get("call"))
-        return await self.call(
-            contract, call.op, call.request, where=call.where, timeout=call.timeout
-        )
+        """``self.context.service(...)`` in a paglet: a call or a lease, as the routes take."""
+        route, body = args.get("route"), args.get("body")
+        if isinstance(body, dict) and body.get("forwarded"):
+            raise RequestError("a paglet's service call is never a forwarded one")
+        if route == "calls":
+            contract, call = parse_call(args.get("contract"), body)
+            reply = await self.call(
+                contract,
+                call.op,
+                call.request,
+                where=call.where,
+                timeout=call.timeout,
+                lease=call.lease,
+            )
+            return {"reply": reply}
+        if route == "lease":
+            contract, lease = parse_lease(args.get("contract"), body)
+            return await self.lease(contract, lease)
+        raise RequestError(f"a service call's route is 'calls' or 'lease', not {route!r:.40}")
 
 
 def _age(record: HostRecord, now: float) -> float:

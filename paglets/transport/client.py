@@ -334,14 +334,13 @@ class AsyncHostClient:
         host name or URL) picks the host; else this host's service, or an online
         host's that advertises it. ``timeout`` bounds each call (seconds).
         """
-        path = f"{API_PREFIX}/services/{contract.name}/calls"
+        path = f"{API_PREFIX}/services/{contract.name}"
 
-        async def invoke(op: str, request: dict[str, Any]) -> Any:
-            body = {"op": op, "request": request, "where": where, "timeout": timeout}
+        async def invoke(route: str, body: dict[str, Any]) -> Any:
             wait = None if timeout is None else timeout + 10.0
-            return (await self.request("POST", path, body, timeout=wait))["reply"]
+            return await self.request("POST", f"{path}/{route}", body, timeout=wait)
 
-        return AsyncServiceClient(contract, invoke, where or self.url)
+        return AsyncServiceClient(contract, invoke, where, timeout)
 
     async def health(self) -> str:
         """The host's status word from the unauthenticated health check."""

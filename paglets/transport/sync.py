@@ -154,9 +154,7 @@ class HostClient:
         """
         aio = self.aio.service(contract, where=where, timeout=timeout)
         return ServiceClient(
-            contract,
-            lambda op, request: self._run(aio._invoke(op, request)),  # noqa: SLF001 - our twin
-            where or self.url,
+            contract, lambda route, body: self._run(aio.invoke(route, body)), where, timeout
         )
 
     def health(self) -> str:
