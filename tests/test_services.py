@@ -132,7 +132,7 @@ BARE = f'[[services]]\nname = "echo"\nclass = "{ECHO_CLASS}"\ncontract = "echo.v
     [
         ("idle = 3", r":5: services\[0\]\.idle is not a known key; fix: use one of: name"),
         ('start = "soon"', r":5: services\[0\]\.start must be 'eager' or 'lazy'"),
-        ('scope = "mesh"', r":5: services\[0\]\.scope must be 'host'"),
+        ('scope = "world"', r":5: services\[0\]\.scope must be 'host' or 'mesh'"),
         ("idle_after = -1", r":5: services\[0\]\.idle_after must be a positive number"),
         ('where = "gpu"', r":5: services\[0\]\.where must be a list of strings"),
         ('name = "../x"', r":2: services\[0\]\.name must be 1 to 64 lower-case"),
@@ -318,6 +318,34 @@ async def test_a_service_is_found_across_the_mesh_and_its_offline_host_is_named(
         assert time.monotonic() - started < 5, "it says so at once, it does not hang"
 
 
+async def test_a_mesh_service_runs_on_one_host_and_the_next_takes_over(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    entry = _echo(scope="mesh", state={"greeting": "first"})
+    alpha = await make_host(name="alpha", services=[entry], **FAST)
+    beta = await make_host(name="beta", services=[entry], peers=(alpha.url,), **FAST)
+    async with AsyncHostClient(beta.url) as at_beta, AsyncHostClient(alpha.url) as at_alpha:
+
+        async def joined() -> bool:
+            return len(await at_beta.services(mesh=True)) == 2
+
+        await _wait_for(joined, "alpha and beta to see each other")
+        replies = await asyncio.gather(
+            *(c.service(ECHO).echo(EchoRequest("x")) for c in (at_alpha, at_beta) * 5)
+        )
+        assert sorted(r.calls for r in replies) == list(range(1, 11)), "one service for both"
+        assert len({r.pid for r in replies}) == 1
+        assert (await at_alpha.services())[0].status == "active", "alpha comes first by name"
+        (mine,) = await at_beta.services()
+        assert (mine.status, mine.scope) == ("advertised", "mesh"), "none runs on beta"
+        assert await at_beta.list() == []
+
+        await alpha.stop()
+        reply = await at_beta.service(ECHO).echo(EchoRequest("after"))
+        assert (reply.calls, reply.greeting) == (1, "first"), "beta's, from the initial state"
+        assert (await at_beta.services())[0].status == "active"
+
+
 # -- a real host process ------------------------------------------------------------------------
 
 
@@ -353,6 +381,7 @@ def test_the_docs_example_declares_the_greeter() -> None:
         "greeter.v1",
     )
     assert entry.runs_on(launch.host.tags or ())
+    assert entry.scope == "host"
     assert (entry.start, entry.idle_after, entry.state) == ("lazy", 300.0, {"greeting": "hi"})
 
 
@@ -466,3 +495,36 @@ def test_a_lease_lapses_when_its_holder_is_killed(
             holder.wait()
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def test_a_mesh_service_comes_back_on_another_host_when_its_host_is_killed(
+    start_host: Callable[..., RunningHost], tmp_path: Path
+) -> None:
+    config = _launch(tmp_path, BARE + 'scope = "mesh"\n')
+    fast = ("--gossip-interval", "0.1", "--offline-after", "1")
+    env = host_env(env_without_key())
+    first = start_host("--config", str(config), *fast, env=env)
+    second = start_host("--config", str(config), *fast, "--peer", first.url, env=env)
+    assert first.name < second.name, "the first comes first by name"
+    with HostClient(second.url) as client:
+        deadline = time.monotonic() + 15
+        while len(client.services(mesh=True)) < 2:
+            assert time.monotonic() < deadline, "the hosts never saw each other"
+            time.sleep(0.05)
+        echo = client.service(ECHO)
+        assert echo.echo(EchoRequest("one")).calls == 1
+        assert echo.echo(EchoRequest("two")).calls == 2
+        assert client.services()[0].status == "advertised", "it runs on the first host"
+
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                reply = echo.echo(EchoRequest("back"))
+                break
+            except ServiceUnavailableError:
+                assert time.monotonic() < deadline, "the service never came back"
+                time.sleep(0.1)
+        assert reply.calls == 1, "restarted on the second host, from its initial state"
+        assert client.services()[0].status == "active"

@@ -40,7 +40,8 @@ class ServiceEntry:
         contract: the contract it serves, e.g. ``echo.v1``.
         where: tags a host must carry to run it (empty: any host).
         start: ``eager`` (at host start) or ``lazy`` (at its first call).
-        scope: ``host``: one per host that runs it.
+        scope: ``host``: one per host that runs it; ``mesh``: one in the mesh,
+            on the first by name of the online hosts that advertise it.
         state: its initial state's fields, as JSON values.
         idle_after: seconds without a call after which it is deactivated
             (``None``: its class's ``deactivation_policy``).

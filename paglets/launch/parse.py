@@ -240,7 +240,7 @@ SERVICE_KEYS: Final[Mapping[str, _Key]] = {
     "contract": _Key(_contract, 'contract = "echo.v1"'),
     "where": _Key(lambda v: _strings(v, _tag), 'where = ["gpu"]'),
     "start": _Key(_choice("eager", "lazy"), 'start = "lazy"'),
-    "scope": _Key(_choice("host"), 'scope = "host"'),
+    "scope": _Key(_choice("host", "mesh"), 'scope = "host"'),
     "state": _Key(_state, "state = { greeting = 'hi' }"),
     "idle_after": _Key(_seconds, "idle_after = 300"),
 }

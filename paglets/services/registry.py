@@ -21,6 +21,12 @@ A caller may take a lease on a service (`paglets.services.leases`): while it
 holds it, calls under no lease or another are refused; requests about leases
 go to the service's host as calls do.
 
+A ``scope = "mesh"`` service runs on one host of the mesh: of the online hosts
+that advertise it, the first by name. The others forward calls to it; when it
+goes offline, the next one takes over with the next call, from the initial
+state of its entry (its state does not follow). When the first host comes back
+it serves again, from its own durable state; the other's paglet goes idle.
+
 Idle deactivation is the durability keeper's: an entry's ``idle_after``
 overrides the service class's ``deactivation_policy`` for its paglet.
 """
@@ -102,7 +108,7 @@ class ServiceRegistry:
             ConfigurationError: one could not start; the message names its entry.
         """
         for entry in self.entries.values():
-            if entry.start != "eager":
+            if entry.start != "eager" or not self._runs_here(entry):
                 continue
             try:
                 await self._ensure(entry)
@@ -151,6 +157,7 @@ class ServiceRegistry:
                     name=entry.name,
                     status="advertised" if record is None else record.status.value,
                     start=entry.start,
+                    scope=entry.scope,
                 )
             )
         return rows
@@ -235,6 +242,8 @@ class ServiceRegistry:
         entry = self.entries.get(contract)
         here = where is None or self.calls.is_here(where)
         if entry is not None and here:
+            if where is None and not forwarded and not self._runs_here(entry):
+                return None  # a mesh service of another host: forwarded to it
             return entry
         if forwarded or (where is not None and here):
             served = ", ".join(sorted(self.entries)) or "none"
@@ -243,6 +252,15 @@ class ServiceRegistry:
                 "declare it in that host's launch.toml [[services]]"
             )
         return None
+
+    def _runs_here(self, entry: ServiceEntry) -> bool:
+        """Whether this host runs ``entry`` now: a host service always; a mesh service
+        when this host comes first by name of the online hosts that advertise it."""
+        if entry.scope != "mesh":
+            return True
+        contract = entry.contract
+        names = [h.name for h in self.mesh.hosts() if h.online and contract in h.services]
+        return min(names, default=self.config.name) == self.config.name
 
     async def _forward(
         self, contract: str, where: str | None, route: str, body: dict[str, Any], wait: float
@@ -288,7 +306,7 @@ class ServiceRegistry:
                     f"(it advertises: {', '.join(record.services) or 'none'})"
                 )
             candidates = [record]
-        else:
+        else:  # by name: a mesh service runs on the first online one (`_runs_here`)
             candidates = [h for h in self.mesh.hosts()[1:] if contract in h.services]
         if not candidates:
             raise ServiceNotFoundError(

@@ -251,6 +251,7 @@ class ServiceInfo:
         status: its paglet's status: ``advertised`` (not started yet), ``active``,
             ``inactive``, ... (``None`` for another host's).
         start: ``eager`` or ``lazy`` (``None`` for another host's).
+        scope: ``host`` or ``mesh`` (``None`` for another host's).
         offline_for: seconds since the host was last heard of, when offline.
     """
 
@@ -260,6 +261,7 @@ class ServiceInfo:
     name: str | None = None
     status: str | None = None
     start: str | None = None
+    scope: str | None = None
     offline_for: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -271,6 +273,7 @@ class ServiceInfo:
             "name": self.name,
             "status": self.status,
             "start": self.start,
+            "scope": self.scope,
             "offline_for": self.offline_for,
         }
 
@@ -280,7 +283,7 @@ class ServiceInfo:
         if not isinstance(data, dict) or data.keys() != _INFO_KEYS:
             raise ProtocolError(f"malformed service record: {data!r:.200}")
         texts = ("contract", "host")
-        optional = ("name", "status", "start")
+        optional = ("name", "status", "start", "scope")
         number = data["offline_for"]
         if (
             not all(isinstance(data[k], str) for k in texts)
