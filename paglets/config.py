@@ -16,7 +16,7 @@ from paglets.runtime.privileges import ChildUser
 from paglets.runtime.records import SupervisorLimits
 
 if TYPE_CHECKING:
-    from paglets.launch.model import StartupPaglet
+    from paglets.launch.model import ServiceEntry, StartupPaglet
 
 DEFAULT_API_KEY_ENV = "PAGLETS_API_KEY"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
@@ -90,6 +90,8 @@ class HostConfig:
     trust_code_by_value: bool = False
     # Paglets created at start unless there already (launch.toml [[paglets]]).
     startup: tuple[StartupPaglet, ...] = ()
+    # Resident services advertised here (launch.toml [[services]], docs/services.md).
+    services: tuple[ServiceEntry, ...] = ()
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -113,6 +115,7 @@ class HostConfig:
                 raise ConfigurationError(f"{name} must be a sequence of strings, not a string")
             object.__setattr__(self, name, tuple(value))  # type: ignore[arg-type]
         object.__setattr__(self, "startup", tuple(self.startup))
+        object.__setattr__(self, "services", tuple(self.services))
 
     def _validate(self) -> None:
         if not is_valid_id(self.name, IdKind.HOST):

@@ -43,6 +43,7 @@ from paglets.runtime.privileges import protect_host
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
 from paglets.runtime.watchdog import watch
+from paglets.services.registry import ServiceRegistry
 from paglets.transport.app import ApiContext, build_app
 from paglets.transport.guard import ConnectionGuard, ConnectionLimits
 from paglets.transport.serverlog import server_logger
@@ -144,6 +145,7 @@ class Host:
             store=self.transfers.store,
             calls=self.calls,
         )
+        self.services = ServiceRegistry(cfg, self.supervisor, self.mesh, self.calls)
 
     def _set_url(self, url: str) -> None:
         self._url = url
@@ -216,6 +218,7 @@ class Host:
             self.transfers.install(app)
             self.durability.install(app)
             self.monitors.install(app)
+            self.services.install(app)
             add_code_routes(app, self.code, cfg.read_timeout)
             guard = self._guard = ConnectionGuard(
                 ConnectionLimits(cfg.header_timeout, cfg.idle_timeout, cfg.max_connections)
@@ -236,6 +239,7 @@ class Host:
                 await self.mesh.join()
                 await self.transfers.started([self._url, *self.mesh.table.me.urls])
                 await self.durability.recover()
+                await self.services.start_eager()
                 await start_paglets(self.supervisor, cfg.startup)
             except BaseException:
                 self._forget_local_urls()

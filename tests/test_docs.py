@@ -28,6 +28,7 @@ from paglets.durability.routes import add_routes as add_durability_routes
 from paglets.mesh.routes import add_routes as add_mesh_routes
 from paglets.monitors import add_routes as add_monitor_routes
 from paglets.movement.routes import add_routes as add_movement_routes
+from paglets.services.routes import add_routes as add_service_routes
 from paglets.transport.app import ApiContext, build_app
 from paglets.wire.records import ErrorBody
 
@@ -238,7 +239,13 @@ def test_every_http_route_is_documented() -> None:
         read_timeout=1.0,
     )
     app = build_app(ctx)
-    for add in (add_mesh_routes, add_movement_routes, add_durability_routes, add_monitor_routes):
+    for add in (
+        add_mesh_routes,
+        add_movement_routes,
+        add_durability_routes,
+        add_monitor_routes,
+        add_service_routes,
+    ):
         add(app, None)
     add_code_routes(app, None, 1.0)
     text = (DOCS / "operations.md").read_text()

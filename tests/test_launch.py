@@ -90,7 +90,7 @@ BAD = [
         "max_paglets = 1000",
     ),
     ("unknown key", "[host]\nname = 'a'\ncolour = 'red'\n", 3, "host.colour", "name, mesh_version"),
-    ("unknown table", "[host]\n\n[services]\nx = 1\n", 3, "[services]", "[host], [limits]"),
+    ("unknown table", "[host]\n\n[servics]\nx = 1\n", 3, "[servics]", "[host], [limits]"),
     (
         "bad class path",
         "# startup\n[[paglets]]\nid = 'a'\n\nclass = 'examples.counter.Counter'\n",

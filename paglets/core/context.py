@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from pathlib import Path
 
+    from paglets.core.contract import Contract
     from paglets.core.movement import TransferTicket
     from paglets.core.state import PagletState
 
@@ -67,6 +68,17 @@ class PagletContext(Protocol):
             mesh_version: only hosts of this ``--mesh-version``.
             movable: only hosts a paglet here may move to (online, same mesh
                 and protocol version).
+        """
+        ...
+
+    def service(
+        self, contract: Contract, *, where: str | None = None, timeout: float | None = None
+    ) -> Any:
+        """A typed client of the resident service of ``contract`` (docs/services.md).
+
+        ``self.context.service(ECHO).echo(EchoRequest("hi"))`` blocks until the
+        reply dataclass is back. ``where`` (a host name or URL) picks the host;
+        else this host's service, or an online host's that advertises it.
         """
         ...
 

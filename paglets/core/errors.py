@@ -29,7 +29,10 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── TooManyConnectionsError             at its connection limit, all busy (503)
      │    ├── HostFullError                       at its paglet count or child memory limit (503)
      │    ├── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
+     │    ├── ServiceNotFoundError (LookupError)  no host of the mesh serves that contract (404)
+     │    ├── ServiceUnavailableError             the hosts serving it are offline (503)
      │    └── UpdateError                         a step of a git auto-update failed
+     ├── ServiceLeasedError                       another caller holds a lease on that service (409)
      ├── TransferError                            a move did not happen; the paglet stayed
      │    └── TooManyTransfersError               the target takes no more at once (429)
      ├── StorageError (OSError)                   the host's disk or database failed (507)
@@ -236,11 +239,31 @@ class HostNotFoundError(HostError, LookupError):
     http_status = HTTPStatus.NOT_FOUND
 
 
+class ServiceNotFoundError(HostError, LookupError):
+    """No host of the mesh (or not the host named) serves that service contract."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class ServiceUnavailableError(HostError):
+    """The hosts that serve that contract are offline or unreachable; the message says
+    which and for how long (``unavailable (host beta offline for 12 s)``)."""
+
+    http_status = HTTPStatus.SERVICE_UNAVAILABLE
+
+
 class UpdateError(HostError):
     """A step of a git auto-update (``--git-auto-update``) failed: fetch, fast-forward,
     dependency sync, the check of the new code, or its restart. The host stays on (or
     goes back to) its old commit; the message says which step and why.
     """
+
+
+class ServiceLeasedError(PagletError):
+    """Another caller holds a lease on the service (exclusive use for a time), or the
+    caller's own lease lapsed; the message says for how long it is still held."""
+
+    http_status = HTTPStatus.CONFLICT
 
 
 class TransferError(PagletError):

@@ -31,6 +31,44 @@ class StartupPaglet:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """A resident service the host advertises (``[[services]]``); see docs/services.md.
+
+    Attributes:
+        name: its name on this host; its paglet's id is ``service.<name>``.
+        class_path: ``module:Class`` of its paglet (a `paglets.services.Service`).
+        contract: the contract it serves, e.g. ``echo.v1``.
+        where: tags a host must carry to run it (empty: any host).
+        start: ``eager`` (at host start) or ``lazy`` (at its first call).
+        scope: ``host``: one per host that runs it; ``mesh``: one in the mesh,
+            on the first by name of the online hosts that advertise it.
+        state: its initial state's fields, as JSON values.
+        idle_after: seconds without a call after which it is deactivated
+            (``None``: its class's ``deactivation_policy``).
+        origin: ``file:line`` of its entry, for errors.
+    """
+
+    name: str
+    class_path: str
+    contract: str
+    where: tuple[str, ...] = ()
+    start: str = "lazy"
+    scope: str = "host"
+    state: dict[str, Any] = field(default_factory=dict)
+    idle_after: float | None = None
+    origin: str = ""
+
+    @property
+    def agent_id(self) -> str:
+        """The id of the service's paglet."""
+        return f"service.{self.name}"
+
+    def runs_on(self, tags: tuple[str, ...] | list[str]) -> bool:
+        """Whether a host with ``tags`` runs this service."""
+        return set(self.where) <= set(tags)
+
+
+@dataclass(frozen=True, slots=True)
 class HostSection:
     """``[host]``: who the host is in the mesh. ``None``: not set in the file."""
 
@@ -72,6 +110,7 @@ class LaunchConfig:
     limits: LimitsSection = field(default_factory=LimitsSection)
     modules: ModulesSection = field(default_factory=ModulesSection)
     paglets: tuple[StartupPaglet, ...] = ()
+    services: tuple[ServiceEntry, ...] = ()
 
     def options(self) -> dict[str, Any]:
         """What the file sets, by ``paglets-host`` option name (as click's ``default_map``)."""

@@ -6,7 +6,7 @@ tables and keys are errors, not ignored: a typo never passes silently.
 
 A new table of plain keys is one more entry of `SECTIONS` (a check and an
 example per key) and a field of `LaunchConfig`; an array of tables, like
-``[[paglets]]``, gets a reader method like `_Reader.paglets`.
+``[[paglets]]`` and ``[[services]]``, gets a reader method like `_Reader.paglets`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tomllib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from paglets.core.contract import CONTRACT_NAME
 from paglets.core.errors import ConfigurationError, RequestError
 from paglets.core.ids import IdKind, is_valid_id
 from paglets.launch.lines import KeyLines
@@ -26,6 +27,7 @@ from paglets.launch.model import (
     LaunchConfig,
     LimitsSection,
     ModulesSection,
+    ServiceEntry,
     StartupPaglet,
 )
 from paglets.launch.sizes import SIZE_HINT, parse_size
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 MAX_STARTUP_PAGLETS: Final = 1000
+MAX_SERVICES: Final = 64  # a host's record carries the contracts it serves: keep it small
+_SERVICE_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,63}")
 _PREFIX: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 _LINE: Final = re.compile(r"\(at line (\d+), column \d+\)$")
 
@@ -175,6 +179,35 @@ def _class_path(value: object) -> str:
 _agent_id = _identifier(IdKind.AGENT)
 
 
+def _service_name(value: object) -> str:
+    if not isinstance(value, str) or _SERVICE_NAME.fullmatch(value) is None:
+        raise _InvalidError(
+            f"must be 1 to 64 lower-case letters, digits, '_' and '-', starting with a "
+            f"letter, not {value!r}"
+        )
+    return value
+
+
+def _contract(value: object) -> str:
+    if not isinstance(value, str) or len(value) > IdKind.SERVICE.limit:
+        raise _InvalidError(f"must be a contract name such as 'echo.v1', not {value!r}")
+    if CONTRACT_NAME.fullmatch(value) is None:
+        raise _InvalidError(
+            f"is {value!r}: a contract is dotted lower-case words ending in a version"
+        )
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[object], str]:
+    def check(value: object) -> str:
+        if value not in allowed:
+            shown = " or ".join(repr(a) for a in allowed)
+            raise _InvalidError(f"must be {shown}, not {value!r}")
+        return str(value)
+
+    return check
+
+
 SECTIONS: Final[Mapping[str, Mapping[str, _Key]]] = {
     "host": {
         "name": _Key(_host_name, 'name = "alpha"'),
@@ -203,7 +236,17 @@ PAGLET_KEYS: Final[Mapping[str, _Key]] = {
     "class": _Key(_class_path, 'class = "examples.counter:Counter"'),
     "state": _Key(_state, "state = { count = 0 }"),
 }
-TABLES: Final = (*SECTIONS, "paglets")
+SERVICE_KEYS: Final[Mapping[str, _Key]] = {
+    "name": _Key(_service_name, 'name = "echo"'),
+    "class": _Key(_class_path, 'class = "myapp.services:Echo"'),
+    "contract": _Key(_contract, 'contract = "echo.v1"'),
+    "where": _Key(lambda v: _strings(v, _tag), 'where = ["gpu"]'),
+    "start": _Key(_choice("eager", "lazy"), 'start = "lazy"'),
+    "scope": _Key(_choice("host", "mesh"), 'scope = "host"'),
+    "state": _Key(_state, "state = { greeting = 'hi' }"),
+    "idle_after": _Key(_seconds, "idle_after = 300"),
+}
+TABLES: Final = (*SECTIONS, "paglets", "services")
 
 
 class _Reader:
@@ -267,6 +310,46 @@ class _Reader:
             )
         return tuple(found.values())
 
+    def services(self, data: object) -> tuple[ServiceEntry, ...]:
+        example = "[[services]] with name, class and contract"
+        if not isinstance(data, list):
+            raise self.fail(("services",), "must be an array of tables", f"write {example}")
+        if len(data) > MAX_SERVICES:
+            raise self.fail(("services",), f"has {len(data)} entries", f"keep to {MAX_SERVICES}")
+        found: dict[str, ServiceEntry] = {}
+        contracts: dict[str, ServiceEntry] = {}
+        for index, entry in enumerate(data):
+            where: KeyPath = ("services", index)
+            values = self.table(entry, where, SERVICE_KEYS, example)
+            for key in ("name", "class", "contract"):
+                if key not in values:
+                    raise self.fail(
+                        where, f"entry has no {key}", f"add {SERVICE_KEYS[key].example}"
+                    )
+            service = ServiceEntry(
+                name=values["name"],
+                class_path=values["class"],
+                contract=values["contract"],
+                where=values.get("where", ()),
+                start=values.get("start", "lazy"),
+                scope=values.get("scope", "host"),
+                state=values.get("state", {}),
+                idle_after=values.get("idle_after"),
+                origin=f"{self.path}:{self.lines.line(where)}",
+            )
+            for seen, key, what in (
+                (found, "name", service.name),
+                (contracts, "contract", service.contract),
+            ):
+                if what in seen:
+                    raise self.fail(
+                        (*where, key),
+                        f"{what!r} is the {key} of the entry at {seen[what].origin} too",
+                        f"give each service its own {key}",
+                    )
+                seen[what] = service
+        return tuple(found.values())
+
     def config(self, data: dict[str, Any]) -> LaunchConfig:
         for name in data:
             if name not in TABLES:
@@ -282,6 +365,7 @@ class _Reader:
             limits=LimitsSection(**sections["limits"]),
             modules=ModulesSection(**sections["modules"]),
             paglets=self.paglets(data.get("paglets", [])),
+            services=self.services(data.get("services", [])),
         )
 
 

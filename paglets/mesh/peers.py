@@ -363,6 +363,7 @@ class PeerTable:
             and record.version == known.version
             and record.commit == known.commit
             and record.update == known.update
+            and record.services == known.services
         )
 
     @staticmethod

@@ -11,12 +11,14 @@ from paglets.byvalue.pickling import class_reference
 from paglets.core.context import MeshHost
 from paglets.core.errors import ProtocolError, StorageError, TransferError
 from paglets.core.state import PagletState
+from paglets.wire.services import ServiceClient
 from paglets.wire.state_json import state_to_json
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from pathlib import Path
 
+    from paglets.core.contract import Contract
     from paglets.core.movement import TransferTicket
     from paglets.runtime.child import ChildRuntime
     from paglets.runtime.link import HostLink
@@ -93,6 +95,16 @@ class ChildContext:
             movable=movable,
         )
         return [_mesh_host(row) for row in rows]
+
+    def service(
+        self, contract: Contract, *, where: str | None = None, timeout: float | None = None
+    ) -> ServiceClient:
+        name = contract.name
+
+        def invoke(route: str, body: dict[str, Any]) -> Any:
+            return self._link.call("service.call", contract=name, route=route, body=body)
+
+        return ServiceClient(contract, invoke, where, timeout)
 
     def proxy(self, agent_id: str, host: str | None = None) -> ChildProxy:
         return ChildProxy(self._link, agent_id, host)

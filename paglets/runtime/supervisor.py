@@ -83,6 +83,8 @@ class Supervisor:
         self.checkpoints = work_root.parent / "paglets"
         self.fsync = True
         self.keeper: Keeper | None = None
+        # Seconds idle before deactivation, by paglet id, over its class's policy (services).
+        self.idle_after: dict[str, float] = {}
         self.child_user: ChildUser | None = None  # children run as this user, if set
         self.spawner = spawner
         self.policy = policy
@@ -250,7 +252,7 @@ class Supervisor:
             raise
         self.spawner.warm(module)
         record.restart_policy = restart_policy or _policy(handle.class_restart_policy)
-        record.idle_timeout = handle.idle_timeout
+        record.idle_timeout = self.idle_after.get(agent_id, handle.idle_timeout)
         record.status = PagletStatus.ACTIVE
         record.started.set_result(None)
         if arrival == "creation":

@@ -122,6 +122,7 @@ ROUTE_IDS: Final[dict[str, IdKind]] = {
     "message_id": IdKind.MESSAGE,
     "transfer_id": IdKind.TRANSFER,
     "code_id": IdKind.CODE,
+    "service": IdKind.SERVICE,
 }
 """The kind of every identifier a route may take from its URL, by its name there."""
 

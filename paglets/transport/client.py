@@ -38,6 +38,7 @@ from paglets.transport.apikey import load_api_key
 from paglets.transport.channel_client import Channel, ChannelLost
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
+from paglets.wire.services import AsyncServiceClient, ServiceInfo
 from paglets.wire.state_json import state_to_json
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
     from types import TracebackType
 
+    from paglets.core.contract import Contract
     from paglets.core.events import ContextEvent
     from paglets.core.movement import TransferTicket
     from paglets.core.paglet import Paglet
@@ -314,6 +316,31 @@ class AsyncHostClient:
         """
         url = await self.resolve(name_or_url)
         return AsyncHostClient(url, self._key, ssl=self._ssl)
+
+    # -- services -----------------------------------------------------------------
+
+    async def services(self, *, mesh: bool = False) -> builtins.list[ServiceInfo]:
+        """The host's resident services; with ``mesh``, every host's (docs/services.md)."""
+        params = {"mesh": "true" if mesh else "false"}
+        data = await self.request("GET", f"{API_PREFIX}/services", params=params)
+        return [ServiceInfo.from_dict(item) for item in data["services"]]
+
+    def service(
+        self, contract: Contract, *, where: str | None = None, timeout: float | None = None
+    ) -> AsyncServiceClient:
+        """A typed client of the service of ``contract``, wherever the mesh has it.
+
+        ``await svc.op(Request(...))`` returns the reply dataclass. ``where`` (a
+        host name or URL) picks the host; else this host's service, or an online
+        host's that advertises it. ``timeout`` bounds each call (seconds).
+        """
+        path = f"{API_PREFIX}/services/{contract.name}"
+
+        async def invoke(route: str, body: dict[str, Any]) -> Any:
+            wait = None if timeout is None else timeout + 10.0
+            return await self.request("POST", f"{path}/{route}", body, timeout=wait)
+
+        return AsyncServiceClient(contract, invoke, where, timeout)
 
     async def health(self) -> str:
         """The host's status word from the unauthenticated health check."""

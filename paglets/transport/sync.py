@@ -19,6 +19,7 @@ from paglets.transport.client import (
     AsyncPagletProxy,
     PagletRef,
 )
+from paglets.wire.services import ServiceClient
 
 if TYPE_CHECKING:
     import builtins
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Coroutine, Iterable, Iterator
     from types import TracebackType
 
+    from paglets.core.contract import Contract
     from paglets.core.events import ContextEvent
     from paglets.core.message import Message
     from paglets.core.movement import TransferTicket
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from paglets.core.state import PagletState
     from paglets.wire.mesh import HostRecord
     from paglets.wire.records import HostInfo, PagletInfo
+    from paglets.wire.services import ServiceInfo
 
 T = TypeVar("T")
 
@@ -137,6 +140,22 @@ class HostClient:
         """A client for another host of the mesh, by name or URL, with the same key and TLS."""
         url = self.resolve(name_or_url)
         return HostClient(url, self.aio._key, ssl=self.aio._ssl)  # noqa: SLF001 - our own twin
+
+    def services(self, *, mesh: bool = False) -> builtins.list[ServiceInfo]:
+        """The host's resident services; with ``mesh``, every host's (docs/services.md)."""
+        return self._run(self.aio.services(mesh=mesh))
+
+    def service(
+        self, contract: Contract, *, where: str | None = None, timeout: float | None = None
+    ) -> ServiceClient:
+        """A typed client of the service of ``contract``; see `AsyncHostClient.service`.
+
+        ``svc.op(Request(...))`` blocks and returns the reply dataclass.
+        """
+        aio = self.aio.service(contract, where=where, timeout=timeout)
+        return ServiceClient(
+            contract, lambda route, body: self._run(aio.invoke(route, body)), where, timeout
+        )
 
     def health(self) -> str:
         """The host's status word."""

@@ -27,6 +27,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
 
+from paglets.core.contract import is_contract_name
 from paglets.core.errors import ProtocolError, RequestError
 from paglets.core.ids import IdKind, check_id
 
@@ -37,6 +38,7 @@ URL_LIMIT: Final = 512
 MAX_URLS: Final = 16
 MAX_TAGS: Final = 64
 MAX_PROPERTIES: Final = 64
+MAX_SERVICES: Final = 64
 _SHORT: Final = 128  # versions, tags, property keys
 _LONG: Final = 1024  # property values
 MAX_HEARTBEAT: Final = 2**53
@@ -237,6 +239,9 @@ class HostRecord:
         update: its auto-update state (`UpdateStatus`); ``None`` when idle or not
             following a branch. Left out of the JSON form when ``None``, so hosts
             of older code still read the records of idle hosts.
+        services: the contracts of the resident services it serves (advertised
+            before they run; docs/services.md). Left out of the JSON form when
+            empty, as ``update`` is.
     """
 
     name: str
@@ -257,6 +262,7 @@ class HostRecord:
     public_key: str | None = None
     signature: str | None = None
     update: UpdateStatus | None = None
+    services: list[str] = field(default_factory=list)
 
     _CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
         "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
@@ -277,6 +283,7 @@ class HostRecord:
         "public_key": (_b64_of(PUBLIC_KEY_BYTES), "null or 32 bytes in base64"),
         "signature": (_b64_of(SIGNATURE_BYTES), "null or 64 bytes in base64"),
         "update": (lambda v: v is None or isinstance(v, dict), "null or an object"),
+        "services": (_is_str_list, "a list of strings"),
     }
     _REQUIRED: ClassVar[frozenset[str]] = frozenset(
         {"name", "url", "mesh_version", "protocol_version", "version"}
@@ -311,6 +318,8 @@ class HostRecord:
         }
         if self.update is not None:
             data["update"] = self.update.to_dict()
+        if self.services:
+            data["services"] = list(self.services)
         return data
 
     @classmethod
@@ -360,6 +369,15 @@ class HostRecord:
         for key, value in self.properties.items():
             _short("properties", key)
             _short("properties", value, _LONG)
+        if len(self.services) > MAX_SERVICES:
+            raise ProtocolError(
+                f"a host record lists {len(self.services)} services; the limit is {MAX_SERVICES}"
+            )
+        for contract in self.services:
+            if not is_contract_name(contract):
+                raise ProtocolError(
+                    f"host record field 'services' holds {contract!r:.80}, not a contract name"
+                )
         _in_range("protocol_version", self.protocol_version, 0, 2**16)
         _in_range("last_seen", self.last_seen, 0, 2**40)
         _in_range("paglets", self.paglets, 0, 2**31)
@@ -371,7 +389,8 @@ class HostRecord:
 
         Every field but ``online`` and ``last_seen`` (each relaying host
         rewrites those as it judges them) and the signature itself; ``update``
-        only when set, so an idle host signs what older code signs.
+        and ``services`` only when set, so a host without them signs what older
+        code signs.
         """
         body = [
             self.name,
@@ -391,6 +410,8 @@ class HostRecord:
         ]
         if self.update is not None:
             body.append(self.update.to_dict())
+        if self.services:
+            body.append({"services": list(self.services)})
         return _SIGNED_PREFIX + _dumps(body).encode()
 
     def replace(self, **changes: Any) -> HostRecord:
