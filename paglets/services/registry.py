@@ -49,7 +49,7 @@ from paglets.core.errors import (
 )
 from paglets.runtime.delivery import SendMode
 from paglets.services.leases import Leases
-from paglets.services.routes import add_routes, parse_call, parse_lease
+from paglets.services.routes import add_routes, answer_call, parse_call, parse_lease
 from paglets.wire.records import API_PREFIX
 from paglets.wire.services import SERVICE_CALL, ServiceInfo
 
@@ -329,15 +329,7 @@ class ServiceRegistry:
             raise RequestError("a paglet's service call is never a forwarded one")
         if route == "calls":
             contract, call = parse_call(args.get("contract"), body)
-            reply = await self.call(
-                contract,
-                call.op,
-                call.request,
-                where=call.where,
-                timeout=call.timeout,
-                lease=call.lease,
-            )
-            return {"reply": reply}
+            return await answer_call(self, contract, call)
         if route == "lease":
             contract, lease = parse_lease(args.get("contract"), body)
             return await self.lease(contract, lease)

@@ -147,6 +147,13 @@ async def _call(request: web.Request) -> web.Response:
     config = registry.config
     data = await read_json(request, config.max_body, config.read_timeout)
     contract, call = parse_call(request.match_info["service"], data)
+    return json_response(await answer_call(registry, contract, call))
+
+
+async def answer_call(
+    registry: ServiceRegistry, contract: str, call: ServiceCall
+) -> dict[str, Any]:
+    """What a checked call of ``contract`` is answered: ``{"reply": ...}``."""
     reply = await registry.call(
         contract,
         call.op,
@@ -156,7 +163,7 @@ async def _call(request: web.Request) -> web.Response:
         timeout=call.timeout,
         lease=call.lease,
     )
-    return json_response({"reply": reply})
+    return {"reply": reply}
 
 
 async def _lease(request: web.Request) -> web.Response:
