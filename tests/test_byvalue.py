@@ -182,6 +182,22 @@ async def test_a_cell_class_runs_on_an_embedded_host_and_survives_deactivation(
         }
 
 
+async def test_later_children_start_with_the_class_already_rebuilt(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(name="warm", warm_children=0)
+    cell = notebook_cell()
+    path, _ = class_reference(cell.Notebook)
+    ref = parse_code_ref(path)
+    assert ref is not None
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create("pagletstest.testing:Probe")
+        assert await probe.send("code_built") == []
+        await client.create(cell.Notebook)  # its code now goes to the zygote too
+        later = await client.create("pagletstest.testing:Probe")
+        assert await later.send("code_built") == [ref.sha256], "forked with it built"
+
+
 async def test_a_cell_class_moves_between_two_embedded_hosts(
     make_host: Callable[..., Awaitable[Host]],
 ) -> None:

@@ -8,6 +8,7 @@ socketpair whose other end the child serves, and a future of its exit code
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
+
+# The largest code by value the zygote is asked to rebuild: its request is one datagram.
+_MAX_WARM_CODE = 32 * 1024
 
 SECRET_ENV_NAMES: tuple[str, ...] = ("PAGLETS_API_KEY",)
 
@@ -72,6 +76,9 @@ class Spawner(Protocol):
 
     def warm(self, module: str) -> None:
         """Hint that children will import ``module`` (an allow-listed paglet module)."""
+
+    def warm_code(self, class_path: str, code: bytes) -> None:
+        """Hint that children will rebuild the class shipped by value ``class_path``."""
 
     async def close(self) -> None: ...
 
@@ -276,6 +283,25 @@ class ZygoteSpawner:
         with contextlib.suppress(OSError):
             self._control.send(json.dumps({"op": "preload", "module": module}).encode())
 
+    def warm_code(self, class_path: str, code: bytes) -> None:
+        """Have the zygote rebuild a class shipped by value, so children start with it.
+
+        Only code the host runs (`paglets.byvalue.store`), and small enough for one
+        request to the zygote; larger code is rebuilt by each child.
+        """
+        if (
+            class_path in self._warmed
+            or self._control is None
+            or self._user is not None
+            or len(code) > _MAX_WARM_CODE
+        ):
+            return
+        self._warmed.add(class_path)
+        request = {"op": "preload_code", "class_path": class_path}
+        request["code"] = base64.b64encode(code).decode()
+        with contextlib.suppress(OSError):
+            self._control.send(json.dumps(request).encode())
+
     async def _reap_proc(self) -> None:
         proc = self._proc
         if proc is None:
@@ -369,6 +395,9 @@ class WarmPool:
     def warm(self, module: str) -> None:
         self.inner.warm(module)
 
+    def warm_code(self, class_path: str, code: bytes) -> None:
+        self.inner.warm_code(class_path, code)
+
     async def spawn(self) -> ChildProcess:
         while self._ready:
             child = self._ready.pop(0)
@@ -414,6 +443,9 @@ class SubprocessSpawner:
 
     def warm(self, module: str) -> None:
         del module  # each child is a fresh interpreter: nothing to warm
+
+    def warm_code(self, class_path: str, code: bytes) -> None:
+        del class_path, code  # as warm
 
     async def spawn(self) -> ChildProcess:
         host_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

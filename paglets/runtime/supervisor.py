@@ -192,7 +192,9 @@ class Supervisor:
             code = ""
         else:  # shipped by value: only code this host may run (paglets.byvalue.store)
             module = "cloudpickle"  # what children rebuild such classes with
-            code = base64.b64encode(await self.code.code_for(ref)).decode()
+            raw = await self.code.code_for(ref)
+            self.spawner.warm_code(class_path, raw)  # later children start with it built
+            code = base64.b64encode(raw).decode()
         agent_id = uuid.uuid4().hex if agent_id is None else check_id(agent_id, IdKind.AGENT)
         self.check_new_id(agent_id)
         if arrival == "creation":  # arrivals and activations were admitted before

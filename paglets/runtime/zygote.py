@@ -16,6 +16,7 @@ terminal reaches only the host, which then stops children in order.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import gc
 import importlib
@@ -84,6 +85,10 @@ class Zygote:
             if self.user is None:  # never import a paglet's module as root
                 _import_quietly(str(request.get("module")))
             return
+        if request.get("op") == "preload_code" and not fds:
+            if self.user is None:  # as for a module: code the host runs, never as root
+                _rebuild_quietly(str(request.get("class_path")), str(request.get("code")))
+            return
         if request.get("op") != "spawn" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -142,6 +147,27 @@ def _import_quietly(name: str) -> None:
         warm_module(importlib.import_module(name))
     except Exception:
         log.debug("zygote: could not preload %s", name, exc_info=True)
+    gc.collect()
+    gc.freeze()
+
+
+def _rebuild_quietly(class_path: str, code: str) -> None:
+    """Rebuild a class shipped by value that children will run; a failure is theirs to tell."""
+    from paglets.byvalue.pickling import load_class  # noqa: PLC0415 - only hosts that use it
+    from paglets.byvalue.refs import parse_code_ref  # noqa: PLC0415
+    from paglets.core.paglet import Paglet  # noqa: PLC0415
+    from paglets.wire.state_json import prepare  # noqa: PLC0415 - preloaded already
+
+    try:
+        ref = parse_code_ref(class_path)
+        if ref is None:
+            return
+        cls = load_class(ref, base64.b64decode(code, validate=True), base=Paglet)
+        state = getattr(cls, "State", None)
+        if isinstance(state, type):
+            prepare(state)
+    except Exception:
+        log.debug("zygote: could not rebuild %s", class_path, exc_info=True)
     gc.collect()
     gc.freeze()
 

@@ -77,6 +77,10 @@ class Probe(Paglet[ProbeState]):
             return os.getpid()
         if kind == "modules":  # the top-level packages this process has imported
             return sorted({name.partition(".")[0] for name in sys.modules})
+        if kind == "code_built":  # classes shipped by value this process has rebuilt
+            from paglets.byvalue import pickling  # noqa: PLC0415
+
+            return sorted(pickling._loaded)
         if kind == "unserializable":
             return {1, 2, 3}
         if kind == "save":
