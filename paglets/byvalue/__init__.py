@@ -14,6 +14,8 @@ started with ``--trust-code-by-value``.
 
 - `paglets.byvalue.refs`: the by-value class path and the code's hash (the wire form);
 - `paglets.byvalue.pickling`: pickling a class (client side) and rebuilding it (child side);
+- `paglets.byvalue.local`: the code this process registered, and the hosts it runs;
 - `paglets.byvalue.store`: the host's code store and the trust rule;
-- `paglets.byvalue.routes`: ``PUT /v1/code/{sha256}``.
+- `paglets.byvalue.routes`: ``PUT /v1/code/{sha256}``;
+- `paglets.byvalue.shipping`: sending code to a host, from a client or a host.
 """
