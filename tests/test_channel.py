@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from paglets import (
     PagletTimeoutError,
 )
 from paglets.transport import channel as channel_module
-from paglets.wire.channel import CHANNEL_ROUTE
+from paglets.wire.channel import CHANNEL_ROUTE, Answer
 from tests.conftest import wait_for
 
 if TYPE_CHECKING:
@@ -62,6 +63,17 @@ async def test_messages_go_over_one_channel_with_the_answers_http_gives(
             await client.proxy("nobody").send("echo")
         assert client._channel is not None
         assert len(_open(host)) == 1, "one channel for all"
+
+
+async def test_a_reply_strict_json_cannot_carry_is_the_same_error_as_over_http(
+    host: Host,
+) -> None:
+    async with AsyncHostClient(host.url) as client:
+        holder = await client.create("pagletstest.limits:Holder")
+        with pytest.raises(HandlerError, match="JSON"):
+            await holder.send("nan")
+        assert client._channel is not None
+        assert await holder.send("count") == 1, "the channel goes on"
 
 
 async def test_many_concurrent_sends_share_the_channel_and_each_gets_its_own_reply(
@@ -214,3 +226,10 @@ async def test_a_host_that_offers_no_channel_gets_http(channelless: str) -> None
         assert await proxy.send("echo", {"x": 2}) == {"x": 2}
         assert client._channel is None
         assert client._no_channel, "asked once, then HTTP only"
+
+
+def test_an_answer_strict_json_cannot_carry_goes_as_a_422() -> None:
+    text = channel_module._encoded(Answer(5, 200, {"reply": float("inf")}))
+    answer = json.loads(text)
+    assert (answer["id"], answer["status"]) == (5, 422)
+    assert answer["body"]["error"]["type"] == "HandlerError"

@@ -34,7 +34,7 @@ from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from paglets.core.errors import PagletError, RequestError
+from paglets.core.errors import HandlerError, PagletError, RequestError
 from paglets.core.ids import IdKind, check_id
 from paglets.transport.app import API, ApiContext, deliver, future_result, unexpected_error
 from paglets.wire.channel import (
@@ -87,6 +87,18 @@ def _in_order(call: Call) -> bool:
     return call.op == "send" and call.body.get("mode", "sync") in ("oneway", "future")
 
 
+def _encoded(answer: Answer) -> str:
+    """The answer's JSON; a reply strict JSON cannot carry is a 422, as over HTTP."""
+    try:
+        return answer.encode()
+    except (ValueError, TypeError) as exc:
+        error = HandlerError(
+            f"the answer holds a number JSON cannot carry ({exc}); use finite numbers"
+        )
+        body = {"error": ErrorBody(type(error).__name__, error.message).to_dict()}
+        return Answer(answer.id, error.http_status, body).encode()
+
+
 class _Outbox:
     """Answers ready in one turn of the loop, sent as one frame at its end, in order."""
 
@@ -100,7 +112,7 @@ class _Outbox:
             return  # the client went away; its retries carry the same message ids
         if not self._items:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._items.append(answer.encode())
+        self._items.append(_encoded(answer))
         if len(self._items) >= MAX_BATCH:
             self._flush()
 
