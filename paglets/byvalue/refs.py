@@ -18,7 +18,15 @@ from typing import Final, Self
 from paglets.core.errors import PayloadTooLargeError, RequestError
 from paglets.wire.modules import parse_class_path
 
-__all__ = ["CODE_MARK", "MAX_CODE", "CodeRef", "check_sha256", "code_hash", "parse_code_ref"]
+__all__ = [
+    "CODE_MARK",
+    "MAX_CODE",
+    "CodeRef",
+    "check_code",
+    "check_sha256",
+    "code_hash",
+    "parse_code_ref",
+]
 
 CODE_MARK: Final = "@"
 MAX_CODE: Final = 16 << 20
@@ -67,16 +75,22 @@ class CodeRef:
 
     def check(self, code: bytes) -> bytes:
         """``code`` if it is this reference's code (size and hash); else a `RequestError`."""
-        if len(code) > MAX_CODE:
-            raise PayloadTooLargeError(
-                f"the code of {self.class_path} is {len(code)} bytes; the limit is {MAX_CODE}"
-            )
-        got = code_hash(code)
-        if got != self.sha256:
-            raise RequestError(
-                f"the code sent for {self.class_path} has SHA-256 {got}, not {self.sha256}"
-            )
-        return code
+        return check_code(code, self.sha256, f"the code of {self.class_path}")
+
+
+def check_code(code: bytes, sha256: str, what: str) -> bytes:
+    """``code`` if it is within `MAX_CODE` and hashes to ``sha256``.
+
+    Raises:
+        PayloadTooLargeError: over `MAX_CODE`.
+        RequestError: another hash; the message names ``what``.
+    """
+    if len(code) > MAX_CODE:
+        raise PayloadTooLargeError(f"{what} is {len(code)} bytes; the limit is {MAX_CODE}")
+    got = code_hash(code)
+    if got != sha256:
+        raise RequestError(f"{what} has SHA-256 {got}, not {sha256}")
+    return code
 
 
 def parse_code_ref(class_path: str) -> CodeRef | None:

@@ -25,12 +25,10 @@ import os
 from typing import TYPE_CHECKING, Final
 
 from paglets.byvalue.local import in_process
-from paglets.byvalue.refs import MAX_CODE, CodeRef, check_sha256, code_hash
+from paglets.byvalue.refs import CodeRef, check_code, check_sha256
 from paglets.core.errors import (
     CodeNotFoundError,
     CodeNotTrustedError,
-    PayloadTooLargeError,
-    RequestError,
     StorageError,
 )
 from paglets.persistence.paths import under
@@ -106,11 +104,7 @@ class CodeStore:
                 not know this code already).
         """
         self.check_accepts(sha256)
-        if len(code) > MAX_CODE:
-            raise PayloadTooLargeError(f"code of {len(code)} bytes; the limit is {MAX_CODE}")
-        got = code_hash(code)
-        if got != sha256:
-            raise RequestError(f"the code sent has SHA-256 {got}, not {sha256}")
+        check_code(code, sha256, "the code sent")
         if self.knows(sha256):
             return False
         await self._keep(sha256, code)
@@ -146,8 +140,8 @@ class CodeStore:
         """
         code = in_process(ref.sha256)
         if code is not None:
-            if not self._file(ref.sha256).is_file():  # kept, so a checkpoint of it
-                await self._keep(ref.sha256, code)  # can start again on a trusting restart
+            if ref.sha256 not in self._cached:  # kept once, so a checkpoint of it can
+                await self._keep(ref.sha256, code)  # start again on a trusting restart
             return code
         if not self.trusted:
             raise _not_trusted(self.host_name, f"class {ref.class_path} (shipped by value)")

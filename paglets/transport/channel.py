@@ -36,7 +36,14 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from paglets.core.errors import HandlerError, PagletError, RequestError
 from paglets.core.ids import IdKind, check_id
-from paglets.transport.app import API, ApiContext, deliver, future_result, unexpected_error
+from paglets.transport.app import (
+    API,
+    MAX_WAIT,
+    ApiContext,
+    deliver,
+    future_result,
+    unexpected_error,
+)
 from paglets.wire.channel import (
     CHANNEL_ROUTE,
     HEARTBEAT,
@@ -77,8 +84,8 @@ def _result_args(body: dict[str, Any]) -> tuple[str, float]:
     if set(body) - {"message_id", "wait"}:
         raise RequestError('a result call\'s body is {"message_id", "wait"}')
     wait = body.get("wait", 0.0)
-    if type(wait) not in (int, float) or not 0 <= wait <= 60:  # noqa: PLR2004
-        raise RequestError("'wait' must be a number of seconds from 0 to 60")
+    if type(wait) not in (int, float) or not 0 <= wait <= MAX_WAIT:
+        raise RequestError(f"'wait' must be a number of seconds from 0 to {MAX_WAIT:g}")
     return check_id(body.get("message_id"), IdKind.MESSAGE), float(wait)
 
 
