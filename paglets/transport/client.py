@@ -44,7 +44,7 @@ from paglets.wire.state_json import state_to_json
 if TYPE_CHECKING:
     import builtins
     import ssl as ssl_module
-    from collections.abc import AsyncIterator, Callable, Iterable
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
     from types import TracebackType
 
     from paglets.core.contract import Contract
@@ -500,20 +500,21 @@ class AsyncPagletProxy:
         self, method: str, path: str, body: Any = None, *, timeout: float | None = None
     ) -> Any:
         """A request about this paglet; follows it when it has moved to another host."""
-        for _ in range(MAX_HOPS):
-            try:
-                return await self.client.request(method, path, body, timeout=timeout)
-            except PagletMovedError as exc:
-                if exc.location is None:
-                    raise
-                self.client = self.client.sibling(exc.location)
-        raise TransferError(f"paglet {self.agent_id} moved more than {MAX_HOPS} times in a row")
+        return await self._following(
+            lambda client: client.request(method, path, body, timeout=timeout)
+        )
 
     async def _call(self, op: str, body: dict[str, Any], *, timeout: float | None = None) -> Any:
         """A message (or a future's reply) for this paglet; follows it when it has moved."""
+        return await self._following(
+            lambda client: client.call_paglet(op, self.agent_id, body, timeout)
+        )
+
+    async def _following(self, ask: Callable[[AsyncHostClient], Awaitable[Any]]) -> Any:
+        """``ask`` this paglet's host; after a move, its new host (a few hops at most)."""
         for _ in range(MAX_HOPS):
             try:
-                return await self.client.call_paglet(op, self.agent_id, body, timeout)
+                return await ask(self.client)
             except PagletMovedError as exc:
                 if exc.location is None:
                     raise
