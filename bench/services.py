@@ -9,8 +9,8 @@ Every host is its own ``paglets-host`` process on loopback, started with a
 launch file that declares the greeter service (``examples.greeter:Greeter``,
 lazy). Prints a Markdown table on stdout (progress on stderr):
 
-- (a) a typed service call round trip (``client.service(GREETER).greet``, one
-  HTTP request) against a plain message round trip to a ``Counter`` on the same
+- (a) a typed service call round trip (``client.service(GREETER).greet``, over
+  the client's channel) against a plain message round trip to a ``Counter`` on the same
   host (over the client's channel, as proxies send), alternating blocks
   (target: at most 1.2x); and against the same message sent over HTTP;
 - (b) the first call to a lazy service on a fresh host against

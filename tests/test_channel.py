@@ -20,9 +20,14 @@ from paglets import (
     MessageNotHandledError,
     PagletNotFoundError,
     PagletTimeoutError,
+    ProtocolError,
 )
+from paglets.core.contract import Contract
+from paglets.core.errors import ServiceLeasedError, ServiceNotFoundError
+from paglets.launch.model import ServiceEntry
 from paglets.transport import channel as channel_module
 from paglets.wire.channel import CHANNEL_ROUTE, Answer
+from pagletstest.services import ECHO, CountReply, CountRequest, EchoRequest
 from tests.conftest import wait_for
 
 if TYPE_CHECKING:
@@ -233,3 +238,68 @@ def test_an_answer_strict_json_cannot_carry_goes_as_a_422() -> None:
     answer = json.loads(text)
     assert (answer["id"], answer["status"]) == (5, 422)
     assert answer["body"]["error"]["type"] == "HandlerError"
+
+
+async def test_service_calls_and_leases_go_over_the_channel_with_the_answers_http_gives(
+    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry = ServiceEntry(name="echo", class_path="pagletstest.services:Echo", contract="echo.v1")
+    host = await make_host(name="svc", services=[entry])
+    real = AsyncHostClient.request
+
+    async def request(self: AsyncHostClient, method: str, path: str, *a: Any, **k: Any) -> Any:
+        assert "/services/" not in path or self._channel is None, f"{path} went over HTTP"
+        return await real(self, method, path, *a, **k)
+
+    async with AsyncHostClient(host.url) as client, AsyncHostClient(host.url) as other:
+        monkeypatch.setattr(AsyncHostClient, "request", request)
+        echo = client.service(ECHO)
+        assert (await echo.echo(EchoRequest("hi"))).calls == 1
+        assert client._channel is not None, "the first service call opened the channel"
+        lease = await echo.take_lease(30)
+        with pytest.raises(ServiceLeasedError):
+            await other.service(ECHO).echo(EchoRequest("not mine"))
+        assert (await echo.echo(EchoRequest("mine"))).calls == 2
+        await echo.release_lease()
+        assert lease.host == "svc"
+        assert (await other.service(ECHO).count(CountRequest())).calls == 2
+        with pytest.raises(ProtocolError, match="returned a CountReply, not its reply type"):
+            await echo.echo(EchoRequest("wrong reply"))
+        with pytest.raises(ServiceNotFoundError, match=r"serves echo\.v2"):
+            await client.service(Contract("echo.v2", {"count": (CountRequest, CountReply)})).count(
+                CountRequest()
+            )
+        assert len(_open(host)) == 2, "one channel per client"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{host.url}{CHANNEL_ROUTE}") as ws,
+    ):
+        calls = [
+            {"id": 1, "op": "calls", "service": "../x", "body": {}},
+            {"id": 2, "op": "calls", "agent_id": "echo.v1", "body": {}},
+            {
+                "id": 3,
+                "op": "calls",
+                "service": "echo.v1",
+                "body": {"op": "shout", "request": {}},
+            },
+            {"id": 4, "op": "lease", "service": "echo.v1", "body": {"action": "steal"}},
+            {
+                "id": 5,
+                "op": "calls",
+                "service": "echo.v1",
+                "body": {"op": "count", "request": {}},
+            },
+        ]
+        await ws.send_json(calls)
+        answers: dict[int, Any] = {}
+        while len(answers) < len(calls):
+            got = (await ws.receive()).json()
+            for answer in got if isinstance(got, list) else [got]:
+                answers[answer["id"]] = answer
+        assert "is not a contract name" in answers[1]["body"]["error"]["message"]
+        assert '"service"' in answers[2]["body"]["error"]["message"]
+        assert "has no operation 'shout'" in answers[3]["body"]["error"]["message"]
+        assert "'action' must be one of" in answers[4]["body"]["error"]["message"]
+        assert [answers[i]["status"] for i in range(1, 5)] == [400] * 4
+        assert answers[5] == {"id": 5, "status": 200, "body": {"reply": {"calls": 3}}}

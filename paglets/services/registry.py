@@ -49,7 +49,7 @@ from paglets.core.errors import (
 )
 from paglets.runtime.delivery import SendMode
 from paglets.services.leases import Leases
-from paglets.services.routes import add_routes, answer_call, parse_call, parse_lease
+from paglets.services.routes import add_routes, answer_service
 from paglets.wire.records import API_PREFIX
 from paglets.wire.services import SERVICE_CALL, ServiceInfo
 
@@ -327,13 +327,7 @@ class ServiceRegistry:
         route, body = args.get("route"), args.get("body")
         if isinstance(body, dict) and body.get("forwarded"):
             raise RequestError("a paglet's service call is never a forwarded one")
-        if route == "calls":
-            contract, call = parse_call(args.get("contract"), body)
-            return await answer_call(self, contract, call)
-        if route == "lease":
-            contract, lease = parse_lease(args.get("contract"), body)
-            return await self.lease(contract, lease)
-        raise RequestError(f"a service call's route is 'calls' or 'lease', not {route!r:.40}")
+        return await answer_service(self, str(route), args.get("contract"), body)
 
 
 def _age(record: HostRecord, now: float) -> float:

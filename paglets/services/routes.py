@@ -146,8 +146,9 @@ async def _call(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     config = registry.config
     data = await read_json(request, config.max_body, config.read_timeout)
-    contract, call = parse_call(request.match_info["service"], data)
-    return json_response(await answer_call(registry, contract, call))
+    return json_response(
+        await answer_service(registry, "calls", request.match_info["service"], data)
+    )
 
 
 async def answer_call(
@@ -166,12 +167,30 @@ async def answer_call(
     return {"reply": reply}
 
 
+async def answer_service(
+    registry: ServiceRegistry, route: str, contract: object, body: object
+) -> dict[str, Any]:
+    """What the route ``calls`` or ``lease`` of ``contract`` answers ``body``, checked.
+
+    The HTTP routes, the proxy channel and a paglet's ``self.context.service``
+    all come here, so a call is checked and answered alike whichever way it came.
+    """
+    if route == "calls":
+        name, call = parse_call(contract, body)
+        return await answer_call(registry, name, call)
+    if route == "lease":
+        name, lease = parse_lease(contract, body)
+        return await registry.lease(name, lease)
+    raise RequestError(f"a service call's route is 'calls' or 'lease', not {route!r:.40}")
+
+
 async def _lease(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
     config = registry.config
     data = await read_json(request, config.max_body, config.read_timeout)
-    contract, lease = parse_lease(request.match_info["service"], data)
-    return json_response(await registry.lease(contract, lease))
+    return json_response(
+        await answer_service(registry, "lease", request.match_info["service"], data)
+    )
 
 
 def add_routes(app: web.Application, registry: ServiceRegistry) -> None:

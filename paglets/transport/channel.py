@@ -8,7 +8,10 @@ the same checks, errors, ordering and exactly-once delivery by message id:
 - ``send``: the body of ``POST /v1/paglets/{agent_id}/messages``; the answer is
   what that route answers (``200 {"reply"}``, or ``202 {"accepted",
   "message_id"}`` for one-way and future messages);
-- ``result``: ``{"message_id", "wait"}``, as ``GET .../messages/{message_id}``.
+- ``result``: ``{"message_id", "wait"}``, as ``GET .../messages/{message_id}``;
+- ``calls`` and ``lease`` (to a ``service`` by contract name): the body of
+  ``POST /v1/services/{service}/calls`` or ``.../lease``, answered as those
+  routes answer (`paglets.services.routes`).
 
 One-way and future messages are taken in the order their frames arrive (each
 is queued before the next frame is read); synchronous sends and waits for a
@@ -30,12 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from paglets.core.errors import HandlerError, PagletError, RequestError
 from paglets.core.ids import IdKind, check_id
+from paglets.services.routes import REGISTRY, answer_service
 from paglets.transport.app import (
     API,
     MAX_WAIT,
@@ -55,6 +59,9 @@ from paglets.wire.channel import (
 )
 from paglets.wire.records import ErrorBody, SendRequest
 
+if TYPE_CHECKING:
+    from paglets.services.registry import ServiceRegistry
+
 __all__ = ["MAX_INFLIGHT", "add_routes"]
 
 log = logging.getLogger(__name__)
@@ -66,17 +73,19 @@ _OPEN: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("paglets.transp
 _RUNNING: web.AppKey[set[asyncio.Task[None]]] = web.AppKey("paglets.transport.channel.RUNNING")
 
 
-async def _answer(ctx: ApiContext, call: Call) -> tuple[int, Any]:
+async def _answer(ctx: ApiContext, services: ServiceRegistry, call: Call) -> tuple[int, Any]:
     """What the HTTP API answers the same call: its status and body."""
     try:
         if call.op == "send":
-            return await deliver(ctx, call.agent_id, SendRequest.parse(call.body))
-        return 200, await future_result(ctx, call.agent_id, *_result_args(call.body))
+            return await deliver(ctx, call.target, SendRequest.parse(call.body))
+        if call.op == "result":
+            return 200, await future_result(ctx, call.target, *_result_args(call.body))
+        return 200, await answer_service(services, call.op, call.target, call.body)
     except PagletError as exc:
         tb = exc.remote_traceback if ctx.debug_errors else None
         return exc.http_status, {"error": ErrorBody(type(exc).__name__, exc.message, tb).to_dict()}
     except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 with its id
-        what = f"channel {call.op} to {call.agent_id}"
+        what = f"channel {call.op} to {call.target}"
         return 500, unexpected_error(exc, what, debug=ctx.debug_errors)
 
 
@@ -139,6 +148,7 @@ class _Outbox:
 
 async def serve_channel(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[API]
+    services = request.app[REGISTRY]
     ws = web.WebSocketResponse(max_msg_size=ctx.max_body, heartbeat=HEARTBEAT, compress=False)
     await ws.prepare(request)
     request.app[_OPEN].add(ws)
@@ -148,7 +158,7 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
 
     async def reply(call: Call) -> None:
         try:
-            outbox.put(Answer(call.id, *await _answer(ctx, call)))
+            outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
         finally:
             slots.release()
 

@@ -338,7 +338,21 @@ class AsyncHostClient:
 
         async def invoke(route: str, body: dict[str, Any]) -> Any:
             wait = None if timeout is None else timeout + 10.0
-            return await self.request("POST", f"{path}/{route}", body, timeout=wait)
+            channel = await self._open_channel()
+            if channel is None:
+                return await self.request("POST", f"{path}/{route}", body, timeout=wait)
+            try:
+                answer = await channel.call(route, contract.name, body, wait)
+            except ChannelLost as exc:
+                # A service call has no id to deduplicate it by: it is not sent again.
+                raise HostUnavailableError(
+                    f"{exc}; the call of {contract.name} may or may not have run"
+                ) from None
+            except TimeoutError:
+                raise PagletTimeoutError(
+                    f"{route} of {contract.name} at {self.url} got no answer within {wait:g} s"
+                ) from None
+            return _checked(answer.status, answer.body, self.url)
 
         return AsyncServiceClient(contract, invoke, where, timeout)
 

@@ -1,7 +1,9 @@
 """The framing of a persistent channel: numbered calls and their answers.
 
 One connection carries many calls at once. A call is a JSON object
-``{"id": N, "op": "...", "agent_id": "...", "body": {...}}``; its answer is
+``{"id": N, "op": "...", "agent_id": "...", "body": {...}}`` (a call to a
+paglet) or ``{"id": N, "op": "...", "service": "...", "body": {...}}`` (a call
+to a resident service, by contract name); its answer is
 ``{"id": N, "status": S, "body": ...}`` with an HTTP status and the body the
 HTTP API would have answered (an error body for ``status >= 400``), so a call
 over a channel and the same call over HTTP succeed and fail alike. Answers come
@@ -22,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Self
 
+from paglets.core.contract import check_contract_name
 from paglets.core.errors import ProtocolError, RequestError
 from paglets.core.ids import IdKind, check_id
 from paglets.wire import strict_json
@@ -33,6 +36,8 @@ __all__ = [
     "MAX_BATCH",
     "MAX_CALL_ID",
     "OPS",
+    "PAGLET_OPS",
+    "SERVICE_OPS",
     "Answer",
     "Call",
     "encode_frame",
@@ -43,9 +48,13 @@ CHANNEL_ROUTE: Final = f"{API_PREFIX}/channel"
 """Where a host offers the proxy channel (a WebSocket upgrade)."""
 HEARTBEAT: Final = 30.0
 """Seconds between pings on a channel; a peer silent for half of it is taken as gone."""
-OPS: Final = frozenset({"send", "result"})
+PAGLET_OPS: Final = frozenset({"send", "result"})
 """``send``: a message (the body of ``POST /v1/paglets/{id}/messages``); ``result``:
 a future's reply (``{"message_id", "wait"}``, as ``GET .../messages/{message_id}``)."""
+SERVICE_OPS: Final = frozenset({"calls", "lease"})
+"""``calls``: a service call (the body of ``POST /v1/services/{contract}/calls``);
+``lease``: a lease request (as ``POST /v1/services/{contract}/lease``)."""
+OPS: Final = PAGLET_OPS | SERVICE_OPS
 MAX_CALL_ID: Final = 2**53 - 1  # exact in every JSON reader
 MAX_BATCH: Final = 1024
 """The most calls (or answers) one frame holds."""
@@ -78,17 +87,18 @@ def encode_frame(items: list[str]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One call on a channel."""
+    """One call on a channel: to a paglet (``target`` its id) or a service (its contract)."""
 
     id: int
     op: str
-    agent_id: str
+    target: str
     body: dict[str, Any]
 
     def encode(self) -> str:
         """The JSON text of the call."""
+        key = "service" if self.op in SERVICE_OPS else "agent_id"
         return strict_json.dumps(
-            {"id": self.id, "op": self.op, "agent_id": self.agent_id, "body": self.body}
+            {"id": self.id, "op": self.op, key: self.target, "body": self.body}
         )
 
     @classmethod
@@ -97,18 +107,24 @@ class Call:
 
         Raises:
             RequestError: not a JSON object of exactly these fields, an unknown
-                op, a malformed agent id or call id (`id_of` finds the id, when
-                readable, for the answer).
+                op, a malformed agent id, contract name or call id (`id_of`
+                finds the id, when readable, for the answer).
         """
-        if not isinstance(data, dict) or set(data) != {"id", "op", "agent_id", "body"}:
-            raise RequestError('a call must be {"id", "op", "agent_id", "body"}')
+        op = data.get("op") if isinstance(data, dict) else None
+        key = "service" if op in SERVICE_OPS else "agent_id"
+        if not isinstance(data, dict) or set(data) != {"id", "op", key, "body"}:
+            raise RequestError(
+                'a call must be {"id", "op", "agent_id", "body"}, '
+                'or {"id", "op", "service", "body"} for a service'
+            )
         call_id = _call_id(data["id"])
-        op = data["op"]
         if op not in OPS:
-            raise RequestError(f"unknown op {op!r}: expected one of {sorted(OPS)}")
+            raise RequestError(f"unknown op {op!r:.40}: expected one of {sorted(OPS)}")
         if not isinstance(data["body"], dict):
             raise RequestError("a call's body must be a JSON object")
-        return cls(call_id, op, check_id(data["agent_id"], IdKind.AGENT), data["body"])
+        if op in SERVICE_OPS:
+            return cls(call_id, op, check_contract_name(data[key]), data["body"])
+        return cls(call_id, op, check_id(data[key], IdKind.AGENT), data["body"])
 
     @staticmethod
     def id_of(data: Any) -> int | None:
