@@ -164,6 +164,7 @@ def _code_blocks(page: Path) -> list[tuple[str, list[str]]]:
 
 
 def _snippet_path(name: str) -> Path | None:
+    name = name.partition(":")[0]  # "file.py:section" includes a marked section of the file
     for base in (EXAMPLES, ROOT):
         if (base / name).is_file():
             return base / name
