@@ -135,4 +135,6 @@ class PiWorker(Paglet[PiWorkerState]):
         self.state.ranges += 1
         self.state.terms += last - first
         return {**to_hex(split(first, last)), "host": self.context.host_name, "pid": os.getpid()}
+
+
 # --8<-- [end:worker]
