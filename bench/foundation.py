@@ -647,8 +647,31 @@ async def bench_held(host: Server, idle: Idle, counts: Counts, table: Table) -> 
     table.add("(e)", f"dispose {n}, {counts.batch} at a time", f"{took:.2f} s")
 
 
+async def bench_floor(table: Table) -> None:
+    """(f) one process-to-process round trip, across CPUs and on one CPU (`_pingpong.py`)."""
+    script = Path(__file__).with_name("_pingpong.py")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    floor = json.loads(out)
+    one = floor["one_cpu"]
+    table.add("(f)", "socketpair round trip, both processes on one CPU", f"{one * 1e6:.0f} µs")
+    if "two_cpus" in floor:
+        two = floor["two_cpus"]
+        table.add(
+            "(f)",
+            "socketpair round trip, each process on its own CPU",
+            f"{two * 1e6:.0f} µs",
+            baseline=f"one CPU {one * 1e6:.0f} µs",
+            ratio=two / one,
+        )
+
+
 async def run(counts: Counts, profile: Path | None) -> Table:
     table = Table()
+    print("(f) the machine's floor: a round trip between two processes", file=sys.stderr)
+    await bench_floor(table)
     with tempfile.TemporaryDirectory(prefix="paglets-bench-") as tmp:
         workdir = Path(tmp)
         async with contextlib.AsyncExitStack() as stack:
