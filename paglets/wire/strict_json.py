@@ -40,6 +40,9 @@ def _no_constant(name: str) -> NoReturn:
     raise RequestError(f"{name} is not a JSON number; numbers must be finite")
 
 
+_decode: Final = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant).decode
+
+
 def loads(data: bytes | str, what: str = "JSON body") -> Any:
     """Decode ``data`` as strict JSON; `RequestError` naming ``what`` otherwise.
 
@@ -48,7 +51,8 @@ def loads(data: bytes | str, what: str = "JSON body") -> Any:
             `MAX_DEPTH`, or a string with a lone surrogate.
     """
     try:
-        value = json.loads(data, parse_float=_finite, parse_constant=_no_constant)
+        text = data if isinstance(data, str) else data.decode(json.detect_encoding(data))
+        value = _decode(text)
     except RequestError as exc:
         raise RequestError(f"malformed {what}: {exc.message}") from None
     except RecursionError:
