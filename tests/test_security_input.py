@@ -124,6 +124,32 @@ async def test_deeply_nested_json_is_a_400(api: Api, depth: int) -> None:
     assert (await api.call("GET", "/health"))[0] == 200
 
 
+def _nested(depth: int, sibling: str) -> str:
+    text = '"x"'
+    for _ in range(depth):
+        text = f"[{sibling},{text}]"
+    return text
+
+
+@pytest.mark.parametrize(
+    ("sibling", "levels"),
+    [
+        ("1", 0),
+        ('"[[[["', 0),  # brackets inside strings do not count
+        ('"\\\\"', 0),  # an escaped backslash before the closing quote
+        ('"\\"[{"', 0),  # an escaped quote inside a string
+        ('"", "", {"": "]"}', 1),  # empty strings side by side, a bracket in a value
+        ('{"k\\\\\\"[": [[[]]]}', 4),  # nesting of its own beside the path
+    ],
+)
+def test_nesting_is_measured_exactly_around_strings_and_escapes(sibling: str, levels: int) -> None:
+    deepest = 64 - levels
+    strict_json.loads(_nested(deepest, sibling))
+    with pytest.raises(RequestError, match="nested more than 64 deep"):
+        strict_json.loads(_nested(deepest + 1, sibling))
+    assert strict_json.loads(json.dumps([[[sibling]]] * 100)) == [[[sibling]]] * 100
+
+
 async def test_nesting_within_the_bound_is_accepted(api: Api) -> None:
     agent_id = await api.create()
     args = {"deep": json.loads("[" * 60 + "]" * 60)}
