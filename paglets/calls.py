@@ -22,6 +22,7 @@ from paglets.core.errors import (
 )
 from paglets.core.ids import IdKind, check_id
 from paglets.runtime.delivery import SendMode
+from paglets.wire.services import check_kind
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -141,7 +142,7 @@ class HostCalls:
 
     async def send(self, agent_id: str, args: dict[str, Any]) -> Any:
         target = check_id(_str(args, "agent_id"), IdKind.AGENT)
-        kind = _str(args, "kind")
+        kind = check_kind(_str(args, "kind"))
         body = args.get("args") or {}
         mode = SendMode(args.get("mode", "sync"))
         host = args.get("host")

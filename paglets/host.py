@@ -274,6 +274,7 @@ class Host:
     async def _children_ctx(self, _app: web.Application) -> AsyncIterator[None]:
         await self.supervisor.spawner.start()
         yield
+        await self.services.close()
         await self.supervisor.close()
         await self.calls.close()
 

@@ -136,6 +136,8 @@ BARE = f'[[services]]\nname = "echo"\nclass = "{ECHO_CLASS}"\ncontract = "echo.v
         ("idle_after = -1", r":5: services\[0\]\.idle_after must be a positive number"),
         ('where = "gpu"', r":5: services\[0\]\.where must be a list of strings"),
         ('name = "../x"', r":2: services\[0\]\.name must be 1 to 64 lower-case"),
+        ('replicate = "yes"', r":5: services\[0\]\.replicate must be true or false"),
+        ("replicate = true", r":5: services\[0\]\.replicate is for a service that is one in"),
     ],
 )
 def test_a_bad_service_entry_names_its_line(tmp_path: Path, line: str, error: str) -> None:
@@ -528,3 +530,85 @@ def test_a_mesh_service_comes_back_on_another_host_when_its_host_is_killed(
                 time.sleep(0.1)
         assert reply.calls == 1, "restarted on the second host, from its initial state"
         assert client.services()[0].status == "active"
+
+
+def _replica(client: HostClient, contract: str = "echo.v1") -> Any:
+    return client._run(client.aio.request("GET", f"/v1/services/{contract}/replica"))["replica"]
+
+
+def _call_until_served(echo: Any, text: str) -> EchoReply:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            reply: EchoReply = echo.echo(EchoRequest(text))
+        except ServiceUnavailableError:
+            assert time.monotonic() < deadline, "the service never came back"
+            time.sleep(0.1)
+        else:
+            return reply
+
+
+def test_a_replicated_mesh_service_goes_on_from_the_newest_copy_of_its_state(
+    start_host: Callable[..., RunningHost], tmp_path: Path
+) -> None:
+    config = _launch(tmp_path, BARE + 'scope = "mesh"\nreplicate = true\n')
+    fast = ("--config", str(config), "--gossip-interval", "0.1", "--offline-after", "1")
+    env = host_env(env_without_key())
+    first = start_host(*fast, env=env)
+    second = start_host(*fast, "--peer", first.url, env=env)
+    with HostClient(second.url) as client:
+        deadline = time.monotonic() + 15
+        while len(client.services(mesh=True)) < 2:
+            assert time.monotonic() < deadline, "the hosts never saw each other"
+            time.sleep(0.05)
+        echo = client.service(ECHO)
+        assert [echo.echo(EchoRequest(t)).calls for t in "abc"] == [1, 2, 3]
+        assert client.services()[0].status == "advertised", "it runs on the first host"
+        deadline = time.monotonic() + 10
+        while (_replica(client) or {}).get("state", {}).get("calls") != 3:
+            assert time.monotonic() < deadline, "no copy of the state after the calls"
+            time.sleep(0.05)
+        assert _replica(client)["origin"] == first.name
+
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+        assert _call_until_served(echo, "d").calls == 4, "went on from the copy"
+        assert client.services()[0].status == "active", "now on the second host"
+        assert echo.echo(EchoRequest("e")).calls == 5
+
+        back = start_host(*fast, "--peer", second.url, env=env, name=first.name)
+        deadline = time.monotonic() + 15
+        while not all(h.online for h in client.hosts()):
+            assert time.monotonic() < deadline, "the first host never came back"
+            time.sleep(0.05)
+        with HostClient(back.url) as first_client:
+            again = first_client.service(ECHO)
+            deadline = time.monotonic() + 15
+            while len(first_client.services(mesh=True)) < 2:
+                assert time.monotonic() < deadline, "the first host never saw the second"
+                time.sleep(0.05)
+            reply = again.echo(EchoRequest("f"))
+            assert reply.calls == 6, "the first host took the second's state, not its own"
+            assert first_client.services()[0].status == "active"
+        assert echo.echo(EchoRequest("g")).calls == 7, "forwarded to the first host again"
+
+
+async def test_only_the_host_sends_service_kinds_and_replicas_go_to_replicated_services(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    host = await make_host(services=[_echo()])
+    async with AsyncHostClient(host.url) as client:
+        assert (await client.service(ECHO).echo(EchoRequest("x"))).calls == 1
+        service = client.proxy("service.echo")
+        for kind in ("service.restore", "service.call"):
+            with pytest.raises(RequestError, match=f"message kind '{kind}' is the host's own"):
+                await service.send(kind, {"state": {"calls": 99}})
+        assert (await client.service(ECHO).count(CountRequest())).calls == 1, "untouched"
+        path = "/v1/services/echo.v1/replica"
+        copy = {"version": 5, "state": {"calls": 99}, "origin": "mallory"}
+        with pytest.raises(ServiceNotFoundError, match=r"serves no replicated echo\.v1"):
+            await client.request("PUT", path, copy)
+        with pytest.raises(ServiceNotFoundError, match=r"serves no replicated echo\.v1"):
+            await client.request("GET", path)
+        with pytest.raises(RequestError, match="version is an integer"):
+            await client.request("PUT", path, {**copy, "version": -1})

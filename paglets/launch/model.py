@@ -45,6 +45,9 @@ class ServiceEntry:
         state: its initial state's fields, as JSON values.
         idle_after: seconds without a call after which it is deactivated
             (``None``: its class's ``deactivation_policy``).
+        replicate: (``scope = "mesh"`` only) its state is copied to the other
+            hosts that advertise it after its calls, and the host that takes over
+            starts from the newest copy (`paglets.services.replicas`).
         origin: ``file:line`` of its entry, for errors.
     """
 
@@ -56,6 +59,7 @@ class ServiceEntry:
     scope: str = "host"
     state: dict[str, Any] = field(default_factory=dict)
     idle_after: float | None = None
+    replicate: bool = False
     origin: str = ""
 
     @property

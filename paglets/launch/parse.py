@@ -198,6 +198,12 @@ def _contract(value: object) -> str:
     return value
 
 
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _InvalidError(f"must be true or false, not {value!r}")
+    return value
+
+
 def _choice(*allowed: str) -> Callable[[object], str]:
     def check(value: object) -> str:
         if value not in allowed:
@@ -245,6 +251,7 @@ SERVICE_KEYS: Final[Mapping[str, _Key]] = {
     "scope": _Key(_choice("host", "mesh"), 'scope = "host"'),
     "state": _Key(_state, "state = { greeting = 'hi' }"),
     "idle_after": _Key(_seconds, "idle_after = 300"),
+    "replicate": _Key(_bool, "replicate = true"),
 }
 TABLES: Final = (*SECTIONS, "paglets", "services")
 
@@ -335,8 +342,15 @@ class _Reader:
                 scope=values.get("scope", "host"),
                 state=values.get("state", {}),
                 idle_after=values.get("idle_after"),
+                replicate=values.get("replicate", False),
                 origin=f"{self.path}:{self.lines.line(where)}",
             )
+            if service.replicate and service.scope != "mesh":
+                raise self.fail(
+                    (*where, "replicate"),
+                    "is for a service that is one in the mesh",
+                    'add scope = "mesh", or remove replicate',
+                )
             for seen, key, what in (
                 (found, "name", service.name),
                 (contracts, "contract", service.contract),

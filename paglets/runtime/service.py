@@ -17,6 +17,11 @@ is decoded strictly in the paglet's own process, so a malformed request is a
 `RequestError` naming the contract, and a method that returns another type
 than its reply is a `ProtocolError`. Other message kinds go to
 `handle_message` as for any paglet (override it and call ``super()``).
+
+A replicated service (``replicate = true``, `paglets.services.replicas`) is
+also sent ``service.restore`` by its host when it takes over with a newer copy
+of its state than its own: the state is replaced and checkpointed. Only the
+host sends these kinds (`paglets.wire.services.HOST_KINDS`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from paglets.core.errors import ConfigurationError, RequestError
 from paglets.core.paglet import Paglet
 from paglets.core.state import PagletState
-from paglets.wire.services import SERVICE_CALL, decode_request, encode_reply
+from paglets.wire.services import SERVICE_CALL, SERVICE_RESTORE, decode_request, encode_reply
+from paglets.wire.state_json import state_from_json
 
 if TYPE_CHECKING:
     from paglets.core.contract import Contract
@@ -53,7 +59,13 @@ class Service(Paglet[StateT]):
                 )
 
     async def handle_message(self, message: Message) -> Any:
-        """Serve ``service.call`` messages; other kinds are not handled."""
+        """Serve ``service.call`` messages (and ``service.restore`` from the host);
+        other kinds are not handled."""
+        if message.kind == SERVICE_RESTORE:
+            # the newest copy of a replicated service's state, from another host
+            self.state = state_from_json(type(self.state), message.args["state"])
+            self.checkpoint()
+            return None
         if message.kind != SERVICE_CALL:
             return self.not_handled()
         contract = type(self).contract

@@ -24,7 +24,8 @@ go to the service's host as calls do.
 A ``scope = "mesh"`` service runs on one host of the mesh: of the online hosts
 that advertise it, the first by name. The others forward calls to it; when it
 goes offline, the next one takes over with the next call, from the initial
-state of its entry (its state does not follow). When the first host comes back
+state of its entry, or, for a service declared ``replicate = true``, from the
+newest copy of its state (`paglets.services.replicas`). When the first host comes back
 it serves again, from its own durable state; the other's paglet goes idle.
 
 Idle deactivation is the durability keeper's: an entry's ``idle_after``
@@ -49,6 +50,7 @@ from paglets.core.errors import (
 )
 from paglets.runtime.delivery import SendMode
 from paglets.services.leases import Leases
+from paglets.services.replicas import Replicas
 from paglets.services.routes import add_routes, answer_service
 from paglets.wire.records import API_PREFIX
 from paglets.wire.services import SERVICE_CALL, ServiceInfo
@@ -91,6 +93,15 @@ class ServiceRegistry:
         if self.entries:
             mesh.table.set_me(mesh.table.me.replace(services=sorted(self.entries)))
         calls.register("service.call", self._call_from_paglet)
+        self.replicas = Replicas(
+            config.name,
+            config.home / "services" / "replicas",
+            supervisor=supervisor,
+            mesh=mesh,
+            calls=calls,
+            ensure=self._ensure,
+        )
+        self.replicas.load([c for c, e in self.entries.items() if e.replicate])
 
     def __repr__(self) -> str:
         return f"<ServiceRegistry {self.config.name} {sorted(self.entries)}>"
@@ -118,8 +129,15 @@ class ServiceRegistry:
                     f"{exc}; fix: correct or remove this [[services]] entry"
                 ) from exc
 
-    async def _ensure(self, entry: ServiceEntry) -> None:
+    async def close(self) -> None:
+        """The host stops: finish sending the copies of replicated services (bounded)."""
+        await self.replicas.close()
+
+    async def _ensure(self, entry: ServiceEntry, state: dict[str, Any] | None = None) -> None:
         """Start the service's paglet unless it is listed here; one start at a time.
+
+        It starts from ``state`` if given (a replicated service's newest copy),
+        else from the initial state of its entry.
 
         The supervisor lists a paglet it creates (``starting``) before its first
         await, so a later caller finds it and its message queues behind the
@@ -134,7 +152,8 @@ class ServiceRegistry:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._starting[entry.contract] = fut
         try:
-            await self.supervisor.create(entry.class_path, dict(entry.state), entry.agent_id)
+            initial = dict(entry.state) if state is None else state
+            await self.supervisor.create(entry.class_path, initial, entry.agent_id)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved: waiters get it, nobody else must
@@ -205,6 +224,7 @@ class ServiceRegistry:
         if entry is not None:
             self.leases.check(contract, lease)
             return await self._local(entry, op, request, timeout)
+        self.replicas.not_serving(contract)
         body = {"op": op, "request": request, "timeout": timeout, "lease": lease}
         wait = (timeout if timeout is not None else FORWARD_TIMEOUT) + 5.0
         return (await self._forward(contract, where, "calls", body, wait))["reply"]
@@ -283,14 +303,20 @@ class ServiceRegistry:
     async def _local(
         self, entry: ServiceEntry, op: str, request: dict[str, Any], timeout: float | None
     ) -> Any:
+        if entry.replicate:
+            await self.replicas.before_serving(entry)
         await self._ensure(entry)
-        return await self.supervisor.delivery.send(
-            entry.agent_id,
-            SERVICE_CALL,
-            {"contract": entry.contract, "op": op, "request": request},
-            mode=SendMode.SYNC,
-            timeout=timeout,
-        )
+        try:
+            return await self.supervisor.delivery.send(
+                entry.agent_id,
+                SERVICE_CALL,
+                {"contract": entry.contract, "op": op, "request": request},
+                mode=SendMode.SYNC,
+                timeout=timeout,
+            )
+        finally:
+            if entry.replicate:
+                self.replicas.changed(entry)
 
     def _host_for(self, contract: str, where: str | None) -> HostRecord:
         """The online host to forward a call of ``contract`` to (``where`` if named)."""

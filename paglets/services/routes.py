@@ -21,6 +21,19 @@
     host that serves it (forwarded as calls are). Answers ``{"lease", "host",
     "expires_in"}``, or ``{"released", "host"}``; 409 while another holds one.
     With the key: that; without it: 401; a paglet through ``self.context.service``.
+
+``PUT /v1/services/{service}/replica`` ``{"version", "state", "origin"}``
+    A copy of a replicated mesh service's state, sent by the host that serves it
+    to the others that advertise it (`paglets.services.replicas`); kept if newer
+    than the copy held. Answers ``{"kept"}``; 404 if this host serves no
+    replicated ``{service}``. Hosts send it with the mesh's key; without the key:
+    401 (a stranger cannot plant a state); a paglet never holds the key.
+
+``GET /v1/services/{service}/replica``
+    The newest copy this host has, ``{"replica": {...} | null}``, asked by a host
+    that takes the service over; the host serving it answers with its state as it
+    is now. With the key: that; without it: 401, so a service's state is never
+    read by a stranger.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from paglets.core.bounds import bounded
 from paglets.core.contract import check_contract_name
 from paglets.core.errors import RequestError
 from paglets.services.leases import MAX_LEASE, MIN_LEASE
+from paglets.services.replicas import Replica
 from paglets.transport.body import json_response, read_json
 from paglets.wire.records import API_PREFIX
 
@@ -193,9 +207,27 @@ async def _lease(request: web.Request) -> web.Response:
     )
 
 
+async def _put_replica(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    config = registry.config
+    contract = check_contract_name(request.match_info["service"])
+    replica = Replica.parse(await read_json(request, config.max_body, config.read_timeout))
+    entry = registry.entries.get(contract)
+    return json_response({"kept": registry.replicas.receive(entry, contract, replica)})
+
+
+async def _get_replica(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    contract = check_contract_name(request.match_info["service"])
+    replica = await registry.replicas.answer(registry.entries.get(contract), contract)
+    return json_response({"replica": None if replica is None else replica.to_dict()})
+
+
 def add_routes(app: web.Application, registry: ServiceRegistry) -> None:
     """Add the service routes to the host's application."""
     app[REGISTRY] = registry
+    app.router.add_put(f"{API_PREFIX}/services/{{service}}/replica", _put_replica)
+    app.router.add_get(f"{API_PREFIX}/services/{{service}}/replica", _get_replica)
     app.router.add_get(f"{API_PREFIX}/services", _list)
     app.router.add_post(f"{API_PREFIX}/services/{{service}}/calls", _call)
     app.router.add_post(f"{API_PREFIX}/services/{{service}}/lease", _lease)

@@ -17,6 +17,7 @@ from paglets.core.errors import RequestError
 from paglets.core.events import ContextEvent, EventKind
 from paglets.core.ids import IdKind, check_id, is_valid_id
 from paglets.wire.record import Record
+from paglets.wire.services import check_kind
 
 PROTOCOL_VERSION = 1
 API_PREFIX = "/v1"
@@ -125,6 +126,7 @@ class SendRequest:
         timeout = data.get("timeout")
         if not isinstance(kind, str) or not kind:
             raise RequestError("message 'kind' must be a non-empty string")
+        check_kind(kind)
         if not isinstance(args, dict):
             raise RequestError("message 'args' must be a JSON object")
         if isinstance(priority, bool) or not isinstance(priority, int):

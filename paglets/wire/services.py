@@ -21,7 +21,12 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from paglets.core.errors import InvalidStateError, ProtocolError, ServiceLeasedError
+from paglets.core.errors import (
+    InvalidStateError,
+    ProtocolError,
+    RequestError,
+    ServiceLeasedError,
+)
 from paglets.wire.state_json import state_from_json, state_to_json
 
 if TYPE_CHECKING:
@@ -31,6 +36,23 @@ if TYPE_CHECKING:
 
 SERVICE_CALL = "service.call"
 """The message kind a host delivers a service call to its paglet with."""
+SERVICE_RESTORE = "service.restore"
+"""The message kind a host gives a replicated service the newest copy of its
+state with (``{"state"}``, `paglets.services.replicas`)."""
+HOST_KINDS: Final = frozenset({SERVICE_CALL, SERVICE_RESTORE})
+"""Message kinds only the host sends: a message of one of them from a client or
+a paglet is refused (a service call goes through ``client.service(...)``, which
+checks the request and any lease first)."""
+
+
+def check_kind(kind: str) -> str:
+    """``kind`` unless only the host may send it (`HOST_KINDS`); `RequestError` then."""
+    if kind in HOST_KINDS:
+        raise RequestError(
+            f"message kind {kind!r} is the host's own; call a service through "
+            "client.service(Contract) or self.context.service(Contract)"
+        )
+    return kind
 
 
 def encode_request(contract: Contract, op: str, request: object) -> dict[str, Any]:
