@@ -164,10 +164,11 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     output, errors = out.read_text(), err.read_text()
     assert demo.returncode == 0, errors
     assert "Traceback" not in errors
-    assert "== 8. Summary ==" in output
-    assert re.search(r"moves\s+5\n", output), output
+    assert "== 9. Summary ==" in output
+    assert re.search(r"moves\s+6\n", output), output
     assert "arrival<-" in output
-    assert re.search(r"paglets created\s+5\n", output), output
+    assert re.search(r"paglets created\s+8\n", output), output
+    assert "== 7. A clone fan-out ==" in output
     assert re.search(r"median message round trip\s+\d+\.\d ms", output), output
     assert re.search(r"median create -> first reply\s+\d+\.\d ms", output), output
     assert "PagletCrashedError" in output

@@ -42,6 +42,7 @@ HOST_NAMES = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "thet
 COUNTER = "examples.counter:Counter"
 FRAGILE = "examples.fragile:Fragile"
 TRAVELER = "examples.travel:Traveler"
+PERF_TEST = "examples.perftest:PerfTest"
 INCREMENTS = 5
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -230,8 +231,9 @@ def _tour(clients: dict[str, HostClient], n_paglets: int) -> None:
     _fan_in(counters, stats)
     _crash(clients, counters, stats)
     _travel(clients, stats)
+    _fan_out(clients, stats)
     _events(clients)
-    _section("8. Summary")
+    _section("9. Summary")
     _table(
         ("WHAT", "VALUE"),
         [
@@ -368,8 +370,42 @@ def _travel(clients: dict[str, HostClient], stats: Counters) -> None:
     _say("hooks it saw: " + ", ".join(stats.send(traveler, "log")))
 
 
+def _fan_out(clients: dict[str, HostClient], stats: Counters) -> None:
+    _section("7. A clone fan-out")
+    _say(f"A `{PERF_TEST}` clones itself to every host; each copy checks its host's")
+    _say("CPU, memory and disk, reports to the original and disposes of itself.")
+    _say()
+    home = next(iter(clients.values()))
+    sizes = {"cpu_seconds": 0.05, "memory_mib": 8, "disk_mib": 4}
+    parent = home.create(PERF_TEST, {"sizes": sizes})
+    stats.created += 1
+    hosts = stats.send(parent, "start")
+    stats.created += len(hosts)
+    stats.moves += len(hosts) - 1
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while len(reports := stats.send(parent, "results")["reports"]) < len(hosts):
+        if time.monotonic() > deadline:
+            raise PagletError("the clones did not all report back")
+        time.sleep(0.05)
+    parent.dispose()
+    _table(
+        ("HOST", "CPU SHA256", "MEMORY WRITE", "DISK WRITE+FSYNC"),
+        [
+            (
+                r["host"],
+                f"{r['cpu_mib_s']:,.0f} MiB/s",
+                f"{r['memory_write_mib_s']:,.0f} MiB/s",
+                f"{r['disk_write_mib_s']:,.0f} MiB/s",
+            )
+            for r in sorted(reports, key=lambda r: r["host"])
+        ],
+    )
+    _say()
+    _say("`paglets-perf-test` runs the same, with sizes you choose.")
+
+
 def _events(clients: dict[str, HostClient]) -> None:
-    _section("7. Context events")
+    _section("8. Context events")
     _say("Each host logs what happens to it and its paglets; scripts can query")
     _say("or follow the log.")
     for name, client in clients.items():
