@@ -297,6 +297,22 @@ class EnvelopeError(ProtocolError):
     """A movement envelope that is malformed, truncated, of another version or of another class."""
 
 
+class ArtifactNotFoundError(PagletError, LookupError):
+    """No artifact of that name on the host asked (`paglets.artifacts`)."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class ChecksumMismatchError(RequestError):
+    """An upload whose bytes do not have the sha256 its sender declared; nothing was kept."""
+
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class QuotaExceededError(StorageError):
+    """An artifact that does not fit in the host's artifact quota now; nothing was kept."""
+
+
 def _all_error_classes() -> dict[str, type[PagletError]]:
     found: dict[str, type[PagletError]] = {}
     pending: list[type[PagletError]] = [PagletError]
