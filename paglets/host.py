@@ -148,8 +148,8 @@ class Host:
             calls=self.calls,
         )
         self.services = ServiceRegistry(cfg, self.supervisor, self.mesh, self.calls)
-        self.user_info = UserInfoService(cfg, self.calls)
-        self.artifacts = ArtifactService(cfg, self.calls)
+        self.user_info = UserInfoService(cfg, self.calls, self.services)
+        self.artifacts = ArtifactService(cfg, self.calls, self.services)
 
     def _set_url(self, url: str) -> None:
         self._url = url

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from paglets import HostClient
+from paglets.artifacts.contract import ARTIFACTS, ArtifactList, ArtifactRecord, ListArtifacts
 from paglets.launch.parse import parse_launch
 from pagletstest import host_env
 from tests.hostproc import command, env_without_key
@@ -104,6 +105,9 @@ def test_put_list_get_copy_rm_round_trip(
     there = tmp_path / "there.bin"
     assert _cli("get", "copy.bin", str(there), "--url", b.url).returncode == 0
     assert there.read_bytes() == src.read_bytes()
+    with HostClient(a.url) as client:  # artifacts.v1, answered by b itself
+        there_typed = client.service(ARTIFACTS, where=b.name).list(ListArtifacts())
+    assert there_typed == ArtifactList(b.name, 1 << 30, 5 * MiB + 123, [ArtifactRecord(**copied)])
     mesh = _json("list", "--mesh", "--url", b.url)
     assert sorted((x["host"], x["name"]) for x in mesh["artifacts"]) == [
         (a.name, "run-7.bin"),

@@ -14,6 +14,7 @@ import pytest
 
 from paglets import HostClient
 from paglets.core.errors import ProtocolError, RequestError
+from paglets.userinfo.contract import USER_INFO, NoticeList, NoticeQuery, NoticeRecord
 from paglets.userinfo.journal import NoticeLog
 from paglets.userinfo.model import MAX_TITLE, Notice, NoticeKind, Severity, parse_fields
 from pagletstest import host_env
@@ -95,6 +96,9 @@ def test_a_notice_from_a_paglet_on_b_is_listed_from_a_field_by_field(
     assert len(done["agent_id"]) == 32
     assert before <= done["at"] <= time.time()
     assert set(done) == set(Notice.__slots__)  # type: ignore[attr-defined]
+    with HostClient(a.url) as client:  # user-info.v1, answered by b itself
+        typed = client.service(USER_INFO, where=b.name).list(NoticeQuery(job="job-7"))
+    assert typed == NoticeList(b.name, seq, [NoticeRecord(**n) for n in notices])
     # filters: severity, and the table
     assert _json("list", "--url", a.url, "--severity", "warning")["notices"] == []
     table = _cli("list", "--url", a.url, "--job", "job-7")

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
 
+from paglets.artifacts.contract import ARTIFACTS, ArtifactList, ArtifactRecord
 from paglets.artifacts.model import ArtifactInfo, check_name, check_sha256
 from paglets.artifacts.store import ArtifactStore
 from paglets.core.errors import ProtocolError, RequestError
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from paglets.calls import HostCalls
     from paglets.config import HostConfig
+    from paglets.services.registry import ServiceRegistry
 
 CHUNK: Final = 1 << 20
 SHA_HEADER: Final = "X-Paglets-Sha256"
@@ -51,10 +53,11 @@ MAX_SIZE: Final = 1 << 50
 class ArtifactService:
     """A host's artifacts: the store and the routes that serve it."""
 
-    def __init__(self, config: HostConfig, calls: HostCalls) -> None:
+    def __init__(self, config: HostConfig, calls: HostCalls, services: ServiceRegistry) -> None:
         self.config = config
         self.calls = calls
         self.store = ArtifactStore(config.home / "artifacts", config.name, config.artifact_quota)
+        services.serve_here(ARTIFACTS, self.answer)
 
     def __repr__(self) -> str:
         return f"<ArtifactService {self.store!r}>"
@@ -68,6 +71,19 @@ class ArtifactService:
         app.router.add_get(f"{base}/{{artifact}}", self._get)
         app.router.add_delete(f"{base}/{{artifact}}", self._delete)
         app.router.add_post(f"{base}/{{artifact}}/copy", self._copy)
+
+    async def answer(self, op: str, request: Any) -> Any:
+        """``artifacts.v1``: ``list``, ``stat``, ``remove`` and ``copy``, as the routes do."""
+        store = self.store
+        if op == "list":
+            records = [ArtifactRecord(**info.to_dict()) for info in store.list()]
+            return ArtifactList(store.host, store.quota, store.used, records)
+        if op == "stat":
+            return ArtifactRecord(**store.info(request.name).to_dict())
+        if op == "remove":
+            return ArtifactRecord(**(await store.remove(request.name)).to_dict())
+        copy = await self.copy(store.info(request.name), request.to, request.as_name)
+        return ArtifactRecord(**copy.to_dict())
 
     async def _list(self, _request: web.Request) -> web.Response:
         store = self.store
@@ -125,14 +141,23 @@ class ArtifactService:
         target, new_name = data["to"], data.get("as")
         if not isinstance(target, str) or not target:
             raise RequestError("a copy's 'to' must be a host name or URL")
+        if new_name is not None and not isinstance(new_name, str):
+            raise RequestError("a copy's 'as' must be an artifact name or null")
+        copy = await self.copy(info, target, new_name)
+        return json_response({"artifact": copy.to_dict()})
+
+    async def copy(self, info: ArtifactInfo, target: str, new_name: str | None) -> ArtifactInfo:
+        """Copy ``info`` to the host ``target`` of the mesh (or here, under another name).
+
+        Raises:
+            RequestError: a bad name, or a copy onto itself; HostNotFoundError: no such host.
+        """
         new_name = info.name if new_name is None else check_name(new_name)
         if self.calls.is_here(target):
             if new_name == info.name:
                 raise RequestError(f"artifact {info.name!r} is on host {target} already")
-            copy = await self.store.add_name(info, new_name)
-        else:
-            copy = await self._send(info, self.calls.mesh.resolve(target), new_name)
-        return json_response({"artifact": copy.to_dict()})
+            return await self.store.add_name(info, new_name)
+        return await self._send(info, self.calls.mesh.resolve(target), new_name)
 
     async def _send(self, info: ArtifactInfo, url: str, name: str) -> ArtifactInfo:
         """Stream ``info``'s bytes to the host at ``url`` as artifact ``name``."""

@@ -13,12 +13,14 @@ Who gets what:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any, Final
 
 from paglets.core.errors import RequestError
 from paglets.core.ids import IdKind, check_id
 from paglets.transport.body import json_response
+from paglets.userinfo.contract import USER_INFO, NoticeList, NoticeRecord
 from paglets.userinfo.journal import NoticeLog
 from paglets.userinfo.model import MAX_MESSAGE, NoticeKind, Severity, parse_fields
 from paglets.wire.records import API_PREFIX
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 
     from paglets.calls import HostCalls
     from paglets.config import HostConfig
+    from paglets.services.registry import ServiceRegistry
 
 MAX_WAIT: Final = 30.0
 """Seconds a ``follow`` request may wait for a new notice."""
@@ -41,10 +44,11 @@ _QUERY: Final = frozenset({"after", "severity", "job", "since", "limit", "wait"}
 class UserInfoService:
     """A host's notices: the journal, the route that serves it and the paglets' calls."""
 
-    def __init__(self, config: HostConfig, calls: HostCalls) -> None:
+    def __init__(self, config: HostConfig, calls: HostCalls, services: ServiceRegistry) -> None:
         self.log = NoticeLog(config.home / "user-info" / "notices.jsonl", config.name)
         calls.register("user.notify", self._notify)
         calls.register("user.lines", self._lines)
+        services.serve_here(USER_INFO, self.answer)
 
     def __repr__(self) -> str:
         return f"<UserInfoService {self.log!r}>"
@@ -86,6 +90,21 @@ class UserInfoService:
         for fields in checked:
             seq = self.log.append(agent_id, NoticeKind.LINE, fields).seq
         return seq
+
+    async def answer(self, op: str, request: Any) -> NoticeList:
+        """``user-info.v1``: its one operation, ``list`` (`NoticeQuery`), without a wait."""
+        del op  # the contract has one operation
+        query = parse_query(
+            {k: str(v) for k, v in dataclasses.asdict(request).items() if v is not None}
+        )
+        found = self.log.query(
+            **{k: query[k] for k in ("after", "severity", "job", "since", "limit")}
+        )
+        return NoticeList(
+            host=self.log.host,
+            last=self.log.last_seq,
+            notices=[NoticeRecord(**n.to_dict()) for n in found],
+        )
 
     async def _list(self, request: web.Request) -> web.Response:
         """``GET /v1/user-info``: this host's notices, oldest first.
