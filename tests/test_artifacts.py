@@ -5,6 +5,7 @@ names and the key."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 
 from paglets import HostClient
 from paglets.artifacts.contract import ARTIFACTS, ArtifactList, ArtifactRecord, ListArtifacts
+from paglets.cli import artifacts as artifacts_cli
 from paglets.launch.parse import parse_launch
 from pagletstest import host_env
 from tests.hostproc import command, env_without_key
@@ -273,3 +275,34 @@ def test_the_quota_comes_from_launch_toml(tmp_path: Path) -> None:
     path = tmp_path / "launch.toml"
     text = '[limits]\nartifact_quota = "2MiB"\n'
     assert parse_launch(text, path).options()["artifact_quota"] == 2 * MiB
+
+
+def test_get_to_stdout_and_a_progress_bar_only_on_a_terminal(
+    start_host: Callable[..., RunningHost], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = start_host()
+    src = tmp_path / "f"
+    _file(src, MiB + 1)
+    assert _cli("put", str(src), "--url", host.url).returncode == 0
+    result = subprocess.run(
+        [*CLI, "get", "f", "-", "--url", host.url],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env_without_key(),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == src.read_bytes()
+    assert result.stderr == b"", "nothing drawn to a pipe"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    with artifacts_cli._Bytes("put f", 2 * MiB) as advance:
+        advance(MiB)
+        advance(MiB)
+    assert "put f" in terminal.getvalue()
+    assert "2.0/2.0 MiB" in terminal.getvalue()

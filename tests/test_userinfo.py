@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from paglets import HostClient
+from paglets import AsyncHostClient, HostClient
 from paglets.core.errors import ProtocolError, RequestError
 from paglets.userinfo.contract import USER_INFO, NoticeList, NoticeQuery, NoticeRecord
 from paglets.userinfo.journal import NoticeLog
@@ -215,3 +215,16 @@ def test_filters_and_bad_fields(tmp_path: Path) -> None:
         parse_fields("t", "m", "info", "../etc", None)
     with pytest.raises(ProtocolError, match="malformed notice"):
         Notice.from_dict({"seq": 1})
+
+
+async def test_a_paglet_gets_a_clear_error_for_a_bad_notice_and_nothing_is_kept(
+    make_host: Callable[..., Any],
+) -> None:
+    host = await make_host(name="alpha")
+    async with AsyncHostClient(host.url) as client:
+        reporter = await client.create(REPORTER)
+        with pytest.raises(RequestError, match="the limit is 200"):
+            await reporter.send("alarm", {"title": "x" * 201})
+        assert await reporter.send("alarm", {"title": "disk full"}) == 1
+        answer = await client.request("GET", "/v1/user-info")
+    assert [(n["severity"], n["title"]) for n in answer["notices"]] == [("error", "disk full")]
