@@ -306,3 +306,25 @@ def test_get_to_stdout_and_a_progress_bar_only_on_a_terminal(
         advance(MiB)
     assert "put f" in terminal.getvalue()
     assert "2.0/2.0 MiB" in terminal.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("script", "module", "args"),
+    [
+        ("paglets-artifacts", "paglets.cli.artifacts", ["list"]),
+        ("paglets-user-info", "paglets.cli.userinfo", ["list"]),
+        ("paglets-user-info", "paglets.cli.userinfo", ["follow", "--for", "1"]),
+    ],
+)
+def test_no_host_answering_names_the_url(script: str, module: str, args: list[str]) -> None:
+    url = "http://127.0.0.1:9"
+    result = subprocess.run(
+        [*command(script, module), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env_without_key(PAGLETS_URL=url),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: no paglets host answers at {url} "), result.stderr
