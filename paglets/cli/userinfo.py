@@ -297,10 +297,11 @@ async def _poll(  # noqa: PLR0917 - one host's loop
         if failing:
             click.echo(f"{name}: answering again", err=True)
         failing = False
-        after = max(after, int(data["last"]))
-        for notice in data["notices"]:
-            after = max(after, int(notice["seq"]))
+        notices = data["notices"]
+        for notice in notices:
             await queue.put(notice)
+        # past the last one shown (more may wait past a full answer), else past all seen
+        after = max(after, int(notices[-1]["seq"]) if notices else int(data["last"]))
 
 
 def _print_notice(notice: dict[str, Any], *, as_json: bool) -> None:

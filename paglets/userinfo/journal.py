@@ -28,6 +28,7 @@ from paglets.core.errors import ProtocolError
 from paglets.userinfo.model import Notice, NoticeKind, Severity
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
 log = logging.getLogger("paglets.userinfo")
@@ -55,7 +56,7 @@ class NoticeLog:
         *,
         max_count: int = MAX_COUNT,
         max_bytes: int = MAX_BYTES,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
         self.host = host
