@@ -92,6 +92,8 @@ class HostConfig:
     startup: tuple[StartupPaglet, ...] = ()
     # Resident services advertised here (launch.toml [[services]], docs/services.md).
     services: tuple[ServiceEntry, ...] = ()
+    # Bytes of artifacts kept (paglets.artifacts, docs/artifacts.md).
+    artifact_quota: int = 1 << 30
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -160,6 +162,8 @@ class HostConfig:
                 raise ConfigurationError(f"{name} must be at least 1")
         if self.max_envelope_size < 1024:  # noqa: PLR2004 - a useful minimum
             raise ConfigurationError("max_envelope_size must be at least 1024 bytes")
+        if self.artifact_quota < 0:
+            raise ConfigurationError("artifact_quota must be 0 (no artifacts) or more bytes")
 
     def _validate_mesh(self) -> None:
         for tag in self.tags:

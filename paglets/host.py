@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Self
 from aiohttp import web
 
 from paglets._version import __version__
+from paglets.artifacts.routes import ArtifactService
 from paglets.byvalue.local import forget_local_host, register_local_host
 from paglets.byvalue.routes import add_routes as add_code_routes
 from paglets.byvalue.store import CodeStore
@@ -47,6 +48,7 @@ from paglets.services.registry import ServiceRegistry
 from paglets.transport.app import ApiContext, build_app
 from paglets.transport.guard import ConnectionGuard, ConnectionLimits
 from paglets.transport.serverlog import server_logger
+from paglets.userinfo.routes import UserInfoService
 from paglets.wire.modules import ModulePolicy
 from paglets.wire.records import PROTOCOL_VERSION, HostInfo
 
@@ -146,6 +148,8 @@ class Host:
             calls=self.calls,
         )
         self.services = ServiceRegistry(cfg, self.supervisor, self.mesh, self.calls)
+        self.user_info = UserInfoService(cfg, self.calls, self.services)
+        self.artifacts = ArtifactService(cfg, self.calls, self.services)
 
     def _set_url(self, url: str) -> None:
         self._url = url
@@ -219,6 +223,7 @@ class Host:
             self.durability.install(app)
             self.monitors.install(app)
             self.services.install(app)
+            self._install_user_parts(app)
             add_code_routes(app, self.code, cfg.read_timeout)
             guard = self._guard = ConnectionGuard(
                 ConnectionLimits(cfg.header_timeout, cfg.idle_timeout, cfg.max_connections)
@@ -253,6 +258,11 @@ class Host:
             self.status = HostStatus.RUNNING
             self.events.append(EventKind.HOST_STARTED, detail=f"listening on {self._url}")
             log.info("host %s listening on %s", self.name, self._url)
+
+    def _install_user_parts(self, app: web.Application) -> None:
+        """The routes that serve the person: notices (user-info) and artifacts."""
+        self.user_info.install(app)
+        self.artifacts.install(app)
 
     def _local_urls(self) -> list[str]:
         """The URLs this host answers on, which clients in its process may call it by."""

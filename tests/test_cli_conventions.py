@@ -30,6 +30,8 @@ SCRIPTS = {
     "paglets-demo": "paglets.cli.demo",
     "paglets-pi-compute": "paglets.cli.pi",
     "paglets-perf-test": "paglets.cli.perftest",
+    "paglets-user-info": "paglets.cli.userinfo",
+    "paglets-artifacts": "paglets.cli.artifacts",
 }
 MESH_CMD = command("paglets-mesh", "paglets.cli.mesh")
 HELP_BOUND = 1.0  # seconds, loose for a loaded CI machine; the aim is well under 0.2 s

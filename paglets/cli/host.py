@@ -281,6 +281,14 @@ def _check_ready_file(
     help="The largest arriving paglet (envelope) taken, e.g. 512MiB; larger gets 413.",
 )
 @click.option(
+    "--artifact-quota",
+    type=BYTES,
+    default="1GiB",
+    show_default=True,
+    metavar="SIZE",
+    help="Bytes of artifacts this host keeps (paglets-artifacts); an upload past it gets 507.",
+)
+@click.option(
     "--max-transfers",
     type=click.IntRange(min=1),
     default=16,
@@ -402,6 +410,7 @@ def command(  # click passes options by keyword
     idle_timeout: float,
     max_connections: int,
     max_envelope_size: int,
+    artifact_quota: int,
     max_transfers: int,
     transfer_min_rate: int,
     max_paglets: int,
@@ -474,6 +483,7 @@ def command(  # click passes options by keyword
         ),
         startup=launch.paglets,
         services=launch.services,
+        artifact_quota=artifact_quota,
     )
     if (git_remote or git_branch) and not git_auto_update:
         raise click.UsageError("--git-remote and --git-branch go with --git-auto-update")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from paglets.core.contract import Contract
     from paglets.core.movement import TransferTicket
     from paglets.core.state import PagletState
+    from paglets.userinfo.stream import NoticeStream
 
 
 class PagletContext(Protocol):
@@ -150,6 +151,31 @@ class PagletContext(Protocol):
     @property
     def files(self) -> Mapping[str, Path]:
         """Registered files by name, where they are on this host."""
+        ...
+
+    def notify(
+        self,
+        title: str,
+        message: str = "",
+        *,
+        severity: str = "info",
+        job: str | None = None,
+    ) -> int:
+        """Tell the person something: a notice kept by this host (docs/user-info.md).
+
+        Args:
+            title: a short title (at most 200 characters).
+            message: the text (at most 8192 characters).
+            severity: ``debug``, ``info``, ``warning`` or ``error``.
+            job: the id of the job it is about, if any.
+
+        Returns the notice's number on this host. ``paglets-user-info list``
+        and ``follow`` show it, across the mesh.
+        """
+        ...
+
+    def stream(self, name: str, *, job: str | None = None) -> NoticeStream:
+        """A text stream called ``name``: ``write`` appends lines the person can follow."""
         ...
 
 

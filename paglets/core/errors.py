@@ -11,7 +11,8 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── ClassNotAllowedError (PermissionError)  module outside the allow-list (403)
      │    ├── ClassNotFoundError (ImportError)    class path not importable on that host
      │    │    └── CodeNotFoundError              a by-value class's code is not on that host (404)
-     │    └── CodeNotTrustedError (PermissionError)  that host does not run code by value (403)
+     │    ├── CodeNotTrustedError (PermissionError)  that host does not run code by value (403)
+     │    └── ChecksumMismatchError               upload bytes not of the sha256 declared (422)
      ├── AuthenticationError (PermissionError)    missing or wrong API key (401)
      ├── PagletNotFoundError (LookupError)        no such paglet on that host (404)
      │    └── PagletMovedError                    it moved; ``location`` says where
@@ -33,9 +34,11 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── ServiceUnavailableError             the hosts serving it are offline (503)
      │    └── UpdateError                         a step of a git auto-update failed
      ├── ServiceLeasedError                       another caller holds a lease on that service (409)
+     ├── ArtifactNotFoundError (LookupError)      no artifact of that name on that host (404)
      ├── TransferError                            a move did not happen; the paglet stayed
      │    └── TooManyTransfersError               the target takes no more at once (429)
      ├── StorageError (OSError)                   the host's disk or database failed (507)
+     │    └── QuotaExceededError                  the host's artifact quota is full (507)
      └── ProtocolError                            a malformed frame or wire record
           └── EnvelopeError                       a malformed or truncated movement envelope
 
@@ -295,6 +298,22 @@ class ProtocolError(PagletError):
 
 class EnvelopeError(ProtocolError):
     """A movement envelope that is malformed, truncated, of another version or of another class."""
+
+
+class ArtifactNotFoundError(PagletError, LookupError):
+    """No artifact of that name on the host asked (`paglets.artifacts`)."""
+
+    http_status = HTTPStatus.NOT_FOUND
+
+
+class ChecksumMismatchError(RequestError):
+    """An upload whose bytes do not have the sha256 its sender declared; nothing was kept."""
+
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+
+class QuotaExceededError(StorageError):
+    """An artifact that does not fit in the host's artifact quota now; nothing was kept."""
 
 
 def _all_error_classes() -> dict[str, type[PagletError]]:

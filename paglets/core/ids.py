@@ -32,6 +32,9 @@ class IdKind(enum.Enum):
     HOST = ("host name", 64)
     SERVICE = ("service name", 128)
     CODE = ("code hash", 64)  # a SHA-256 in hex; paglets.byvalue.refs checks the exact form
+    ARTIFACT = ("artifact name", 200)
+    JOB = ("job id", 200)
+    STREAM = ("stream name", 128)
 
     def __init__(self, word: str, limit: int) -> None:
         self.word = word

@@ -95,6 +95,7 @@ class LimitsSection:
     transfer_min_rate: int | None = None
     max_paglets: int | None = None
     max_child_memory: int | None = None
+    artifact_quota: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -231,6 +231,7 @@ SECTIONS: Final[Mapping[str, Mapping[str, _Key]]] = {
         "transfer_min_rate": _Key(_size(1, "1 byte"), 'transfer_min_rate = "64KiB"'),
         "max_paglets": _Key(_count, "max_paglets = 1000"),
         "max_child_memory": _Key(_size(1 << 20, "1MiB"), 'max_child_memory = "8GiB"'),
+        "artifact_quota": _Key(_size(0, "0 bytes"), 'artifact_quota = "1GiB"'),
     },
     "modules": {
         "allow": _Key(lambda v: _strings(v, _prefix), 'allow = ["myapp"]'),

@@ -11,6 +11,7 @@ from paglets.byvalue.pickling import class_reference
 from paglets.core.context import MeshHost
 from paglets.core.errors import ProtocolError, StorageError, TransferError
 from paglets.core.state import PagletState
+from paglets.userinfo.stream import NoticeStream
 from paglets.wire.services import ServiceClient
 from paglets.wire.state_json import state_to_json
 
@@ -186,6 +187,24 @@ class ChildContext:
     @property
     def files(self) -> Mapping[str, Path]:
         return MappingProxyType({f.name: f.path for f in self._runtime.mover.files.values()})
+
+    def notify(
+        self,
+        title: str,
+        message: str = "",
+        *,
+        severity: str = "info",
+        job: str | None = None,
+    ) -> int:
+        return int(
+            self._link.call("user.notify", title=title, message=message, severity=severity, job=job)
+        )
+
+    def stream(self, name: str, *, job: str | None = None) -> NoticeStream:
+        def send(lines: list[str]) -> None:
+            self._link.call("user.lines", stream=name, lines=lines, job=job)
+
+        return NoticeStream(name, send)
 
     def __repr__(self) -> str:
         return f"<ChildContext {self._agent_id} on {self._host_name}>"

@@ -53,18 +53,24 @@ from paglets.services.leases import Leases
 from paglets.services.replicas import Replicas
 from paglets.services.routes import add_routes, answer_service
 from paglets.wire.records import API_PREFIX
-from paglets.wire.services import SERVICE_CALL, ServiceInfo
+from paglets.wire.services import SERVICE_CALL, ServiceInfo, decode_request, encode_reply
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from aiohttp import web
 
     from paglets.calls import HostCalls
     from paglets.config import HostConfig
+    from paglets.core.contract import Contract
     from paglets.launch.model import ServiceEntry
     from paglets.mesh.service import MeshService
     from paglets.runtime.supervisor import Supervisor
     from paglets.services.routes import LeaseRequest
     from paglets.wire.mesh import HostRecord
+
+    BuiltinAnswer = Callable[[str, Any], Awaitable[Any]]
+    """How the host answers a built-in contract: ``await answer(op, request)``."""
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,7 @@ class ServiceRegistry:
             s.contract: s for s in config.services if s.runs_on(config.tags)
         }
         self._starting: dict[str, asyncio.Future[None]] = {}
+        self.builtins: dict[str, tuple[Contract, BuiltinAnswer]] = {}
         self.leases = Leases()
         for entry in self.entries.values():
             if entry.idle_after is not None:
@@ -105,6 +112,16 @@ class ServiceRegistry:
 
     def __repr__(self) -> str:
         return f"<ServiceRegistry {self.config.name} {sorted(self.entries)}>"
+
+    def serve_here(self, contract: Contract, answer: BuiltinAnswer) -> None:
+        """Answer ``contract`` in the host itself, on every host: ``await answer(op,
+        request)`` takes the decoded request dataclass and returns the reply's.
+
+        A built-in contract (``user-info.v1``, ``artifacts.v1``) has no paglet to
+        start and no launch-file entry; it is called like any other, and a call
+        naming another host goes to that host's own.
+        """
+        self.builtins[contract.name] = (contract, answer)
 
     def install(self, app: web.Application) -> None:
         """Add the ``/v1/services`` routes to the host's application."""
@@ -220,6 +237,11 @@ class ServiceRegistry:
             ServiceUnavailableError: the hosts that serve it are offline or unreachable.
             ServiceLeasedError: another caller holds a lease on it, or ``lease`` lapsed.
         """
+        builtin = self.builtins.get(contract)
+        if builtin is not None and (where is None or forwarded or self.calls.is_here(where)):
+            self.leases.check(contract, lease)
+            operation, decoded = decode_request(builtin[0], op, request)
+            return encode_reply(builtin[0], operation, await builtin[1](op, decoded))
         entry = self._served_here(contract, where, forwarded=forwarded)
         if entry is not None:
             self.leases.check(contract, lease)
@@ -326,7 +348,7 @@ class ServiceRegistry:
                 record = self.mesh.lookup(where)
             except HostNotFoundError as exc:
                 raise ServiceNotFoundError(f"service {contract}: {exc}") from None
-            if contract not in record.services:
+            if contract not in record.services and contract not in self.builtins:
                 raise ServiceNotFoundError(
                     f"host {record.name} does not advertise {contract} "
                     f"(it advertises: {', '.join(record.services) or 'none'})"

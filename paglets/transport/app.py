@@ -123,6 +123,7 @@ ROUTE_IDS: Final[dict[str, IdKind]] = {
     "transfer_id": IdKind.TRANSFER,
     "code_id": IdKind.CODE,
     "service": IdKind.SERVICE,
+    "artifact": IdKind.ARTIFACT,
 }
 """The kind of every identifier a route may take from its URL, by its name there."""
 

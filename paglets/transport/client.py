@@ -10,6 +10,7 @@ the host's JSON error becomes the matching `PagletError`, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -466,6 +467,52 @@ class AsyncHostClient:
             events, cursor = await self.events(cursor, 1000, wait=_RESULT_POLL)
             for event in events:
                 yield event
+
+    async def send_body(
+        self,
+        method: str,
+        path: str,
+        data: Any,
+        *,
+        params: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """One API call whose body is ``data`` as it is (bytes, a `FileBody`, an async
+        iterator of chunks: streamed, never read whole); returns the decoded JSON answer.
+
+        Raises:
+            HostUnavailableError: the host cannot be reached or dropped the connection;
+                PagletTimeoutError: no answer within ``timeout``; the host's error otherwise.
+        """
+        url = f"{self.url}{path}"
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._get_session().request(
+                    method, url, data=data, params=params
+                ) as resp:
+                    return _decode(resp.status, await resp.read(), url)
+        except TimeoutError:
+            raise PagletTimeoutError(f"{method} {url} got no answer within {timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise HostUnavailableError(f"cannot reach host {self.url}: {exc}") from None
+
+    @contextlib.asynccontextmanager
+    async def stream_body(
+        self, path: str, *, params: dict[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """``GET path`` whose answer the caller reads as a stream (a download).
+
+        Raises:
+            HostUnavailableError: the host cannot be reached; the host's error for a 4xx/5xx.
+        """
+        url = f"{self.url}{path}"
+        try:
+            async with self._get_session().get(url, params=params) as resp:
+                if resp.status >= 400:  # noqa: PLR2004
+                    _decode(resp.status, await resp.read(), url)
+                yield resp
+        except aiohttp.ClientError as exc:
+            raise HostUnavailableError(f"cannot reach host {self.url}: {exc}") from None
 
 
 def _decode(status: int, payload: bytes, url: str) -> Any:
