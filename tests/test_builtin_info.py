@@ -237,6 +237,8 @@ def _check_a_paglet_choosing(gamma: RunningHost) -> None:
         assert sorted(c["name"] for c in everyone) == names
         with pytest.raises(RequestError, match=r"limit must be an integer 1\.\.1000"):
             chooser.send("choose", {"limit": 0})
+        with pytest.raises(RequestError, match="tags must be a list of tags, not the string"):
+            chooser.send("choose", {"tags": "gpu"})
 
 
 def test_a_host_killed_or_stopped_shows_within_the_timeout(

@@ -116,6 +116,11 @@ def test_targets_meet_every_constraint_and_come_best_first() -> None:
     assert Target.from_dict(json.loads(json.dumps(best.to_dict()))) == best
 
 
+def test_a_string_of_tags_is_refused_not_split_into_letters() -> None:
+    with pytest.raises(RequestError, match="tags must be a list of tags, not 'gpu'"):
+        TargetQuery(tags="gpu")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("query", "error"),
     [

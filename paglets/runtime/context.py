@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from paglets.byvalue.pickling import class_reference
 from paglets.core.context import MeshHost
-from paglets.core.errors import ProtocolError, StorageError, TransferError
+from paglets.core.errors import ProtocolError, RequestError, StorageError, TransferError
 from paglets.core.state import PagletState
 from paglets.wire.services import ServiceClient
 from paglets.wire.state_json import state_to_json
@@ -116,6 +116,8 @@ class ChildContext:
         tags: Iterable[str] = (),
         limit: int = DEFAULT_LIMIT,
     ) -> list[Target]:
+        if isinstance(tags, str):
+            raise RequestError(f"tags must be a list of tags, not the string {tags!r:.40}")
         query = TargetQuery(max_load_per_cpu, min_free_memory, min_free_disk, tuple(tags), limit)
         rows = self._link.call("mesh.targets", **query.to_dict())
         if not isinstance(rows, list):

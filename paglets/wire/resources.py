@@ -74,32 +74,31 @@ class HostResources:
         if not isinstance(data, dict) or data.keys() != _BOUNDS.keys():
             raise ProtocolError(f"{what} must be an object of exactly {sorted(_BOUNDS)}")
         values: dict[str, Any] = {}
-        for key, (kind, high) in _BOUNDS.items():
+        for key, (integer, high) in _BOUNDS.items():
             value = data[key]
-            if isinstance(value, bool) or not isinstance(value, kind):
-                word = "an integer" if kind is int else "a number"
+            kinds = int if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kinds):
+                word = "an integer" if integer else "a number"
                 raise ProtocolError(f"{what} field {key!r} must be {word}, not {value!r:.40}")
             if not (math.isfinite(value) and 0 <= value <= high):
                 raise ProtocolError(f"{what} field {key!r} is {value!r:.40}; expected 0..{high:g}")
-            values[key] = float(value) if kind is not int else value
+            values[key] = value if integer else float(value)
         if values["cpu_count"] < 1:
             raise ProtocolError(f"{what} field 'cpu_count' must be at least 1")
         return cls(**values)
 
 
-_INT: Final = int
-_NUMBER: Final = (int, float)
-_BOUNDS: Final[dict[str, tuple[Any, float]]] = {
-    "cpu_count": (_INT, MAX_CPUS),
-    "load_1": (_NUMBER, MAX_LOAD),
-    "load_5": (_NUMBER, MAX_LOAD),
-    "load_15": (_NUMBER, MAX_LOAD),
-    "memory_total": (_INT, MAX_BYTES),
-    "memory_available": (_INT, MAX_BYTES),
-    "swap_total": (_INT, MAX_BYTES),
-    "swap_used": (_INT, MAX_BYTES),
-    "disk_total": (_INT, MAX_BYTES),
-    "disk_free": (_INT, MAX_BYTES),
-    "paglets_active": (_INT, MAX_PAGLETS),
-    "paglets_inactive": (_INT, MAX_PAGLETS),
+_BOUNDS: Final[dict[str, tuple[bool, float]]] = {  # field: (an integer?, its largest value)
+    "cpu_count": (True, MAX_CPUS),
+    "load_1": (False, MAX_LOAD),
+    "load_5": (False, MAX_LOAD),
+    "load_15": (False, MAX_LOAD),
+    "memory_total": (True, MAX_BYTES),
+    "memory_available": (True, MAX_BYTES),
+    "swap_total": (True, MAX_BYTES),
+    "swap_used": (True, MAX_BYTES),
+    "disk_total": (True, MAX_BYTES),
+    "disk_free": (True, MAX_BYTES),
+    "paglets_active": (True, MAX_PAGLETS),
+    "paglets_inactive": (True, MAX_PAGLETS),
 }

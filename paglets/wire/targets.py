@@ -69,6 +69,9 @@ class TargetQuery:
                 raise RequestError(f"{name} must be a number of bytes 0..2**62, not {size!r:.40}")
         if not _is_int_in(self.limit, 1, MAX_LIMIT):
             raise RequestError(f"limit must be an integer 1..{MAX_LIMIT}, not {self.limit!r:.40}")
+        tags: object = self.tags  # from a caller's hands: not always the tuple it should be
+        if not isinstance(tags, tuple):
+            raise RequestError(f"tags must be a list of tags, not {tags!r:.40}")
         if len(self.tags) > MAX_QUERY_TAGS or not all(
             isinstance(t, str) and 0 < len(t) <= _TAG_LENGTH for t in self.tags
         ):
