@@ -9,6 +9,7 @@ decoded, and the target selection on real records.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -21,7 +22,8 @@ import psutil
 import pytest
 
 from paglets import HostClient
-from paglets.builtins.serverinfo import SERVER_INFO, LoadRequest, PsRequest
+from paglets.builtins.serverinfo import SERVER_INFO, LoadRequest, PsRequest, SummaryRequest
+from paglets.cli.sysinfo import gather
 from paglets.core.errors import RequestError
 from paglets.launch.files import bundled_text
 from paglets.launch.parse import parse_launch
@@ -36,7 +38,6 @@ if TYPE_CHECKING:
 
 SYSINFO = command("paglets-sysinfo", "paglets.cli.sysinfo")
 MESH_INFO = command("paglets-mesh-info", "paglets.cli.meshinfo")
-FAST = ("--gossip-interval", "0.1", "--offline-after", "1.5")
 SHM = Path("/dev/shm")
 
 
@@ -57,12 +58,15 @@ def _json(argv: list[str], url: str) -> Any:
     return json.loads(result.stdout)
 
 
-def _mesh(start_host: Callable[..., RunningHost], *extra: str) -> list[RunningHost]:
+def _mesh(
+    start_host: Callable[..., RunningHost], *extra: str, offline_after: str = "1.5"
+) -> list[RunningHost]:
     """alpha, beta (tagged gpu) and gamma, met, each with resources in alpha's table."""
     env = host_env(env_without_key())
-    alpha = start_host(*FAST, name="alpha", env=env)
-    beta = start_host(*FAST, "--peer", alpha.url, "--tag", "gpu", name="beta", env=env)
-    gamma = start_host(*FAST, "--peer", alpha.url, *extra, name="gamma", env=env)
+    fast = ("--gossip-interval", "0.1", "--offline-after", offline_after)
+    alpha = start_host(*fast, name="alpha", env=env)
+    beta = start_host(*fast, "--peer", alpha.url, "--tag", "gpu", name="beta", env=env)
+    gamma = start_host(*fast, "--peer", alpha.url, *extra, name="gamma", env=env)
     with HostClient(alpha.url) as client:
         deadline = time.monotonic() + 30
         while not (
@@ -244,13 +248,26 @@ def _check_a_paglet_choosing(gamma: RunningHost) -> None:
 def test_a_host_killed_or_stopped_shows_within_the_timeout(
     start_host: Callable[..., RunningHost],
 ) -> None:
-    alpha, beta, gamma = _mesh(start_host)
+    alpha, beta, gamma = _mesh(start_host, offline_after="6")
     warm = _json([*SYSINFO, "summary", "--json"], alpha.url)  # every service started
     assert [a["status"] for a in warm] == ["ok", "ok", "ok"]
-    beta.process.kill()
-    beta.process.wait()
+    os.kill(beta.process.pid, signal.SIGSTOP)
     os.kill(gamma.process.pid, signal.SIGSTOP)
     try:
+        # two silent hosts are waited for at once, each within the timeout
+        started = time.monotonic()
+        both = asyncio.run(gather(alpha.url, "summary", SummaryRequest(), timeout=1.5))
+        took = time.monotonic() - started
+        assert sorted((a.host, a.status) for a in both) == [
+            ("alpha", "ok"),
+            ("beta", "timeout"),
+            ("gamma", "timeout"),
+        ]
+        assert both[1].error == "no answer within 1.5 s"
+        assert took < 2.6, f"one after the other, not at once: {took:.1f} s"
+        os.kill(beta.process.pid, signal.SIGCONT)
+        beta.process.kill()
+        beta.process.wait()
         started = time.monotonic()
         result = _run([*SYSINFO, "summary", "--json", "--timeout", "2"], alpha.url)
         took = time.monotonic() - started
@@ -263,7 +280,7 @@ def test_a_host_killed_or_stopped_shows_within_the_timeout(
         assert answers["gamma"]["reply"] is None
         assert took < 2 + 8, f"the stopped host held the table up: {took:.1f} s"
         # once the mesh sees them silent, both are offline at once, with how long
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while True:
             later = _json([*SYSINFO, "summary", "--json", "--timeout", "2"], alpha.url)
             if [a["status"] for a in later] == ["ok", "offline", "offline"]:
