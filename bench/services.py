@@ -15,23 +15,32 @@ lazy). Prints a Markdown table on stdout (progress on stderr):
   (target: at most 1.2x); and against the same message sent over HTTP;
 - (b) the first call to a lazy service on a fresh host against
   create→first reply of a ``Counter`` on another fresh host, alternating
-  (target: at most 1.5x).
+  (target: at most 1.5x);
+- (c) ``paglets-sysinfo summary --json`` across three hosts started with the
+  bundled launch file (server-info on each): the wall time of the command as a
+  user runs it, its services already started (target: at most 500 ms), and the
+  first run, which starts them; and the parallel gathering alone, in-process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from durability import LEFTOVERS, host
 from foundation import FIGURE_HEAD, Series, Table, latency, machine
 
 from examples.greeter import GREETER, GreetRequest
 from paglets import AsyncHostClient
+from paglets.builtins.serverinfo import SummaryRequest
+from paglets.cli.sysinfo import gather
+from paglets.launch.files import bundled_text
 
 COUNTER = "examples.counter:Counter"
 LAUNCH = """\
@@ -42,6 +51,8 @@ contract = "greeter.v1"
 """
 TARGET_CALL_RATIO = 1.2
 TARGET_FIRST_RATIO = 1.5
+TARGET_SUMMARY = 0.5  # seconds
+FAST_MESH = ("--gossip-interval", "0.2", "--offline-after", "2")
 
 
 def _log(message: str) -> None:
@@ -122,6 +133,76 @@ async def first_calls(workdir: Path, table: Table, rounds: int) -> None:
     )
 
 
+async def _command(module: str, *args: str) -> tuple[float, Any]:
+    """One console command as a user runs it (``python -m``): its wall time and JSON."""
+    argv = [sys.executable, "-m", module, *args]
+    start = time.perf_counter()
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    took = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed: {err.decode()}")
+    return took, json.loads(out)
+
+
+async def _sysinfo(url: str) -> float:
+    """One ``paglets-sysinfo summary --json``; its wall time, once every host answered."""
+    took, answers = await _command("paglets.cli.sysinfo", "summary", "--json", "--url", url)
+    statuses = [a["status"] for a in answers]
+    if statuses != ["ok"] * 3:
+        raise RuntimeError(f"paglets-sysinfo summary: {answers}")
+    return took
+
+
+async def summary(workdir: Path, table: Table, runs: int) -> None:
+    """(c) ``paglets-sysinfo summary --json`` across three hosts."""
+    config = workdir / "bundled.toml"
+    config.write_text(bundled_text())
+    flags = ("--config", str(config), *FAST_MESH)
+    async with host(workdir, "alpha", workdir / "state-mesh", *flags) as a:
+        peer = ("--peer", a.url)
+        async with (
+            host(workdir, "beta", workdir / "state-mesh", *flags, *peer),
+            host(workdir, "gamma", workdir / "state-mesh", *flags, *peer),
+            AsyncHostClient(a.url) as client,
+        ):
+            for _ in range(600):
+                if len(await client.hosts(online=True)) == 3:
+                    break
+                await asyncio.sleep(0.05)
+            first = await _sysinfo(a.url)
+            warm: list[float] = []
+            mesh: list[float] = []  # the same start (interpreter, click, aiohttp), one request
+            for _ in range(runs):
+                warm.append(await _sysinfo(a.url))
+                mesh.append(
+                    (await _command("paglets.cli.mesh", "hosts", "--json", "--url", a.url))[0]
+                )
+            inproc = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                await gather(a.url, "summary", SummaryRequest(), timeout=2.0)
+                inproc.append(time.perf_counter() - start)
+    w, m = Series(tuple(warm)), Series(tuple(mesh))
+    table.add(
+        "(c)",
+        "paglets-sysinfo summary --json, 3 hosts, services started (median / p90)",
+        w.ms(0),
+        baseline=f"paglets-mesh hosts --json {m.ms(0)}",
+        ratio=w.median / m.median,
+        target=f"<= {TARGET_SUMMARY * 1000:.0f} ms",
+        met=w.median <= TARGET_SUMMARY,
+    )
+    table.add("(c)", "the first run, which starts the three services", f"{first * 1000:.0f} ms")
+    table.add(
+        "(c)",
+        "the same gathering in-process (no interpreter start)",
+        Series(tuple(inproc)).ms(0),
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="reduced counts: a smoke test")
@@ -135,6 +216,8 @@ async def main() -> None:
         await calls(workdir, table, blocks, per_block)
         _log("(b) first call to a lazy service against create→first reply")
         await first_calls(workdir, table, rounds)
+        _log("(c) paglets-sysinfo summary across three hosts")
+        await summary(workdir, table, rounds * 2)
     print(table.markdown())
     print(f"\n{machine()}")
     if LEFTOVERS.pids:

@@ -202,4 +202,6 @@ class PerfTest(Paglet[PerfTestState]):
         parent = self.context.proxy(self.state.parent, self.state.parent_host)
         parent.send("report", report=asdict(report))
         self.dispose()
+
+
 # --8<-- [end:walk]

@@ -23,6 +23,7 @@ from paglets.core.errors import (
 from paglets.core.ids import IdKind, check_id
 from paglets.runtime.delivery import SendMode
 from paglets.wire.services import check_kind
+from paglets.wire.targets import TargetQuery
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -45,6 +46,7 @@ class HostCalls:
         self._clients: dict[str, AsyncHostClient] = {}
         self._methods: dict[str, Callable[[str, dict[str, Any]], Awaitable[Any]]] = {
             "mesh.hosts": self.mesh_hosts,
+            "mesh.targets": self.mesh_targets,
             "paglet.send": self.send,
             "paglet.create": self.create,
         }
@@ -132,6 +134,10 @@ class HostCalls:
             row["movable"] = movable
             rows.append(row)
         return rows
+
+    async def mesh_targets(self, _agent_id: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """``self.context.targets(...)``: the hosts that meet the query, best first."""
+        return [t.to_dict() for t in self.mesh.targets(TargetQuery.from_dict(args))]
 
     def is_here(self, host: str | None) -> bool:
         """Whether ``host`` (a name, a URL or None) names this host."""

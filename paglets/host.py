@@ -36,6 +36,7 @@ from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
 from paglets.durability.service import DurabilityService
 from paglets.launch.startup import start_paglets
+from paglets.mesh.resources import ResourceSampler
 from paglets.mesh.service import MeshService
 from paglets.monitors import Monitors
 from paglets.movement.service import TransferService
@@ -121,7 +122,11 @@ class Host:
             cfg.home / "code", cfg.name, trusted=cfg.trust_code_by_value, fsync=cfg.transfer_fsync
         )
         self.mesh = MeshService(
-            cfg, self.events, lambda: len(self.supervisor.list()), self._set_url
+            cfg,
+            self.events,
+            lambda: len(self.supervisor.list()),
+            self._set_url,
+            ResourceSampler(cfg.home / "work", self.supervisor.paglet_counts),
         )
         self.calls = HostCalls(cfg, self.supervisor, self.mesh)
         self.supervisor.call_handler = self.calls

@@ -32,6 +32,8 @@ SCRIPTS = {
     "paglets-perf-test": "paglets.cli.perftest",
     "paglets-user-info": "paglets.cli.userinfo",
     "paglets-artifacts": "paglets.cli.artifacts",
+    "paglets-sysinfo": "paglets.cli.sysinfo",
+    "paglets-mesh-info": "paglets.cli.meshinfo",
 }
 MESH_CMD = command("paglets-mesh", "paglets.cli.mesh")
 HELP_BOUND = 1.0  # seconds, loose for a loaded CI machine; the aim is well under 0.2 s

@@ -3,6 +3,7 @@ that name the file, the line and the fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -61,11 +62,18 @@ def test_the_docs_example_parses_to_typed_values() -> None:
     }
 
 
-def test_the_bundled_default_sets_nothing(tmp_path: Path) -> None:
+def _but_builtins(config: LaunchConfig) -> LaunchConfig:
+    """``config`` without the built-in services every default declares."""
+    assert config.services, "the default declares the built-in services"
+    assert all(s.class_path.startswith("paglets.builtins.") for s in config.services)
+    return dataclasses.replace(config, services=())
+
+
+def test_the_bundled_default_sets_nothing_but_the_builtin_services(tmp_path: Path) -> None:
     path = tmp_path / "launch.toml"
     assert bundled_text() == (ROOT / "launch.toml").read_text()
     path.write_text(bundled_text())
-    assert load_launch(path) == LaunchConfig(path=path)
+    assert _but_builtins(load_launch(path)) == LaunchConfig(path=path)
 
 
 def test_first_load_copies_the_default_and_later_ones_read_the_copy(
@@ -74,7 +82,7 @@ def test_first_load_copies_the_default_and_later_ones_read_the_copy(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     path = tmp_path / "config" / "paglets" / "launch.toml"
     assert user_config_path() == path
-    assert load_launch() == LaunchConfig(path=path)
+    assert _but_builtins(load_launch()) == LaunchConfig(path=path)
     assert path.read_text() == bundled_text()
     path.write_text('[host]\ntags = ["mine"]\n')
     assert load_launch().host.tags == ("mine",), "the user's file is read, never replaced"

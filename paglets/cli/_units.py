@@ -31,3 +31,13 @@ class ByteSize(_SizeType):
 
 
 BYTES: Final = ByteSize()
+
+
+def format_bytes(size: float) -> str:
+    """``size`` bytes for a table cell, in binary units: ``512 B``, ``1.5 KiB``, ``24.0 GiB``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":  # noqa: PLR2004
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError  # pragma: no cover - the loop returns

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from paglets.core.movement import TransferTicket
     from paglets.core.state import PagletState
     from paglets.userinfo.stream import NoticeStream
+    from paglets.wire.targets import Target
 
 
 class PagletContext(Protocol):
@@ -80,6 +81,27 @@ class PagletContext(Protocol):
         ``self.context.service(ECHO).echo(EchoRequest("hi"))`` blocks until the
         reply dataclass is back. ``where`` (a host name or URL) picks the host;
         else this host's service, or an online host's that advertises it.
+        """
+        ...
+
+    def targets(
+        self,
+        *,
+        max_load_per_cpu: float | None = None,
+        min_free_memory: int | None = None,
+        min_free_disk: int | None = None,
+        tags: Iterable[str] = (),
+        limit: int = 16,
+    ) -> list[Target]:
+        """The online hosts that meet every constraint, the best first.
+
+        From the host's gossiped snapshot of every host (docs/builtin-services.md):
+        ranked by 1-minute load per CPU, then available memory. Sizes are bytes.
+        Each `paglets.wire.targets.Target` has the host's ``name`` (for
+        ``move_to``) and its ``resources``.
+
+        Raises:
+            RequestError: a constraint out of range.
         """
         ...
 

@@ -346,6 +346,10 @@ class PeerTable:
         goodbye included. A forged heartbeat therefore never becomes the stored
         version, and a host's signature is checked about twice per ``offline_after``
         instead of once per round.
+
+        ``resources`` (`paglets.wire.resources.HostResources`) is left out of the
+        comparison on purpose: it changes nearly every beat, and a snapshot up to
+        ``offline_after / 2`` seconds old is fresh enough to place work by.
         """
         known = entry.record
         if not record.online or self._clock() - entry.checked >= self.offline_after / 2:

@@ -5,6 +5,7 @@ GET      ``/v1/mesh/hosts``      every host known: ``{"hosts": [HostRecord]}``
 POST     ``/v1/mesh/gossip``     merge a peer's table, answer with ours
 POST     ``/v1/mesh/hello``      prove this host holds the mesh key (no key sent)
 GET      ``/v1/mesh/resolve``    ``?target=NAME_OR_URL`` → ``{"url", "host"}``
+GET      ``/v1/mesh/targets``    hosts that meet constraints, best first
 =======  ======================  ============================================
 
 ``/v1/mesh/hello`` is the one route besides ``/health`` served without the key
@@ -22,6 +23,7 @@ from paglets.mesh.gossip import GOSSIP_MAX_BYTES, GOSSIP_PATH, gossip_body, pars
 from paglets.mesh.hello import HELLO_MAX_BYTES, HELLO_PATH, Hello
 from paglets.transport.body import json_response, read_json
 from paglets.wire.records import API_PREFIX
+from paglets.wire.targets import TargetQuery
 
 if TYPE_CHECKING:
     from paglets.mesh.service import MeshService
@@ -84,6 +86,20 @@ async def resolve(request: web.Request) -> web.Response:
     return json_response({"url": url, "host": host})
 
 
+async def targets(request: web.Request) -> web.Response:
+    """``GET /v1/mesh/targets?max_load_per_cpu=&min_free_memory=&min_free_disk=&tag=&limit=``.
+
+    The online hosts whose gossiped resources meet every constraint, ranked
+    (`paglets.wire.targets`): ``{"targets": [Target]}``. Sizes are bytes; ``tag``
+    repeats. A bad or unknown parameter is a 400 naming it. With the host's key
+    (or on a host without one): the list; without it: 401. A paglet asks
+    through ``self.context.targets(...)``.
+    """
+    mesh = request.app[MESH]
+    query = TargetQuery.from_query(request.query, request.query.getall("tag", []))
+    return json_response({"targets": [t.to_dict() for t in mesh.targets(query)]})
+
+
 def add_routes(app: web.Application, mesh: MeshService) -> None:
     """Register the mesh routes on ``app`` (before it starts)."""
     app[MESH] = mesh
@@ -91,3 +107,4 @@ def add_routes(app: web.Application, mesh: MeshService) -> None:
     app.router.add_post(GOSSIP_PATH, gossip)
     app.router.add_post(HELLO_PATH, hello)
     app.router.add_get(f"{API_PREFIX}/mesh/resolve", resolve)
+    app.router.add_get(f"{API_PREFIX}/mesh/targets", targets)

@@ -42,6 +42,7 @@ from paglets.mesh.peers import Change, MergeResult, PeerTable
 from paglets.mesh.routes import add_routes
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import PROTOCOL_VERSION
+from paglets.wire.targets import select
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -53,6 +54,8 @@ if TYPE_CHECKING:
     from paglets.mesh.hello import Hello, HelloReply
     from paglets.persistence.events import EventLog
     from paglets.transport.guard import ConnectionGuard
+    from paglets.wire.resources import HostResources
+    from paglets.wire.targets import Target, TargetQuery
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,8 @@ class MeshService:
         events: the host's event log.
         paglet_count: how many paglets the host holds now.
         on_url: called with the host's new local URL after a rebind.
+        resources: this host's resources now (`paglets.mesh.resources.ResourceSampler`),
+            published in its record at every beat; ``None``: none published.
     """
 
     def __init__(
@@ -84,11 +89,13 @@ class MeshService:
         events: EventLog,
         paglet_count: Callable[[], int],
         on_url: Callable[[str], None],
+        resources: Callable[[], HostResources | None] = lambda: None,
     ) -> None:
         self.config = config
         self.events = events
         self._paglet_count = paglet_count
         self._on_url = on_url
+        self._resources = resources
         me = HostRecord(
             name=config.name,
             url="",
@@ -215,6 +222,10 @@ class MeshService:
             and (mesh_version is None or h.mesh_version == mesh_version)
         ]
 
+    def targets(self, query: TargetQuery) -> list[Target]:
+        """The online hosts that meet ``query``, best first (`paglets.wire.targets`)."""
+        return select(self._fresh_table().hosts(), query)
+
     def lookup(self, name_or_url: str) -> HostRecord:
         """The host of that name or URL.
 
@@ -320,7 +331,9 @@ class MeshService:
         return self._fresh_table().hosts()
 
     def _fresh_table(self) -> PeerTable:
-        self.table.set_me(self.table.me.replace(paglets=self._paglet_count()))
+        self.table.set_me(
+            self.table.me.replace(paglets=self._paglet_count(), resources=self._resources())
+        )
         self._report(self.table.sweep())
         return self.table
 
@@ -392,7 +405,7 @@ class MeshService:
         await self._ready.wait()
 
         def beat() -> None:
-            self.table.beat(paglets=self._paglet_count())
+            self.table.beat(paglets=self._paglet_count(), resources=self._resources())
             self._report(self.table.sweep())
 
         await gossiper.run(beat)

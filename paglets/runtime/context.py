@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 from paglets.byvalue.pickling import class_reference
 from paglets.core.context import MeshHost
-from paglets.core.errors import ProtocolError, StorageError, TransferError
+from paglets.core.errors import ProtocolError, RequestError, StorageError, TransferError
 from paglets.core.state import PagletState
 from paglets.userinfo.stream import NoticeStream
 from paglets.wire.services import ServiceClient
 from paglets.wire.state_json import state_to_json
+from paglets.wire.targets import DEFAULT_LIMIT, Target, TargetQuery
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -106,6 +107,23 @@ class ChildContext:
             return self._link.call("service.call", contract=name, route=route, body=body)
 
         return ServiceClient(contract, invoke, where, timeout)
+
+    def targets(
+        self,
+        *,
+        max_load_per_cpu: float | None = None,
+        min_free_memory: int | None = None,
+        min_free_disk: int | None = None,
+        tags: Iterable[str] = (),
+        limit: int = DEFAULT_LIMIT,
+    ) -> list[Target]:
+        if isinstance(tags, str):
+            raise RequestError(f"tags must be a list of tags, not the string {tags!r:.40}")
+        query = TargetQuery(max_load_per_cpu, min_free_memory, min_free_disk, tuple(tags), limit)
+        rows = self._link.call("mesh.targets", **query.to_dict())
+        if not isinstance(rows, list):
+            raise ProtocolError("the host answered mesh.targets with no list")
+        return [Target.from_dict(row) for row in rows]
 
     def proxy(self, agent_id: str, host: str | None = None) -> ChildProxy:
         return ChildProxy(self._link, agent_id, host)

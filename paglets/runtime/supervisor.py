@@ -494,6 +494,12 @@ class Supervisor:
         """Paglets with a process here, or getting one (see `paglets.runtime.admission`)."""
         return sum(1 for r in self._agents.values() if r.status in LIVE)
 
+    def paglet_counts(self) -> tuple[int, int]:
+        """``(active, inactive)``: paglets with a process (or getting one), and kept on disk."""
+        records = self._agents.values()
+        inactive = sum(1 for r in records if r.status is PagletStatus.INACTIVE)
+        return sum(1 for r in records if r.status in LIVE), inactive
+
     def admit(self, what: str) -> None:
         """Refuse to start ``what`` when the host is full.
 

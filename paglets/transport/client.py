@@ -41,6 +41,7 @@ from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
 from paglets.wire.services import AsyncServiceClient, ServiceInfo
 from paglets.wire.state_json import state_to_json
+from paglets.wire.targets import Target, TargetQuery
 
 if TYPE_CHECKING:
     import builtins
@@ -208,10 +209,13 @@ class AsyncHostClient:
         path: str,
         body: Any = None,
         *,
-        params: dict[str, str] | None = None,
+        params: dict[str, str] | builtins.list[tuple[str, str]] | None = None,
         timeout: float | None = None,
     ) -> Any:
-        """One API call; returns the decoded JSON body or raises the host's error."""
+        """One API call; returns the decoded JSON body or raises the host's error.
+
+        ``params``: the query, as a dict or as pairs (a key may repeat).
+        """
         session = self._get_session()
         data = _dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else None
@@ -309,6 +313,14 @@ class AsyncHostClient:
             "GET", f"{API_PREFIX}/mesh/resolve", params={"target": name_or_url}
         )
         return str(data["url"])
+
+    async def targets(self, query: TargetQuery | None = None) -> builtins.list[Target]:
+        """The online hosts that meet ``query``, best first (`paglets.wire.targets`)."""
+        query = query or TargetQuery()
+        params = {k: str(v) for k, v in query.to_dict().items() if v is not None and k != "tags"}
+        items: builtins.list[tuple[str, str]] = [*params.items(), *(("tag", t) for t in query.tags)]
+        data = await self.request("GET", f"{API_PREFIX}/mesh/targets", params=items)
+        return [Target.from_dict(item) for item in data["targets"]]
 
     async def at(self, name_or_url: str) -> AsyncHostClient:
         """A client for another host of the mesh, by name or URL, with the same key and TLS.

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from paglets.wire.mesh import HostRecord
     from paglets.wire.records import HostInfo, PagletInfo
     from paglets.wire.services import ServiceInfo
+    from paglets.wire.targets import Target, TargetQuery
 
 T = TypeVar("T")
 
@@ -135,6 +136,10 @@ class HostClient:
     def resolve(self, name_or_url: str) -> str:
         """The URL of the host of that name in this host's mesh (a URL is returned as is)."""
         return self._run(self.aio.resolve(name_or_url))
+
+    def targets(self, query: TargetQuery | None = None) -> builtins.list[Target]:
+        """The online hosts that meet ``query``, best first (`paglets.wire.targets`)."""
+        return self._run(self.aio.targets(query))
 
     def at(self, name_or_url: str) -> HostClient:
         """A client for another host of the mesh, by name or URL, with the same key and TLS."""

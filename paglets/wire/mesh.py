@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from paglets.core.contract import is_contract_name
 from paglets.core.errors import ProtocolError, RequestError
 from paglets.core.ids import IdKind, check_id
+from paglets.wire.resources import HostResources
 
 MESH_SERVICE_TYPE = "_paglets._tcp.local."
 
@@ -242,6 +243,10 @@ class HostRecord:
         services: the contracts of the resident services it serves (advertised
             before they run; docs/services.md). Left out of the JSON form when
             empty, as ``update`` is.
+        resources: what it has to spare (CPUs, load, memory, work-dir disk,
+            paglet counts; `paglets.wire.resources.HostResources`), sampled
+            every few seconds; ``None`` from a host that does not publish it.
+            Left out of the JSON form when ``None``.
     """
 
     name: str
@@ -263,6 +268,7 @@ class HostRecord:
     signature: str | None = None
     update: UpdateStatus | None = None
     services: list[str] = field(default_factory=list)
+    resources: HostResources | None = None
 
     _CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
         "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
@@ -284,6 +290,7 @@ class HostRecord:
         "signature": (_b64_of(SIGNATURE_BYTES), "null or 64 bytes in base64"),
         "update": (lambda v: v is None or isinstance(v, dict), "null or an object"),
         "services": (_is_str_list, "a list of strings"),
+        "resources": (lambda v: v is None or isinstance(v, dict), "null or an object"),
     }
     _REQUIRED: ClassVar[frozenset[str]] = frozenset(
         {"name", "url", "mesh_version", "protocol_version", "version"}
@@ -320,6 +327,8 @@ class HostRecord:
             data["update"] = self.update.to_dict()
         if self.services:
             data["services"] = list(self.services)
+        if self.resources is not None:
+            data["resources"] = self.resources.to_dict()
         return data
 
     @classmethod
@@ -337,9 +346,15 @@ class HostRecord:
             check, word = cls._CHECKS[key]
             if not check(value):
                 raise ProtocolError(f"host record field {key!r} must be {word}, not {value!r:.80}")
-        update = data.get("update")
-        fields = {k: v for k, v in data.items() if k != "update"}
-        record = cls(**fields, update=None if update is None else UpdateStatus.from_dict(update))
+        update, resources = data.get("update"), data.get("resources")
+        fields = {k: v for k, v in data.items() if k not in ("update", "resources")}
+        record = cls(
+            **fields,
+            update=None if update is None else UpdateStatus.from_dict(update),
+            resources=None
+            if resources is None
+            else HostResources.from_dict(resources, "host record field 'resources'"),
+        )
         record._check_ranges()
         if "last_seen" in data:
             object.__setattr__(record, "last_seen", float(data["last_seen"]))
@@ -389,8 +404,8 @@ class HostRecord:
 
         Every field but ``online`` and ``last_seen`` (each relaying host
         rewrites those as it judges them) and the signature itself; ``update``
-        and ``services`` only when set, so a host without them signs what older
-        code signs.
+        ``services`` and ``resources`` only when set, so a host without them
+        signs what older code signs.
         """
         body = [
             self.name,
@@ -412,6 +427,8 @@ class HostRecord:
             body.append(self.update.to_dict())
         if self.services:
             body.append({"services": list(self.services)})
+        if self.resources is not None:
+            body.append({"resources": self.resources.to_dict()})
         return _SIGNED_PREFIX + _dumps(body).encode()
 
     def replace(self, **changes: Any) -> HostRecord:
