@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from paglets.core.errors import ConfigurationError
 from paglets.core.ids import IdKind, is_valid_id
+from paglets.launch.model import ComputeSection
 from paglets.runtime.privileges import ChildUser
 from paglets.runtime.records import SupervisorLimits
 
@@ -92,6 +93,8 @@ class HostConfig:
     startup: tuple[StartupPaglet, ...] = ()
     # Resident services advertised here (launch.toml [[services]], docs/services.md).
     services: tuple[ServiceEntry, ...] = ()
+    # What the compute-slot scheduler hands out (launch.toml [compute]).
+    compute: ComputeSection = field(default_factory=ComputeSection)
 
     def __post_init__(self) -> None:
         self._normalise()

@@ -3,6 +3,7 @@ that name the file, the line and the fix."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -61,11 +62,13 @@ def test_the_docs_example_parses_to_typed_values() -> None:
     }
 
 
-def test_the_bundled_default_sets_nothing(tmp_path: Path) -> None:
+def test_the_bundled_default_sets_nothing_but_the_built_in_services(tmp_path: Path) -> None:
     path = tmp_path / "launch.toml"
     assert bundled_text() == (ROOT / "launch.toml").read_text()
     path.write_text(bundled_text())
-    assert load_launch(path) == LaunchConfig(path=path)
+    launch = load_launch(path)
+    assert dataclasses.replace(launch, services=()) == LaunchConfig(path=path)
+    assert [s.contract for s in launch.services] == ["compute-slots.v1"]
 
 
 def test_first_load_copies_the_default_and_later_ones_read_the_copy(
@@ -74,7 +77,7 @@ def test_first_load_copies_the_default_and_later_ones_read_the_copy(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     path = tmp_path / "config" / "paglets" / "launch.toml"
     assert user_config_path() == path
-    assert load_launch() == LaunchConfig(path=path)
+    assert dataclasses.replace(load_launch(), services=()) == LaunchConfig(path=path)
     assert path.read_text() == bundled_text()
     path.write_text('[host]\ntags = ["mine"]\n')
     assert load_launch().host.tags == ("mine",), "the user's file is read, never replaced"
