@@ -287,3 +287,48 @@ def test_a_bad_compute_key_names_its_line(tmp_path: Path, line: str, error: str)
     path.write_text(f"[compute]\n{line}\n")
     with pytest.raises(ConfigurationError, match=error):
         parse_launch(path.read_text(), path)
+
+
+def test_a_job_moves_to_a_host_with_room_or_the_tags_it_needs_and_frees_its_slot(
+    start_host: Callable[..., RunningHost], tmp_path: Path
+) -> None:
+    fast = ("--gossip-interval", "0.1", "--offline-after", "2")
+    env = host_env(env_without_key())
+    ada = start_host("--config", str(launch(tmp_path, cores=1)), *fast, env=env, name="ada")
+    bob = start_host(
+        "--config",
+        str(launch(tmp_path, "big.toml")),
+        "--tag",
+        "big",
+        "--peer",
+        ada.url,
+        *fast,
+        env=env,
+        name="bob",
+    )
+    with HostClient(ada.url) as client, HostClient(bob.url) as other:
+        wait_for(lambda: len(client.hosts()) == 2 and all(h.online for h in client.hosts()), "mesh")
+        jobs = Jobs(client, tmp_path)
+        jobs.submit("local", cores=1)
+        jobs.wait_started("local")
+        queued = jobs.submit("queued", cores=1)
+        assert job_of(client, "queued").status == "PENDING", "on_busy = queue: it waits here"
+        moving = jobs.submit("moving", cores=1, on_busy="redirect")
+        jobs.wait_started("moving")
+        assert job_of(other, "moving").host == "bob"
+        tagged = jobs.submit("tagged", cores=1, required_tags=["big"])
+        jobs.wait_started("tagged")
+        assert job_of(other, "tagged").status == "RUNNING"
+        assert {p.agent_id for p in other.list()} >= {moving.agent_id, tagged.agent_id}
+
+        # a running job moved away (here by a client) frees its slot at once
+        local = job_of(client, "local")
+        client.proxy(local.agent_id).dispatch("bob")
+        jobs.wait_started("queued")
+        ended = next(
+            j
+            for j in client.service(COMPUTE_SLOTS).jobs(JobsRequest("history")).jobs
+            if j.name == "local"
+        )
+        assert ended.status == "KILLED"  # its process ended here (detail: how it exited)
+        del queued

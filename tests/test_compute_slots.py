@@ -6,6 +6,8 @@ import random
 
 import pytest
 
+from paglets.services.compute.contract import HostSlots
+from paglets.services.compute.placement import Candidate, choose
 from paglets.services.compute.slots import Job, JobStatus, Reason, Resources, SlotTable
 
 G = 1 << 30
@@ -149,3 +151,24 @@ def test_free_plus_allocated_is_total_after_every_step_of_a_random_run(seed: int
         if not table._gated():
             nxt = table._next(now)
             assert nxt is None or not nxt.request.fits_in(table.free)
+
+
+def slots(name: str, cores: int, free: int, load: float = 0.1) -> HostSlots:
+    return HostSlots(name, cores, 8 * G, 8 * G, free, 8 * G, 8 * G, load, 1.0, 0, 0)
+
+
+def test_placement_stays_queues_or_redirects_as_the_job_asks() -> None:
+    busy, idle = slots("ada", 4, 0), slots("bob", 8, 8)
+    hosts = [Candidate("ada", (), busy), Candidate("bob", ("big",), idle)]
+    ask = {"cores": 2, "ram": G, "tmp": 0}
+    assert choose("ada", hosts, **ask) is None, "queue: waits on its own host"
+    assert choose("ada", hosts, **ask, on_busy="redirect") == "bob"
+    assert choose("ada", hosts, **ask, required=["big"]) == "bob", "only bob has the tag"
+    assert choose("bob", hosts, **ask, required=["big"]) is None
+    assert choose("ada", hosts, cores=16, ram=G, tmp=0, on_busy="redirect") is None, "too big"
+    gated = [Candidate("ada", (), busy), Candidate("bob", (), slots("bob", 8, 8, load=3.0))]
+    assert choose("ada", gated, **ask, on_busy="redirect") is None, "no host can start it now"
+    idle_here = [Candidate("ada", (), slots("ada", 4, 4)), Candidate("bob", ("fast",), idle)]
+    assert choose("ada", idle_here, **ask, on_busy="redirect") is None
+    assert choose("ada", idle_here, **ask, on_busy="redirect", preferred=["fast"]) == "bob"
+    assert choose("ada", [Candidate("ada", (), None)], **ask, on_busy="redirect") is None

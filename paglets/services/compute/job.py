@@ -44,8 +44,10 @@ from paglets.services.compute.contract import (
     COMPUTE_SLOTS,
     FinishRequest,
     ProgressRequest,
+    StatusRequest,
     SubmitRequest,
 )
+from paglets.services.compute.placement import Candidate, choose
 from paglets.services.compute.service import GRANTED, OVER_MEMORY
 
 if TYPE_CHECKING:
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 
 THREAD_VARIABLES: Final = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 RESULT: Final = "compute.result"
+MAX_MOVES: Final = 3
+"""Moves to another host a job makes before it submits where it is."""
+ASK_TIMEOUT: Final = 3.0
 PROGRESS_EVERY: Final = 0.2
 """Seconds between two progress reports sent to the scheduler (the last always goes)."""
 
@@ -77,6 +82,10 @@ class ComputeJobState(PagletState):
     failure: str = ""
     cpus: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    required_tags: list[str] = field(default_factory=list)
+    preferred_tags: list[str] = field(default_factory=list)
+    on_busy: str = "queue"
+    moves: int = 0
 
 
 StateT = TypeVar("StateT", bound=ComputeJobState)
@@ -131,6 +140,15 @@ class ComputeJob(Paglet[StateT]):
         state = self.state
         if state.phase in ("done", "failed"):
             return
+        target = self._placement()
+        if target is not None:
+            state.moves += 1
+            try:
+                self.dispatch(target)
+            except PagletError as exc:
+                self.context.log.warning("could not move to %s, submitting here: %s", target, exc)
+            else:
+                return  # it runs on from `run` there
         slots = self.context.service(COMPUTE_SLOTS)
         try:
             reply = slots.submit(
@@ -165,6 +183,32 @@ class ComputeJob(Paglet[StateT]):
         with contextlib.suppress(PagletError):
             slots.finish(FinishRequest(state.job_id, phase.upper(), state.failure))
         state.phase = phase  # last: a caller who sees it done finds the slot free
+
+    def _placement(self) -> str | None:
+        """The host to move to before submitting (`paglets.services.compute.placement`)."""
+        state = self.state
+        if state.moves >= MAX_MOVES or not (state.required_tags or state.on_busy == "redirect"):
+            return None
+        candidates = []
+        for host in self.context.hosts(online=True):
+            if host.name != self.context.host_name and not host.movable:
+                continue
+            try:
+                client = self.context.service(COMPUTE_SLOTS, where=host.name, timeout=ASK_TIMEOUT)
+                slots = client.status(StatusRequest())
+            except PagletError:
+                slots = None
+            candidates.append(Candidate(host.name, host.tags, slots))
+        return choose(
+            self.context.host_name,
+            candidates,
+            cores=state.cores,
+            ram=state.ram,
+            tmp=state.tmp,
+            required=state.required_tags,
+            preferred=state.preferred_tags,
+            on_busy=state.on_busy,
+        )
 
     @staticmethod
     def _limit_threads(cores: int, cpus: list[int]) -> None:
