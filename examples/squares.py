@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from paglets.services.compute.job import ComputeJob, ComputeJobState
@@ -21,3 +22,19 @@ class Square(ComputeJob[SquareState]):
     def compute(self) -> dict[str, int | str]:
         self.progress(0.5, "squaring")
         return {"square": self.state.n * self.state.n, "threads": os.environ["OMP_NUM_THREADS"]}
+
+
+@dataclass
+class PauseState(ComputeJobState):
+    seconds: float = 1.0
+
+
+class Pause(ComputeJob[PauseState]):
+    """Holds its slot for ``state.seconds`` (at most a minute), doing nothing."""
+
+    State = PauseState
+
+    def compute(self) -> float:
+        seconds = min(60.0, max(0.0, self.state.seconds))
+        time.sleep(seconds)
+        return seconds

@@ -24,7 +24,10 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 HALF_LIFE: Final = 600.0
 """Seconds after which a submitter's past usage counts half in the queue order."""
@@ -222,19 +225,27 @@ class SlotTable:
 
     def order(self, now: float) -> list[Job]:
         """Pending jobs in the order they would start (ignoring group limits' skips)."""
-        heads = {name: list(s.queue) for name, s in self._submitters.items() if s.queue}
+        return list(self._ordered(now))
+
+    def _ordered(self, now: float) -> Iterator[Job]:
+        """`order`, lazily: each next job costs a look at each submitter's head."""
+        heads = {name: iter(s.queue) for name, s in self._submitters.items() if s.queue}
+        head = {name: next(it) for name, it in heads.items()}
         usage = {name: self._usage(name, now) for name in heads}
         served = {name: self._submitters[name].served for name in heads}
-        ordered: list[Job] = []
-        while heads:
-            name = min(heads, key=lambda n: (-heads[n][0].priority, usage[n], served[n], n))
-            job = heads[name].pop(0)
-            ordered.append(job)
+        turn = self._admissions
+        while head:
+            name = min(head, key=lambda n: (-head[n].priority, usage[n], served[n], n))
+            job = head[name]
+            yield job
+            turn += 1
             usage[name] += job.request.cores * 1e-9  # the next head of a tie goes after others
-            served[name] = self._admissions + len(ordered)
-            if not heads[name]:
-                del heads[name]
-        return ordered
+            served[name] = turn
+            following = next(heads[name], None)
+            if following is None:
+                del head[name]
+            else:
+                head[name] = following
 
     def why(self, job_id: str, now: float) -> Blocker | None:
         """Why the pending job ``job_id`` does not start now (None: it is not pending)."""
@@ -305,7 +316,7 @@ class SlotTable:
         )
 
     def _next(self, now: float) -> Job | None:
-        for job in self.order(now):
+        for job in self._ordered(now):
             if not self._group_full(job):
                 return job
         return None
