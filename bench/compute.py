@@ -34,7 +34,7 @@ from pathlib import Path
 from durability import LEFTOVERS, host
 from foundation import FIGURE_HEAD, Series, Table, machine
 
-from paglets import AsyncHostClient
+from paglets import AsyncHostClient, AsyncPagletProxy
 from paglets.services.compute.contract import COMPUTE_SLOTS, JobsRequest
 from paglets.services.compute.slots import Job, Resources, SlotTable
 
@@ -162,10 +162,12 @@ async def end_to_end(client: AsyncHostClient, table: Table, jobs: int) -> None:
         *(client.create(SQUARE, {"n": n, "cores": 1}) for n in range(jobs))
     )
 
-    async def finish(proxy: object) -> None:
-        while (await proxy.send("compute.result"))["phase"] not in ("done", "failed"):  # type: ignore[attr-defined]
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 - the job's result is asked for
-        await proxy.dispose()  # type: ignore[attr-defined]
+    async def finish(proxy: AsyncPagletProxy) -> None:
+        phase = ""
+        while phase not in ("done", "failed"):
+            phase = (await proxy.send("compute.result"))["phase"]
+            await asyncio.sleep(0.02)
+        await proxy.dispose()
 
     await asyncio.gather(*(finish(p) for p in proxies))
     took = time.perf_counter() - start
