@@ -86,6 +86,8 @@ class ComputeJobState(PagletState):
     preferred_tags: list[str] = field(default_factory=list)
     on_busy: str = "queue"
     moves: int = 0
+    collector: str = ""
+    collector_host: str = ""
 
 
 StateT = TypeVar("StateT", bound=ComputeJobState)
@@ -166,6 +168,7 @@ class ComputeJob(Paglet[StateT]):
             )
         except PagletError as exc:
             state.phase, state.failure = "failed", str(exc)
+            self._report()
             return
         state.job_id = reply.job_id
         if reply.status == "RUNNING":
@@ -183,6 +186,23 @@ class ComputeJob(Paglet[StateT]):
         with contextlib.suppress(PagletError):
             slots.finish(FinishRequest(state.job_id, phase.upper(), state.failure))
         state.phase = phase  # last: a caller who sees it done finds the slot free
+        self._report()
+
+    def _report(self) -> None:
+        """Send the result or failure to the group's collector, if the job has one."""
+        state = self.state
+        if not state.collector:
+            return
+        try:
+            self.context.proxy(state.collector, state.collector_host or None).send_oneway(
+                "group.result",
+                agent_id=self.context.agent_id,
+                phase=state.phase,
+                result=state.result,
+                failure=state.failure,
+            )
+        except PagletError as exc:
+            self.context.log.warning("could not report to collector %s: %s", state.collector, exc)
 
     def _placement(self) -> str | None:
         """The host to move to before submitting (`paglets.services.compute.placement`)."""
