@@ -180,6 +180,7 @@ class ComputeSlots(Service[ComputeSlotsState]):
             group_limit=request.group_limit,
             name=request.name,
         )
+        table.load_per_cpu = self._load()  # the gate as of now, not of the last sample
         started = table.submit(job, time.time())
         self._grant([j for j in started if j is not job])
         self._woken()
@@ -300,6 +301,7 @@ class ComputeSlots(Service[ComputeSlotsState]):
         if watched:
             with contextlib.suppress(PagletError):
                 self._host_call("compute.unwatch", agent_id=job.agent_id)
+        table.load_per_cpu = self._load()
         self._grant(table.release(job_id, time.time(), status, detail))
         return Ack(detail=f"job {job_id} {status.value.lower()}")
 
