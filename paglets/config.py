@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from paglets.core.errors import ConfigurationError
 from paglets.core.ids import IdKind, is_valid_id
+from paglets.launch.model import ComputeSection
 from paglets.runtime.privileges import ChildUser
 from paglets.runtime.records import SupervisorLimits
 
@@ -94,6 +95,8 @@ class HostConfig:
     services: tuple[ServiceEntry, ...] = ()
     # Bytes of artifacts kept (paglets.artifacts, docs/artifacts.md).
     artifact_quota: int = 1 << 30
+    # What the compute-slot scheduler hands out (launch.toml [compute]).
+    compute: ComputeSection = field(default_factory=ComputeSection)
 
     def __post_init__(self) -> None:
         self._normalise()

@@ -45,6 +45,7 @@ from paglets.runtime.privileges import protect_host
 from paglets.runtime.spawner import Spawner, SubprocessSpawner, WarmPool, ZygoteSpawner
 from paglets.runtime.supervisor import Supervisor
 from paglets.runtime.watchdog import watch
+from paglets.services.compute.hooks import ComputeHooks
 from paglets.services.registry import ServiceRegistry
 from paglets.transport.app import ApiContext, build_app
 from paglets.transport.guard import ConnectionGuard, ConnectionLimits
@@ -155,6 +156,7 @@ class Host:
         self.services = ServiceRegistry(cfg, self.supervisor, self.mesh, self.calls)
         self.user_info = UserInfoService(cfg, self.calls, self.services)
         self.artifacts = ArtifactService(cfg, self.calls, self.services)
+        self.compute = ComputeHooks(cfg, self.supervisor, self.calls, self.services)
 
     def _set_url(self, url: str) -> None:
         self._url = url
@@ -291,6 +293,7 @@ class Host:
         yield
         await self.services.close()
         await self.supervisor.close()
+        await self.compute.close()
         await self.calls.close()
 
     async def _watchdog_ctx(self, _app: web.Application) -> AsyncIterator[None]:

@@ -34,6 +34,9 @@ SCRIPTS = {
     "paglets-artifacts": "paglets.cli.artifacts",
     "paglets-sysinfo": "paglets.cli.sysinfo",
     "paglets-mesh-info": "paglets.cli.meshinfo",
+    "paglets-compute-slots": "paglets.cli.computeslots",
+    "paglets-compute-groups": "paglets.cli.computegroups",
+    "paglets-analysis-jobs": "paglets.cli.analysisjobs",
 }
 MESH_CMD = command("paglets-mesh", "paglets.cli.mesh")
 HELP_BOUND = 1.0  # seconds, loose for a loaded CI machine; the aim is well under 0.2 s

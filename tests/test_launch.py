@@ -64,8 +64,9 @@ def test_the_docs_example_parses_to_typed_values() -> None:
 
 def _but_builtins(config: LaunchConfig) -> LaunchConfig:
     """``config`` without the built-in services every default declares."""
-    assert config.services, "the default declares the built-in services"
-    assert all(s.class_path.startswith("paglets.builtins.") for s in config.services)
+    assert [s.contract for s in config.services] == ["server-info.v1", "compute-slots.v1"]
+    builtin = ("paglets.builtins.", "paglets.services.compute.")
+    assert all(s.class_path.startswith(builtin) for s in config.services)
     return dataclasses.replace(config, services=())
 
 

@@ -484,6 +484,7 @@ def command(  # click passes options by keyword
         startup=launch.paglets,
         services=launch.services,
         artifact_quota=artifact_quota,
+        compute=launch.compute,
     )
     if (git_remote or git_branch) and not git_auto_update:
         raise click.UsageError("--git-remote and --git-branch go with --git-auto-update")

@@ -12,7 +12,8 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── ClassNotFoundError (ImportError)    class path not importable on that host
      │    │    └── CodeNotFoundError              a by-value class's code is not on that host (404)
      │    ├── CodeNotTrustedError (PermissionError)  that host does not run code by value (403)
-     │    └── ChecksumMismatchError               upload bytes not of the sha256 declared (422)
+     │    ├── ChecksumMismatchError               upload bytes not of the sha256 declared (422)
+     │    └── InfeasibleError                     no host of the mesh could ever run that job (422)
      ├── AuthenticationError (PermissionError)    missing or wrong API key (401)
      ├── PagletNotFoundError (LookupError)        no such paglet on that host (404)
      │    └── PagletMovedError                    it moved; ``location`` says where
@@ -122,6 +123,12 @@ class CodeNotTrustedError(RequestError, PermissionError):
     """That host does not run classes shipped by value (``--trust-code-by-value`` is off)."""
 
     http_status = HTTPStatus.FORBIDDEN
+
+
+class InfeasibleError(RequestError):
+    """A compute job asks more than any host of the mesh has; the message names the largest."""
+
+    http_status = HTTPStatus.UNPROCESSABLE_ENTITY
 
 
 class AuthenticationError(PagletError, PermissionError):

@@ -107,6 +107,21 @@ class ModulesSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ComputeSection:
+    """``[compute]``: what the host's compute-slot scheduler hands out (docs/compute-slots.md).
+
+    ``None``: the default (every CPU, 3/4 of the memory, the free space of the
+    temp directory at start; a load gate of 1.0 per CPU).
+    """
+
+    cores: int | None = None
+    ram: int | None = None
+    tmp: int | None = None
+    max_load_per_cpu: float | None = None
+    max_queued: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LaunchConfig:
     """One launch file, parsed. ``path`` is where it was read from."""
 
@@ -116,6 +131,7 @@ class LaunchConfig:
     modules: ModulesSection = field(default_factory=ModulesSection)
     paglets: tuple[StartupPaglet, ...] = ()
     services: tuple[ServiceEntry, ...] = ()
+    compute: ComputeSection = field(default_factory=ComputeSection)
 
     def options(self) -> dict[str, Any]:
         """What the file sets, by ``paglets-host`` option name (as click's ``default_map``)."""

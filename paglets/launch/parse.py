@@ -23,6 +23,7 @@ from paglets.core.ids import IdKind, is_valid_id
 from paglets.launch.lines import KeyLines
 from paglets.launch.lines import Path as KeyPath
 from paglets.launch.model import (
+    ComputeSection,
     HostSection,
     LaunchConfig,
     LimitsSection,
@@ -204,6 +205,12 @@ def _bool(value: object) -> bool:
     return value
 
 
+def _load(value: object) -> float:
+    if not _is_number(value) or not 0 < value < math.inf:  # type: ignore[operator]
+        raise _InvalidError(f"must be a positive number (load average per CPU), not {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
 def _choice(*allowed: str) -> Callable[[object], str]:
     def check(value: object) -> str:
         if value not in allowed:
@@ -236,6 +243,13 @@ SECTIONS: Final[Mapping[str, Mapping[str, _Key]]] = {
     "modules": {
         "allow": _Key(lambda v: _strings(v, _prefix), 'allow = ["myapp"]'),
         "preload": _Key(lambda v: _strings(v, _prefix), 'preload = ["myapp.agents"]'),
+    },
+    "compute": {
+        "cores": _Key(_count, "cores = 8"),
+        "ram": _Key(_size(1 << 20, "1MiB"), 'ram = "16GiB"'),
+        "tmp": _Key(_size(0, "0"), 'tmp = "50GiB"'),
+        "max_load_per_cpu": _Key(_load, "max_load_per_cpu = 1.0"),
+        "max_queued": _Key(_count, "max_queued = 10000"),
     },
 }
 PAGLET_KEYS: Final[Mapping[str, _Key]] = {
@@ -379,6 +393,7 @@ class _Reader:
             host=HostSection(**sections["host"]),
             limits=LimitsSection(**sections["limits"]),
             modules=ModulesSection(**sections["modules"]),
+            compute=ComputeSection(**sections["compute"]),
             paglets=self.paglets(data.get("paglets", [])),
             services=self.services(data.get("services", [])),
         )

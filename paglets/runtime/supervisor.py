@@ -98,6 +98,8 @@ class Supervisor:
         self.delivery = Delivery(self)
         self._closing = False
         self.call_handler: Callable[[str, str, dict[str, Any]], Awaitable[Any]] | None = None
+        # Told of every child's end, whatever the reason (compute slots free a job's lease).
+        self.exit_listeners: list[Callable[[str, ExitInfo], None]] = []
         self._calls: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
@@ -434,6 +436,8 @@ class Supervisor:
         if record is None or record.handle is not handle:
             return
         record.exit = info
+        for listener in self.exit_listeners:
+            listener(record.agent_id, info)
         if info.reason in (
             ExitReason.DISPOSED,
             ExitReason.START_FAILED,
