@@ -65,6 +65,10 @@ def test_analysis_jobs_spread_over_the_mesh_and_the_group_table_shows_them(
     shown = run("paglets-compute-groups", groups, "show", status["group"], "--url", ada.url)
     assert shown.returncode == 0, shown.stderr
     assert [line.split()[3] for line in shown.stdout.splitlines()[1:]] == ["done"] * 3
+    told = run("paglets-user-info", "paglets.cli.userinfo", "list", "--url", ada.url, "--json")
+    assert told.returncode == 0, told.stderr
+    notices = [n for n in json.loads(told.stdout)["notices"] if n["title"].startswith("group ")]
+    assert [(n["message"], n["severity"]) for n in notices] == [("3 done, 0 failed", "info")]
 
 
 def test_the_collector_is_told_of_failures_kills_and_a_lost_host(

@@ -191,6 +191,25 @@ def test_a_disposed_or_cancelled_job_leaves_and_a_finished_one_reports(
         wait_for(lambda: failing.send("compute.result")["phase"] == "failed", "failure")
         assert failing.send("compute.result")["failure"] == "RuntimeError: no data"
         assert job_of(client, "failing").detail == "RuntimeError: no data"
+        # the user is told of each job's start and end (user-info), by its job id
+        told = {
+            name: [
+                (n["title"], n["message"], n["severity"])
+                for n in _notices(client, job_of(client, name).job_id)
+            ]
+            for name in ("also", "failing")
+        }
+        assert told["also"] == [
+            ("also running", f"started on {host.name} with 2 cores", "info"),
+            ("also running", "50% holding", "info"),  # a quarter passed: said once
+            ("also done", f"done on {host.name}", "info"),
+        ]
+        assert told["failing"][-1] == ("failing failed", "RuntimeError: no data", "error")
+
+
+def _notices(client: HostClient, job: str) -> list[dict[str, Any]]:
+    answer = client._run(client.aio.request("GET", "/v1/user-info", params={"job": job}))
+    return list(answer["notices"])
 
 
 def test_an_infeasible_request_is_refused_at_submit_naming_the_largest_host(

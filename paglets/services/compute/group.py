@@ -15,6 +15,7 @@ or failure.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
@@ -159,6 +160,12 @@ class JobGroup(Paglet[JobGroupState]):
                 len(members) - failed,
                 failed,
             )
+            with contextlib.suppress(PagletError):  # the user is told once, by user-info
+                self.context.notify(
+                    f"group {self.state.name or self.context.agent_id} complete",
+                    f"{len(members) - failed} done, {failed} failed",
+                    severity="warning" if failed else "info",
+                )
 
 
 async def submit_group(

@@ -102,13 +102,19 @@ class ComputeJob(Paglet[StateT]):
         super().__init__(state, context)
         self._granted = threading.Event()
         self._last_progress = 0.0
+        self._told_quarter = 0
 
     def compute(self) -> Any:
         """The work, run once the slot is granted; return the result (JSON values)."""
         raise NotImplementedError
 
     def progress(self, fraction: float, text: str = "") -> None:
-        """Report how far the job is (0 to 1), seen in ``paglets-compute-slots ps``."""
+        """Report how far the job is (0 to 1), seen in ``paglets-compute-slots ps``;
+        each quarter passed is also a notice to the user (``paglets-user-info``)."""
+        quarter = min(4, int(max(0.0, fraction) * 4))
+        if 0 < quarter < 4 and quarter > self._told_quarter:  # noqa: PLR2004 - quarters
+            self._told_quarter = quarter
+            self._tell(f"{quarter * 25}% {text}".rstrip(), "info")
         now = time.monotonic()
         if fraction < 1 and now - self._last_progress < PROGRESS_EVERY:
             return
@@ -117,6 +123,13 @@ class ComputeJob(Paglet[StateT]):
             self.context.service(COMPUTE_SLOTS).progress(
                 ProgressRequest(self.state.job_id, float(fraction), text)
             )
+
+    def _tell(self, message: str, severity: str) -> None:
+        """A notice to the user about this job (user-info), titled by its name."""
+        state = self.state
+        title = f"{state.name or type(self).__name__} {state.phase}"
+        with contextlib.suppress(PagletError):
+            self.context.notify(title, message, severity=severity, job=state.job_id or None)
 
     def handle_message(self, message: Message) -> Any:
         """The scheduler's grant and warning; ``compute.result`` for callers."""
@@ -177,6 +190,7 @@ class ComputeJob(Paglet[StateT]):
             state.phase = "pending"
             self._granted.wait()
         state.phase = "running"
+        self._tell(f"started on {self.context.host_name} with {state.cores} cores", "info")
         self._limit_threads(state.cores, state.cpus)
         try:
             state.result, phase = self.compute(), "done"
@@ -186,6 +200,10 @@ class ComputeJob(Paglet[StateT]):
         with contextlib.suppress(PagletError):
             slots.finish(FinishRequest(state.job_id, phase.upper(), state.failure))
         state.phase = phase  # last: a caller who sees it done finds the slot free
+        if phase == "done":
+            self._tell(f"done on {self.context.host_name}", "info")
+        else:
+            self._tell(state.failure, "error")
         self._report()
 
     def _report(self) -> None:
