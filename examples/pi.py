@@ -7,10 +7,13 @@ computed anywhere, in any order, and merged in order at the end:
 
     pi = 426880 * sqrt(10005) * Q / T      (over all the terms)
 
-A `PiWorker` paglet computes the ranges it is sent; ``paglets-pi-compute``
-(`paglets.cli.pi`) starts one on each host of the mesh, hands out the ranges,
-merges the results and checks the digits against Machin's formula
-(`machin_digits`), an independent method.
+A `PiTerms` compute job (`paglets.services.compute.job.ComputeJob`) computes
+one range once its host's compute-slot scheduler grants it a core;
+``paglets-pi-compute`` (`paglets.cli.pi`) submits the ranges as a job group
+across the hosts that serve compute slots, merges the results in order and
+checks the digits against Machin's formula (`machin_digits`), an independent
+method. On hosts without compute slots a `PiWorker` paglet per host computes the
+ranges it is sent, as messages.
 
 Integers cross the wire as hexadecimal strings: JSON numbers of thousands of
 digits are neither portable nor cheap to convert.
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from paglets import Message, Paglet, PagletState
+from paglets.services.compute.job import ComputeJob, ComputeJobState
 
 DIGITS_PER_TERM: Final = 14.181647462725477  # log10(640320**3 / (24 * 6 * 2 * 6))
 MAX_DIGITS: Final = 1_000_000
@@ -113,6 +117,26 @@ def from_hex(data: Any) -> Terms:
     return p, q, t
 
 
+# --8<-- [start:job]
+@dataclass
+class PiTermsState(ComputeJobState):
+    first: int = 0
+    last: int = 1
+
+
+class PiTerms(ComputeJob[PiTermsState]):
+    """One range of terms as a compute job: its result is ``{"p", "q", "t"}``."""
+
+    State = PiTermsState
+
+    def compute(self) -> dict[str, str]:
+        first, last = self.state.first, self.state.last
+        if not 0 <= first < last <= terms_for(MAX_DIGITS):
+            raise ValueError(f"terms [{first}, {last}) are not a range of at most a million digits")
+        return to_hex(split(first, last))
+
+
+# --8<-- [end:job]
 # --8<-- [start:worker]
 @dataclass
 class PiWorkerState(PagletState):

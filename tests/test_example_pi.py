@@ -80,7 +80,11 @@ def test_pi_is_computed_across_three_hosts_and_verified(
     assert all(w["ranges"] >= 1 for w in answer["workers"])
     for host in (first, *others):
         with HostClient(host.url) as client:
-            assert client.list() == [], f"the worker on {host.name} was disposed of"
+            left = [p.agent_id for p in client.list() if not p.agent_id.startswith("service.")]
+            assert left == [], f"the jobs on {host.name} were disposed of"
+            (slots,) = [s for s in client.services() if s.contract == "compute-slots.v1"]
+            assert slots.status != "advertised", "the ranges went through compute slots"
+    assert len(answer["workers"]) == 3
 
     big = _run("--digits", "10000", "--url", first.url)
     assert big.returncode == 0, big.stderr
@@ -98,3 +102,26 @@ def test_a_host_that_is_not_in_the_mesh_is_refused_and_nothing_is_left(
     assert "nowhere" in result.stderr
     with HostClient(host.url) as client:
         assert client.list() == [], "the worker already created was disposed of"
+
+
+def test_hosts_without_compute_slots_get_one_worker_each(
+    start_host: Callable[..., RunningHost], tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[host]\n")
+    first = start_host("--config", str(bare), "--gossip-interval", "0.1")
+    second = start_host("--config", str(bare), "--peer", first.url, "--gossip-interval", "0.1")
+    with HostClient(first.url) as client:
+        deadline = time.monotonic() + 15
+        while len(client.hosts(online=True)) < 2:
+            assert time.monotonic() < deadline, "the two hosts never met"
+            time.sleep(0.05)
+    result = _run("--digits", "1000", "--url", first.url, "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert hashlib.sha256(answer["pi"].encode()).hexdigest() == PI_1000_SHA256
+    assert {w["host"] for w in answer["workers"]} == {first.name, second.name}
+    assert all(w["seconds"] > 0 for w in answer["workers"]), "answered as messages"
+    for host in (first, second):
+        with HostClient(host.url) as client:
+            assert client.list() == []
