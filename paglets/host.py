@@ -149,7 +149,8 @@ class Host:
 
     def _set_url(self, url: str) -> None:
         self._url = url
-        self.supervisor.host_url = url
+        # a hub behind a proxy hands out its public URL (with its path prefix), not the bound one
+        self.supervisor.host_url = self.config.public_url or url
 
     def __repr__(self) -> str:
         return f"<Host {self.config.name} {self.status.value} {self._url or 'unbound'}>"
@@ -169,7 +170,7 @@ class Host:
         """This host's description, as ``GET /v1/host`` returns it."""
         return HostInfo(
             name=self.name,
-            url=self._url,
+            url=self.config.public_url or self._url,
             version=__version__,
             protocol_version=PROTOCOL_VERSION,
             mesh_version=self.config.mesh_version,

@@ -159,7 +159,29 @@ def _check_ready_file(
     "exactly that address (repeatable; the first is published). Replaces --host.",
 )
 @click.option(
-    "--public-url", metavar="URL", help="The URL to publish to the mesh, if not the bound one."
+    "--public-url",
+    metavar="URL",
+    help="The URL to publish to the mesh, if not the bound one; with a path prefix behind a "
+    "reverse proxy (https://example.com/paglets). Needs an API key unless --insecure.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="PATH",
+    help="Serve HTTPS with this PEM certificate (chain); goes with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="PATH",
+    help="The private key of --tls-cert (PEM, not encrypted).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="PATH",
+    help="PEM certificates of a private CA this host trusts, besides the system's, when it "
+    "calls other hosts or its hub over HTTPS.",
 )
 @click.option(
     "--discovery/--no-discovery",
@@ -385,6 +407,9 @@ def command(  # click passes options by keyword
     properties: dict[str, str],
     bind_public: tuple[str, ...],
     public_url: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    ca_file: Path | None,
     discovery: bool | None,
     discovery_interfaces: tuple[str, ...],
     gossip_interval: float,
@@ -446,6 +471,9 @@ def command(  # click passes options by keyword
         properties=properties,
         bind_public=_bind_public(bind_public),
         public_url=public_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ca_file=ca_file,
         discovery=discovery,
         discovery_interfaces=discovery_interfaces,
         gossip_interval=gossip_interval,

@@ -141,7 +141,7 @@ class MeshService:
                 )
             addresses = (found,)
         await self.membership.load()  # before anyone can gossip with us
-        self.listeners = Listeners(runner, guard)
+        self.listeners = Listeners(runner, guard, cfg.server_ssl())
         await self.listeners.bind(addresses, cfg.port)
         commit = await asyncio.to_thread(git_commit)
         self.table.set_me(self.table.me.replace(commit=commit, **await self._urls()))
@@ -150,13 +150,15 @@ class MeshService:
 
     async def _urls(self) -> dict[str, object]:
         assert self.listeners is not None  # noqa: S101 - bind() set it
+        cfg = self.config
         urls = self.listeners.urls
-        published = self.config.public_url
+        published = cfg.public_url
         if published is None:
             address = self.listeners.addresses[0]
             if ipaddress.ip_address(address).is_unspecified:
                 lan = await asyncio.to_thread(detect_lan_address)
-                published = url_for(lan or "127.0.0.1", self.listeners.port)
+                scheme = "https" if cfg.tls_cert is not None else "http"
+                published = url_for(lan or "127.0.0.1", self.listeners.port, scheme)
             else:
                 published = urls[0]
         return {"url": published, "urls": list(dict.fromkeys([published, *urls]))}
@@ -364,7 +366,11 @@ class MeshService:
     async def _gossip_ctx(self, _app: web.Application) -> AsyncIterator[None]:
         cfg = self.config
         async with Gossiper(
-            self.table, self.on_merge, interval=cfg.gossip_interval, api_key=cfg.api_key
+            self.table,
+            self.on_merge,
+            interval=cfg.gossip_interval,
+            api_key=cfg.api_key,
+            ssl=cfg.client_ssl(),
         ) as gossiper:
             self.gossiper = gossiper
             task = asyncio.create_task(self._gossip(gossiper), name=f"gossip-{cfg.name}")

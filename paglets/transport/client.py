@@ -36,6 +36,7 @@ from paglets.core.message import Message
 from paglets.core.state import PagletState
 from paglets.transport.apikey import load_api_key
 from paglets.transport.channel_client import Channel, ChannelLost
+from paglets.transport.tls import env_ca_context
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
 from paglets.wire.services import AsyncServiceClient, ServiceInfo
@@ -103,7 +104,8 @@ class AsyncHostClient:
         api_key: the bearer key; by default the first found of ``$PAGLETS_API_KEY``,
             the file ``$PAGLETS_API_KEY_FILE`` and the systemd credential
             ``paglets-api-key`` (`paglets.transport.apikey`).
-        ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA.
+        ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA; by default
+            the system's CAs and those of the file ``$PAGLETS_CA_FILE`` names.
         connect_timeout: seconds to wait for a connection.
         guard: called with the URL of every other host this client would take
             its key to (a paglet that moved); raises to refuse it.
@@ -133,7 +135,7 @@ class AsyncHostClient:
         key = api_key
         self._key = key or ""
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._ssl = ssl
+        self._ssl = ssl if ssl is not None else env_ca_context()
         self._guard = guard
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
         self._owner = pool is None

@@ -44,6 +44,7 @@ from paglets.wire import strict_json
 from paglets.wire.records import ErrorBody
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
 
     from aiohttp.typedefs import Handler
@@ -140,9 +141,16 @@ class ConnectionGuard:
         """A protocol factory for ``loop.create_server`` that guards ``inner``'s protocols."""
         return lambda: _Guarded(self, inner())
 
-    def site(self, runner: web.BaseRunner, host: str, port: int) -> GuardedSite:
-        """A TCP site of ``runner`` whose connections this guard watches."""
-        return GuardedSite(runner, host, port, guard=self)
+    def site(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> GuardedSite:
+        """A TCP site of ``runner`` whose connections this guard watches (TLS with a context)."""
+        return GuardedSite(runner, host, port, guard=self, ssl_context=ssl_context)
 
     def close(self) -> None:
         """Close what is still open (after the runner's cleanup closed the rest).
@@ -355,15 +363,22 @@ class GuardedSite(web.BaseSite):
     __slots__ = ("_guard", "_host", "_port")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, *, guard: ConnectionGuard
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner)
+        super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port, self._guard = host, port, guard
 
     @property
     def name(self) -> str:
         shown = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{shown}:{self._port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{shown}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
@@ -376,4 +391,5 @@ class GuardedSite(web.BaseSite):
             self._host,
             self._port,
             backlog=self._backlog,
+            ssl=self._ssl_context,
         )
