@@ -92,6 +92,9 @@ class HostConfig:
     ca_file: Path | None = None
     connect_to: str | None = None
     relay_transport: str = "auto"
+    relay_offline_after: float = 30.0  # a hub refuses items for a host gone this long
+    relay_delivery_timeout: float = 60.0  # a hub answers 504 to an item unanswered this long
+    relay_queue_limit: int = 1000  # items a hub holds for one relayed host
     # Movement (see docs/movement.md): fsync envelopes and the journal before a
     # commit counts, so a committed move survives a power cut, not only a crash.
     transfer_fsync: bool = True
@@ -170,6 +173,11 @@ class HostConfig:
     def _validate_relay(self) -> None:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigurationError("give --tls-cert and --tls-key together")
+        for name in ("relay_offline_after", "relay_delivery_timeout"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if self.relay_queue_limit < 1:
+            raise ConfigurationError("relay_queue_limit must be at least 1")
         if self.relay_transport not in RELAY_TRANSPORTS:
             raise ConfigurationError(
                 f"relay transport {self.relay_transport!r} is not one of {RELAY_TRANSPORTS}"
@@ -181,11 +189,13 @@ class HostConfig:
                     "clients authenticate each other with it; set PAGLETS_API_KEY (or "
                     "--api-key-env NAME, or --api-key-file PATH)"
                 )
-        if self.connect_to is None:
-            return
-        if not self.connect_to.startswith(("http://", "https://")):
+        if self.connect_to is not None:
+            self._validate_connect_mode(self.connect_to)
+
+    def _validate_connect_mode(self, connect_to: str) -> None:
+        if not connect_to.startswith(("http://", "https://")):
             raise ConfigurationError(
-                f"--connect-to {self.connect_to!r} must be the hub's http(s):// URL"
+                f"--connect-to {connect_to!r} must be the hub's http(s):// URL"
             )
         clashes = {
             "--public-url": self.public_url is not None,

@@ -297,6 +297,15 @@ class EnvelopeError(ProtocolError):
     """A movement envelope that is malformed, truncated, of another version or of another class."""
 
 
+class RelayQueueFullError(HostError):
+    """A relay hub holds as many items for a relayed host as it allows; nothing was queued.
+
+    Answered with ``Retry-After``; the caller may try again (``--relay-queue-limit``).
+    """
+
+    http_status = HTTPStatus.TOO_MANY_REQUESTS
+
+
 def _all_error_classes() -> dict[str, type[PagletError]]:
     found: dict[str, type[PagletError]] = {}
     pending: list[type[PagletError]] = [PagletError]

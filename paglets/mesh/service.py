@@ -42,6 +42,7 @@ from paglets.mesh.peers import Change, MergeResult, PeerTable
 from paglets.mesh.routes import add_routes
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import PROTOCOL_VERSION
+from paglets.wire.relay import RELAY_PROPERTY, relay_url
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterable
@@ -148,6 +149,20 @@ class MeshService:
         self.membership.check_own_record()
         return self.listeners.urls[0]
 
+    async def bind_relay(self) -> str:
+        """Connect mode: bind nothing; the host's URL is the one its hub relays for it."""
+        cfg = self.config
+        assert cfg.connect_to is not None  # noqa: S101 - only in connect mode
+        await self.membership.load()
+        commit = await asyncio.to_thread(git_commit)
+        url = relay_url(cfg.connect_to, cfg.name)
+        properties = {**self.table.me.properties, RELAY_PROPERTY: cfg.connect_to}
+        self.table.set_me(
+            self.table.me.replace(commit=commit, url=url, urls=[url], properties=properties)
+        )
+        self.membership.check_own_record()
+        return url
+
     async def _urls(self) -> dict[str, object]:
         assert self.listeners is not None  # noqa: S101 - bind() set it
         cfg = self.config
@@ -174,11 +189,12 @@ class MeshService:
         gossiper = self.gossiper
         if gossiper is None:
             raise PagletError("the mesh service was not installed on the host's application")
-        for peer in self.config.peers:
+        peers = self.config.peers
+        if self.config.connect_to is not None:
+            peers = (self.config.connect_to,)
+        for peer in peers:
             gossiper.add_candidate(peer)
-        results = await asyncio.gather(
-            *(self._join_one(gossiper, peer) for peer in self.config.peers)
-        )
+        results = await asyncio.gather(*(self._join_one(gossiper, peer) for peer in peers))
         for result in results:
             for dup in result.duplicates if result is not None else ():
                 if dup.name == self.config.name:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from paglets.core.errors import ConfigurationError, TooManyConnectionsError
-from paglets.transport.auth import OPEN_PATHS
+from paglets.transport.auth import is_open
 from paglets.wire import strict_json
 from paglets.wire.records import ErrorBody
 
@@ -166,7 +166,7 @@ class ConnectionGuard:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         conn = self._open.get(request.transport) if request.transport is not None else None
-        if conn is not None and request.path not in OPEN_PATHS:
+        if conn is not None and not is_open(request.path):
             conn.head_arrived()
         # A request of a route served without the key (/health, the mesh hello) stays
         # as it was until it is answered: on the header clock, and first to be closed
