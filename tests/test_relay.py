@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import configparser
 import json
 import os
+import shlex
 import signal
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
+import click
 import psutil
 import pytest
 
 from paglets import HostClient, PagletTimeoutError, RelayQueueFullError
+from paglets.cli.host import command
 from tests.hostproc import env_without_key
 from tests.relayproc import KEY, Relay
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
+    from collections.abc import Awaitable, Callable, Iterator
+
+    from paglets import Host
 
 TRAVELER = "examples.travel:Traveler"
 COUNTER = "examples.counter:Counter"
@@ -166,3 +174,56 @@ def test_a_full_relay_queue_is_refused_with_retry_after(relay: Relay) -> None:
             assert time.monotonic() < deadline, diagnostics(hub)
             time.sleep(0.1)
         assert counter.send("get") == {"count": 2}  # each once
+
+
+@pytest.mark.parametrize("unit", ["paglets-hub.service", "paglets-connect.service"])
+def test_the_documented_units_start_a_relay_host_with_the_key_kept_out(unit: str) -> None:
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.read(Path(__file__).resolve().parents[1] / "docs" / "examples" / unit)
+    service = parser["Service"]
+    assert service["LoadCredential"] == "paglets-api-key:/etc/paglets/key"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0].endswith("/paglets-host")
+    assert not any("key" in arg for arg in argv), "no key on the command line"
+    context = command.make_context("paglets-host", argv[1:])  # the flags parse
+    assert context.params["public_url"] or context.params["connect_to"]
+    with pytest.raises(click.UsageError):
+        command.make_context("paglets-host", [*argv[1:], "--no-such-flag"])
+
+
+async def test_file_descriptors_and_tasks_stay_flat_over_many_reconnects(
+    make_host: Callable[..., Awaitable[Host]],
+) -> None:
+    """Sessions opened and dropped again and again, both kinds, leave nothing behind.
+
+    ``PAGLETS_RELAY_RECONNECTS`` sets how many (1,000 for the full run; CI runs fewer).
+    """
+    hub = await make_host(name="hub", api_key=KEY, public_url="http://relay.invalid/p")
+    cycles = int(os.environ.get("PAGLETS_RELAY_RECONNECTS", "150"))
+    me = psutil.Process()
+    headers = {"Authorization": f"Bearer {KEY}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+
+        async def reconnect(n: int) -> None:
+            session = f"{time.time_ns()}-{n:012x}"
+            params = {"name": "x", "session": session}
+            if n % 2:
+                async with http.ws_connect(f"{hub.url}/v1/relay/session", params=params):
+                    pass
+            else:
+                body = {"session": session, "answers": []}
+                query = {"name": "x", "seen": "0", "wait": "0"}
+                async with http.post(f"{hub.url}/v1/relay/poll", params=query, json=body) as r:
+                    assert r.status == 200, await r.text()
+
+        for n in range(20):  # warm up: pools and caches reach their size
+            await reconnect(n)
+        await asyncio.sleep(0.2)
+        fds, tasks = me.num_fds(), len(asyncio.all_tasks())
+        for n in range(20, 20 + cycles):
+            await reconnect(n)
+        await asyncio.sleep(0.5)
+        assert me.num_fds() <= fds + 2, (fds, me.num_fds())
+        assert len(asyncio.all_tasks()) <= tasks + 1, (tasks, asyncio.all_tasks())
+    assert hub.relay_hub is not None
+    assert hub.relay_hub.links["x"].reconnects == 20 + cycles - 1

@@ -31,7 +31,8 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
      │    ├── ServiceNotFoundError (LookupError)  no host of the mesh serves that contract (404)
      │    ├── ServiceUnavailableError             the hosts serving it are offline (503)
-     │    └── UpdateError                         a step of a git auto-update failed
+     │    ├── UpdateError                         a step of a git auto-update failed
+     │    └── RelayQueueFullError                 a hub's queue for a relayed host is full (429)
      ├── ServiceLeasedError                       another caller holds a lease on that service (409)
      ├── TransferError                            a move did not happen; the paglet stayed
      │    └── TooManyTransfersError               the target takes no more at once (429)

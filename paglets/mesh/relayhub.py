@@ -34,7 +34,6 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -195,7 +194,7 @@ class RelayHub:
             return
         if link.session and session_rank(session) < session_rank(link.session):
             link.refusals["replaced"] += 1
-            raise _ReplacedError(f"session {session} of {link.name} was replaced by a newer one")
+            raise _Replaced(f"session {session} of {link.name} was replaced by a newer one")
         old = link.ws
         if old is not None:
             link.ws = None
@@ -226,7 +225,7 @@ class RelayHub:
         await ws.prepare(request)
         try:
             self._open(link, session, "websocket")
-        except _ReplacedError as exc:
+        except _Replaced as exc:
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=str(exc).encode()[:120])
             return ws
         link.ws = ws
@@ -286,8 +285,8 @@ class RelayHub:
         link = self._link(name)
         try:
             self._open(link, poll.session, "long-poll")
-        except _ReplacedError as exc:
-            return _refused(exc, 409, "replaced")
+        except _Replaced as exc:
+            return _refused(RequestError(str(exc)), 409, "replaced")
         link.last_seen = time.time()
         for answer in poll.answers:
             await self._answered(link, answer)
@@ -498,10 +497,8 @@ class _Pipe:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class _ReplacedError(RequestError):
-    """A session older than the link's current one (409)."""
-
-    http_status = HTTPStatus.CONFLICT
+class _Replaced(Exception):  # noqa: N818 - internal signal, never answered as is
+    """A session older than the link's current one (answered 409)."""
 
 
 def _refused(exc: PagletError, status: int, reason: str) -> web.Response:

@@ -194,6 +194,10 @@ class AsyncHostClient:
         session, self._pool.session = self._pool.session, None
         if session is not None:
             await session.close()
+            if any(url.startswith("https://") for url in self._pool.siblings):
+                # TLS connections finish their shutdown on later turns of the loop
+                # (aiohttp's advice), before a sync client stops its loop
+                await asyncio.sleep(0.1)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._pool.session is None:
