@@ -102,6 +102,10 @@ def test_connect_mode_hosts_are_reached_by_name_and_move_both_ways(
     assert seen["b"]["online"] is True
     # nothing is left behind: what is queued is the gossip of the moment, answered at once
     assert seen["b"]["oldest_age"] is None or seen["b"]["oldest_age"] < 5
+    relay.processes["hub"].terminate()  # a stopping hub tells its clients first
+    relay.processes["hub"].wait(30)
+    if transport == "websocket":  # a poller between two polls may miss it: it just retries
+        assert "the hub says bye: hub hub is stopping" in relay.log("b")
 
 
 def test_a_wrong_or_missing_key_is_refused(relay: Relay) -> None:

@@ -320,6 +320,9 @@ class RelayHub:
         self._stopping = f"hub {self.config.name} is stopping"
         for link in self.links.values():
             link.wake.set()
+            for waiter in link.waiters.values():  # their callers hear it now, not at a timeout
+                if not waiter.done():
+                    waiter.set_exception(_Stopping(self._stopping))
         await asyncio.sleep(0.05)  # the send loops and polls answer first
 
     # -- forwarding -----------------------------------------------------------------
@@ -399,6 +402,10 @@ class RelayHub:
         link.wake.set()
         try:
             answer = await self._answer_of(item, waiter)
+        except _Stopping as exc:
+            return _refused(
+                HostUnavailableError(f"{exc}; the request stays queued for {name}"), 503, "stopping"
+            )
         except TimeoutError:
             link.refusals["timeout"] += 1
             return _refused(
@@ -495,6 +502,10 @@ class _Pipe:
     request: web.Request
     taken: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _Stopping(Exception):  # noqa: N818 - internal signal
+    """The hub stops before the answer came."""
 
 
 class _Replaced(Exception):  # noqa: N818 - internal signal, never answered as is
