@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +20,7 @@ import click
 import psutil
 import pytest
 
-from paglets import HostClient, PagletTimeoutError, RelayQueueFullError
+from paglets import HostClient, PagletError, PagletTimeoutError, RelayQueueFullError
 from paglets.cli.host import command
 from tests.hostproc import env_without_key
 from tests.relayproc import KEY, Relay
@@ -231,3 +232,54 @@ async def test_file_descriptors_and_tasks_stay_flat_over_many_reconnects(
         assert len(asyncio.all_tasks()) <= tasks + 1, (tasks, asyncio.all_tasks())
     assert hub.relay_hub is not None
     assert hub.relay_hub.links["x"].reconnects == 20 + cycles - 1
+
+
+def test_the_hub_killed_mid_dispatch_leaves_exactly_one_copy(relay: Relay) -> None:
+    hub = relay.hub()
+    relay.connect("b")
+    relay.connect("c")
+    with HostClient(hub, KEY) as client, client.at("c") as at_c:
+        wait_online(client, {"b", "c"})
+        traveler = at_c.create(TRAVELER)
+        assert traveler.send("payload", {"size": 4 * BIG}) == 4 * BIG
+        agent = traveler.agent_id
+        outcome: list[BaseException | None] = []
+
+        def move() -> None:
+            try:
+                traveler.dispatch("b")  # c to b: piped through the hub
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        mover = threading.Thread(target=move)
+        mover.start()
+        time.sleep(0.3)
+        relay.kill("hub")
+        mover.join(120)
+        relay.hub()
+    deadline = time.monotonic() + 90
+    settled: list[dict[str, str]] = []
+    while len(settled) < 3 or any(c != settled[-1] for c in settled[-3:]):
+        assert time.monotonic() < deadline, (settled[-3:], outcome)
+        time.sleep(0.5)
+        copies = {name: where(hub, name, agent) for name in ("b", "c")}
+        if set(copies.values()) <= {"active", "inactive", "moved", "none"}:
+            settled.append(copies)
+        else:
+            settled.clear()  # still in doubt, starting or unreachable
+    assert len(outcome) == 1  # the dispatch call ended (cut with the hub, as a rule)
+    live = [name for name, status in settled[-1].items() if status in ("active", "inactive")]
+    assert len(live) == 1, settled[-1]
+    with HostClient(f"{hub}/v1/relay/hosts/{live[0]}", KEY) as there:
+        assert there.proxy(agent).send("where") == live[0]
+
+
+def where(hub: str, name: str, agent: str) -> str:
+    """The status of ``agent`` on the relayed host ``name``: ``none`` if it is not listed."""
+    with HostClient(f"{hub}/v1/relay/hosts/{name}", KEY) as there:
+        try:
+            found = [i.status for i in there.list() if i.agent_id == agent]
+        except PagletError:
+            return "unreachable"
+    return found[0] if found else "none"
