@@ -91,7 +91,13 @@ class HostCalls:
             # imported on the first call to another host: a host starts without it
             from paglets.transport.client import AsyncHostClient  # noqa: PLC0415
 
-            client = AsyncHostClient(url, self.config.api_key or "", guard=self.check_member)
+            tls = self.config.client_ssl()
+            client = AsyncHostClient(
+                url,
+                self.config.api_key or "",
+                ssl=None if isinstance(tls, bool) else tls,
+                guard=self.check_member,
+            )
             self._clients[url] = client
         return client
 

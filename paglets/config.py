@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from paglets.core.ids import IdKind, is_valid_id
 from paglets.launch.model import ComputeSection
 from paglets.runtime.privileges import ChildUser
 from paglets.runtime.records import SupervisorLimits
+from paglets.transport.tls import ca_context
 
 if TYPE_CHECKING:
     from paglets.launch.model import ServiceEntry, StartupPaglet
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 DEFAULT_API_KEY_ENV = "PAGLETS_API_KEY"
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 DEFAULT_MAX_ENVELOPE = 4 << 30
+RELAY_TRANSPORTS = ("auto", "websocket", "long-poll")
 
 
 def default_state_dir() -> Path:
@@ -83,6 +86,16 @@ class HostConfig:
     gossip_interval: float = 1.0
     offline_after: float = 5.0
     address_poll_interval: float = 5.0
+    # TLS and the relay (see docs/relay.md): a host serving HTTPS itself, a private CA
+    # this host trusts for its own calls, and connect mode (no listening socket).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    ca_file: Path | None = None
+    connect_to: str | None = None
+    relay_transport: str = "auto"
+    relay_offline_after: float = 30.0  # a hub refuses items for a host gone this long
+    relay_delivery_timeout: float = 60.0  # a hub answers 504 to an item unanswered this long
+    relay_queue_limit: int = 1000  # items a hub holds for one relayed host
     # Movement (see docs/movement.md): fsync envelopes and the journal before a
     # commit counts, so a committed move survives a power cut, not only a crash.
     transfer_fsync: bool = True
@@ -113,6 +126,12 @@ class HostConfig:
                 object.__setattr__(self, "bind_public", True)
         if self.public_url is not None:
             object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+        if self.connect_to is not None:
+            object.__setattr__(self, "connect_to", self.connect_to.rstrip("/"))
+        for name in ("tls_cert", "tls_key", "ca_file"):
+            path: object = getattr(self, name)
+            if isinstance(path, str):
+                object.__setattr__(self, name, Path(path))
         names = ("peers", "allow_modules", "preload", "secret_env", "tags", "discovery_interfaces")
         for name in names:
             value: object = getattr(self, name)
@@ -154,6 +173,81 @@ class HostConfig:
                 "unauthenticated access"
             )
         self._validate_mesh()
+        self._validate_relay()
+
+    def _validate_relay(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigurationError("give --tls-cert and --tls-key together")
+        for name in ("relay_offline_after", "relay_delivery_timeout"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigurationError(f"{name} must be a positive number of seconds")
+        if self.relay_queue_limit < 1:
+            raise ConfigurationError("relay_queue_limit must be at least 1")
+        if self.relay_transport not in RELAY_TRANSPORTS:
+            raise ConfigurationError(
+                f"relay transport {self.relay_transport!r} is not one of {RELAY_TRANSPORTS}"
+            )
+        for role, url in (("--public-url", self.public_url), ("--connect-to", self.connect_to)):
+            if url is not None and not self.api_key and (self.connect_to or not self.insecure):
+                raise ConfigurationError(
+                    f"refusing to start with {role} without an API key: a relay hub and its "
+                    "clients authenticate each other with it; set PAGLETS_API_KEY (or "
+                    "--api-key-env NAME, or --api-key-file PATH)"
+                )
+        if self.connect_to is not None:
+            self._validate_connect_mode(self.connect_to)
+
+    def _validate_connect_mode(self, connect_to: str) -> None:
+        if not connect_to.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"--connect-to {connect_to!r} must be the hub's http(s):// URL"
+            )
+        clashes = {
+            "--public-url": self.public_url is not None,
+            "--bind-public": bool(self.bind_public),
+            "--peer": bool(self.peers),
+            "--tls-cert": self.tls_cert is not None,
+            "--discovery": bool(self.discovery),
+        }
+        given = [flag for flag, on in clashes.items() if on]
+        if given:
+            raise ConfigurationError(
+                f"--connect-to opens no listening socket and reaches the mesh through its hub "
+                f"only: drop {', '.join(given)}"
+            )
+
+    def server_ssl(self) -> ssl.SSLContext | None:
+        """The TLS context the host serves with (``--tls-cert``/``--tls-key``), or ``None``.
+
+        Raises:
+            ConfigurationError: a file is missing or is not a certificate and its key.
+        """
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"cannot load the TLS certificate {self.tls_cert} with its key {self.tls_key}: "
+                f"{exc}; give a PEM certificate (chain) and its unencrypted private key"
+            ) from None
+        return context
+
+    def client_ssl(self) -> ssl.SSLContext | bool:
+        """The TLS checks of this host's own calls: the system's CAs, plus ``--ca-file``.
+
+        Raises:
+            ConfigurationError: the CA file is missing or holds no certificate.
+        """
+        if self.ca_file is None:
+            return True
+        return ca_context(self.ca_file)
+
+    @property
+    def connect_mode(self) -> bool:
+        """Whether this host reaches the mesh only through a hub (``--connect-to``)."""
+        return self.connect_to is not None
 
     def _validate_limits(self) -> None:
         for name in ("read_timeout", "header_timeout", "idle_timeout"):
@@ -224,6 +318,8 @@ class HostConfig:
     @property
     def discovery_enabled(self) -> bool:
         """zeroconf discovery: as asked, else on exactly when the host binds beyond loopback."""
+        if self.connect_to is not None:
+            return False
         if self.discovery is not None:
             return self.discovery
         return not self.binds_loopback_only

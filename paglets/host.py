@@ -31,11 +31,13 @@ from paglets.byvalue.routes import add_routes as add_code_routes
 from paglets.byvalue.store import CodeStore
 from paglets.calls import HostCalls
 from paglets.config import HostConfig
-from paglets.core.errors import HostNotRunningError
+from paglets.core.errors import ConfigurationError, HostNotRunningError
 from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
 from paglets.durability.service import DurabilityService
 from paglets.launch.startup import start_paglets
+from paglets.mesh.relayclient import LocalServer, RelayClient
+from paglets.mesh.relayhub import RelayHub
 from paglets.mesh.resources import ResourceSampler
 from paglets.mesh.service import MeshService
 from paglets.monitors import Monitors
@@ -61,6 +63,9 @@ if TYPE_CHECKING:
     from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
+
+CONNECT_WAIT = 15.0
+"""Seconds a connect-mode host waits for its first session before it starts anyway."""
 
 
 class Host:
@@ -157,10 +162,14 @@ class Host:
         self.user_info = UserInfoService(cfg, self.calls, self.services)
         self.artifacts = ArtifactService(cfg, self.calls, self.services)
         self.compute = ComputeHooks(cfg, self.supervisor, self.calls, self.services)
+        # a hub relays for connect-mode hosts; a connect-mode host keeps a session to one
+        self.relay_hub = RelayHub(cfg) if cfg.public_url is not None else None
+        self.relay: RelayClient | None = None
 
     def _set_url(self, url: str) -> None:
         self._url = url
-        self.supervisor.host_url = url
+        # a hub behind a proxy hands out its public URL (with its path prefix), not the bound one
+        self.supervisor.host_url = self.config.public_url or url
 
     def __repr__(self) -> str:
         return f"<Host {self.config.name} {self.status.value} {self._url or 'unbound'}>"
@@ -180,7 +189,7 @@ class Host:
         """This host's description, as ``GET /v1/host`` returns it."""
         return HostInfo(
             name=self.name,
-            url=self._url,
+            url=self.config.public_url or self._url,
             version=__version__,
             protocol_version=PROTOCOL_VERSION,
             mesh_version=self.config.mesh_version,
@@ -223,15 +232,7 @@ class Host:
                     debug_errors=cfg.debug_errors,
                 )
             )
-            app.cleanup_ctx.append(self._children_ctx)
-            app.cleanup_ctx.append(self._watchdog_ctx)
-            self.mesh.install(app)
-            self.transfers.install(app)
-            self.durability.install(app)
-            self.monitors.install(app)
-            self.services.install(app)
-            self._install_user_parts(app)
-            add_code_routes(app, self.code, cfg.read_timeout)
+            self._install(app)
             guard = self._guard = ConnectionGuard(
                 ConnectionLimits(cfg.header_timeout, cfg.idle_timeout, cfg.max_connections)
             )
@@ -245,7 +246,7 @@ class Host:
             )
             try:
                 await runner.setup()
-                self._set_url(await self.mesh.bind(runner, guard))
+                await self._bind(runner, guard)
                 for url in self._local_urls():
                     register_local_host(url)
                 await self.mesh.join()
@@ -255,6 +256,8 @@ class Host:
                 await start_paglets(self.supervisor, cfg.startup)
             except BaseException:
                 self._forget_local_urls()
+                if self.relay is not None:
+                    await self.relay.stop()
                 await runner.cleanup()
                 await self.supervisor.spawner.close()  # if setup failed before starting it
                 guard.close()
@@ -270,6 +273,54 @@ class Host:
         """The routes that serve the person: notices (user-info) and artifacts."""
         self.user_info.install(app)
         self.artifacts.install(app)
+
+    def _install(self, app: web.Application) -> None:
+        """Add every service's routes and background work to the host's application."""
+        app.cleanup_ctx.append(self._children_ctx)
+        app.cleanup_ctx.append(self._watchdog_ctx)
+        self.mesh.install(app)
+        self.transfers.install(app)
+        self.durability.install(app)
+        self.monitors.install(app)
+        self.services.install(app)
+        if self.relay_hub is not None:
+            self.relay_hub.install(app)
+        self._install_user_parts(app)
+        add_code_routes(app, self.code, self.config.read_timeout)
+
+    async def _bind(self, runner: web.AppRunner, guard: ConnectionGuard) -> None:
+        """Listen (the host's URL is where), or in connect mode open the hub session."""
+        if self.config.connect_mode:
+            self._set_url(await self.mesh.bind_relay())
+            await self._connect(runner)
+        else:
+            self._set_url(await self.mesh.bind(runner, guard))
+
+    async def _connect(self, runner: web.AppRunner) -> None:
+        """Connect mode: open the session to the hub, serving with no listening socket.
+
+        Raises:
+            ConfigurationError: the hub refused this host's API key.
+        """
+        server = runner.server
+        assert server is not None  # noqa: S101 - set up
+        relay = self.relay = RelayClient(self.config, LocalServer(server))
+        relay.start()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONNECT_WAIT):
+                await relay.settled.wait()
+        if relay.refused:
+            raise ConfigurationError(
+                f"the hub {self.config.connect_to} refused this host: {relay.refused}; "
+                "give it the mesh's API key (PAGLETS_API_KEY or --api-key-file)"
+            )
+        if not relay.connected.is_set():
+            log.warning(
+                "hub %s not reached within %g s (%s); still trying",
+                self.config.connect_to,
+                CONNECT_WAIT,
+                relay.last_error,
+            )
 
     def _local_urls(self) -> list[str]:
         """The URLs this host answers on, which clients in its process may call it by."""
@@ -313,6 +364,8 @@ class Host:
         self.events.append(EventKind.HOST_STOPPING, detail="stopping")
         self._forget_local_urls()
         runner, self._runner = self._runner, None
+        if self.relay is not None:
+            await self.relay.stop()
         if runner is not None:
             await runner.cleanup()
             if self._guard is not None:

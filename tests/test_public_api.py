@@ -73,6 +73,7 @@ EXPECTED_ALL = [
     "PayloadTooLargeError",
     "Priority",
     "ProtocolError",
+    "RelayQueueFullError",
     "ReplySet",
     "RequestError",
     "RestartMode",
@@ -168,7 +169,7 @@ def test_every_exported_error_is_a_paglet_error() -> None:
         for n in EXPECTED_ALL
         if isinstance(getattr(paglets, n), type) and issubclass(getattr(paglets, n), BaseException)
     ]
-    assert len(errors) == 28
+    assert len(errors) == 29
     for error in errors:
         assert issubclass(error, paglets.PagletError), error
 

@@ -110,6 +110,8 @@ def _check_ready_file(
         "paglets-host --name beta --port 8766 --peer http://127.0.0.1:8765",
         "paglets-host --config ./launch.toml --tag gpu",
         "PAGLETS_API_KEY=... paglets-host --name lab --bind-public --port 8765",
+        "PAGLETS_API_KEY=... paglets-host --name hub --public-url https://example.com/paglets",
+        "PAGLETS_API_KEY=... paglets-host --name b --connect-to https://example.com/paglets",
     ),
 )
 @click.option(
@@ -159,7 +161,69 @@ def _check_ready_file(
     "exactly that address (repeatable; the first is published). Replaces --host.",
 )
 @click.option(
-    "--public-url", metavar="URL", help="The URL to publish to the mesh, if not the bound one."
+    "--public-url",
+    metavar="URL",
+    help="The URL to publish to the mesh, if not the bound one; with a path prefix behind a "
+    "reverse proxy (https://example.com/paglets). Needs an API key unless --insecure.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="PATH",
+    help="Serve HTTPS with this PEM certificate (chain); goes with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="PATH",
+    help="The private key of --tls-cert (PEM, not encrypted).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    metavar="PATH",
+    help="PEM certificates of a private CA this host trusts, besides the system's, when it "
+    "calls other hosts or its hub over HTTPS.",
+)
+@click.option(
+    "--connect-to",
+    metavar="URL",
+    help="Connect mode: open no listening socket; reach the mesh through the hub at URL "
+    "(its --public-url), over one outbound session. Needs an API key; no auto-update, "
+    "no zeroconf.",
+)
+@click.option(
+    "--relay-transport",
+    type=click.Choice(("auto", "websocket", "long-poll")),
+    default="auto",
+    show_default=True,
+    help="With --connect-to: the session to the hub; auto is a WebSocket, else long polls "
+    "when a proxy refuses the upgrade.",
+)
+@click.option(
+    "--relay-offline-after",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On a hub: a relayed host without a session this long is offline; requests for it "
+    "get 503 instead of being queued.",
+)
+@click.option(
+    "--relay-delivery-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On a hub: a relayed request not answered within this gets 504 (it stays queued).",
+)
+@click.option(
+    "--relay-queue-limit",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    metavar="N",
+    help="On a hub: requests queued for one relayed host; one more gets 429 with Retry-After.",
 )
 @click.option(
     "--discovery/--no-discovery",
@@ -393,6 +457,14 @@ def command(  # click passes options by keyword
     properties: dict[str, str],
     bind_public: tuple[str, ...],
     public_url: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    ca_file: Path | None,
+    connect_to: str | None,
+    relay_transport: str,
+    relay_offline_after: float,
+    relay_delivery_timeout: float,
+    relay_queue_limit: int,
     discovery: bool | None,
     discovery_interfaces: tuple[str, ...],
     gossip_interval: float,
@@ -455,6 +527,14 @@ def command(  # click passes options by keyword
         properties=properties,
         bind_public=_bind_public(bind_public),
         public_url=public_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        ca_file=ca_file,
+        connect_to=connect_to,
+        relay_transport=relay_transport,
+        relay_offline_after=relay_offline_after,
+        relay_delivery_timeout=relay_delivery_timeout,
+        relay_queue_limit=relay_queue_limit,
         discovery=discovery,
         discovery_interfaces=discovery_interfaces,
         gossip_interval=gossip_interval,
@@ -486,6 +566,8 @@ def command(  # click passes options by keyword
         artifact_quota=artifact_quota,
         compute=launch.compute,
     )
+    if connect_to is not None and git_auto_update:
+        raise click.UsageError("--connect-to disables --git-auto-update: update the host by hand")
     if (git_remote or git_branch) and not git_auto_update:
         raise click.UsageError("--git-remote and --git-branch go with --git-auto-update")
     zygote = _launch_zygote(config)

@@ -33,7 +33,8 @@ would naturally catch a builtin, the paglets error inherits it too::
      │    ├── HostNotFoundError (LookupError)     no host of that name or URL in the mesh (404)
      │    ├── ServiceNotFoundError (LookupError)  no host of the mesh serves that contract (404)
      │    ├── ServiceUnavailableError             the hosts serving it are offline (503)
-     │    └── UpdateError                         a step of a git auto-update failed
+     │    ├── UpdateError                         a step of a git auto-update failed
+     │    └── RelayQueueFullError                 a hub's queue for a relayed host is full (429)
      ├── ServiceLeasedError                       another caller holds a lease on that service (409)
      ├── ArtifactNotFoundError (LookupError)      no artifact of that name on that host (404)
      ├── TransferError                            a move did not happen; the paglet stayed
@@ -321,6 +322,15 @@ class ChecksumMismatchError(RequestError):
 
 class QuotaExceededError(StorageError):
     """An artifact that does not fit in the host's artifact quota now; nothing was kept."""
+
+
+class RelayQueueFullError(HostError):
+    """A relay hub holds as many items for a relayed host as it allows; nothing was queued.
+
+    Answered with ``Retry-After``; the caller may try again (``--relay-queue-limit``).
+    """
+
+    http_status = HTTPStatus.TOO_MANY_REQUESTS
 
 
 def _all_error_classes() -> dict[str, type[PagletError]]:

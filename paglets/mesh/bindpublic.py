@@ -21,6 +21,7 @@ from aiohttp import web
 from paglets.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Awaitable, Callable, Sequence
 
     from paglets.transport.guard import ConnectionGuard
@@ -63,9 +64,15 @@ class Listeners:
         guard: watches every connection of every site (header timeout, cap), if given.
     """
 
-    def __init__(self, runner: web.AppRunner, guard: ConnectionGuard | None = None) -> None:
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        guard: ConnectionGuard | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._runner = runner
         self._guard = guard
+        self._ssl = ssl_context
         self._sites: list[tuple[str, web.BaseSite]] = []
         self.port = 0
 
@@ -80,7 +87,8 @@ class Listeners:
     @property
     def urls(self) -> list[str]:
         """One URL per bound address."""
-        return [url_for(address, self.port) for address in self.addresses]
+        scheme = "http" if self._ssl is None else "https"
+        return [url_for(address, self.port, scheme) for address in self.addresses]
 
     async def bind(self, addresses: Sequence[str], port: int) -> None:
         """Bind every address on ``port`` (0: any free port, then the same for the others)."""
@@ -107,9 +115,9 @@ class Listeners:
         before = {_port_of(a) for a in self._runner.addresses}
         site: web.BaseSite
         if self._guard is None:
-            site = web.TCPSite(self._runner, address, port)
+            site = web.TCPSite(self._runner, address, port, ssl_context=self._ssl)
         else:
-            site = self._guard.site(self._runner, address, port)
+            site = self._guard.site(self._runner, address, port, ssl_context=self._ssl)
         await site.start()
         if port:
             return site, port

@@ -48,6 +48,7 @@ from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
+    import ssl as ssl_module
     from collections.abc import Callable, Iterable
     from types import TracebackType
 
@@ -133,7 +134,9 @@ class Gossiper:
         api_key: str | None = None,
         fanout: int = 3,
         timeout: float = 5.0,
+        ssl: ssl_module.SSLContext | bool = True,
     ) -> None:
+        self._ssl = ssl
         self.table = table
         self.interval = interval
         self.fanout = fanout
@@ -156,7 +159,9 @@ class Gossiper:
         return f"<Gossiper {self.table.me.name} rounds={self.rounds} every {self.interval:g} s>"
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        self._session = aiohttp.ClientSession(
+            timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
+        )
         return self
 
     async def __aexit__(

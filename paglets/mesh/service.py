@@ -42,6 +42,7 @@ from paglets.mesh.peers import Change, MergeResult, PeerTable
 from paglets.mesh.routes import add_routes
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import PROTOCOL_VERSION
+from paglets.wire.relay import RELAY_PROPERTY, relay_url
 from paglets.wire.targets import select
 
 if TYPE_CHECKING:
@@ -148,22 +149,38 @@ class MeshService:
                 )
             addresses = (found,)
         await self.membership.load()  # before anyone can gossip with us
-        self.listeners = Listeners(runner, guard)
+        self.listeners = Listeners(runner, guard, cfg.server_ssl())
         await self.listeners.bind(addresses, cfg.port)
         commit = await asyncio.to_thread(git_commit)
         self.table.set_me(self.table.me.replace(commit=commit, **await self._urls()))
         self.membership.check_own_record()
         return self.listeners.urls[0]
 
+    async def bind_relay(self) -> str:
+        """Connect mode: bind nothing; the host's URL is the one its hub relays for it."""
+        cfg = self.config
+        assert cfg.connect_to is not None  # noqa: S101 - only in connect mode
+        await self.membership.load()
+        commit = await asyncio.to_thread(git_commit)
+        url = relay_url(cfg.connect_to, cfg.name)
+        properties = {**self.table.me.properties, RELAY_PROPERTY: cfg.connect_to}
+        self.table.set_me(
+            self.table.me.replace(commit=commit, url=url, urls=[url], properties=properties)
+        )
+        self.membership.check_own_record()
+        return url
+
     async def _urls(self) -> dict[str, object]:
         assert self.listeners is not None  # noqa: S101 - bind() set it
+        cfg = self.config
         urls = self.listeners.urls
-        published = self.config.public_url
+        published = cfg.public_url
         if published is None:
             address = self.listeners.addresses[0]
             if ipaddress.ip_address(address).is_unspecified:
                 lan = await asyncio.to_thread(detect_lan_address)
-                published = url_for(lan or "127.0.0.1", self.listeners.port)
+                scheme = "https" if cfg.tls_cert is not None else "http"
+                published = url_for(lan or "127.0.0.1", self.listeners.port, scheme)
             else:
                 published = urls[0]
         return {"url": published, "urls": list(dict.fromkeys([published, *urls]))}
@@ -179,11 +196,12 @@ class MeshService:
         gossiper = self.gossiper
         if gossiper is None:
             raise PagletError("the mesh service was not installed on the host's application")
-        for peer in self.config.peers:
+        peers = self.config.peers
+        if self.config.connect_to is not None:
+            peers = (self.config.connect_to,)
+        for peer in peers:
             gossiper.add_candidate(peer)
-        results = await asyncio.gather(
-            *(self._join_one(gossiper, peer) for peer in self.config.peers)
-        )
+        results = await asyncio.gather(*(self._join_one(gossiper, peer) for peer in peers))
         for result in results:
             for dup in result.duplicates if result is not None else ():
                 if dup.name == self.config.name:
@@ -377,7 +395,11 @@ class MeshService:
     async def _gossip_ctx(self, _app: web.Application) -> AsyncIterator[None]:
         cfg = self.config
         async with Gossiper(
-            self.table, self.on_merge, interval=cfg.gossip_interval, api_key=cfg.api_key
+            self.table,
+            self.on_merge,
+            interval=cfg.gossip_interval,
+            api_key=cfg.api_key,
+            ssl=cfg.client_ssl(),
         ) as gossiper:
             self.gossiper = gossiper
             task = asyncio.create_task(self._gossip(gossiper), name=f"gossip-{cfg.name}")

@@ -143,7 +143,8 @@ class TransferService:
             )
         await self.events.attach(self._store)
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0)
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
+            connector=aiohttp.TCPConnector(ssl=self.config.client_ssl()),
         )
         try:
             yield

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from paglets.core.errors import AuthenticationError
 from paglets.wire.records import API_PREFIX
+from paglets.wire.relay import HOSTS_PREFIX
 
 if TYPE_CHECKING:
     from aiohttp.typedefs import Handler
@@ -18,13 +19,24 @@ OPEN_PATHS = frozenset({"/health", f"{API_PREFIX}/mesh/hello"})
 peer proves it holds the key before anyone sends it (`paglets.mesh.hello`)."""
 
 
+def is_open(path: str) -> bool:
+    """Whether ``path`` is served without the key: an `OPEN_PATHS` path, of this host or of
+    a host a hub relays for (``/v1/relay/hosts/<name>/v1/mesh/hello``)."""
+    if path in OPEN_PATHS:
+        return True
+    if not path.startswith(HOSTS_PREFIX):
+        return False
+    _, _, tail = path[len(HOSTS_PREFIX) :].partition("/")
+    return f"/{tail}" in OPEN_PATHS
+
+
 def auth_middleware(api_key: str) -> web.middleware:  # type: ignore[valid-type]
     """A middleware that requires ``Authorization: Bearer <api_key>``."""
     expected = api_key.encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
+        if not is_open(request.path):
             header = request.headers.get("Authorization", "")
             scheme, _, given = header.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):

@@ -37,6 +37,7 @@ from paglets.core.message import Message
 from paglets.core.state import PagletState
 from paglets.transport.apikey import load_api_key
 from paglets.transport.channel_client import Channel, ChannelLost
+from paglets.transport.tls import env_ca_context
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX, HostInfo, PagletInfo, event_from_dict
 from paglets.wire.services import AsyncServiceClient, ServiceInfo
@@ -105,7 +106,8 @@ class AsyncHostClient:
         api_key: the bearer key; by default the first found of ``$PAGLETS_API_KEY``,
             the file ``$PAGLETS_API_KEY_FILE`` and the systemd credential
             ``paglets-api-key`` (`paglets.transport.apikey`).
-        ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA.
+        ssl: an `ssl.SSLContext` for ``https`` URLs with a private CA; by default
+            the system's CAs and those of the file ``$PAGLETS_CA_FILE`` names.
         connect_timeout: seconds to wait for a connection.
         guard: called with the URL of every other host this client would take
             its key to (a paglet that moved); raises to refuse it.
@@ -135,7 +137,7 @@ class AsyncHostClient:
         key = api_key
         self._key = key or ""
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._ssl = ssl
+        self._ssl = ssl if ssl is not None else env_ca_context()
         self._guard = guard
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout)
         self._owner = pool is None
@@ -194,6 +196,10 @@ class AsyncHostClient:
         session, self._pool.session = self._pool.session, None
         if session is not None:
             await session.close()
+            if any(url.startswith("https://") for url in self._pool.siblings):
+                # TLS connections finish their shutdown on later turns of the loop
+                # (aiohttp's advice), before a sync client stops its loop
+                await asyncio.sleep(0.1)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._pool.session is None:

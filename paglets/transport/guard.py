@@ -39,11 +39,12 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from paglets.core.errors import ConfigurationError, TooManyConnectionsError
-from paglets.transport.auth import OPEN_PATHS
+from paglets.transport.auth import is_open
 from paglets.wire import strict_json
 from paglets.wire.records import ErrorBody
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
 
     from aiohttp.typedefs import Handler
@@ -140,9 +141,16 @@ class ConnectionGuard:
         """A protocol factory for ``loop.create_server`` that guards ``inner``'s protocols."""
         return lambda: _Guarded(self, inner())
 
-    def site(self, runner: web.BaseRunner, host: str, port: int) -> GuardedSite:
-        """A TCP site of ``runner`` whose connections this guard watches."""
-        return GuardedSite(runner, host, port, guard=self)
+    def site(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> GuardedSite:
+        """A TCP site of ``runner`` whose connections this guard watches (TLS with a context)."""
+        return GuardedSite(runner, host, port, guard=self, ssl_context=ssl_context)
 
     def close(self) -> None:
         """Close what is still open (after the runner's cleanup closed the rest).
@@ -158,7 +166,7 @@ class ConnectionGuard:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         conn = self._open.get(request.transport) if request.transport is not None else None
-        if conn is not None and request.path not in OPEN_PATHS:
+        if conn is not None and not is_open(request.path):
             conn.head_arrived()
         # A request of a route served without the key (/health, the mesh hello) stays
         # as it was until it is answered: on the header clock, and first to be closed
@@ -355,15 +363,22 @@ class GuardedSite(web.BaseSite):
     __slots__ = ("_guard", "_host", "_port")
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, *, guard: ConnectionGuard
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        *,
+        guard: ConnectionGuard,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner)
+        super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port, self._guard = host, port, guard
 
     @property
     def name(self) -> str:
         shown = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{shown}:{self._port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{shown}:{self._port}"
 
     async def start(self) -> None:
         await super().start()
@@ -376,4 +391,5 @@ class GuardedSite(web.BaseSite):
             self._host,
             self._port,
             backlog=self._backlog,
+            ssl=self._ssl_context,
         )

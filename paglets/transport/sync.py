@@ -70,6 +70,8 @@ class _LoopThread:
         try:
             return future.result(timeout)
         except TimeoutError:
+            if future.done():  # the call's own error: a PagletTimeoutError from the host
+                raise
             future.cancel()
             raise PagletTimeoutError(f"no answer within {timeout:g} s") from None
 
