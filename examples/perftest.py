@@ -2,8 +2,12 @@
 
 The parent `PerfTest` stays on the host it was created on. Sent ``start``, it
 clones itself to every online host of its mesh and protocol version (itself
-included, as a local copy). Each clone, a *worker*, runs three bounded checks in
-its ``run()`` thread, reports them to the parent and disposes of itself:
+included, as a local copy). Each clone, a *worker*, is a compute job
+(`paglets.services.compute.job.ComputeJob`): where its host serves compute
+slots, it waits for a core and the memory and temp storage it will use; then
+it runs three bounded checks in its ``run()`` thread, reports them to the
+parent (as a job group's member reports to its collector) and disposes of
+itself:
 
 - **cpu**: sha256 over a 1 MiB buffer for ``cpu_seconds``: MiB hashed a second
   on one core;
@@ -26,7 +30,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from paglets import Message, Paglet, PagletError, PagletState
+from paglets import Message, PagletError, PagletState
+from paglets.core.errors import ServiceNotFoundError
+from paglets.services.compute.contract import COMPUTE_SLOTS, StatusRequest
+from paglets.services.compute.group import RESULT as GROUP_RESULT
+from paglets.services.compute.job import ComputeJob, ComputeJobState
 from paglets.wire.state_json import state_from_json
 
 if TYPE_CHECKING:
@@ -39,6 +47,8 @@ MAX_MEMORY_MIB: Final = 4096
 MAX_DISK_MIB: Final = 4096
 _MIB: Final = 1 << 20
 _PAGE: Final = 4096
+RAM_MARGIN_MIB: Final = 96
+"""MiB a worker asks of compute slots beyond ``memory_mib``: its interpreter's own."""
 
 
 @dataclass
@@ -124,28 +134,25 @@ def disk_check(directory: Path, mib: int) -> tuple[float, float]:
 
 # --8<-- [start:walk]
 @dataclass
-class PerfTestState(PagletState):
+class PerfTestState(ComputeJobState):
     sizes: Sizes = field(default_factory=Sizes)
     role: str = "parent"
-    parent: str = ""
-    parent_host: str = ""
     workers: dict[str, str] = field(default_factory=dict)
     reports: dict[str, Report] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
 
-class PerfTest(Paglet[PerfTestState]):
+class PerfTest(ComputeJob[PerfTestState]):
     """See the module docstring. Messages to the parent: ``start`` (answers the
-    hosts it cloned to), ``report`` (from a worker), ``results``."""
+    hosts it cloned to), a worker's report (as a job group's), ``results``."""
 
     State = PerfTestState
 
     def handle_message(self, message: Message) -> Any:
         if message.kind == "start":
             return self._start()
-        if message.kind == "report":
-            report = state_from_json(Report, message.args["report"])
-            self.state.reports[report.host] = report
+        if message.kind == GROUP_RESULT:
+            self._take(message.args)
             return None
         if message.kind == "results":
             return {
@@ -153,20 +160,34 @@ class PerfTest(Paglet[PerfTestState]):
                 "reports": [asdict(r) for r in self.state.reports.values()],
                 "failed": self.state.failed,
             }
-        return self.not_handled()
+        return super().handle_message(message)
+
+    def _take(self, args: dict[str, Any]) -> None:
+        """A worker's report, or why it has none."""
+        if args.get("phase") == "done":
+            report = state_from_json(Report, args["result"])
+            self.state.reports[report.host] = report
+            return
+        hosts = {agent: host for host, agent in self.state.workers.items()}
+        host = hosts.get(str(args.get("agent_id")), str(args.get("agent_id")))
+        self.state.failed[host] = str(args.get("failure") or args.get("phase"))
 
     def _start(self) -> list[str]:
-        self.state.sizes.check()
-        self.state.parent = self.context.agent_id
-        self.state.parent_host = self.context.host_url
+        state = self.state
+        state.sizes.check()
+        # each worker reports to this paglet as a job group's member to its collector
+        state.collector, state.collector_host = self.context.agent_id, self.context.host_url
+        state.cores, state.name = 1, "perf-test"
+        state.ram = (state.sizes.memory_mib + RAM_MARGIN_MIB) * _MIB
+        state.tmp = state.sizes.disk_mib * _MIB
         here = self.context.host_name
         for host in self.context.hosts(movable=True):
             target = None if host.name == here else host.name
             try:
-                self.state.workers[host.name] = self.clone(target).agent_id
+                state.workers[host.name] = self.clone(target).agent_id
             except PagletError as exc:  # that host is out of the test, the others go on
-                self.state.failed[host.name] = f"{type(exc).__name__}: {exc}"
-        return sorted(self.state.workers)
+                state.failed[host.name] = f"{type(exc).__name__}: {exc}"
+        return sorted(state.workers)
 
     def on_clone(self, event: LifecycleEvent) -> None:
         del event
@@ -176,6 +197,23 @@ class PerfTest(Paglet[PerfTestState]):
     def run(self) -> None:
         if self.state.role != "worker":
             return
+        if self._has_slots():
+            super().run()  # waits for its slot, computes, reports to the parent
+        else:
+            self.state.result, self.state.phase = self.compute(), "done"
+            self._report()
+        self.dispose()
+
+    def _has_slots(self) -> bool:
+        """Whether this host serves compute slots (then the checks wait for a slot)."""
+        here = self.context.host_name
+        try:
+            self.context.service(COMPUTE_SLOTS, where=here, timeout=10).status(StatusRequest())
+        except ServiceNotFoundError:
+            return False
+        return True
+
+    def compute(self) -> dict[str, Any]:
         sizes, started = self.state.sizes, time.perf_counter()
         try:
             cpu = cpu_check(sizes.cpu_seconds)
@@ -199,9 +237,7 @@ class PerfTest(Paglet[PerfTestState]):
             seconds=round(time.perf_counter() - started, 3),
             error=error,
         )
-        parent = self.context.proxy(self.state.parent, self.state.parent_host)
-        parent.send("report", report=asdict(report))
-        self.dispose()
+        return asdict(report)
 
 
 # --8<-- [end:walk]

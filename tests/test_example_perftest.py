@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,9 +15,10 @@ from examples.perftest import Sizes, cpu_check, disk_check, memory_check
 from paglets import HostClient
 from tests.hostproc import command, env_without_key
 
+SLOTS = str(Path(__file__).parent / "pagletstest" / "slots.toml")
+
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from tests.hostproc import RunningHost
 
@@ -49,10 +51,13 @@ def test_the_checks_measure_and_leave_nothing(tmp_path: Path) -> None:
 
 
 def _mesh(start_host: Callable[..., RunningHost], n: int) -> list[RunningHost]:
-    first = start_host("--gossip-interval", "0.1")
+    first = start_host("--config", SLOTS, "--gossip-interval", "0.1")
     hosts = [
         first,
-        *(start_host("--peer", first.url, "--gossip-interval", "0.1") for _ in range(n - 1)),
+        *(
+            start_host("--config", SLOTS, "--peer", first.url, "--gossip-interval", "0.1")
+            for _ in range(n - 1)
+        ),
     ]
     with HostClient(first.url) as client:
         deadline = time.monotonic() + 15
@@ -82,9 +87,11 @@ def test_every_host_is_checked_and_reported(start_host: Callable[..., RunningHos
     for host in hosts:
         with HostClient(host.url) as client:
             deadline = time.monotonic() + 10
-            while client.list():
+            while [p for p in client.list() if not p.agent_id.startswith("service.")]:
                 assert time.monotonic() < deadline, f"a paglet was left on {host.name}"
                 time.sleep(0.05)
+            (slots,) = [s for s in client.services() if s.contract == "compute-slots.v1"]
+            assert slots.status != "advertised", "the checks waited for a compute slot"
 
     table = _run(*SMALL, "--url", hosts[1].url)
     assert table.returncode == 0, table.stderr
@@ -103,3 +110,22 @@ def test_out_of_range_sizes_are_refused_before_anything_runs(
     assert "--memory-mib" in result.stderr
     with HostClient(host.url) as client:
         assert client.list() == []
+
+
+def test_hosts_without_compute_slots_are_checked_all_the_same(
+    start_host: Callable[..., RunningHost], tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare.toml"
+    bare.write_text("[host]\n")
+    first = start_host("--config", str(bare), "--gossip-interval", "0.1")
+    second = start_host("--config", str(bare), "--peer", first.url, "--gossip-interval", "0.1")
+    with HostClient(first.url) as client:
+        deadline = time.monotonic() + 15
+        while len(client.hosts(online=True)) < 2:
+            assert time.monotonic() < deadline, "the hosts never met"
+            time.sleep(0.05)
+    result = _run(*SMALL, "--url", first.url, "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert {r["host"] for r in answer["reports"]} == {first.name, second.name}
+    assert answer["failed"] == {}

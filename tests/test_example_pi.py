@@ -8,6 +8,7 @@ import itertools
 import json
 import subprocess
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -16,9 +17,10 @@ from examples import pi
 from paglets import HostClient
 from tests.hostproc import command, env_without_key
 
+SLOTS = str(Path(__file__).parent / "pagletstest" / "slots.toml")
+
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from tests.hostproc import RunningHost
 
@@ -59,8 +61,11 @@ def test_ranges_computed_apart_and_combined_in_order_give_the_known_digits() -> 
 def test_pi_is_computed_across_three_hosts_and_verified(
     start_host: Callable[..., RunningHost], tmp_path: Path
 ) -> None:
-    first = start_host("--gossip-interval", "0.1")
-    others = [start_host("--peer", first.url, "--gossip-interval", "0.1") for _ in range(2)]
+    first = start_host("--config", SLOTS, "--gossip-interval", "0.1")
+    others = [
+        start_host("--config", SLOTS, "--peer", first.url, "--gossip-interval", "0.1")
+        for _ in range(2)
+    ]
     with HostClient(first.url) as client:
         deadline = time.monotonic() + 15
         while len(client.hosts(online=True)) < 3:

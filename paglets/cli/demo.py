@@ -134,12 +134,19 @@ def _start_host(root: Path, name: str, peers: Sequence[str]) -> DemoHost:
 
 
 def _launch_file(root: Path) -> Path:
-    """The bundled default launch file, so the demo's hosts ignore the user's own."""
+    """The bundled default launch file, so the demo's hosts ignore the user's own.
+
+    Its compute slots' load gate is opened: the demo's three hosts share one
+    machine, whose load would otherwise hold the demo's jobs back.
+    """
     from paglets.launch.files import bundled_text  # noqa: PLC0415 - not for --help
 
     path = root / "launch.toml"
     if not path.exists():
-        path.write_text(bundled_text(), encoding="utf-8")
+        text = bundled_text().replace(
+            "\n[compute]\n", "\n[compute]\nmax_load_per_cpu = 1000.0  # the demo's own\n", 1
+        )
+        path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -120,7 +120,7 @@ class ComputeJob(Paglet[StateT]):
             return
         self._last_progress = now
         with contextlib.suppress(PagletError):
-            self.context.service(COMPUTE_SLOTS).progress(
+            self.context.service(COMPUTE_SLOTS, where=self.context.host_name).progress(
                 ProgressRequest(self.state.job_id, float(fraction), text)
             )
 
@@ -164,7 +164,8 @@ class ComputeJob(Paglet[StateT]):
                 self.context.log.warning("could not move to %s, submitting here: %s", target, exc)
             else:
                 return  # it runs on from `run` there
-        slots = self.context.service(COMPUTE_SLOTS)
+        # its own host's scheduler: never one elsewhere, which would not find it
+        slots = self.context.service(COMPUTE_SLOTS, where=self.context.host_name)
         try:
             reply = slots.submit(
                 SubmitRequest(
