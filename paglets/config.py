@@ -92,6 +92,8 @@ class HostConfig:
     startup: tuple[StartupPaglet, ...] = ()
     # Resident services advertised here (launch.toml [[services]], docs/services.md).
     services: tuple[ServiceEntry, ...] = ()
+    # Where file-moving paglets may read and write, beyond the defaults (--file-root).
+    file_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -116,6 +118,7 @@ class HostConfig:
             object.__setattr__(self, name, tuple(value))  # type: ignore[arg-type]
         object.__setattr__(self, "startup", tuple(self.startup))
         object.__setattr__(self, "services", tuple(self.services))
+        object.__setattr__(self, "file_roots", tuple(Path(root) for root in self.file_roots))
 
     def _validate(self) -> None:
         if not is_valid_id(self.name, IdKind.HOST):
@@ -132,6 +135,7 @@ class HostConfig:
         if self.max_body < 1024:  # noqa: PLR2004 - a useful minimum
             raise ConfigurationError("max_body must be at least 1024 bytes")
         self._validate_limits()
+        self._validate_file_roots()
         if self.api_key is not None and not self.api_key:
             raise ConfigurationError("the API key must not be empty")
         self.child_account()
@@ -149,6 +153,11 @@ class HostConfig:
                 "unauthenticated access"
             )
         self._validate_mesh()
+
+    def _validate_file_roots(self) -> None:
+        for root in self.file_roots:
+            if not root.is_absolute():
+                raise ConfigurationError(f"file root {root} must be an absolute path (--file-root)")
 
     def _validate_limits(self) -> None:
         for name in ("read_timeout", "header_timeout", "idle_timeout"):
@@ -225,3 +234,12 @@ class HostConfig:
     def home(self) -> Path:
         """This host's own directory under the state directory."""
         return (self.state_dir or default_state_dir()) / self.name
+
+    @property
+    def all_file_roots(self) -> tuple[Path, ...]:
+        """Where file-moving paglets may read and write: the system temp directory,
+        this host's files directory, then each ``--file-root``, absolute."""
+        import tempfile  # noqa: PLC0415 - only when a host starts
+
+        roots = (Path(tempfile.gettempdir()), self.home / "files", *self.file_roots)
+        return tuple(dict.fromkeys(root.absolute() for root in roots))

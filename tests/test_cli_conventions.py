@@ -28,6 +28,7 @@ SCRIPTS = {
     "paglets-host": "paglets.cli.host",
     "paglets-mesh": "paglets.cli.mesh",
     "paglets-demo": "paglets.cli.demo",
+    "paglets-file-grabber": "paglets.cli.file_grabber",
 }
 MESH_CMD = command("paglets-mesh", "paglets.cli.mesh")
 HELP_BOUND = 1.0  # seconds, loose for a loaded CI machine; the aim is well under 0.2 s

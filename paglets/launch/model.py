@@ -77,6 +77,7 @@ class HostSection:
     tags: tuple[str, ...] | None = None
     properties: dict[str, str] | None = None
     peers: tuple[str, ...] | None = None
+    file_roots: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class LaunchConfig:
             "mesh_version": host.mesh_version,
             "tags": host.tags,
             "peers": host.peers,
+            "file_roots": host.file_roots,
             "allow_modules": modules.allow,
             "preload": modules.preload,
         }
