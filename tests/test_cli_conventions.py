@@ -29,6 +29,8 @@ SCRIPTS = {
     "paglets-mesh": "paglets.cli.mesh",
     "paglets-demo": "paglets.cli.demo",
     "paglets-file-grabber": "paglets.cli.file_grabber",
+    "paglets-search": "paglets.cli.search",
+    "paglets-disk-survey": "paglets.cli.disk_survey",
 }
 MESH_CMD = command("paglets-mesh", "paglets.cli.mesh")
 HELP_BOUND = 1.0  # seconds, loose for a loaded CI machine; the aim is well under 0.2 s
@@ -157,3 +159,8 @@ def test_rich_stays_out_of_the_host_and_its_paglets(
     assert "paglets" in modules, "the probe sees its own imports"
     assert "rich" not in modules
     assert "click" not in modules
+
+
+def test_table_cells_are_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    _output.print_table(("NOTE",), [("set file_roots in launch.toml [host] or [bold]",)])
+    assert "launch.toml [host] or [bold]" in capsys.readouterr().out

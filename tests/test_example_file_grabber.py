@@ -40,9 +40,14 @@ class Mesh:
     def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         env = env_without_key(PAGLETS_URL=self.alpha.url)
         return subprocess.run(
-            [*GRABBER, *args], capture_output=True, text=True, timeout=120, check=False,
-            env=env, cwd=cwd,
-        )  # fmt: skip
+            [*GRABBER, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=env,
+            cwd=cwd,
+        )
 
 
 def _host_env(tmp: Path) -> dict[str, str]:
@@ -84,8 +89,9 @@ def test_push_and_pull_carry_20_mib_intact(mesh: Mesh) -> None:
     src = mesh.roots["alpha"] / "data.bin"
     digest = _payload(src)
     dest = mesh.roots["beta"] / "data.bin"
-    pushed = mesh.run("push", "./data.bin", "--remote", "beta", "--dest", str(dest),
-                      "--json", cwd=src.parent)  # fmt: skip
+    pushed = mesh.run(
+        "push", "./data.bin", "--remote", "beta", "--dest", str(dest), "--json", cwd=src.parent
+    )
     assert pushed.returncode == 0, pushed.stderr
     report = json.loads(pushed.stdout)
     assert report["written"] == str(dest)
@@ -120,21 +126,30 @@ def test_dry_says_what_would_happen_and_changes_nothing(mesh: Mesh) -> None:
     digest = _payload(src, 1 << 16)
     dest = mesh.roots["beta"] / "data.bin"
     # the seed's own line, as written (its --dest is beta's temp directory here)
-    dry = mesh.run("push", "./data.bin", "--remote", "beta", "--dest", str(dest), "--dry",
-                   cwd=src.parent)  # fmt: skip
+    dry = mesh.run(
+        "push", "./data.bin", "--remote", "beta", "--dest", str(dest), "--dry", cwd=src.parent
+    )
     assert dry.returncode == 0, dry.stderr
     assert "would copy (dry run: nothing changed)" in dry.stdout
     assert digest in dry.stdout
     assert not dest.exists()
     dest.write_bytes(b"old")
     before = sorted(p.name for p in dest.parent.iterdir())
-    forced = mesh.run("push", str(src), "--remote", "beta", "--dest", str(dest), "--dry",
-                      "--force", "--json")  # fmt: skip
+    forced = mesh.run(
+        "push", str(src), "--remote", "beta", "--dest", str(dest), "--dry", "--force", "--json"
+    )
     assert forced.returncode == 0, forced.stderr
     assert json.loads(forced.stdout) | {"source": ""} == {
-        "direction": "push", "source_host": "alpha", "source": "", "dest_host": "beta",
-        "dest": str(dest), "size": 1 << 16, "sha256": digest, "replaces": True, "dry": True,
-    }  # fmt: skip
+        "direction": "push",
+        "source_host": "alpha",
+        "source": "",
+        "dest_host": "beta",
+        "dest": str(dest),
+        "size": 1 << 16,
+        "sha256": digest,
+        "replaces": True,
+        "dry": True,
+    }
     assert dest.read_bytes() == b"old"
     assert sorted(p.name for p in dest.parent.iterdir()) == before
 
@@ -163,11 +178,18 @@ def test_source_outside_the_roots_is_refused(mesh: Mesh) -> None:
     secret = mesh.outside / "secret.txt"
     secret.write_text("not for the mesh")
     (mesh.roots["beta"] / "leak").symlink_to(secret)
-    pushed = mesh.run("push", str(secret), "--remote", "beta",
-                      "--dest", str(mesh.roots["beta"] / "s.txt"))  # fmt: skip
+    pushed = mesh.run(
+        "push", str(secret), "--remote", "beta", "--dest", str(mesh.roots["beta"] / "s.txt")
+    )
     _fails(pushed, "outside the file roots of host alpha")
-    pulled = mesh.run("pull", str(mesh.roots["beta"] / "leak"), "--remote", "beta",
-                      "--dest", str(mesh.roots["alpha"] / "s.txt"))  # fmt: skip
+    pulled = mesh.run(
+        "pull",
+        str(mesh.roots["beta"] / "leak"),
+        "--remote",
+        "beta",
+        "--dest",
+        str(mesh.roots["alpha"] / "s.txt"),
+    )
     _fails(pulled, "outside the file roots of host beta")
     assert not (mesh.roots["alpha"] / "s.txt").exists()
 
@@ -178,15 +200,24 @@ def test_a_file_root_flag_extends_the_roots(
     extra = tmp_path / "extra"
     extra.mkdir()
     alpha = start_host(env=_host_env(tmp_path / "a-tmp"), name="alpha")
-    start_host("--peer", alpha.url, "--file-root", str(extra), name="beta",
-               env=_host_env(tmp_path / "b-tmp"))  # fmt: skip
+    start_host(
+        "--peer",
+        alpha.url,
+        "--file-root",
+        str(extra),
+        name="beta",
+        env=_host_env(tmp_path / "b-tmp"),
+    )
     src = tmp_path / "a-tmp" / "f.bin"
     digest = _payload(src, 4096)
     result = subprocess.run(
         [*GRABBER, "push", str(src), "--remote", "beta", "--dest", str(extra / "f.bin")],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
         env=env_without_key(PAGLETS_URL=alpha.url),
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stderr
     assert _sha(extra / "f.bin") == digest
 
