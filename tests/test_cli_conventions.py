@@ -31,6 +31,7 @@ SCRIPTS = {
     "paglets-file-grabber": "paglets.cli.file_grabber",
     "paglets-search": "paglets.cli.search",
     "paglets-disk-survey": "paglets.cli.disk_survey",
+    "paglets-mesh-benchmark": "paglets.cli.mesh_benchmark",
 }
 MESH_CMD = command("paglets-mesh", "paglets.cli.mesh")
 HELP_BOUND = 1.0  # seconds, loose for a loaded CI machine; the aim is well under 0.2 s
