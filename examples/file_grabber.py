@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paglets import LifecycleEvent, Message, Paglet, PagletState
@@ -33,7 +34,7 @@ from paglets.core.errors import RequestError
 from paglets.persistence.paths import in_roots
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from collections.abc import Callable
 
 CHUNK = 1 << 20
 CARRIED = "grabbed"  # the name the file travels under
@@ -46,6 +47,15 @@ def sha256_of(path: Path) -> str:
         while chunk := file.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _at(folder: int, flags: int) -> Callable[[str, int], int]:
+    """An ``opener`` for `open` that creates the file in the open directory ``folder``."""
+
+    def opener(name: str, _flags: int) -> int:
+        return os.open(name, flags, 0o644, dir_fd=folder)
+
+    return opener
 
 
 @dataclass
@@ -98,33 +108,50 @@ class FileGrabber(Paglet[GrabberState]):
             self.state.error = str(exc)
 
     def land(self, carried: Path) -> Path:
-        """Copy ``carried`` to the destination atomically, its sha256 checked."""
+        """Copy ``carried`` to the destination atomically, its sha256 checked.
+
+        The destination's directory is opened once (no symlink as its last
+        name) and proven to be in the roots as opened; the copy is made and
+        renamed relative to that open directory, so a directory swapped for a
+        symlink meanwhile cannot send the file elsewhere.
+        """
         path, _ = self.destination(self.state.dest, force=self.state.force)
-        temp = path.with_name(f".{path.name}.{self.context.agent_id}.part")
-        digest = hashlib.sha256()
+        temp = f".{path.name}.{self.context.agent_id}.part"
+        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
-            with carried.open("rb") as src, temp.open("xb") as out:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != self.state.sha256:
-                raise RequestError(
-                    f"sha256 of the arrived file is {digest.hexdigest()}, "
-                    f"not {self.state.sha256}: the source changed while it was sent"
-                )
+            opened = Path(f"/proc/self/fd/{folder}")
+            if opened.exists():  # Linux: where the open directory really is
+                in_roots(opened.readlink() / path.name, self.context.file_roots)
+            self.copy(carried, temp, folder)
             if self.state.force:
-                temp.replace(path)
+                os.replace(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
             else:  # a link fails if a file appeared there meanwhile: never replaced
                 try:
-                    os.link(temp, path)
+                    os.link(temp, path.name, src_dir_fd=folder, dst_dir_fd=folder)
                 except FileExistsError:
                     raise RequestError(f"{path} exists; add --force to replace it") from None
         finally:
             with contextlib.suppress(FileNotFoundError):
-                temp.unlink()
+                os.unlink(temp, dir_fd=folder)
+            os.close(folder)
         return path
+
+    def copy(self, carried: Path, temp: str, folder: int) -> None:
+        """Copy ``carried`` to a new file ``temp`` in the open directory ``folder``,
+        and check its sha256 against the one taken at the source."""
+        digest = hashlib.sha256()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        with carried.open("rb") as src, open(temp, "wb", opener=_at(folder, flags)) as out:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != self.state.sha256:
+            raise RequestError(
+                f"sha256 of the arrived file is {digest.hexdigest()}, "
+                f"not {self.state.sha256}: the source changed while it was sent"
+            )
 
     def handle_message(self, message: Message) -> Any:
         kind, args = message.kind, message.args
