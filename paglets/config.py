@@ -110,6 +110,8 @@ class HostConfig:
     artifact_quota: int = 1 << 30
     # What the compute-slot scheduler hands out (launch.toml [compute]).
     compute: ComputeSection = field(default_factory=ComputeSection)
+    # Where file-moving paglets may read and write, beyond the defaults (--file-root).
+    file_roots: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -140,6 +142,7 @@ class HostConfig:
             object.__setattr__(self, name, tuple(value))  # type: ignore[arg-type]
         object.__setattr__(self, "startup", tuple(self.startup))
         object.__setattr__(self, "services", tuple(self.services))
+        object.__setattr__(self, "file_roots", tuple(Path(root) for root in self.file_roots))
 
     def _validate(self) -> None:
         if not is_valid_id(self.name, IdKind.HOST):
@@ -156,6 +159,7 @@ class HostConfig:
         if self.max_body < 1024:  # noqa: PLR2004 - a useful minimum
             raise ConfigurationError("max_body must be at least 1024 bytes")
         self._validate_limits()
+        self._validate_file_roots()
         if self.api_key is not None and not self.api_key:
             raise ConfigurationError("the API key must not be empty")
         self.child_account()
@@ -249,6 +253,11 @@ class HostConfig:
         """Whether this host reaches the mesh only through a hub (``--connect-to``)."""
         return self.connect_to is not None
 
+    def _validate_file_roots(self) -> None:
+        for root in self.file_roots:
+            if not root.is_absolute():
+                raise ConfigurationError(f"file root {root} must be an absolute path (--file-root)")
+
     def _validate_limits(self) -> None:
         for name in ("read_timeout", "header_timeout", "idle_timeout"):
             value = getattr(self, name)
@@ -328,3 +337,12 @@ class HostConfig:
     def home(self) -> Path:
         """This host's own directory under the state directory."""
         return (self.state_dir or default_state_dir()) / self.name
+
+    @property
+    def all_file_roots(self) -> tuple[Path, ...]:
+        """Where file-moving paglets may read and write: the system temp directory,
+        this host's files directory, then each ``--file-root``, absolute."""
+        import tempfile  # noqa: PLC0415 - only when a host starts
+
+        roots = (Path(tempfile.gettempdir()), self.home / "files", *self.file_roots)
+        return tuple(dict.fromkeys(root.absolute() for root in roots))

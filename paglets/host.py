@@ -124,6 +124,7 @@ class Host:
             limits=cfg.limits,
         )
         self.supervisor.child_user = self.child_user
+        self.supervisor.file_roots = tuple(str(root) for root in cfg.all_file_roots)
         self.code = self.supervisor.code = CodeStore(
             cfg.home / "code", cfg.name, trusted=cfg.trust_code_by_value, fsync=cfg.transfer_fsync
         )

@@ -37,6 +37,10 @@ SCRIPTS = {
     "paglets-compute-slots": "paglets.cli.computeslots",
     "paglets-compute-groups": "paglets.cli.computegroups",
     "paglets-analysis-jobs": "paglets.cli.analysisjobs",
+    "paglets-file-grabber": "paglets.cli.file_grabber",
+    "paglets-search": "paglets.cli.search",
+    "paglets-disk-survey": "paglets.cli.disk_survey",
+    "paglets-mesh-benchmark": "paglets.cli.mesh_benchmark",
 }
 MESH_CMD = command("paglets-mesh", "paglets.cli.mesh")
 HELP_BOUND = 1.0  # seconds, loose for a loaded CI machine; the aim is well under 0.2 s
@@ -165,3 +169,8 @@ def test_rich_stays_out_of_the_host_and_its_paglets(
     assert "paglets" in modules, "the probe sees its own imports"
     assert "rich" not in modules
     assert "click" not in modules
+
+
+def test_table_cells_are_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    _output.print_table(("NOTE",), [("set file_roots in launch.toml [host] or [bold]",)])
+    assert "launch.toml [host] or [bold]" in capsys.readouterr().out

@@ -153,6 +153,7 @@ mesh_version = "v7"
 tags = ["a", "b"]
 properties = { k = "v=w" }
 peers = ["http://127.0.0.1:9/"]
+file_roots = ["/srv/data"]
 
 [limits]
 header_timeout = 3
@@ -177,6 +178,7 @@ preload = ["myapp.agents"]
         "tags": ("a", "b"),
         "properties": {"k": "v=w"},
         "peers": ("http://127.0.0.1:9",),
+        "file_roots": (Path("/srv/data"),),
         "header_timeout": 3.0,
         "idle_timeout": 4.5,
         "max_connections": 5,

@@ -33,7 +33,11 @@ def _console(file: Any, terminal: bool) -> Console:
 
 
 def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, indent: int = 0) -> None:
-    """Print ``rows`` under ``headers`` as columns to stdout, ``indent`` spaces in."""
+    """Print ``rows`` under ``headers`` as columns to stdout, ``indent`` spaces in.
+
+    Cells are text, never rich markup: a ``[host]`` in a message stays as it is.
+    """
+    from rich.markup import escape  # noqa: PLC0415
     from rich.padding import Padding  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
@@ -41,7 +45,7 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, indent
     for header in headers:
         table.add_column(header, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     if sys.stdout.isatty():
         _console(sys.stdout, terminal=True).print(Padding(table, (0, 0, 0, indent)))
         return

@@ -293,6 +293,15 @@ def _check_ready_file(
     help="Module prefix paglet classes may come from; repeatable.",
 )
 @click.option(
+    "--file-root",
+    "file_roots",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="PATH",
+    help="A directory file-moving paglets (paglets-file-grabber, paglets-search) may read "
+    "and write, besides the temp directory and the host's files directory; repeatable.",
+)
+@click.option(
     "--trust-code-by-value",
     is_flag=True,
     help="Run paglet classes sent by value (defined in a script or notebook) by any key "
@@ -475,6 +484,7 @@ def command(  # click passes options by keyword
     child_user: str | None,
     state_dir: Path | None,
     allow_modules: tuple[str, ...],
+    file_roots: tuple[Path, ...],
     trust_code_by_value: bool,
     preload: tuple[str, ...],
     transfer_fsync: bool,
@@ -542,6 +552,7 @@ def command(  # click passes options by keyword
         address_poll_interval=address_poll_interval,
         state_dir=state_dir,
         allow_modules=allow_modules,
+        file_roots=tuple(root.absolute() for root in file_roots),
         insecure=insecure,
         debug_errors=debug_errors,
         preload=preload,

@@ -45,6 +45,15 @@ class PagletContext(Protocol):
         ...
 
     @property
+    def file_roots(self) -> tuple[Path, ...]:
+        """Where paglets that move files may read and write on this host.
+
+        The system temp directory, the host's files directory and each
+        ``--file-root``; build a path in them with `paglets.persistence.paths.in_roots`.
+        """
+        ...
+
+    @property
     def pending_messages(self) -> int:
         """How many messages wait in the mailbox, not counting the one in hand."""
         ...

@@ -81,6 +81,7 @@ class HostSection:
     tags: tuple[str, ...] | None = None
     properties: dict[str, str] | None = None
     peers: tuple[str, ...] | None = None
+    file_roots: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,7 @@ class LaunchConfig:
             "mesh_version": host.mesh_version,
             "tags": host.tags,
             "peers": host.peers,
+            "file_roots": host.file_roots,
             "allow_modules": modules.allow,
             "preload": modules.preload,
         }

@@ -109,6 +109,13 @@ def _prefix(value: object) -> str:
     return value
 
 
+def _file_root(value: object) -> str:
+    text = _text(value)
+    if not text.startswith("/") or "\x00" in text:
+        raise _InvalidError(f"must be an absolute path, not {text!r}")
+    return text
+
+
 def _properties(value: object) -> dict[str, str]:
     if not isinstance(value, dict):
         raise _InvalidError(f'must be a table of KEY = "VALUE", not {value!r}')
@@ -228,6 +235,7 @@ SECTIONS: Final[Mapping[str, Mapping[str, _Key]]] = {
         "tags": _Key(lambda v: _strings(v, _tag), 'tags = ["gpu", "lab"]'),
         "properties": _Key(_properties, 'properties = { room = "b12" }'),
         "peers": _Key(lambda v: _strings(v, _url), 'peers = ["http://10.0.0.2:8765"]'),
+        "file_roots": _Key(lambda v: _strings(v, _file_root), 'file_roots = ["/srv/data"]'),
     },
     "limits": {
         "header_timeout": _Key(_seconds, "header_timeout = 10.0"),

@@ -1,4 +1,4 @@
-# ruff: noqa: PTH112, PTH114, PTH118 - os.path on strings: it runs on every create and move, and pathlib costs several times as much
+# ruff: noqa: PTH112, PTH114, PTH117, PTH118 - os.path on strings: it runs on every create and move, and pathlib costs several times as much
 """The one helper that builds a path from outside input and proves it stays under its root.
 
 Every path whose parts come from the wire (an agent id, a transfer id, a file
@@ -71,3 +71,34 @@ def _real(root: Path) -> str:
     if os.path.isdir(text):
         return _real_dir(text)
     return os.path.realpath(text)
+
+
+def in_roots(
+    path: str | os.PathLike[str], roots: tuple[Path, ...] | list[Path], *, owner: str = "this host"
+) -> Path:
+    """``path`` with its symlinks and ``..`` resolved, proven to lie inside one of ``roots``.
+
+    For paths a person names (a file to send, a destination, a directory to
+    search): ``path`` must be absolute; it need not exist. The check is on the
+    fully resolved path, so neither a ``..`` nor a symlink anywhere along it,
+    the last name included, leads out of a root. Use the returned path, not
+    ``path``: it is the one that was checked. ``owner`` names the host in the error.
+
+    Raises:
+        RequestError: ``path`` is relative, holds a NUL, or resolves outside every root.
+    """
+    text = os.fspath(path)
+    if "\x00" in text:
+        raise RequestError(f"path {text[:80]!r} has a NUL in it")
+    if not os.path.isabs(text):
+        raise RequestError(f"path {text[:80]!r} is relative; give an absolute path")
+    real = os.path.realpath(text)
+    for root in roots:
+        base = _real(root)
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            return Path(real)
+    shown = ", ".join(str(root) for root in roots) or "none"
+    raise RequestError(
+        f"path {text[:200]} is outside the file roots of {owner} ({shown}); "
+        "start the host with --file-root DIR (or file_roots in launch.toml [host]) to allow DIR"
+    )

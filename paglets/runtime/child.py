@@ -142,6 +142,7 @@ class ChildRuntime:
             host_name=init.host_name,
             host_url=init.host_url,
             work_dir=Path(init.work_dir),
+            file_roots=tuple(Path(root) for root in init.file_roots),
             mailbox=self.mailbox,
             link=link,
             runtime=self,

@@ -38,6 +38,7 @@ class ChildContext:
         host_name: str,
         host_url: str,
         work_dir: Path,
+        file_roots: tuple[Path, ...] = (),
         mailbox: Mailbox,
         link: HostLink,
         runtime: ChildRuntime,
@@ -46,6 +47,7 @@ class ChildContext:
         self._host_name = host_name
         self._host_url = host_url
         self._work_dir = work_dir
+        self._file_roots = file_roots
         self._mailbox = mailbox
         self._link = link
         self._runtime = runtime
@@ -67,6 +69,10 @@ class ChildContext:
     def work_dir(self) -> Path:
         self._work_dir.mkdir(parents=True, exist_ok=True)
         return self._work_dir
+
+    @property
+    def file_roots(self) -> tuple[Path, ...]:
+        return self._file_roots
 
     @property
     def pending_messages(self) -> int:

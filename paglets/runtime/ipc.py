@@ -101,6 +101,9 @@ class Init(_Record):
     fsync: bool = True
     generation: int = 0  # of this start: its checkpoints are numbered after it
     code: str = ""  # a class shipped by value: its pickled code, base64 (paglets.byvalue)
+    file_roots: list[str] = field(
+        default_factory=list
+    )  # where file-moving paglets may read and write
 
 
 @dataclass(frozen=True, slots=True)

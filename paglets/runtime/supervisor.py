@@ -86,6 +86,7 @@ class Supervisor:
         # Seconds idle before deactivation, by paglet id, over its class's policy (services).
         self.idle_after: dict[str, float] = {}
         self.child_user: ChildUser | None = None  # children run as this user, if set
+        self.file_roots: tuple[str, ...] = ()  # given to each paglet (the host's --file-root)
         self.spawner = spawner
         self.policy = policy
         # Classes shipped by value; the host gives it its trust (paglets.byvalue.store).
@@ -239,6 +240,7 @@ class Supervisor:
                     fsync=self.fsync,
                     generation=record.generation,
                     code=code,
+                    file_roots=list(self.file_roots),
                 ),
                 self.limits.start_timeout,
             )
