@@ -164,11 +164,15 @@ def test_demo_runs_to_completion(tmp_path: Path) -> None:
     output, errors = out.read_text(), err.read_text()
     assert demo.returncode == 0, errors
     assert "Traceback" not in errors
-    assert "== 9. Summary ==" in output
-    assert re.search(r"moves\s+6\n", output), output
+    assert "== 12. Summary ==" in output
+    assert re.search(r"moves\s+7\n", output), output
     assert "arrival<-" in output
-    assert re.search(r"paglets created\s+8\n", output), output
+    assert re.search(r"paglets created\s+10\n", output), output
     assert "== 7. A clone fan-out ==" in output
+    assert "the copy on beta is identical." in output
+    assert re.search(r"alpha\s+\d+\s+\d+\.\d\d\s+[\d,]+ MiB\s+\d+\n", output), output
+    assert re.search(r"[0-9a-f]{12}\s+beta\s+DONE\s+1\s+\{", output), output
+    assert "== Try next ==" in output
     assert re.search(r"median message round trip\s+\d+\.\d ms", output), output
     assert re.search(r"median create -> first reply\s+\d+\.\d ms", output), output
     assert "PagletCrashedError" in output

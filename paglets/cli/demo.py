@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import signal
 import statistics
@@ -34,6 +35,7 @@ from paglets.core.errors import HostError, PagletCrashedError, PagletError
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from paglets.builtins.serverinfo import SummaryReply
     from paglets.core.events import ContextEvent
     from paglets.transport.sync import HostClient, PagletProxy
 
@@ -43,6 +45,17 @@ COUNTER = "examples.counter:Counter"
 FRAGILE = "examples.fragile:Fragile"
 TRAVELER = "examples.travel:Traveler"
 PERF_TEST = "examples.perftest:PerfTest"
+ANALYSIS = "examples.analysis:Analysis"
+TRY_NEXT = (
+    "paglets-host --name alpha --port 8765 &        # a host; more with --peer URL",
+    "paglets-mesh hosts                             # the mesh as that host sees it",
+    "paglets-sysinfo summary                        # disks, load and memory of each host",
+    "paglets-pi-compute --digits 10000              # Pi, its terms as compute jobs",
+    "paglets-perf-test                              # CPU, memory and disk of each host",
+    "paglets-file-grabber push ./f --remote alpha --dest /tmp/f   # carry one file",
+    "paglets-compute-slots status                   # jobs, slots and why one waits",
+    "paglets-user-info follow                       # what paglets tell you, as it comes",
+)
 INCREMENTS = 5
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -219,7 +232,7 @@ def run_demo(n_hosts: int, n_paglets: int) -> None:
                 [(h.name, h.url, str(h.process.pid)) for h in hosts],
             )
             by_host = {h.name: clients.enter_context(HostClient(h.url)) for h in hosts}
-            _tour(by_host, n_paglets)
+            _tour(by_host, n_paglets, root)
         _section("Stopping hosts")
         _say("SIGTERM: each host stops its paglets, then exits.")
         _stop_hosts(hosts)
@@ -231,7 +244,7 @@ def run_demo(n_hosts: int, n_paglets: int) -> None:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _tour(clients: dict[str, HostClient], n_paglets: int) -> None:
+def _tour(clients: dict[str, HostClient], n_paglets: int, root: Path) -> None:
     stats = Counters()
     counters = _create_counters(clients, n_paglets, stats)
     _send_increments(counters, stats)
@@ -239,8 +252,11 @@ def _tour(clients: dict[str, HostClient], n_paglets: int) -> None:
     _crash(clients, counters, stats)
     _travel(clients, stats)
     _fan_out(clients, stats)
+    _grab_file(clients, root, stats)
+    _call_service(clients)
+    _run_job(clients, stats)
     _events(clients)
-    _section("9. Summary")
+    _section("12. Summary")
     _table(
         ("WHAT", "VALUE"),
         [
@@ -252,6 +268,11 @@ def _tour(clients: dict[str, HostClient], n_paglets: int) -> None:
             ("median create -> first reply", _ms(stats.first_replies)),
         ],
     )
+    _section("Try next")
+    _say("Start a host of your own and look around (each command has --help):")
+    _say()
+    for line in TRY_NEXT:
+        _say(f"  {line}")
 
 
 def _create_counters(
@@ -411,8 +432,95 @@ def _fan_out(clients: dict[str, HostClient], stats: Counters) -> None:
     _say("`paglets-perf-test` runs the same, with sizes you choose.")
 
 
+def _grab_file(clients: dict[str, HostClient], root: Path, stats: Counters) -> None:
+    _section("8. A file grabbed")
+    names = list(clients)
+    there = names[1] if len(names) > 1 else names[0]
+    source, dest = root / "data.bin", root / f"data-on-{there}.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    _say(f"`paglets-file-grabber push` carries a 1 MiB file from {names[0]} to {there}: a")
+    _say("paglet registers it, dispatches itself there, and writes the copy atomically,")
+    _say("sha256-verified, inside the destination host's file roots.")
+    _say()
+    argv = [sys.executable, "-m", "paglets.cli.file_grabber", "push", str(source)]
+    argv += ["--remote", there, "--dest", str(dest), "--url", clients[names[0]].url, "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise PagletError(f"paglets-file-grabber failed: {done.stderr.strip()}")
+    grabbed = json.loads(done.stdout)
+    stats.created += 1
+    stats.moves += 1
+    same = dest.read_bytes() == source.read_bytes()
+    _table(
+        ("FROM", "TO", "BYTES", "SHA256", "SECONDS"),
+        [
+            (
+                f"{grabbed['source_host']}:{source.name}",
+                f"{grabbed['dest_host']}:{dest.name}",
+                str(grabbed["size"]),
+                grabbed["sha256"][:16],
+                f"{grabbed['seconds']:.2f}",
+            )
+        ],
+    )
+    _say()
+    _say(f"the copy on {there} is {'identical' if same else 'DIFFERENT'}.")
+
+
+def _call_service(clients: dict[str, HostClient]) -> None:
+    from paglets.builtins.serverinfo import SERVER_INFO, SummaryRequest  # noqa: PLC0415
+
+    _section("9. A service called")
+    _say("Every host serves `server-info.v1`, a resident service started by its first")
+    _say("call; a typed client asks each host for its summary.")
+    _say()
+    rows = []
+    for name, client in clients.items():
+        summary = client.service(SERVER_INFO, where=name).summary(SummaryRequest())
+        rows.append((name, *_summary_cells(summary)))
+    _table(("HOST", "CPUS", "LOAD 1 MIN", "MEMORY FREE", "PROCESSES"), rows)
+    _say()
+    _say("`paglets-sysinfo summary` gathers the same across the mesh.")
+
+
+def _summary_cells(summary: SummaryReply) -> tuple[str, ...]:
+    load = summary.load
+    return (
+        str(load.cpu_count),
+        f"{load.load_1:.2f}",
+        f"{load.memory.available / 2**20:,.0f} MiB",
+        str(summary.processes),
+    )
+
+
+def _run_job(clients: dict[str, HostClient], stats: Counters) -> None:
+    from paglets.services.compute.contract import COMPUTE_SLOTS, JobsRequest  # noqa: PLC0415
+
+    _section("10. A job admitted by compute slots")
+    name, client = list(clients.items())[-1]
+    _say(f"An `{ANALYSIS}` job asks {name}'s compute-slot scheduler for a core, waits")
+    _say("for it, works for 0.3 s, reports progress and ends; its slot is freed.")
+    _say()
+    job = client.create(ANALYSIS, {"task": 1, "target_runtime": 0.3, "name": "demo-job"})
+    stats.created += 1
+    deadline = time.monotonic() + REPLY_TIMEOUT
+    while (result := stats.send(job, "compute.result"))["phase"] not in ("done", "failed"):
+        if time.monotonic() > deadline:
+            raise PagletError("the job did not end")
+        time.sleep(0.05)
+    jobs = client.service(COMPUTE_SLOTS, where=name).jobs(JobsRequest("all")).jobs
+    job.dispose()
+    row = next(j for j in jobs if j.name == "demo-job")
+    _table(
+        ("JOB", "HOST", "STATUS", "CORES", "RESULT"),
+        [(row.job_id, name, row.status, str(row.cores), json.dumps(result["result"]))],
+    )
+    _say()
+    _say("`paglets-compute-slots why JOB` says, per host, why a waiting job waits.")
+
+
 def _events(clients: dict[str, HostClient]) -> None:
-    _section("8. Context events")
+    _section("11. Context events")
     _say("Each host logs what happens to it and its paglets; scripts can query")
     _say("or follow the log.")
     for name, client in clients.items():
