@@ -47,6 +47,21 @@ def env_without_key(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_script(
+    argv: Sequence[str], *args: str, timeout: float = 120, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run a console script (``argv`` and ``args``) to its end, as a user would, without
+    the test's API key unless ``env`` gives one; its output as text."""
+    return subprocess.run(
+        [*argv, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env_without_key(**env),
+    )
+
+
 @dataclass
 class RunningHost:
     process: subprocess.Popen[bytes]
@@ -120,6 +135,24 @@ def host_processes(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
                 for child in tree:
                     if running(child):
                         child.kill()
+
+
+def mesh_of(
+    start_host: Callable[..., RunningHost], n: int, *args: str, timeout: float = 15
+) -> list[RunningHost]:
+    """``n`` hosts (each started with ``args``), the others peered to the first, once
+    the first sees them all online."""
+    first = start_host(*args, "--gossip-interval", "0.1")
+    hosts = [first]
+    hosts += [
+        start_host(*args, "--peer", first.url, "--gossip-interval", "0.1") for _ in range(n - 1)
+    ]
+    with HostClient(first.url) as client:
+        deadline = time.monotonic() + timeout
+        while len(client.hosts(online=True)) < n:
+            assert time.monotonic() < deadline, f"the {n} hosts never met"
+            time.sleep(0.05)
+    return hosts
 
 
 def free_port() -> int:

@@ -23,7 +23,7 @@ from paglets.artifacts.contract import ARTIFACTS, ArtifactList, ArtifactRecord, 
 from paglets.cli import artifacts as artifacts_cli
 from paglets.launch.parse import parse_launch
 from pagletstest import host_env
-from tests.hostproc import command, env_without_key
+from tests.hostproc import command, env_without_key, run_script
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,14 +37,7 @@ MiB = 1 << 20
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env_without_key(**env),
-    )
+    return run_script(CLI, *args, timeout=120, **env)
 
 
 def _json(*args: str) -> Any:

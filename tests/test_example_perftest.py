@@ -4,7 +4,6 @@ mesh; each checks CPU, memory and disk and reports back; one table per host."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,11 +12,12 @@ import pytest
 
 from examples.perftest import Sizes, cpu_check, disk_check, memory_check
 from paglets import HostClient
-from tests.hostproc import command, env_without_key
+from tests.hostproc import command, mesh_of, run_script
 
 SLOTS = str(Path(__file__).parent / "pagletstest" / "slots.toml")
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
 
     from tests.hostproc import RunningHost
@@ -27,14 +27,7 @@ SMALL = ("--cpu-seconds", "0.05", "--memory-mib", "8", "--disk-mib", "4")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PERF_CMD, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env_without_key(),
-    )
+    return run_script(PERF_CMD, *args)
 
 
 def test_the_checks_measure_and_leave_nothing(tmp_path: Path) -> None:
@@ -51,20 +44,7 @@ def test_the_checks_measure_and_leave_nothing(tmp_path: Path) -> None:
 
 
 def _mesh(start_host: Callable[..., RunningHost], n: int) -> list[RunningHost]:
-    first = start_host("--config", SLOTS, "--gossip-interval", "0.1")
-    hosts = [
-        first,
-        *(
-            start_host("--config", SLOTS, "--peer", first.url, "--gossip-interval", "0.1")
-            for _ in range(n - 1)
-        ),
-    ]
-    with HostClient(first.url) as client:
-        deadline = time.monotonic() + 15
-        while len(client.hosts(online=True)) < n:
-            assert time.monotonic() < deadline, "the hosts never met"
-            time.sleep(0.05)
-    return hosts
+    return mesh_of(start_host, n, "--config", SLOTS)
 
 
 def test_every_host_is_checked_and_reported(start_host: Callable[..., RunningHost]) -> None:
@@ -117,13 +97,7 @@ def test_hosts_without_compute_slots_are_checked_all_the_same(
 ) -> None:
     bare = tmp_path / "bare.toml"
     bare.write_text("[host]\n")
-    first = start_host("--config", str(bare), "--gossip-interval", "0.1")
-    second = start_host("--config", str(bare), "--peer", first.url, "--gossip-interval", "0.1")
-    with HostClient(first.url) as client:
-        deadline = time.monotonic() + 15
-        while len(client.hosts(online=True)) < 2:
-            assert time.monotonic() < deadline, "the hosts never met"
-            time.sleep(0.05)
+    first, second = mesh_of(start_host, 2, "--config", str(bare))
     result = _run(*SMALL, "--url", first.url, "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import subprocess
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,11 +13,12 @@ import pytest
 
 from examples import pi
 from paglets import HostClient
-from tests.hostproc import command, env_without_key
+from tests.hostproc import command, mesh_of, run_script
 
 SLOTS = str(Path(__file__).parent / "pagletstest" / "slots.toml")
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
 
     from tests.hostproc import RunningHost
@@ -30,14 +29,7 @@ PI_1000_SHA256 = "823a2e34f63c5d5f30a27733976df5a1ab57feaab505f40d95d3dd3fefa425
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PI_CMD, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env_without_key(),
-    )
+    return run_script(PI_CMD, *args)
 
 
 def test_ranges_computed_apart_and_combined_in_order_give_the_known_digits() -> None:
@@ -61,16 +53,7 @@ def test_ranges_computed_apart_and_combined_in_order_give_the_known_digits() -> 
 def test_pi_is_computed_across_three_hosts_and_verified(
     start_host: Callable[..., RunningHost], tmp_path: Path
 ) -> None:
-    first = start_host("--config", SLOTS, "--gossip-interval", "0.1")
-    others = [
-        start_host("--config", SLOTS, "--peer", first.url, "--gossip-interval", "0.1")
-        for _ in range(2)
-    ]
-    with HostClient(first.url) as client:
-        deadline = time.monotonic() + 15
-        while len(client.hosts(online=True)) < 3:
-            assert time.monotonic() < deadline, "the three hosts never met"
-            time.sleep(0.05)
+    first, *others = mesh_of(start_host, 3, "--config", SLOTS)
     output = tmp_path / "pi.txt"
     result = _run("--digits", "1000", "--url", first.url, "--json", "--output", str(output))
     assert result.returncode == 0, result.stderr
@@ -114,13 +97,7 @@ def test_hosts_without_compute_slots_get_one_worker_each(
 ) -> None:
     bare = tmp_path / "bare.toml"
     bare.write_text("[host]\n")
-    first = start_host("--config", str(bare), "--gossip-interval", "0.1")
-    second = start_host("--config", str(bare), "--peer", first.url, "--gossip-interval", "0.1")
-    with HostClient(first.url) as client:
-        deadline = time.monotonic() + 15
-        while len(client.hosts(online=True)) < 2:
-            assert time.monotonic() < deadline, "the two hosts never met"
-            time.sleep(0.05)
+    first, second = mesh_of(start_host, 2, "--config", str(bare))
     result = _run("--digits", "1000", "--url", first.url, "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)

@@ -18,7 +18,7 @@ from paglets.userinfo.contract import USER_INFO, NoticeList, NoticeQuery, Notice
 from paglets.userinfo.journal import NoticeLog
 from paglets.userinfo.model import MAX_TITLE, Notice, NoticeKind, Severity, parse_fields
 from pagletstest import host_env
-from tests.hostproc import command, env_without_key
+from tests.hostproc import command, env_without_key, run_script
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,14 +32,7 @@ MESH = ("--gossip-interval", "0.2", "--offline-after", "2")
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env_without_key(**env),
-    )
+    return run_script(CLI, *args, timeout=60, **env)
 
 
 def _json(*args: str) -> Any:
