@@ -309,12 +309,14 @@ class RelayHub:
         return json_response(PollReply(tuple(fresh), bye).to_dict())
 
     async def _answered(self, link: Link, answer: Answer) -> None:
-        if await self.queue.drop(link.name, answer.seq):
-            link.queued = max(0, link.queued - 1)
-        link.ws_sent.discard(answer.seq)
+        # The caller hears the answer first; the item is forgotten after. A hub killed
+        # in between hands it to its host again, which drops it as a duplicate by id.
         waiter = link.waiters.pop(answer.seq, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(answer)
+        if await self.queue.drop(link.name, answer.seq):
+            link.queued = max(0, link.queued - 1)
+        link.ws_sent.discard(answer.seq)
 
     async def _say_bye(self, _app: web.Application) -> None:
         self._stopping = f"hub {self.config.name} is stopping"
