@@ -181,6 +181,48 @@ def test_a_full_relay_queue_is_refused_with_retry_after(relay: Relay) -> None:
         assert counter.send("get") == {"count": 2}  # each once
 
 
+def test_strangers_cannot_fill_a_relayed_hosts_queue_with_keyless_requests(
+    relay: Relay,
+) -> None:
+    quiet = ("--gossip-interval", "30", "--offline-after", "90")
+    hub = relay.hub("--relay-delivery-timeout", "20", *quiet)
+    relay.connect("b")
+    with HostClient(hub, KEY) as client:
+        wait_online(client, {"b"})
+    b = relay.processes["b"].pid
+    answers: list[int] = []
+
+    def health() -> None:  # no key: a stranger's request
+        with urllib.request.urlopen(f"{hub}/v1/relay/hosts/b/health", timeout=60) as answer:  # noqa: S310
+            answers.append(answer.status)
+
+    os.kill(b, signal.SIGSTOP)
+    waiting = [threading.Thread(target=health) for _ in range(8)]
+    try:
+        for thread in waiting:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while diagnostics(hub)["b"]["queue_items"] < 8:
+            assert time.monotonic() < deadline, diagnostics(hub)
+            time.sleep(0.05)
+        with pytest.raises(urllib.error.HTTPError) as full:
+            urllib.request.urlopen(f"{hub}/v1/relay/hosts/b/health", timeout=10)  # noqa: S310
+        assert full.value.code == 429
+        assert "without the key" in full.value.read().decode()
+        full.value.close()
+        assert diagnostics(hub)["b"]["refusals"]["keyless-full"] == 1
+        keyed = urllib.request.Request(  # noqa: S310
+            f"{hub}/v1/relay/hosts/b/v1/host", headers={"Authorization": f"Bearer {KEY}"}
+        )
+        with pytest.raises(TimeoutError):  # queued behind them, not refused
+            urllib.request.urlopen(keyed, timeout=1)  # noqa: S310
+    finally:
+        os.kill(b, signal.SIGCONT)
+    for thread in waiting:
+        thread.join(60)
+    assert answers == [200] * 8
+
+
 @pytest.mark.parametrize("unit", ["paglets-hub.service", "paglets-connect.service"])
 def test_the_documented_units_start_a_relay_host_with_the_key_kept_out(unit: str) -> None:
     parser = configparser.ConfigParser(interpolation=None, strict=False)

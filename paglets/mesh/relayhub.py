@@ -50,6 +50,7 @@ from paglets.core.errors import (
 from paglets.core.ids import IdKind, check_id
 from paglets.mesh.relayqueue import RelayQueue
 from paglets.transport.app import error_response
+from paglets.transport.auth import is_open
 from paglets.transport.body import json_response, read_capped, read_json
 from paglets.transport.filebody import CHUNK
 from paglets.wire import strict_json
@@ -103,6 +104,9 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 MAX_FORWARDED_HEADERS: Final = 48
+MAX_KEYLESS: Final = 8
+"""Requests without the key (``/health``, the mesh hello) a relayed host may have
+waiting at the hub at once: strangers cannot fill its queue, members still meet it."""
 
 
 def session_rank(session: str) -> int:
@@ -128,6 +132,7 @@ class Link:
     waiters: dict[int, asyncio.Future[Answer]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     ws_sent: set[int] = field(default_factory=set)
+    keyless: int = 0  # items without the key (health, hello) not yet answered
 
     @property
     def connected(self) -> bool:
@@ -362,6 +367,28 @@ class RelayHub:
                 503,
                 "offline",
             )
+        keyless = is_open(path.partition("?")[0])
+        if keyless and link.keyless >= MAX_KEYLESS:
+            link.refusals["keyless-full"] += 1
+            return _refused(
+                RelayQueueFullError(
+                    f"{link.keyless} requests without the key wait for {name} already "
+                    f"(at most {MAX_KEYLESS}); try again later, or send the key"
+                ),
+                429,
+                "keyless-full",
+            )
+        link.keyless += keyless
+        try:
+            return await self._queue_and_deliver(link, request, path)
+        finally:
+            link.keyless -= keyless
+
+    async def _queue_and_deliver(
+        self, link: Link, request: web.Request, path: str
+    ) -> web.StreamResponse:
+        """Accept ``request`` durably for ``link``'s host, hand it over, answer its answer."""
+        cfg, name = self.config, link.name
         if link.queued >= cfg.relay_queue_limit:
             link.refusals["queue-full"] += 1
             return _refused(
