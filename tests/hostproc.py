@@ -162,6 +162,10 @@ def free_port() -> int:
         return port
 
 
+class PortTakenError(Exception):
+    """A host could not bind the port it was given: another process has it."""
+
+
 class Pair:
     """Two ``paglet-host`` processes, ``src`` and ``dst``, restartable on their ports."""
 
@@ -175,6 +179,20 @@ class Pair:
         return f"http://127.0.0.1:{self.ports[name]}"
 
     def start(self, name: str, crash_at: str | None = None, *, fsync: bool = False) -> None:
+        first = name not in self.processes
+        for _ in range(3):
+            try:
+                self._start(name, crash_at, fsync=fsync)
+            except PortTakenError:
+                if not first:
+                    raise
+                # another process took the port between free_port() and the bind
+                self.ports[name] = free_port()
+            else:
+                return
+        pytest.fail(f"{name}: no free port in three tries")
+
+    def _start(self, name: str, crash_at: str | None, *, fsync: bool) -> None:
         ready = self.tmp / f"{name}.ready"
         ready.unlink(missing_ok=True)
         log = (self.tmp / f"{name}.log").open("ab")
@@ -192,7 +210,11 @@ class Pair:
         self.processes[name] = process
         deadline = time.monotonic() + 60
         while not ready.exists():
-            assert process.poll() is None, self.log(name)
+            if process.poll() is not None:
+                log_text = self.log(name)
+                if f"port {self.ports[name]} is in use" in log_text:
+                    raise PortTakenError(log_text)
+                pytest.fail(log_text)
             assert time.monotonic() < deadline, f"{name} not ready"
             time.sleep(0.02)
         assert json.loads(ready.read_text())["url"] == self.url(name)
