@@ -36,8 +36,6 @@ from paglets.core.events import EventKind
 from paglets.core.status import HostStatus
 from paglets.durability.service import DurabilityService
 from paglets.launch.startup import start_paglets
-from paglets.mesh.relayclient import LocalServer, RelayClient
-from paglets.mesh.relayhub import RelayHub
 from paglets.mesh.resources import ResourceSampler
 from paglets.mesh.service import MeshService
 from paglets.monitors import Monitors
@@ -60,6 +58,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
     from types import TracebackType
 
+    from paglets.mesh.relayclient import RelayClient
+    from paglets.mesh.relayhub import RelayHub
     from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,11 @@ class Host:
         self.artifacts = ArtifactService(cfg, self.calls, self.services)
         self.compute = ComputeHooks(cfg, self.supervisor, self.calls, self.services)
         # a hub relays for connect-mode hosts; a connect-mode host keeps a session to one
-        self.relay_hub = RelayHub(cfg) if cfg.public_url is not None else None
+        self.relay_hub: RelayHub | None = None
+        if cfg.public_url is not None:  # imported only where used: a host starts sooner
+            from paglets.mesh.relayhub import RelayHub  # noqa: PLC0415
+
+            self.relay_hub = RelayHub(cfg)
         self.relay: RelayClient | None = None
 
     def _set_url(self, url: str) -> None:
@@ -305,6 +309,8 @@ class Host:
         """
         server = runner.server
         assert server is not None  # noqa: S101 - set up
+        from paglets.mesh.relayclient import LocalServer, RelayClient  # noqa: PLC0415
+
         relay = self.relay = RelayClient(self.config, LocalServer(server))
         relay.start()
         with contextlib.suppress(TimeoutError):
