@@ -26,6 +26,7 @@ from paglets.core.errors import (
 from paglets.launch.model import ServiceEntry
 from paglets.launch.parse import parse_launch
 from paglets.services.leases import Lease, Leases
+from paglets.services.replicas import Replica, Replicas
 from paglets.wire.mesh import HostRecord
 from pagletstest import host_env
 from pagletstest.services import ECHO, CountRequest, EchoReply, EchoRequest
@@ -612,3 +613,25 @@ async def test_only_the_host_sends_service_kinds_and_replicas_go_to_replicated_s
             await client.request("GET", path)
         with pytest.raises(RequestError, match="version is an integer"):
             await client.request("PUT", path, {**copy, "version": -1})
+
+
+def _replicas(directory: Path) -> Replicas:
+    nothing: Any = None  # load and save touch no host part
+    return Replicas("a", directory, supervisor=nothing, mesh=nothing, calls=nothing, ensure=nothing)
+
+
+def test_replica_files_are_read_back_and_a_bad_one_is_ignored(tmp_path: Path) -> None:
+    kept = _replicas(tmp_path)
+    kept.held["echo.v1"] = Replica(5, {"calls": 3}, "b")
+    kept.mine["echo.v1"] = 4
+    kept._save("echo.v1")
+    again = _replicas(tmp_path)
+    again.load(["echo.v1", "other.v1"])
+    assert again.held == {"echo.v1": Replica(5, {"calls": 3}, "b")}
+    assert again.mine == {"echo.v1": 4}
+    assert again._next_version() > 5, "versions go on above those seen"
+    for bad in ("[1]", '{"held": {"version": -1, "state": {}, "origin": "b"}, "mine": 1}', "{"):
+        (tmp_path / "echo.v1.json").write_text(bad)
+        ignored = _replicas(tmp_path)
+        ignored.load(["echo.v1"])
+        assert (ignored.held, ignored.mine) == ({}, {}), bad

@@ -147,10 +147,8 @@ class Replicas:
             if path is None or not path.is_file():
                 continue
             try:
-                data = strict_json.loads(path.read_bytes(), f"replica file {path}")
-                replica = Replica.parse(data["held"]) if data.get("held") else None
-                mine = data.get("mine")
-            except (OSError, RequestError, TypeError, KeyError) as exc:
+                replica, mine = _read(path)
+            except (OSError, RequestError) as exc:
                 log.warning("ignoring the replica file %s: %s", path, exc)
                 continue
             if replica is not None:
@@ -318,3 +316,17 @@ class Replicas:
             self._save(contract)
             return replica
         return self.held.get(contract)
+
+
+def _read(path: Path) -> tuple[Replica | None, object]:
+    """The copy held and the version of this host's own state, from a replica file.
+
+    Raises:
+        OSError: it cannot be read.
+        RequestError: it is not what `Replicas._save` writes.
+    """
+    data = strict_json.loads(path.read_bytes(), f"replica file {path}")
+    if not isinstance(data, dict) or set(data) != {"held", "mine"}:
+        raise RequestError('a replica file is {"held", "mine"}')
+    held = data["held"]
+    return (None if held is None else Replica.parse(held)), data["mine"]
