@@ -64,6 +64,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SETTLE_TURNS = 5
+"""Turns of the event loop a stopping host lets pass for its last sockets to close."""
+
 CONNECT_WAIT = 15.0
 """Seconds a connect-mode host waits for its first session before it starts anyway."""
 
@@ -378,8 +381,12 @@ class Host:
             if self._guard is not None:
                 self._guard.close()
             # Connections closed by the cleanup finish closing on the next turn of the
-            # loop; an event loop closed right after this would leak their sockets.
-            await asyncio.sleep(0)
+            # loop, and one the kernel accepted just before the listening socket closed
+            # takes a few: its accept task runs, its protocol is told of it (and closes
+            # it at once, the guard being closed), and its socket closes. An event loop
+            # closed before those turns would leak the sockets.
+            for _ in range(SETTLE_TURNS):
+                await asyncio.sleep(0)
         self.status = HostStatus.STOPPED
         self._stop_requested.set()
         log.info("host %s stopped", self.name)
