@@ -129,12 +129,16 @@ def host_processes(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
     finally:
         for process in started:
             if process.poll() is None:
-                tree = psutil.Process(process.pid).children(recursive=True)
+                tree: list[psutil.Process] = []
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    tree = psutil.Process(process.pid).children(recursive=True)
                 process.kill()
                 process.wait()
                 for child in tree:
-                    if running(child):
-                        child.kill()
+                    # a child may end between the look and the kill: the others still go
+                    with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                        if running(child):
+                            child.kill()
 
 
 def mesh_of(
