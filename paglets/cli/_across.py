@@ -14,7 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from paglets.core.errors import HostUnavailableError, PagletError
+from paglets.core.errors import (
+    HostUnavailableError,
+    PagletError,
+    ServiceNotFoundError,
+    ServiceUnavailableError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -30,8 +35,9 @@ class HostAnswer:
     Attributes:
         name: the host's name; url: its URL.
         status: ``ok``; ``offline`` (the mesh says so, or it refused the
-            connection); ``timeout`` (no answer within the timeout); ``error``
-            (it answered with an error, in ``error``).
+            connection); ``timeout`` (no answer within the timeout);
+            ``unavailable`` (it has no such service, or cannot run it now);
+            ``error`` (it answered with an error, in ``error``).
         data: its answer when ``ok``.
         error: what went wrong, else ``None``.
         seconds: how long the question took.
@@ -77,9 +83,13 @@ async def ask_host(
     except HostUnavailableError as exc:
         took = time.monotonic() - started
         return HostAnswer(record.name, record.url, "offline", error=str(exc), seconds=took)
+    except (ServiceNotFoundError, ServiceUnavailableError) as exc:
+        took = time.monotonic() - started
+        return HostAnswer(record.name, record.url, "unavailable", error=str(exc), seconds=took)
     except PagletError as exc:
         took = time.monotonic() - started
-        return HostAnswer(record.name, record.url, "error", error=str(exc), seconds=took)
+        why = f"{type(exc).__name__}: {exc}"
+        return HostAnswer(record.name, record.url, "error", error=why, seconds=took)
     return HostAnswer(record.name, record.url, "ok", data, seconds=time.monotonic() - started)
 
 

@@ -7,9 +7,9 @@
     paglets-sysinfo load --json             # as JSON, host by host
     paglets-sysinfo ps --name python --user ana --limit 5
 
-Each host's ``server-info.v1`` service (`paglets.builtins.serverinfo`) is
-called through the host the command talks to (``--url``), all hosts in
-parallel, each bounded by ``--timeout``: a host known to be offline, one that
+The host the command talks to (``--url``) lists the mesh; each host's
+``server-info.v1`` service (`paglets.builtins.serverinfo`) is then called at
+its own URL (`paglets.cli._across`), all hosts in parallel, each bounded by ``--timeout``: a host known to be offline, one that
 does not answer in time and one without the service each get a row saying so,
 and never hold up the others.
 """
@@ -17,8 +17,6 @@ and never hold up the others.
 from __future__ import annotations
 
 import asyncio
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import click
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from paglets.builtins.serverinfo import Disk, LoadReply
+    from paglets.cli._across import HostAnswer
     from paglets.transport.client import AsyncHostClient
 
 PROG: Final = "paglets-sysinfo"
@@ -41,85 +40,38 @@ DEFAULT_TIMEOUT: Final = 2.0
 MAX_TIMEOUT: Final = 600.0
 
 
-@dataclass(frozen=True, slots=True)
-class HostAnswer:
-    """What one host answered, or why it did not.
-
-    Attributes:
-        host: the host's name.
-        status: ``ok``, ``offline`` (the mesh knows it is down), ``timeout`` (no
-            answer within ``--timeout``), ``unavailable`` (it cannot be reached or
-            has no server-info service) or ``error`` (the service failed).
-        error: what went wrong, for any status but ``ok``.
-        reply: the service's reply (a `paglets.builtins.serverinfo` dataclass).
-    """
-
-    host: str
-    status: str
-    error: str | None = None
-    reply: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form: ``host``, ``status``, ``error`` and the ``reply``'s JSON form."""
-        from paglets.wire.state_json import state_to_json  # noqa: PLC0415
-
-        reply = None if self.reply is None else state_to_json(self.reply)
-        return {"host": self.host, "status": self.status, "error": self.error, "reply": reply}
-
-
 async def gather(
     url: str | None, op: str, request: object, *, timeout: float, hosts: Sequence[str] = ()
 ) -> list[HostAnswer]:
     """Call ``op`` of server-info on every host (or ``hosts``), in parallel, ``timeout`` each.
 
+    A name in ``hosts`` the mesh does not know gets an ``unavailable`` answer.
+
     Raises:
         HostUnavailableError: no host answers at ``url`` (naming it, and how to start one).
     """
-    async with connect(url) as client:
-        records = await client.hosts()
-        wanted = set(hosts)
-        unknown = wanted - {r.name for r in records}
-        now = time.time()
-        calls = []
-        for record in records:
-            if wanted and record.name not in wanted:
-                continue
-            if not record.online:
-                age = max(0.0, now - record.last_seen)
-                calls.append(_answer(record.name, "offline", f"offline for {age:.0f} s"))
-            else:
-                calls.append(_ask(client, record.name, op, request, timeout))
-        answers = list(await asyncio.gather(*calls))
-    answers += [HostAnswer(name, "unavailable", "no such host in the mesh") for name in unknown]
-    return answers
-
-
-async def _answer(host: str, status: str, error: str) -> HostAnswer:
-    return HostAnswer(host, status, error)
-
-
-async def _ask(
-    client: AsyncHostClient, host: str, op: str, request: object, timeout: float
-) -> HostAnswer:
     from paglets.builtins.serverinfo import SERVER_INFO  # noqa: PLC0415
-    from paglets.core.errors import (  # noqa: PLC0415
-        HostUnavailableError,
-        PagletError,
-        ServiceNotFoundError,
-        ServiceUnavailableError,
-    )
+    from paglets.cli._across import HostAnswer, ask_all  # noqa: PLC0415
 
-    service = client.service(SERVER_INFO, where=host, timeout=timeout)
-    try:
-        async with asyncio.timeout(timeout):
-            reply = await service.call(op, request)
-    except TimeoutError:
-        return HostAnswer(host, "timeout", f"no answer within {timeout:g} s")
-    except (ServiceUnavailableError, ServiceNotFoundError, HostUnavailableError) as exc:
-        return HostAnswer(host, "unavailable", str(exc))
-    except PagletError as exc:
-        return HostAnswer(host, "error", f"{type(exc).__name__}: {exc}")
-    return HostAnswer(host, "ok", reply=reply)
+    async def ask(other: AsyncHostClient) -> object:
+        # where= the host asked: its own service, never one elsewhere that advertises it
+        return await other.service(SERVER_INFO, where=other.url, timeout=timeout).call(op, request)
+
+    async with connect(url) as client:
+        answers = await ask_all(client, ask, timeout=timeout, names=hosts)
+    known = {a.name for a in answers}
+    unknown = [n for n in dict.fromkeys(hosts) if n not in known]
+    return answers + [
+        HostAnswer(n, "", "unavailable", error="no such host in the mesh") for n in unknown
+    ]
+
+
+def _to_dict(answer: HostAnswer) -> dict[str, Any]:
+    """One host's JSON form: ``host``, ``status``, ``error`` and the reply's JSON form."""
+    from paglets.wire.state_json import state_to_json  # noqa: PLC0415
+
+    reply = None if answer.data is None else state_to_json(answer.data)
+    return {"host": answer.name, "status": answer.status, "error": answer.error, "reply": reply}
 
 
 # -- the command -----------------------------------------------------------------------
@@ -144,7 +96,7 @@ def _run(
     url: str | None, op: str, request: object, timeout: float, hosts: Sequence[str]
 ) -> list[HostAnswer]:
     answers = asyncio.run(gather(url, op, request, timeout=timeout, hosts=hosts))
-    return sorted(answers, key=lambda a: a.host)
+    return sorted(answers, key=lambda a: a.name)
 
 
 def _show(
@@ -155,19 +107,19 @@ def _show(
 ) -> None:
     """Print JSON, or a table with one row per host that did not answer."""
     if as_json:
-        print_json([a.to_dict() for a in answers])
+        print_json([_to_dict(a) for a in answers])
         return
     rows: list[list[str]] = []
     for answer in answers:
         if answer.status == "ok":
-            rows += [[answer.host, *row] for row in rows_of(answer.reply)]
+            rows += [[answer.name, *row] for row in rows_of(answer.data)]
         else:
             blank = ["-"] * (len(headers) - 2)
-            rows.append([answer.host, answer.status.upper(), *blank])
+            rows.append([answer.name, answer.status.upper(), *blank])
     print_table(headers, rows)
     for answer in answers:
         if answer.status != "ok":
-            click.echo(f"{answer.host}: {answer.status}: {answer.error}", err=True)
+            click.echo(f"{answer.name}: {answer.status}: {answer.error}", err=True)
 
 
 @click.group(
@@ -326,9 +278,9 @@ def ps(  # noqa: PLR0917 - one per option
     _show(answers, as_json, headers, rows)
     if not as_json:
         for answer in answers:
-            if answer.status == "ok" and answer.reply.matched > len(answer.reply.processes):
-                shown, matched = len(answer.reply.processes), answer.reply.matched
-                click.echo(f"{answer.host}: {shown} of {matched} shown (--limit)", err=True)
+            if answer.status == "ok" and answer.data.matched > len(answer.data.processes):
+                shown, matched = len(answer.data.processes), answer.data.matched
+                click.echo(f"{answer.name}: {shown} of {matched} shown (--limit)", err=True)
 
 
 def _used(used: int, total: int) -> str:
