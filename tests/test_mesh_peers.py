@@ -159,7 +159,7 @@ def test_host_record_round_trips() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"extra": 1}, "unknown host record fields: ['extra']"),
+        ({"Extra": 1}, "unknown host record field 'Extra'"),
         ({"online": "yes"}, "'online' must be a boolean"),
         ({"heartbeat": True}, "'heartbeat' must be an integer"),
         ({"tags": ["a", 1]}, "'tags' must be a list of strings"),

@@ -1,8 +1,11 @@
 """``HostRecord``: one host of the mesh, as gossip carries it and ``/v1/mesh/hosts`` lists it.
 
-Decoded by hand, strictly: every field is type-checked and range-checked, an
-unknown field fails loudly (`ProtocolError`), and a record costs a few µs to
-decode, so a gossip round with the whole table stays cheap. The host name is
+Decoded by hand, strictly: every known field is type-checked and range-checked,
+and a record costs a few µs to decode, so a gossip round with the whole table
+stays cheap. A field this code does not know, from a host of newer code, is
+kept as it came (`HostRecord.extra`, bounded in number and size), covered by the
+signature and passed on with the record, and otherwise ignored: so hosts of two
+versions read each other's records while a mesh is updated one host at a time. The host name is
 checked by `check_id` (`IdKind.HOST`), every URL by `check_url`, every
 number is finite and in range, and lists and strings are bounded.
 
@@ -48,7 +51,33 @@ CLOCK_SKEW_US: Final = 86_400 * 1_000_000
 PUBLIC_KEY_BYTES: Final = 32
 SIGNATURE_BYTES: Final = 64
 _SIGNED_PREFIX: Final = b"paglets-host-record-v1\n"
+MAX_EXTRA_FIELDS: Final = 16
+MAX_EXTRA_BYTES: Final = 16 * 1024
+"""At most this many fields of newer code in one record, this long as JSON in all."""
+_EXTRA_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+_dumps_sorted = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, sort_keys=True).encode
+
+
+def _check_extra(extra: dict[str, Any]) -> None:
+    """Bound the fields of newer code a record may carry; `ProtocolError` if over."""
+    if len(extra) > MAX_EXTRA_FIELDS:
+        raise ProtocolError(
+            f"a host record carries {len(extra)} fields this host does not know "
+            f"({sorted(extra)[:8]}...); the limit is {MAX_EXTRA_FIELDS}"
+        )
+    for name in extra:
+        if not _EXTRA_NAME.fullmatch(name):
+            raise ProtocolError(
+                f"unknown host record field {name!r:.80}: the name of a field of newer "
+                "code is lower-case letters, digits and '_', at most 64"
+            )
+    size = len(_dumps(extra))
+    if size > MAX_EXTRA_BYTES:
+        raise ProtocolError(
+            f"the host record's fields of newer code {sorted(extra)} take {size} bytes "
+            f"as JSON; the limit is {MAX_EXTRA_BYTES}"
+        )
 
 
 def check_url(value: object, what: str = "url") -> str:
@@ -247,6 +276,8 @@ class HostRecord:
             paglet counts; `paglets.wire.resources.HostResources`), sampled
             every few seconds; ``None`` from a host that does not publish it.
             Left out of the JSON form when ``None``.
+        extra: the fields of newer code this code does not know, by name, as
+            they came (JSON values): signed and passed on, else ignored.
     """
 
     name: str
@@ -269,6 +300,7 @@ class HostRecord:
     update: UpdateStatus | None = None
     services: list[str] = field(default_factory=list)
     resources: HostResources | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
     _CHECKS: ClassVar[dict[str, tuple[Any, str]]] = {
         "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
@@ -329,6 +361,7 @@ class HostRecord:
             data["services"] = list(self.services)
         if self.resources is not None:
             data["resources"] = self.resources.to_dict()
+        data.update(self.extra)
         return data
 
     @classmethod
@@ -336,20 +369,27 @@ class HostRecord:
         """Decode the JSON form; `ProtocolError` names what is wrong."""
         if not isinstance(data, dict):
             raise ProtocolError("a host record must be a JSON object")
-        unknown = data.keys() - cls._CHECKS.keys()
-        if unknown:
-            raise ProtocolError(f"unknown host record fields: {sorted(unknown)}")
         missing = cls._REQUIRED - data.keys()
         if missing:
             raise ProtocolError(f"host record lacks fields: {sorted(missing)}")
+        extra: dict[str, Any] = {}
         for key, value in data.items():
-            check, word = cls._CHECKS[key]
+            known = cls._CHECKS.get(key)
+            if known is None:
+                extra[key] = value
+                continue
+            check, word = known
             if not check(value):
                 raise ProtocolError(f"host record field {key!r} must be {word}, not {value!r:.80}")
+        if extra:
+            _check_extra(extra)
         update, resources = data.get("update"), data.get("resources")
-        fields = {k: v for k, v in data.items() if k not in ("update", "resources")}
+        fields = {
+            k: v for k, v in data.items() if k not in extra and k not in ("update", "resources")
+        }
         record = cls(
             **fields,
+            extra=extra,
             update=None if update is None else UpdateStatus.from_dict(update),
             resources=None
             if resources is None
@@ -406,6 +446,12 @@ class HostRecord:
         rewrites those as it judges them) and the signature itself; ``update``
         ``services`` and ``resources`` only when set, so a host without them
         signs what older code signs.
+
+        Then the `extra` fields, each as a one-key object, in the order of their
+        names. **A field added to the record from now on is signed that way**
+        (after ``resources``, in name order with any other new field): that is
+        how code that does not know it computes the same bytes, so the
+        signature of a host of newer code checks out on a host of older code.
         """
         body = [
             self.name,
@@ -429,7 +475,11 @@ class HostRecord:
             body.append({"services": list(self.services)})
         if self.resources is not None:
             body.append({"resources": self.resources.to_dict()})
-        return _SIGNED_PREFIX + _dumps(body).encode()
+        head = _dumps(body)
+        if self.extra:
+            tail = ",".join(_dumps_sorted({k: self.extra[k]}) for k in sorted(self.extra))
+            head = f"{head[:-1]},{tail}]"
+        return _SIGNED_PREFIX + head.encode()
 
     def replace(self, **changes: Any) -> HostRecord:
         """A copy with ``changes``."""
