@@ -52,7 +52,7 @@ PUBLIC_KEY_BYTES: Final = 32
 SIGNATURE_BYTES: Final = 64
 _SIGNED_PREFIX: Final = b"paglets-host-record-v1\n"
 MAX_EXTRA_FIELDS: Final = 16
-MAX_EXTRA_BYTES: Final = 16 * 1024
+MAX_EXTRA_BYTES: Final = 4 * 1024
 """At most this many fields of newer code in one record, this long as JSON in all."""
 _EXTRA_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
