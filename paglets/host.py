@@ -48,7 +48,7 @@ from paglets.runtime.watchdog import watch
 from paglets.services.compute.hooks import ComputeHooks
 from paglets.services.registry import ServiceRegistry
 from paglets.transport.app import ApiContext, build_app
-from paglets.transport.guard import ConnectionGuard, ConnectionLimits
+from paglets.transport.guard import ConnectionGuard, ConnectionLimits, GuardedSite
 from paglets.transport.serverlog import server_logger
 from paglets.userinfo.routes import UserInfoService
 from paglets.wire.modules import ModulePolicy
@@ -64,8 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SETTLE_TURNS = 5
-"""Turns of the event loop a stopping host lets pass for its last sockets to close."""
+CLOSE_WAIT = 2.0
+"""Seconds a stopping host waits, at most, for its last connections' sockets to close."""
 
 CONNECT_WAIT = 15.0
 """Seconds a connect-mode host waits for its first session before it starts anyway."""
@@ -377,16 +377,20 @@ class Host:
         if self.relay is not None:
             await self.relay.stop()
         if runner is not None:
+            sites = [site for site in runner.sites if isinstance(site, GuardedSite)]
             await runner.cleanup()
             if self._guard is not None:
                 self._guard.close()
-            # Connections closed by the cleanup finish closing on the next turn of the
+            # Connections closed by the cleanup finish closing on a later turn of the
             # loop, and one the kernel accepted just before the listening socket closed
-            # takes a few: its accept task runs, its protocol is told of it (and closes
-            # it at once, the guard being closed), and its socket closes. An event loop
-            # closed before those turns would leak the sockets.
-            for _ in range(SETTLE_TURNS):
-                await asyncio.sleep(0)
+            # takes a few: its transport is made, its protocol is told of it (and
+            # closes it at once, the guard being closed), and its socket closes. An
+            # event loop closed before then would leak the sockets.
+            for site in sites:
+                if not await site.wait_closed(CLOSE_WAIT):
+                    log.warning(
+                        "host %s: connections of %s still open at stop", self.name, site.name
+                    )
         self.status = HostStatus.STOPPED
         self._stop_requested.set()
         log.info("host %s stopped", self.name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from examples.travel import TravelerState
 from paglets import AsyncHostClient, TransferError
@@ -244,6 +246,44 @@ async def test_a_connection_handed_over_after_the_guard_closed_is_closed_at_once
         assert guard.open_connections == 0
     finally:
         theirs.close()
+
+
+async def test_a_connection_accepted_in_the_turn_the_site_stops_is_closed_not_leaked() -> None:
+    # asyncio accepts in one turn and makes the transport in the next; on Python 3.11 a
+    # transport made after its server closed is left half-built with its socket open.
+    # Here the stop comes in the very turn of the accept (a timer runs after the accept).
+    app = web.Application()
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    guard = ConnectionGuard(ConnectionLimits())
+    site = guard.site(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    loop = asyncio.get_running_loop()
+    stopped: asyncio.Future[None] = loop.create_future()
+
+    def stop_in_this_turn() -> None:
+        coro = site.stop()
+        try:
+            coro.send(None)  # as far as it goes in this turn, as an eager task would
+        except StopIteration:
+            stopped.set_result(None)
+            return
+        rest = asyncio.ensure_future(coro)
+        rest.add_done_callback(lambda _: stopped.set_result(None))
+
+    client = socket.create_connection(("127.0.0.1", port))  # accepted in the next turn
+    try:
+        loop.call_later(0, stop_in_this_turn)
+        await stopped
+        await runner.cleanup()
+        guard.close()
+        assert await site.wait_closed(2.0), "every connection the site made is closed"
+        client.settimeout(2.0)
+        assert client.recv(1) == b"", "the host's end was closed, not leaked"
+    finally:
+        client.close()
+    gc.collect()  # a leaked transport warns (an error here) when collected
 
 
 # -- item 13: envelopes ------------------------------------------------------------------

@@ -57,6 +57,11 @@ FD_RESERVE: Final = 256
 # Refused connections kept open a moment so the client reads its 503, at most this many.
 _LINGERING_MAX: Final = 64
 _LINGER: Final = 1.0
+# Turns a stopping site lets pass between its last accept and closing its server.
+_ACCEPT_TURNS: Final = 2
+# A stopped site's last connections close within a few turns of the loop; then it polls.
+_QUICK_TURNS: Final = 20
+_CLOSE_POLL: Final = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,3 +398,45 @@ class GuardedSite(web.BaseSite):
             backlog=self._backlog,
             ssl=self._ssl_context,
         )
+
+    async def stop(self) -> None:
+        """Stop accepting, let the connections accepted so far be made, then close.
+
+        asyncio accepts a connection in one turn of the loop and makes its
+        transport in the next; on Python 3.11 a transport made after its server
+        closed fails an assertion half-built, and its socket is leaked. So the
+        listening sockets stop being read first, and the server closes once
+        those turns have passed (the connections made then are closed by the
+        runner's cleanup and the guard, as any other).
+        """
+        server = self._server
+        if isinstance(server, asyncio.Server):
+            loop = asyncio.get_running_loop()
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+            for _ in range(_ACCEPT_TURNS):
+                await asyncio.sleep(0)
+        await super().stop()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """After `stop`: wait until every connection it accepted has closed, at most ``timeout``.
+
+        A connection the kernel handed over just before the listening socket
+        closed is made, told of (the guard closes it, being closed) and closed
+        over a few turns of the loop; a loop ended before then would leak its
+        socket. Python 3.11's ``Server.wait_closed`` does not wait for them, so
+        this counts the server's live transports (``_active_count``, kept by
+        asyncio; 0 if a later Python drops it, and then this waits for nothing).
+        Returns whether they all closed in time.
+        """
+        server = self._server
+        if server is None:
+            return True
+        deadline = asyncio.get_running_loop().time() + timeout
+        turns = 0
+        while getattr(server, "_active_count", 0) > 0:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            turns += 1
+            await asyncio.sleep(0 if turns < _QUICK_TURNS else _CLOSE_POLL)
+        return True
