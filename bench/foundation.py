@@ -46,6 +46,7 @@ IDLE_WINDOW = 3.0
 RTT_BLOCKS = 8
 CREATE_BLOCKS = 6
 RATE_ROUNDS = 4
+ONEWAY_WINDOW = 1000  # one-way messages waiting for their acceptance at once
 TARGET_CREATE = 0.010  # (a) median, seconds
 TARGET_RTT_RATIO = 1.5  # (b) over bare aiohttp
 TARGET_HEALTH_P90 = 0.100  # (e) "responsive": /health p90, seconds
@@ -271,17 +272,18 @@ def echo_sender(client: AsyncHostClient) -> Callable[[], Awaitable[object]]:
 async def oneway_rate(proxy: AsyncPagletProxy, n: int) -> float:
     """One-way messages per second into one paglet, from the first sent to the last handled.
 
-    At most 1,000 are waiting for their acceptance at once, well within the
-    mailbox's bound (a sender past it gets ``MailboxFullError``, 429).
+    1,000 senders each send their share one after another, so at most 1,000
+    are waiting for their acceptance at once, well within the mailbox's bound
+    (a sender past it gets ``MailboxFullError``, 429).
     """
-    window = asyncio.Semaphore(1000)
+    senders = ONEWAY_WINDOW
 
-    async def one() -> None:
-        async with window:
+    async def share(count: int) -> None:
+        for _ in range(count):
             await proxy.send_oneway("get")
 
     start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(share(n // senders + (i < n % senders)) for i in range(senders)))
     await proxy.send("get")  # queued behind all of them: they were handled
     return n / (time.perf_counter() - start)
 
