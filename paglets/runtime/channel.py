@@ -7,7 +7,7 @@ is attached are kept and handed over when it is.
 Records sent in one turn of the event loop go to the child in one write, at the
 end of that turn, as one batch frame (`paglets.runtime.frames`): a burst of
 messages to one paglet costs one system call and one decoding pass, not one
-each, and a lone message waits for no timer.
+each. A message to a child with nothing else to do goes at once.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from paglets.core.errors import ProtocolError
 from paglets.runtime import ipc
-from paglets.runtime.frames import FrameDecoder, encode_body, frame_bodies
+from paglets.runtime.frames import HEADER, FrameDecoder, FrameKind, encode_body, frame_bodies
 
 if TYPE_CHECKING:
     import socket
@@ -61,12 +61,19 @@ class HostChannel(asyncio.Protocol):
         for record in early:
             sink(record)
 
-    def send(self, record: ipc.Record) -> int:
-        """Queue ``record`` for the child: the bytes queued, 0 if the channel is closed."""
+    def send(self, record: ipc.Record, *, alone: bool = False) -> int:
+        """Queue ``record`` for the child: the bytes queued, 0 if the channel is closed.
+
+        With ``alone`` (the child has nothing else to do: no burst to gather),
+        it is written at once when nothing is queued before it.
+        """
         if self._transport is None:
             return 0
         body = encode_body(record.to_wire())
         if not self._outbox:
+            if alone:
+                self._transport.write(HEADER.pack(FrameKind.JSON, len(body)) + body)
+                return len(body)
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append(body)
         self._outbox_size += len(body)

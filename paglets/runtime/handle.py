@@ -195,9 +195,10 @@ class ChildHandle:
     # -- calls ------------------------------------------------------------------
 
     def _write(self, record: ipc.Record) -> int:
-        if not self.pending:  # it was idle: the clock of its heartbeats starts now
+        idle = not self.pending
+        if idle:  # the clock of its heartbeats starts now
             self.last_beat = time.monotonic()
-        size = 0 if self.exit_info is not None else self.child.channel.send(record)
+        size = 0 if self.exit_info is not None else self.child.channel.send(record, alone=idle)
         if not size:
             raise self._dead_error()
         return size
