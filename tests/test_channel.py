@@ -150,6 +150,9 @@ async def test_bad_frames_are_answered_or_close_the_channel(host: Host) -> None:
             assert answer["id"] == 7
             assert answer["status"] == 400
             assert "unknown op 'launch'" in answer["body"]["error"]["message"]
+            await ws.send_str('{"id": 6, "op": ["send"], "agent_id": "a", "body": {}}')
+            answer = (await ws.receive()).json()
+            assert (answer["id"], answer["status"]) == (6, 400), "an op that is not a string"
             body = {"kind": "echo", "args": {}, "mode": "sideways"}
             call = {"id": 8, "op": "send", "agent_id": probe.agent_id, "body": body}
             await ws.send_json(call)
