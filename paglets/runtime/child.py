@@ -389,7 +389,8 @@ class ChildRuntime:
     def _accept(self, record: ipc.Record) -> None:
         if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Move | ipc.Persist | ipc.Stop):
             self.mailbox.put(record)
-            self.busy.set()  # heartbeats until the mailbox is empty again
+            if not self.busy.is_set():
+                self.busy.set()  # heartbeats until the mailbox is empty again
         elif isinstance(record, ipc.CallResult) and self.link is not None:
             self.link.resolve(record)
         else:

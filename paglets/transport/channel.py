@@ -159,13 +159,34 @@ class _Outbox:
             await asyncio.shield(self._writer)
 
 
+class _Slots:
+    """The calls of one channel running side by side (synchronous sends, waits)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._freed: asyncio.Future[None] | None = None
+
+    async def room(self) -> None:
+        """Wait until fewer than `MAX_INFLIGHT` run."""
+        while self.running >= MAX_INFLIGHT:
+            if self._freed is None or self._freed.done():
+                self._freed = asyncio.get_running_loop().create_future()
+            await self._freed
+
+    def free(self) -> None:
+        """One finished."""
+        self.running -= 1
+        if self._freed is not None and not self._freed.done():
+            self._freed.set_result(None)
+
+
 async def serve_channel(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[API]
     services = request.app[REGISTRY]
     ws = web.WebSocketResponse(max_msg_size=ctx.max_body, heartbeat=HEARTBEAT, compress=False)
     await ws.prepare(request)
     request.app[_OPEN].add(ws)
-    slots = asyncio.Semaphore(MAX_INFLIGHT)
+    slots = _Slots()
     running = request.app[_RUNNING]
     outbox = _Outbox(ws)
 
@@ -173,7 +194,7 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
         try:
             outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
         finally:
-            slots.release()
+            slots.free()
 
     try:
         async for frame in ws:
@@ -200,10 +221,11 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
                     error = ErrorBody(type(exc).__name__, exc.message).to_dict()
                     outbox.put(Answer(call_id, exc.http_status, {"error": error}))
                     continue
-                await slots.acquire()
+                await slots.room()
                 if _in_order(call):
-                    await reply(call)
+                    outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
                 else:
+                    slots.running += 1
                     task = asyncio.create_task(reply(call))
                     running.add(task)
                     task.add_done_callback(running.discard)

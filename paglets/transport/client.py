@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -651,7 +651,7 @@ class AsyncPagletProxy:
             "kind": msg.kind,
             "args": msg.args,
             "priority": msg.priority,
-            "message_id": msg.message_id or uuid.uuid4().hex,
+            "message_id": msg.message_id or os.urandom(16).hex(),  # 128 random bits
             "sender": msg.sender,
             "mode": mode,
             "timeout": timeout,
