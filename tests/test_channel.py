@@ -158,6 +158,10 @@ async def test_bad_frames_are_answered_or_close_the_channel(host: Host) -> None:
             await ws.send_json(call)
             answer = (await ws.receive()).json()
             assert (answer["id"], answer["status"]) == (8, 400)
+            body = {"kind": "echo", "args": {}, "mode": ["oneway"]}
+            await ws.send_json({"id": 5, "op": "send", "agent_id": probe.agent_id, "body": body})
+            answer = (await ws.receive()).json()
+            assert (answer["id"], answer["status"]) == (5, 400), "a mode that is not a string"
             call = {"id": 9, "op": "send", "agent_id": "../x", "body": {"kind": "echo"}}
             await ws.send_json(call)
             assert (await ws.receive()).json()["status"] == 400
