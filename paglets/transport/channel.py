@@ -67,6 +67,8 @@ __all__ = ["MAX_INFLIGHT", "add_routes"]
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT: Final = 256
+ANSWER_CHUNK: Final = 64
+"""Answers of one frame sent before the rest of it is taken: the two ends work at once."""
 MAX_BACKLOG: Final = 4 * MAX_BATCH
 """Answers waiting to be written past which the host reads no more frames (the
 client's writes wait, as over TCP) until they are."""
@@ -153,6 +155,12 @@ class _Outbox:
         finally:
             self._writer = None
 
+    async def let_out(self, waiting: int) -> None:
+        """Once ``waiting`` answers wait, yield a turn of the loop so the writer sends
+        them: the client works on them while this host goes on with its frame."""
+        if len(self._items) >= waiting:
+            await asyncio.sleep(0)
+
     async def drained(self) -> None:
         """Wait until the answers put so far are written (or the channel closed)."""
         while self._writer is not None:
@@ -224,11 +232,13 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
                 await slots.room()
                 if _in_order(call):
                     outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
+                    await outbox.let_out(ANSWER_CHUNK)
                 else:
                     slots.running += 1
                     task = asyncio.create_task(reply(call))
                     running.add(task)
                     task.add_done_callback(running.discard)
+            await outbox.let_out(1)  # the answers of this frame go before the next is read
     finally:
         # Calls still running go on, as an HTTP request's handler does when its
         # client leaves: a message taken is handled, and a retry with its id

@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import aiohttp
 
 from paglets.core.errors import ProtocolError
-from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, MAX_BATCH, Answer, Call, encode_frame
+from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, Answer, Call, encode_frame
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = ["Channel", "ChannelLost"]
 
+CALL_CHUNK: Final = 64
+"""Calls a frame holds at most: the host starts on the first while the next go out."""
 _UNOFFERED: Final = frozenset({400, 404, 405, 426, 501})  # a host without the channel
 
 
@@ -115,8 +117,8 @@ class Channel:
     async def _write(self) -> None:
         try:
             while self._outbox:
-                items = self._outbox[:MAX_BATCH]
-                del self._outbox[:MAX_BATCH]
+                items = self._outbox[:CALL_CHUNK]
+                del self._outbox[:CALL_CHUNK]
                 await self._send(items)
         finally:
             self._writer = None
