@@ -129,7 +129,8 @@ class Delivery:
             handle = record.handle
             if handle is not None:
                 return record, handle
-        await self._supervisor.wake(agent_id, no_delay=no_delay)
+        if not self._supervisor.awake(agent_id):
+            await self._supervisor.wake(agent_id, no_delay=no_delay)
         return self._supervisor.live(agent_id)
 
     def _unwaited_done(self, agent_id: str, kind: str, fut: asyncio.Future[Any]) -> None:
