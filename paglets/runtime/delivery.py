@@ -23,6 +23,7 @@ from paglets.core.status import PagletStatus
 from paglets.runtime import ipc
 
 if TYPE_CHECKING:
+    from paglets.core.errors import PagletError
     from paglets.runtime.handle import ChildHandle
     from paglets.runtime.records import AgentRecord
     from paglets.runtime.supervisor import Supervisor
@@ -71,8 +72,11 @@ class Delivery:
         if fut is None:
             self._check_room(agent_id, handle)
             want_reply = mode is not SendMode.ONEWAY or key is not None
+            unwaited = None
             if mode is SendMode.SYNC:
                 waiter = asyncio.get_running_loop().create_future()
+            else:  # nobody waits: a failure is logged
+                unwaited = partial(self._unwaited_failed, agent_id, kind)
             fut = handle.deliver(
                 kind,
                 args,
@@ -81,12 +85,10 @@ class Delivery:
                 sender=sender,
                 reply=want_reply,
                 waiter=waiter,
+                unwaited=unwaited,
             )
-            if fut is not None:
-                if mode is not SendMode.SYNC:  # nobody waits: a failure is logged
-                    fut.add_done_callback(partial(self._unwaited_done, agent_id, kind))
-                if key is not None:
-                    self._remember(key, fut)
+            if fut is not None and key is not None:
+                self._remember(key, fut)
         if mode is not SendMode.SYNC or fut is None:
             return None
         if waiter is None:  # a retry: it waits on the first delivery's reply
@@ -133,13 +135,8 @@ class Delivery:
             await self._supervisor.wake(agent_id, no_delay=no_delay)
         return self._supervisor.live(agent_id)
 
-    def _unwaited_done(self, agent_id: str, kind: str, fut: asyncio.Future[Any]) -> None:
+    def _unwaited_failed(self, agent_id: str, kind: str, exc: PagletError) -> None:
         """Log the failure of a message nobody waits on (one-way or future)."""
-        if fut.cancelled():
-            return
-        exc = fut.exception()  # (and so marked as seen, if it is remembered)
-        if exc is None:
-            return
         self._supervisor.events.append(
             EventKind.MESSAGE_FAILED,
             agent_id,

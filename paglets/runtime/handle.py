@@ -97,6 +97,8 @@ class ChildHandle:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         # a synchronous sender's own future, resolved with the message's (no shield)
         self._waiters: dict[int, asyncio.Future[Any]] = {}
+        # what to tell when a message nobody waits on fails (one-way, future)
+        self._unwaited: dict[int, Callable[[PagletError], None]] = {}
         self._oneway: set[int] = set()  # one-way messages sent and not yet handled
         self._sizes: dict[int, int] = {}  # bytes of each message sent and not yet handled
         self.queued_bytes = 0  # their sum: in the channel's buffer or the child's mailbox
@@ -166,6 +168,7 @@ class ChildHandle:
         self._handled(record.id)
         fut = self._pending.pop(record.id, None)
         waiter = self._waiters.pop(record.id, None) if self._waiters else None
+        failed = self._unwaited.pop(record.id, None) if self._unwaited else None
         if fut is None or fut.done():
             return
         if record.error is not None:
@@ -175,6 +178,9 @@ class ChildHandle:
                 fut.exception()  # seen: its sender gets it
                 if not waiter.done():
                     waiter.set_exception(error)
+            elif failed is not None:
+                fut.exception()  # seen: it is told
+                failed(error)
         else:
             fut.set_result(record.value)
             if waiter is not None and not waiter.done():
@@ -244,6 +250,7 @@ class ChildHandle:
         sender: str | None = None,
         reply: bool = True,
         waiter: asyncio.Future[Any] | None = None,
+        unwaited: Callable[[PagletError], None] | None = None,
     ) -> asyncio.Future[Any] | None:
         """Queue a message; the future resolves to the handler's reply.
 
@@ -251,6 +258,8 @@ class ChildHandle:
         `pending` and `queued_bytes` until the child says it was handled.
         A ``waiter`` (a synchronous sender's) gets the same outcome as the
         future, in the same turn of the loop; cancelling it leaves the future be.
+        Of a message nobody waits on, ``unwaited`` is told the error it failed
+        with, if it does (and the future's error counts as seen).
         """
         request_id = next(self._ids)
         size = self._write(ipc.Deliver(request_id, kind, args, priority, message_id, sender, reply))
@@ -262,6 +271,8 @@ class ChildHandle:
         self._pending[request_id] = fut
         if waiter is not None:
             self._waiters[request_id] = waiter
+        elif unwaited is not None:
+            self._unwaited[request_id] = unwaited
         return fut
 
     def request(self, build: Callable[[int], ipc.Record]) -> asyncio.Future[Any]:
@@ -322,15 +333,18 @@ class ChildHandle:
             )
         pending, self._pending = self._pending, {}
         waiters, self._waiters = self._waiters, {}
+        unwaited, self._unwaited = self._unwaited, {}
         self._oneway.clear()
         self._sizes.clear()
         self.queued_bytes = 0
         for waiter in (*pending.values(), *waiters.values()):
             if not waiter.done():
                 waiter.set_exception(error)
-        for request_id in waiters:
+        for request_id in (*waiters, *unwaited):
             if not pending[request_id].cancelled():
-                pending[request_id].exception()  # seen: its sender got it
+                pending[request_id].exception()  # seen: its sender got it, or is told
         self.child.close()
         self._ended.set()
         self._on_exit(self, self.exit_info)
+        for failed in unwaited.values():  # after its end is known, as it was logged
+            failed(error)

@@ -278,7 +278,9 @@ class AsyncHostClient:
         over HTTP when the channel breaks first (a message keeps its id, so it is
         never delivered twice).
         """
-        channel = await self._open_channel()
+        channel = self._channel
+        if channel is None or channel.closed:
+            channel = await self._open_channel()
         if channel is not None:
             try:
                 answer = await channel.call(op, agent_id, body, timeout)
