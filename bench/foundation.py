@@ -542,7 +542,12 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         target="≥ 3x over HTTP",
         met=one >= 3 * http16,
     )
+    procs = await _client_host_child(proxy)
+    before = [cpu_seconds([p]) for p in procs]
     oneway = await oneway_rate(proxy, counts.messages * 4)
+    spent = [
+        (cpu_seconds([p]) - b) / (counts.messages * 4) for p, b in zip(procs, before, strict=True)
+    ]
     table.add(
         "(b)",
         "one-way messages/s into 1 paglet through the channel, until handled",
@@ -551,6 +556,11 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         ratio=oneway / bare16,
         target="≥ 10,000/s",
         met=oneway >= 10_000,
+    )
+    table.add(
+        "(b)",
+        "CPU per one-way message above: client / host / child",
+        " / ".join(f"{t * 1e6:.0f}" for t in spent) + f" µs (sum {sum(spent) * 1e6:.0f} µs)",
     )
     for what, figure in (("HTTP, 1 paglet, 16 senders", http16), ("8 paglets x 2 senders", spread)):
         table.add(
@@ -568,6 +578,15 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         ratio=hop16 / bare16,
     )
     return ours
+
+
+async def _client_host_child(proxy: AsyncPagletProxy) -> list[psutil.Process]:
+    """This process, the host ``proxy`` talks to and its paglet's child."""
+    host = await proxy.client.host_info()
+    child = (await proxy.info()).pid
+    if child is None:
+        raise RuntimeError(f"paglet {proxy.agent_id} has no child process")
+    return [psutil.Process(), psutil.Process(host.pid), psutil.Process(child)]
 
 
 async def bench_memory(
