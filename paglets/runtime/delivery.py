@@ -93,6 +93,8 @@ class Delivery:
             return None
         if waiter is None:  # a retry: it waits on the first delivery's reply
             waiter = asyncio.shield(fut)
+        if timeout is None:
+            return await waiter
         try:
             return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
