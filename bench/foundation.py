@@ -46,6 +46,7 @@ IDLE_WINDOW = 3.0
 RTT_BLOCKS = 8
 CREATE_BLOCKS = 6
 RATE_ROUNDS = 4
+ONEWAY_WINDOW = 1000  # one-way messages waiting for their acceptance at once
 TARGET_CREATE = 0.010  # (a) median, seconds
 TARGET_RTT_RATIO = 1.5  # (b) over bare aiohttp
 TARGET_HEALTH_P90 = 0.100  # (e) "responsive": /health p90, seconds
@@ -271,17 +272,18 @@ def echo_sender(client: AsyncHostClient) -> Callable[[], Awaitable[object]]:
 async def oneway_rate(proxy: AsyncPagletProxy, n: int) -> float:
     """One-way messages per second into one paglet, from the first sent to the last handled.
 
-    At most 1,000 are waiting for their acceptance at once, well within the
-    mailbox's bound (a sender past it gets ``MailboxFullError``, 429).
+    1,000 senders each send their share one after another, so at most 1,000
+    are waiting for their acceptance at once, well within the mailbox's bound
+    (a sender past it gets ``MailboxFullError``, 429).
     """
-    window = asyncio.Semaphore(1000)
+    senders = ONEWAY_WINDOW
 
-    async def one() -> None:
-        async with window:
+    async def share(count: int) -> None:
+        for _ in range(count):
             await proxy.send_oneway("get")
 
     start = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(share(n // senders + (i < n % senders)) for i in range(senders)))
     await proxy.send("get")  # queued behind all of them: they were handled
     return n / (time.perf_counter() - start)
 
@@ -540,7 +542,12 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         target="≥ 3x over HTTP",
         met=one >= 3 * http16,
     )
+    procs = await _client_host_child(proxy)
+    before = [cpu_seconds([p]) for p in procs]
     oneway = await oneway_rate(proxy, counts.messages * 4)
+    spent = [
+        (cpu_seconds([p]) - b) / (counts.messages * 4) for p, b in zip(procs, before, strict=True)
+    ]
     table.add(
         "(b)",
         "one-way messages/s into 1 paglet through the channel, until handled",
@@ -549,6 +556,11 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         ratio=oneway / bare16,
         target="≥ 10,000/s",
         met=oneway >= 10_000,
+    )
+    table.add(
+        "(b)",
+        "CPU per one-way message above: client / host / child",
+        " / ".join(f"{t * 1e6:.0f}" for t in spent) + f" µs (sum {sum(spent) * 1e6:.0f} µs)",
     )
     for what, figure in (("HTTP, 1 paglet, 16 senders", http16), ("8 paglets x 2 senders", spread)):
         table.add(
@@ -566,6 +578,15 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         ratio=hop16 / bare16,
     )
     return ours
+
+
+async def _client_host_child(proxy: AsyncPagletProxy) -> list[psutil.Process]:
+    """This process, the host ``proxy`` talks to and its paglet's child."""
+    host = await proxy.client.host_info()
+    child = (await proxy.info()).pid
+    if child is None:
+        raise RuntimeError(f"paglet {proxy.agent_id} has no child process")
+    return [psutil.Process(), psutil.Process(host.pid), psutil.Process(child)]
 
 
 async def bench_memory(

@@ -150,11 +150,18 @@ async def test_bad_frames_are_answered_or_close_the_channel(host: Host) -> None:
             assert answer["id"] == 7
             assert answer["status"] == 400
             assert "unknown op 'launch'" in answer["body"]["error"]["message"]
+            await ws.send_str('{"id": 6, "op": ["send"], "agent_id": "a", "body": {}}')
+            answer = (await ws.receive()).json()
+            assert (answer["id"], answer["status"]) == (6, 400), "an op that is not a string"
             body = {"kind": "echo", "args": {}, "mode": "sideways"}
             call = {"id": 8, "op": "send", "agent_id": probe.agent_id, "body": body}
             await ws.send_json(call)
             answer = (await ws.receive()).json()
             assert (answer["id"], answer["status"]) == (8, 400)
+            body = {"kind": "echo", "args": {}, "mode": ["oneway"]}
+            await ws.send_json({"id": 5, "op": "send", "agent_id": probe.agent_id, "body": body})
+            answer = (await ws.receive()).json()
+            assert (answer["id"], answer["status"]) == (5, 400), "a mode that is not a string"
             call = {"id": 9, "op": "send", "agent_id": "../x", "body": {"kind": "echo"}}
             await ws.send_json(call)
             assert (await ws.receive()).json()["status"] == 400
@@ -303,3 +310,27 @@ async def test_service_calls_and_leases_go_over_the_channel_with_the_answers_htt
         assert "'action' must be one of" in answers[4]["body"]["error"]["message"]
         assert [answers[i]["status"] for i in range(1, 5)] == [400] * 4
         assert answers[5] == {"id": 5, "status": 200, "body": {"reply": {"calls": 3}}}
+
+
+async def test_one_way_and_future_messages_that_fail_are_logged_once_each(host: Host) -> None:
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        await probe.send_oneway("raise", {"text": "one way"})
+        future = await probe.send_future("raise", {"text": "a future"})
+        with pytest.raises(HandlerError, match="a future"):
+            await future.result(10)
+        await probe.send("echo")  # behind both: they were handled
+
+        async def failed() -> list[str]:
+            events, _ = await client.events(agent_id=probe.agent_id, limit=1000)
+            return [e.detail for e in events if e.kind.value == "message.failed"]
+
+        await wait_for(lambda: _two(failed), 10, "two message.failed events")
+        details = await failed()
+        assert len(details) == 2
+        assert any("one way" in d for d in details)
+        assert any("a future" in d for d in details)
+
+
+async def _two(failed: Callable[[], Awaitable[list[str]]]) -> bool:
+    return len(await failed()) >= 2

@@ -147,6 +147,12 @@ class DurabilityService:
 
         await self._store().run(forget)
 
+    def settled(self, agent_id: str) -> bool:
+        return all(
+            pending is None or pending.done()
+            for pending in (self._settling.get(agent_id), self._restarting.get(agent_id))
+        )
+
     async def settle(self, agent_id: str) -> None:
         for pending in (self._settling.get(agent_id), self._restarting.get(agent_id)):
             if pending is not None:

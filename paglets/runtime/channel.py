@@ -4,9 +4,10 @@ Spawners open it as soon as a child exists, so a pre-started child's channel
 is ready before any paglet is assigned to it. Records received before a sink
 is attached are kept and handed over when it is.
 
-Frames sent in one turn of the event loop go to the child in one write, at the
-end of that turn: a burst of messages to one paglet costs one system call, not
-one each, and a lone message waits for no timer.
+Records sent in one turn of the event loop go to the child in one write, at the
+end of that turn, as one batch frame (`paglets.runtime.frames`): a burst of
+messages to one paglet costs one system call and one decoding pass, not one
+each. A message to a child with nothing else to do goes at once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from paglets.core.errors import ProtocolError
 from paglets.runtime import ipc
-from paglets.runtime.frames import FrameDecoder, encode_json
+from paglets.runtime.frames import HEADER, FrameDecoder, FrameKind, encode_body, frame_bodies
 
 if TYPE_CHECKING:
     import socket
@@ -41,7 +42,7 @@ class HostChannel(asyncio.Protocol):
         self._sink: Callable[[ipc.Record], None] | None = None
         self._on_error: Callable[[ProtocolError], None] | None = None
         self._early: list[ipc.Record] = []
-        self._outbox: list[bytes] = []  # frames of this turn of the loop, not written yet
+        self._outbox: list[bytes] = []  # records of this turn of the loop, not written yet
         self._outbox_size = 0
 
     def __repr__(self) -> str:
@@ -60,22 +61,29 @@ class HostChannel(asyncio.Protocol):
         for record in early:
             sink(record)
 
-    def send(self, record: ipc.Record) -> int:
-        """Queue ``record`` for the child: the bytes queued, 0 if the channel is closed."""
+    def send(self, record: ipc.Record, *, alone: bool = False) -> int:
+        """Queue ``record`` for the child: the bytes queued, 0 if the channel is closed.
+
+        With ``alone`` (the child has nothing else to do: no burst to gather),
+        it is written at once when nothing is queued before it.
+        """
         if self._transport is None:
             return 0
-        frame = encode_json(record.to_wire())
+        body = encode_body(record.to_wire())
         if not self._outbox:
+            if alone:
+                self._transport.write(HEADER.pack(FrameKind.JSON, len(body)) + body)
+                return len(body)
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append(frame)
-        self._outbox_size += len(frame)
-        return len(frame)
+        self._outbox.append(body)
+        self._outbox_size += len(body)
+        return len(body)
 
     def _flush(self) -> None:
-        frames, self._outbox = self._outbox, []
+        bodies, self._outbox = self._outbox, []
         self._outbox_size = 0
-        if self._transport is not None and frames:
-            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if self._transport is not None and bodies:
+            self._transport.write(frame_bodies(bodies))
 
     @property
     def buffered(self) -> int:

@@ -36,9 +36,9 @@ from paglets.persistence.checkpoints import header_generation, keep
 from paglets.runtime import ipc
 from paglets.runtime.classes import paglet_class
 from paglets.runtime.context import ChildContext
-from paglets.runtime.frames import FrameDecoder, encode_json
+from paglets.runtime.frames import FrameDecoder, encode_body, frame_bodies
 from paglets.runtime.link import HostLink
-from paglets.runtime.mailbox import Mailbox
+from paglets.runtime.mailbox import Mailbox, MailItem
 from paglets.runtime.moving import Location, Mover, run_hook
 from paglets.runtime.osutil import die_with_parent, yield_cpu
 from paglets.runtime.verify import VERIFY, answer_check, checked_state
@@ -55,22 +55,64 @@ log = logging.getLogger(__name__)
 
 _READ_SIZE = 256 * 1024
 MAX_REPLY_BYTES = 16 * 1024 * 1024
+REPLY_HOLD = 0.001
+"""Seconds a reply may wait, held, for the next ones before a message starts: one
+of a kind handled faster than that last time (`ChildRuntime._quick`)."""
+_KINDS_TIMED = 1024  # kinds whose last handling time is kept, at most
+_HELD_BYTES = 256 * 1024  # replies held past this are written at once
 
 
 class _Channel:
-    """The child's end of the host channel: blocking writes under a lock."""
+    """The child's end of the host channel: blocking writes under a lock.
+
+    Replies to messages are held (`hold`) and written together (`flush`): the
+    child's loop flushes when its mailbox is empty, before anything but a
+    message of a kind that was quick last time (`ChildRuntime._quick`), and
+    when the loop turns (an ``async`` handler waits); any other record written
+    (a heartbeat, a host call, from any thread) takes what is held along first.
+    A burst of messages is answered in a few writes, not one each.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self._lock = threading.Lock()
+        self._held: list[bytes] = []  # record bodies, in order, not written yet
+        self._held_size = 0
+        self.held_since = 0.0  # when the oldest one was held (0: none is)
 
     def send(self, record: ipc.Record) -> None:
-        self.send_frame(encode_json(record.to_wire()))
+        """Write ``record`` now, after what is held."""
+        self.send_body(encode_body(record.to_wire()))
 
-    def send_frame(self, frame: bytes) -> None:
-        """Write one encoded frame whole, even with another thread writing too."""
+    def send_body(self, body: bytes) -> None:
+        """Write one encoded record now, after what is held, whole, whatever other
+        thread writes too."""
         with self._lock:
-            self.sock.sendall(frame)
+            self._held.append(body)
+            self._write()
+
+    def hold(self, body: bytes) -> None:
+        """Keep one encoded record to write with the next ones (see the class)."""
+        with self._lock:
+            if not self._held:
+                self.held_since = time.monotonic()
+            self._held.append(body)
+            self._held_size += len(body)
+            if self._held_size >= _HELD_BYTES:
+                self._write()
+
+    def flush(self) -> None:
+        """Write what is held, if anything."""
+        if self._held:
+            with self._lock:
+                if self._held:
+                    self._write()
+
+    def _write(self) -> None:  # under the lock
+        held, self._held = self._held, []
+        self._held_size = 0
+        self.held_since = 0.0
+        self.sock.sendall(frame_bodies(held))
 
     def read_one_blocking(self, decoder: FrameDecoder) -> list[dict[str, Any] | bytes]:
         while True:
@@ -114,6 +156,8 @@ class ChildRuntime:
         self.link: HostLink | None = None
         self.mover: Mover
         self._came_from: str | None = None
+        self._loop: asyncio.AbstractEventLoop
+        self._took: dict[str, float] = {}  # seconds the last message of each kind took
 
     # -- setup ------------------------------------------------------------------
 
@@ -205,7 +249,7 @@ class ChildRuntime:
     # -- the loop ---------------------------------------------------------------
 
     async def serve(self) -> None:
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self.link = HostLink(self.channel.send, self._pump, loop)
         try:
             self.paglet = self.build(self.link)
@@ -224,25 +268,57 @@ class ChildRuntime:
             )
         )
         self._start_run(self.paglet)
+        try:
+            await self._serve_mailbox(self.paglet)
+        finally:
+            self.channel.flush()
+
+    async def _serve_mailbox(self, paglet: Paglet[Any]) -> None:
+        channel = self.channel
         while self.mover.departed is None:
+            if not len(self.mailbox):
+                channel.flush()  # nothing else to do now: the replies held go
             item = await self.mailbox.get()
             if item is None:
                 break  # the paglet left from run() or a thread
+            if channel.held_since and not self._quick(item):
+                channel.flush()  # they would wait for what may take long
             if isinstance(item, ipc.Deliver):
-                await self._deliver(self.paglet, item)
-            elif isinstance(item, ipc.GetState):
-                self._reply(item.id, partial(state_to_json, self.paglet.state))
-            elif isinstance(item, ipc.Move):
-                self._reply(item.id, partial(self._move, self.paglet, item))
-            elif isinstance(item, ipc.Persist):
-                self._reply(item.id, partial(self._persist, self.paglet, item))
-            else:
-                await self._stop(self.paglet, item)
+                await self._deliver(paglet, item)
+            elif isinstance(item, ipc.Stop):
+                await self._stop(paglet, item)
                 return
+            else:
+                self._control(paglet, item)
             if not len(self.mailbox):
                 self.busy.clear()
         if self.mover.departed is not None:
             await self._leave(self.mover.departed)
+
+    def _control(self, paglet: Paglet[Any], item: ipc.GetState | ipc.Move | ipc.Persist) -> None:
+        """Answer a request of the host's taken between two messages."""
+        if isinstance(item, ipc.GetState):
+            self._reply(item.id, partial(state_to_json, paglet.state))
+        elif isinstance(item, ipc.Move):
+            self._reply(item.id, partial(self._move, paglet, item))
+        else:
+            self._reply(item.id, partial(self._persist, paglet, item))
+
+    def _quick(self, item: MailItem) -> bool:
+        """Whether replies held may wait for ``item``: a message of a kind handled
+        within `REPLY_HOLD` last time, while the oldest of them is younger than that.
+
+        A kind that suddenly takes longer holds them up until the heartbeat
+        thread writes them (within a heartbeat interval).
+        """
+        if not isinstance(item, ipc.Deliver):
+            return False
+        took = self._took.get(item.kind)
+        return (
+            took is not None
+            and took < REPLY_HOLD
+            and time.monotonic() - self.channel.held_since < REPLY_HOLD
+        )
 
     def _persist(self, paglet: Paglet[Any], item: ipc.Persist) -> dict[str, Any]:
         if item.deactivate:
@@ -266,6 +342,7 @@ class ChildRuntime:
                 self._send_reply(item.id, None, None, wanted=True)
             else:
                 self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(moved), wanted=True)
+        self.channel.flush()
         # Only the exit is left (freeing the memory of a large state takes a
         # while): it runs when no other process wants the CPU.
         yield_cpu(idle=True)
@@ -312,7 +389,8 @@ class ChildRuntime:
     def _accept(self, record: ipc.Record) -> None:
         if isinstance(record, ipc.Deliver | ipc.GetState | ipc.Move | ipc.Persist | ipc.Stop):
             self.mailbox.put(record)
-            self.busy.set()  # heartbeats until the mailbox is empty again
+            if not self.busy.is_set():
+                self.busy.set()  # heartbeats until the mailbox is empty again
         elif isinstance(record, ipc.CallResult) and self.link is not None:
             self.link.resolve(record)
         else:
@@ -363,6 +441,7 @@ class ChildRuntime:
         message = Message(
             item.kind, item.args, item.priority, message_id=item.message_id, sender=item.sender
         )
+        started = time.monotonic()
         try:
             value = await _call(paglet.handle_message, message)
         except BaseException as exc:
@@ -370,6 +449,8 @@ class ChildRuntime:
                 raise
             self._send_reply(item.id, None, ipc.ErrorRecord.from_exception(exc), wanted=item.reply)
             return
+        finally:
+            self._timed(item.kind, time.monotonic() - started)
         if value is NOT_HANDLED:
             error = ipc.ErrorRecord.from_exception(
                 MessageNotHandledError(
@@ -379,6 +460,11 @@ class ChildRuntime:
             self._send_reply(item.id, None, error, wanted=item.reply)
             return
         self._send_reply(item.id, value, None, wanted=item.reply)
+
+    def _timed(self, kind: str, took: float) -> None:
+        if len(self._took) >= _KINDS_TIMED and kind not in self._took:
+            self._took.clear()  # many kinds: start over rather than grow
+        self._took[kind] = took
 
     def _reply(self, request_id: int, compute: Callable[[], Any]) -> None:
         try:
@@ -391,27 +477,33 @@ class ChildRuntime:
     def _send_reply(
         self, request_id: int, value: Any, error: ipc.ErrorRecord | None, *, wanted: bool
     ) -> None:
+        """Hold the reply to a request for the next write (see `_Channel`)."""
         if not wanted:
             if error is not None:
-                self.channel.send(
-                    ipc.Note("message.failed", error.message, {"traceback": error.traceback})
-                )
+                note = ipc.Note("message.failed", error.message, {"traceback": error.traceback})
+                self._hold(encode_body(note.to_wire()))
             # a bare acknowledgement: the host counts a one-way message until it is handled
-            self.channel.send(ipc.Reply(request_id))
+            self._hold(encode_body(ipc.Reply(request_id).to_wire()))
             return
         try:
-            data = encode_json(ipc.Reply(request_id, value, error).to_wire())
+            data = encode_body(ipc.Reply(request_id, value, error).to_wire())
         except (TypeError, ValueError) as exc:
             bad = ipc.ErrorRecord.from_exception(
                 TypeError(f"the reply is not JSON-serializable: {exc}")
             )
-            data = encode_json(ipc.Reply(request_id, None, bad).to_wire())
+            data = encode_body(ipc.Reply(request_id, None, bad).to_wire())
         if len(data) > MAX_REPLY_BYTES:
             too_big = ipc.ErrorRecord.from_exception(
                 PayloadTooLargeError(f"the reply is {len(data)} bytes; at most {MAX_REPLY_BYTES}")
             )
-            data = encode_json(ipc.Reply(request_id, None, too_big).to_wire())
-        self.channel.send_frame(data)
+            data = encode_body(ipc.Reply(request_id, None, too_big).to_wire())
+        self._hold(data)
+
+    def _hold(self, body: bytes) -> None:
+        if not self.channel.held_since and len(self.mailbox):
+            # more to do: if a handler waits (async), the loop writes them meanwhile
+            self._loop.call_soon(self.channel.flush)
+        self.channel.hold(body)
 
     async def _stop(self, paglet: Paglet[Any], item: ipc.Stop) -> None:
         error: ipc.ErrorRecord | None = None
@@ -450,14 +542,14 @@ class _Heartbeat:
 
 
 def _heartbeat(channel: _Channel, interval: float, busy: threading.Event) -> None:
-    beat = encode_json(ipc.Heartbeat().to_wire())
+    beat = encode_body(ipc.Heartbeat().to_wire())
     while True:
         busy.wait()
         time.sleep(interval)
         if not busy.is_set():
             continue
         try:
-            channel.send_frame(beat)
+            channel.send_body(beat)  # with any replies held: none waits longer
         except OSError:
             os._exit(0)  # the host is gone
 

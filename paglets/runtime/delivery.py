@@ -23,6 +23,7 @@ from paglets.core.status import PagletStatus
 from paglets.runtime import ipc
 
 if TYPE_CHECKING:
+    from paglets.core.errors import PagletError
     from paglets.runtime.handle import ChildHandle
     from paglets.runtime.records import AgentRecord
     from paglets.runtime.supervisor import Supervisor
@@ -67,9 +68,15 @@ class Delivery:
         record.last_used = time.monotonic()
         key = (agent_id, message_id) if message_id else None
         fut = self._results.get(key) if key else None
+        waiter: asyncio.Future[Any] | None = None
         if fut is None:
             self._check_room(agent_id, handle)
             want_reply = mode is not SendMode.ONEWAY or key is not None
+            unwaited = None
+            if mode is SendMode.SYNC:
+                waiter = asyncio.get_running_loop().create_future()
+            else:  # nobody waits: a failure is logged
+                unwaited = partial(self._unwaited_failed, agent_id, kind)
             fut = handle.deliver(
                 kind,
                 args,
@@ -77,15 +84,19 @@ class Delivery:
                 message_id=message_id,
                 sender=sender,
                 reply=want_reply,
+                waiter=waiter,
+                unwaited=unwaited,
             )
-            if key is not None and fut is not None:
+            if fut is not None and key is not None:
                 self._remember(key, fut)
-            if mode is not SendMode.SYNC and fut is not None:
-                fut.add_done_callback(partial(self._unwaited_done, agent_id, kind))
         if mode is not SendMode.SYNC or fut is None:
             return None
+        if waiter is None:  # a retry: it waits on the first delivery's reply
+            waiter = asyncio.shield(fut)
+        if timeout is None:
+            return await waiter
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            return await asyncio.wait_for(waiter, timeout)
         except TimeoutError:
             raise PagletTimeoutError(
                 f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
@@ -122,14 +133,12 @@ class Delivery:
             handle = record.handle
             if handle is not None:
                 return record, handle
-        await self._supervisor.wake(agent_id, no_delay=no_delay)
+        if not self._supervisor.awake(agent_id):
+            await self._supervisor.wake(agent_id, no_delay=no_delay)
         return self._supervisor.live(agent_id)
 
-    def _unwaited_done(self, agent_id: str, kind: str, fut: asyncio.Future[Any]) -> None:
+    def _unwaited_failed(self, agent_id: str, kind: str, exc: PagletError) -> None:
         """Log the failure of a message nobody waits on (one-way or future)."""
-        if fut.cancelled() or fut.exception() is None:
-            return
-        exc = fut.exception()
         self._supervisor.events.append(
             EventKind.MESSAGE_FAILED,
             agent_id,
@@ -138,7 +147,7 @@ class Delivery:
         )
 
     def _remember(self, key: tuple[str, str], fut: asyncio.Future[Any]) -> None:
-        fut.add_done_callback(_consume)
+        """Keep ``fut`` for retries and result calls (its exception is marked as seen)."""
         self._results[key] = fut
         while len(self._results) > self._supervisor.limits.remembered_messages:
             self._results.popitem(last=False)

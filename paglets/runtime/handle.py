@@ -95,6 +95,10 @@ class ChildHandle:
         self._on_call = on_call
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        # a synchronous sender's own future, resolved with the message's (no shield)
+        self._waiters: dict[int, asyncio.Future[Any]] = {}
+        # what to tell when a message nobody waits on fails (one-way, future)
+        self._unwaited: dict[int, Callable[[PagletError], None]] = {}
         self._oneway: set[int] = set()  # one-way messages sent and not yet handled
         self._sizes: dict[int, int] = {}  # bytes of each message sent and not yet handled
         self.queued_bytes = 0  # their sum: in the channel's buffer or the child's mailbox
@@ -148,14 +152,7 @@ class ChildHandle:
     def on_record(self, record: ipc.Record) -> None:
         self.last_beat = time.monotonic()
         if isinstance(record, ipc.Reply):
-            self._handled(record.id)
-            fut = self._pending.pop(record.id, None)
-            if fut is None or fut.done():
-                return
-            if record.error is not None:
-                fut.set_exception(record.error.to_exception())
-            else:
-                fut.set_result(record.value)
+            self._on_reply(record)
         elif isinstance(record, ipc.Heartbeat):
             return
         elif isinstance(record, ipc.Ready | ipc.InitFailed):
@@ -166,6 +163,28 @@ class ChildHandle:
             self._on_call(self, record)
         else:
             raise ProtocolError(f"unexpected {type(record).__name__} from a child")
+
+    def _on_reply(self, record: ipc.Reply) -> None:
+        self._handled(record.id)
+        fut = self._pending.pop(record.id, None)
+        waiter = self._waiters.pop(record.id, None) if self._waiters else None
+        failed = self._unwaited.pop(record.id, None) if self._unwaited else None
+        if fut is None or fut.done():
+            return
+        if record.error is not None:
+            error = record.error.to_exception()
+            fut.set_exception(error)
+            if waiter is not None:
+                fut.exception()  # seen: its sender gets it
+                if not waiter.done():
+                    waiter.set_exception(error)
+            elif failed is not None:
+                fut.exception()  # seen: it is told
+                failed(error)
+        else:
+            fut.set_result(record.value)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(record.value)
 
     def _on_started(self, record: ipc.Ready | ipc.InitFailed) -> None:
         if isinstance(record, ipc.InitFailed):
@@ -182,9 +201,10 @@ class ChildHandle:
     # -- calls ------------------------------------------------------------------
 
     def _write(self, record: ipc.Record) -> int:
-        if not self.pending:  # it was idle: the clock of its heartbeats starts now
+        idle = not self.pending
+        if idle:  # the clock of its heartbeats starts now
             self.last_beat = time.monotonic()
-        size = 0 if self.exit_info is not None else self.child.channel.send(record)
+        size = 0 if self.exit_info is not None else self.child.channel.send(record, alone=idle)
         if not size:
             raise self._dead_error()
         return size
@@ -229,25 +249,31 @@ class ChildHandle:
         message_id: str | None = None,
         sender: str | None = None,
         reply: bool = True,
+        waiter: asyncio.Future[Any] | None = None,
+        unwaited: Callable[[PagletError], None] | None = None,
     ) -> asyncio.Future[Any] | None:
         """Queue a message; the future resolves to the handler's reply.
 
         A one-way message (no ``reply``) has no future, but it counts in
         `pending` and `queued_bytes` until the child says it was handled.
+        A ``waiter`` (a synchronous sender's) gets the same outcome as the
+        future, in the same turn of the loop; cancelling it leaves the future be.
+        Of a message nobody waits on, ``unwaited`` is told the error it failed
+        with, if it does (and the future's error counts as seen).
         """
+        request_id = next(self._ids)
+        size = self._write(ipc.Deliver(request_id, kind, args, priority, message_id, sender, reply))
+        self._count(request_id, size)
         if not reply:
-            request_id = next(self._ids)
-            self._count(
-                request_id,
-                self._write(
-                    ipc.Deliver(request_id, kind, args, priority, message_id, sender, reply=False)
-                ),
-            )
             self._oneway.add(request_id)
             return None
-        return self._call(
-            lambda i: ipc.Deliver(i, kind, args, priority, message_id, sender, reply=True)
-        )
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = fut
+        if waiter is not None:
+            self._waiters[request_id] = waiter
+        elif unwaited is not None:
+            self._unwaited[request_id] = unwaited
+        return fut
 
     def request(self, build: Callable[[int], ipc.Record]) -> asyncio.Future[Any]:
         """Send the record ``build(request_id)``; the future resolves to the child's reply."""
@@ -306,12 +332,19 @@ class ChildHandle:
                 PagletCrashedError(f"paglet {self.agent_id} {self.exit_info.detail} while starting")
             )
         pending, self._pending = self._pending, {}
+        waiters, self._waiters = self._waiters, {}
+        unwaited, self._unwaited = self._unwaited, {}
         self._oneway.clear()
         self._sizes.clear()
         self.queued_bytes = 0
-        for waiter in pending.values():
+        for waiter in (*pending.values(), *waiters.values()):
             if not waiter.done():
                 waiter.set_exception(error)
+        for request_id in (*waiters, *unwaited):
+            if not pending[request_id].cancelled():
+                pending[request_id].exception()  # seen: its sender got it, or is told
         self.child.close()
         self._ended.set()
         self._on_exit(self, self.exit_info)
+        for failed in unwaited.values():  # after its end is known, as it was logged
+            failed(error)

@@ -119,6 +119,18 @@ class Deliver(_Record):
     sender: str | None
     reply: bool = True
 
+    def to_wire(self) -> dict[str, Any]:  # the generic one, spelt out: one a message
+        return {
+            "op": "msg",
+            "id": self.id,
+            "kind": self.kind,
+            "args": self.args,
+            "priority": self.priority,
+            "message_id": self.message_id,
+            "sender": self.sender,
+            "reply": self.reply,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class GetState(_Record):
@@ -189,6 +201,10 @@ class Reply(_Record):
     id: int
     value: Any = None
     error: ErrorRecord | None = None
+
+    def to_wire(self) -> dict[str, Any]:  # the generic one, spelt out: one a message
+        error = None if self.error is None else self.error.to_wire()
+        return {"op": "reply", "id": self.id, "value": self.value, "error": error}
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,8 +288,28 @@ def _field_names(cls: type[_Record]) -> frozenset[str]:
     return names
 
 
+_REPLY_KEYS: frozenset[str] = frozenset({"op", "id", "value", "error"})
+_DELIVER_KEYS: frozenset[str] = frozenset(
+    {"op", "id", "kind", "args", "priority", "message_id", "sender", "reply"}
+)
+
+
 def decode(data: dict[str, Any]) -> Record:
     """The record for a received JSON object; ``ProtocolError`` if it is not one."""
+    # the two records of every message, whole and plain, without the general walk
+    op = data.get("op")
+    if op == "reply" and data.get("error") is None and data.keys() == _REPLY_KEYS:
+        return Reply(data["id"], data["value"])
+    if op == "msg" and data.keys() == _DELIVER_KEYS:
+        return Deliver(
+            data["id"],
+            data["kind"],
+            data["args"],
+            data["priority"],
+            data["message_id"],
+            data["sender"],
+            data["reply"],
+        )
     values = dict(data)
     cls = _BY_OP.get(values.pop("op", None))
     if cls is None:

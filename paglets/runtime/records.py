@@ -104,6 +104,9 @@ class Keeper(Protocol):
     async def settle(self, agent_id: str) -> None:
         """Wait until a deactivation or restart of the paglet in progress has finished."""
 
+    def settled(self, agent_id: str) -> bool:
+        """Whether `settle` would return at once: no deactivation or restart in progress."""
+
     def crashed(self, record: AgentRecord, info: ExitInfo) -> None:
         """The paglet's process ended unasked; apply its restart policy."""
 

@@ -336,6 +336,16 @@ class Supervisor:
         if record is not None and record.handle is not None and record.exit is None:
             record.handle.kill(ExitReason.MOVED)
 
+    def awake(self, agent_id: str) -> bool:
+        """Whether the paglet is active with nothing to wait for: `wake` would do nothing."""
+        record = self._agents.get(agent_id)
+        return (
+            record is not None
+            and record.status is PagletStatus.ACTIVE
+            and (record.started is None or record.started.done())
+            and (self.keeper is None or self.keeper.settled(agent_id))
+        )
+
     async def wake(self, agent_id: str, *, no_delay: bool = False) -> None:
         """Activate the paglet if it is inactive (``PagletInactiveError`` with ``no_delay``)."""
         if self.keeper is not None:

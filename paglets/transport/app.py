@@ -247,9 +247,12 @@ async def send_message(request: web.Request) -> web.Response:
     return json_response(body, status=status)
 
 
+_MODES: Final = {mode.value: mode for mode in SendMode}
+
+
 async def deliver(ctx: ApiContext, agent_id: str, req: SendRequest) -> tuple[int, dict[str, Any]]:
     """Deliver a message as ``POST /v1/paglets/{agent_id}/messages`` does: status and body."""
-    mode = SendMode(req.mode)
+    mode = _MODES[req.mode]  # one of them: SendRequest.parse checked it
     message_id = req.message_id
     if message_id is None and mode is SendMode.FUTURE:
         message_id = uuid.uuid4().hex

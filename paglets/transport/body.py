@@ -20,9 +20,13 @@ async def read_capped(request: web.Request, limit: int, timeout: float) -> bytes
         )
     try:
         if declared is not None:
-            # The usual case: a declared length within the cap, read in one call.
+            # The usual case: a declared length within the cap, most often come
+            # whole with the head (then no clock is started for it).
+            head = request.content.read_nowait(declared)
+            if len(head) == declared:
+                return head
             async with asyncio.timeout(timeout):
-                return await request.content.readexactly(declared)
+                return head + await request.content.readexactly(declared - len(head))
         return await _read_chunked(request, limit, timeout)
     except asyncio.IncompleteReadError:
         raise RequestError("the request body ended before its declared length") from None

@@ -17,7 +17,8 @@ One-way and future messages are taken in the order their frames arrive (each
 is queued before the next frame is read); synchronous sends and waits for a
 result run side by side, at most `MAX_INFLIGHT` at once per channel: past
 that, the host reads no more frames until one finishes (the client's writes
-wait, as over TCP).
+wait, as over TCP); so too while more than `MAX_BACKLOG` answers wait for the
+client to read them.
 
 Who gets what: a caller with the key opens a channel as it would call any route;
 without the key the upgrade is refused ``401`` like every route but ``/health``
@@ -31,7 +32,6 @@ its error answer, like a bad request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
@@ -67,6 +67,11 @@ __all__ = ["MAX_INFLIGHT", "add_routes"]
 log = logging.getLogger(__name__)
 
 MAX_INFLIGHT: Final = 256
+ANSWER_CHUNK: Final = 64
+"""Answers of one frame sent before the rest of it is taken: the two ends work at once."""
+MAX_BACKLOG: Final = 4 * MAX_BATCH
+"""Answers waiting to be written past which the host reads no more frames (the
+client's writes wait, as over TCP) until they are."""
 
 _OPEN: web.AppKey[set[web.WebSocketResponse[bool]]] = web.AppKey("paglets.transport.channel.OPEN")
 # Calls running, of every channel: kept until they finish, a channel closed or not.
@@ -116,34 +121,71 @@ def _encoded(answer: Answer) -> str:
 
 
 class _Outbox:
-    """Answers ready in one turn of the loop, sent as one frame at its end, in order."""
+    """Answers ready in one turn of the loop, sent as one frame at its end, in order.
+
+    One task writes them: started by the first answer of a turn, it runs right
+    after that turn and takes every answer put by then (`MAX_BATCH` a frame).
+    """
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self._ws = ws
         self._items: list[str] = []
-        self._sending: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Answers not written yet (the client reads slower than it asks)."""
+        return len(self._items)
 
     def put(self, answer: Answer) -> None:
         if self._ws.closed:
             return  # the client went away; its retries carry the same message ids
-        if not self._items:
-            asyncio.get_running_loop().call_soon(self._flush)
         self._items.append(_encoded(answer))
-        if len(self._items) >= MAX_BATCH:
-            self._flush()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
 
-    def _flush(self) -> None:
-        items, self._items = self._items, []
-        if not items or self._ws.closed:
-            return
-        # the frame is written as the task starts: tasks start in order, so frames do
-        task = asyncio.create_task(self._send(encode_frame(items)))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+    async def _write(self) -> None:
+        try:
+            while self._items and not self._ws.closed:
+                items = self._items[:MAX_BATCH]
+                del self._items[:MAX_BATCH]
+                await self._ws.send_str(encode_frame(items))
+        except (ConnectionError, RuntimeError):  # closed meanwhile
+            self._items.clear()
+        finally:
+            self._writer = None
 
-    async def _send(self, frame: str) -> None:
-        with contextlib.suppress(ConnectionError, RuntimeError):  # closed meanwhile
-            await self._ws.send_str(frame)
+    async def let_out(self, waiting: int) -> None:
+        """Once ``waiting`` answers wait, yield a turn of the loop so the writer sends
+        them: the client works on them while this host goes on with its frame."""
+        if len(self._items) >= waiting:
+            await asyncio.sleep(0)
+
+    async def drained(self) -> None:
+        """Wait until the answers put so far are written (or the channel closed)."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+
+class _Slots:
+    """The calls of one channel running side by side (synchronous sends, waits)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self._freed: asyncio.Future[None] | None = None
+
+    async def room(self) -> None:
+        """Wait until fewer than `MAX_INFLIGHT` run."""
+        while self.running >= MAX_INFLIGHT:
+            if self._freed is None or self._freed.done():
+                self._freed = asyncio.get_running_loop().create_future()
+            await self._freed
+
+    def free(self) -> None:
+        """One finished."""
+        self.running -= 1
+        if self._freed is not None and not self._freed.done():
+            self._freed.set_result(None)
 
 
 async def serve_channel(request: web.Request) -> web.WebSocketResponse:
@@ -152,7 +194,7 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=ctx.max_body, heartbeat=HEARTBEAT, compress=False)
     await ws.prepare(request)
     request.app[_OPEN].add(ws)
-    slots = asyncio.Semaphore(MAX_INFLIGHT)
+    slots = _Slots()
     running = request.app[_RUNNING]
     outbox = _Outbox(ws)
 
@@ -160,13 +202,15 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
         try:
             outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
         finally:
-            slots.release()
+            slots.free()
 
     try:
         async for frame in ws:
             if frame.type is not WSMsgType.TEXT:
                 await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
                 break
+            if outbox.backlog > MAX_BACKLOG:  # the client does not read its answers
+                await outbox.drained()
             try:
                 items = parse_frame(frame.data)
             except RequestError as exc:
@@ -185,13 +229,16 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
                     error = ErrorBody(type(exc).__name__, exc.message).to_dict()
                     outbox.put(Answer(call_id, exc.http_status, {"error": error}))
                     continue
-                await slots.acquire()
+                await slots.room()
                 if _in_order(call):
-                    await reply(call)
+                    outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
+                    await outbox.let_out(ANSWER_CHUNK)
                 else:
+                    slots.running += 1
                     task = asyncio.create_task(reply(call))
                     running.add(task)
                     task.add_done_callback(running.discard)
+            await outbox.let_out(1)  # the answers of this frame go before the next is read
     finally:
         # Calls still running go on, as an HTTP request's handler does when its
         # client leaves: a message taken is handled, and a retry with its id

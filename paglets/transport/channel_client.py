@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import aiohttp
 
 from paglets.core.errors import ProtocolError
-from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, MAX_BATCH, Answer, Call, encode_frame
+from paglets.wire.channel import CHANNEL_ROUTE, HEARTBEAT, Answer, Call, encode_frame
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = ["Channel", "ChannelLost"]
 
+CALL_CHUNK: Final = 64
+"""Calls a frame holds at most: the host starts on the first while the next go out."""
 _UNOFFERED: Final = frozenset({400, 404, 405, 426, 501})  # a host without the channel
 
 
@@ -41,7 +43,7 @@ class Channel:
         self._ids = itertools.count()
         self._waiting: dict[int, asyncio.Future[Answer]] = {}
         self._outbox: list[tuple[int, str]] = []  # calls of this turn of the loop
-        self._sending: set[asyncio.Task[None]] = set()
+        self._writer: asyncio.Task[None] | None = None
         self._reader = asyncio.create_task(self._read(), name=f"channel-{url}")
 
     def __repr__(self) -> str:
@@ -95,35 +97,38 @@ class Channel:
         self._waiting[call_id] = answer
         try:
             self._queue(call_id, Call(call_id, op, agent_id, body).encode())
+            if timeout is None:
+                return await answer
             async with asyncio.timeout(timeout):
                 return await answer
         finally:
             self._waiting.pop(call_id, None)
 
     def _queue(self, call_id: int, text: str) -> None:
-        """Send with the other calls of this turn of the loop, as one frame at its end."""
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
+        """Send with the other calls of this turn of the loop, as one frame at its end.
+
+        One task writes the calls: started by the first call of a turn, it runs
+        right after that turn and takes every call queued by then.
+        """
         self._outbox.append((call_id, text))
-        if len(self._outbox) >= MAX_BATCH:
-            self._flush()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
 
-    def _flush(self) -> None:
-        items, self._outbox = self._outbox, []
-        if not items:
-            return
-        call_ids = [call_id for call_id, _ in items]
-        frame = encode_frame([text for _, text in items])
-        sending = asyncio.create_task(self._send(call_ids, frame))  # starts in order
-        self._sending.add(sending)
-        sending.add_done_callback(self._sending.discard)
-
-    async def _send(self, call_ids: list[int], frame: str) -> None:
+    async def _write(self) -> None:
         try:
-            await self._ws.send_str(frame)
+            while self._outbox:
+                items = self._outbox[:CALL_CHUNK]
+                del self._outbox[:CALL_CHUNK]
+                await self._send(items)
+        finally:
+            self._writer = None
+
+    async def _send(self, items: list[tuple[int, str]]) -> None:
+        try:
+            await self._ws.send_str(encode_frame([text for _, text in items]))
         except (ConnectionError, RuntimeError) as exc:  # closing under us
             lost = ChannelLost(f"the channel to {self.url} closed: {exc}")
-            for call_id in call_ids:
+            for call_id, _ in items:
                 waiting = self._waiting.get(call_id)
                 if waiting is not None and not waiting.done():
                     waiting.set_exception(lost)

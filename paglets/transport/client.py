@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import uuid
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Self
 
@@ -278,7 +278,9 @@ class AsyncHostClient:
         over HTTP when the channel breaks first (a message keeps its id, so it is
         never delivered twice).
         """
-        channel = await self._open_channel()
+        channel = self._channel
+        if channel is None or channel.closed:
+            channel = await self._open_channel()
         if channel is not None:
             try:
                 answer = await channel.call(op, agent_id, body, timeout)
@@ -651,7 +653,7 @@ class AsyncPagletProxy:
             "kind": msg.kind,
             "args": msg.args,
             "priority": msg.priority,
-            "message_id": msg.message_id or uuid.uuid4().hex,
+            "message_id": msg.message_id or os.urandom(16).hex(),  # 128 random bits
             "sender": msg.sender,
             "mode": mode,
             "timeout": timeout,

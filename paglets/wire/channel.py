@@ -58,6 +58,9 @@ OPS: Final = PAGLET_OPS | SERVICE_OPS
 MAX_CALL_ID: Final = 2**53 - 1  # exact in every JSON reader
 MAX_BATCH: Final = 1024
 """The most calls (or answers) one frame holds."""
+_PAGLET_CALL: Final = frozenset({"id", "op", "agent_id", "body"})
+_SERVICE_CALL: Final = frozenset({"id", "op", "service", "body"})
+_ANSWER: Final = frozenset({"id", "status", "body"})
 
 
 def _call_id(value: Any) -> int:
@@ -111,18 +114,21 @@ class Call:
                 finds the id, when readable, for the answer).
         """
         op = data.get("op") if isinstance(data, dict) else None
-        key = "service" if op in SERVICE_OPS else "agent_id"
-        if not isinstance(data, dict) or set(data) != {"id", "op", key, "body"}:
+        service = type(op) is str and op in SERVICE_OPS
+        key = "service" if service else "agent_id"
+        if not isinstance(data, dict) or data.keys() != (
+            _SERVICE_CALL if service else _PAGLET_CALL
+        ):
             raise RequestError(
                 'a call must be {"id", "op", "agent_id", "body"}, '
                 'or {"id", "op", "service", "body"} for a service'
             )
         call_id = _call_id(data["id"])
-        if op not in OPS:
+        if type(op) is not str or op not in OPS:
             raise RequestError(f"unknown op {op!r:.40}: expected one of {sorted(OPS)}")
         if not isinstance(data["body"], dict):
             raise RequestError("a call's body must be a JSON object")
-        if op in SERVICE_OPS:
+        if service:
             return cls(call_id, op, check_contract_name(data[key]), data["body"])
         return cls(call_id, op, check_id(data[key], IdKind.AGENT), data["body"])
 
@@ -157,7 +163,7 @@ class Answer:
     @classmethod
     def parse(cls, data: Any) -> Self:
         """Check one answer; `ProtocolError` names what is wrong."""
-        if not isinstance(data, dict) or set(data) != {"id", "status", "body"}:
+        if not isinstance(data, dict) or data.keys() != _ANSWER:
             raise ProtocolError(f"not a channel answer: {str(data)[:200]!r}")
         status = data["status"]
         if type(status) is not int or not 100 <= status <= 599:  # noqa: PLR2004

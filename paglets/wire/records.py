@@ -116,14 +116,18 @@ class SendRequest:
     def parse(cls, data: Any) -> SendRequest:  # noqa: C901 - one check per field
         if not isinstance(data, dict):
             raise RequestError("a message must be a JSON object")
-        unknown = data.keys() - cls._FIELDS
-        if unknown:
+        if not data.keys() <= cls._FIELDS:
+            unknown = data.keys() - cls._FIELDS
             raise RequestError(f"unknown message fields: {sorted(unknown)}")
-        kind = data.get("kind")
-        args = data.get("args", {})
-        priority = data.get("priority", 0)
-        mode = data.get("mode", "sync")
-        timeout = data.get("timeout")
+        get = data.get
+        kind = get("kind")
+        args = get("args", {})
+        priority = get("priority", 0)
+        mode = get("mode", "sync")
+        timeout = get("timeout")
+        no_delay = get("no_delay", False)
+        message_id = get("message_id")
+        sender = get("sender")
         if not isinstance(kind, str) or not kind:
             raise RequestError("message 'kind' must be a non-empty string")
         check_kind(kind)
@@ -131,7 +135,7 @@ class SendRequest:
             raise RequestError("message 'args' must be a JSON object")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise RequestError("message 'priority' must be an integer")
-        if mode not in cls._MODES:
+        if type(mode) is not str or mode not in cls._MODES:
             raise RequestError(f"message 'mode' must be one of {sorted(cls._MODES)}")
         if timeout is not None and (
             isinstance(timeout, bool)
@@ -140,27 +144,30 @@ class SendRequest:
             or timeout <= 0
         ):
             raise RequestError("message 'timeout' must be a positive number of seconds")
-        no_delay = data.get("no_delay", False)
         if not isinstance(no_delay, bool):
             raise RequestError("message 'no_delay' must be true or false")
         # the sender is the agent id of the sending paglet (`Message.sender`)
-        for name, id_kind in (("message_id", IdKind.MESSAGE), ("sender", IdKind.AGENT)):
-            value = data.get(name)
-            if value is not None and not is_valid_id(value, id_kind):
-                try:
-                    check_id(value, id_kind)
-                except RequestError as exc:
-                    raise RequestError(f"message {name!r}: {exc.message}") from None
+        if message_id is not None and not is_valid_id(message_id, IdKind.MESSAGE):
+            _bad_id("message_id", message_id, IdKind.MESSAGE)
+        if sender is not None and not is_valid_id(sender, IdKind.AGENT):
+            _bad_id("sender", sender, IdKind.AGENT)
         return cls(
             kind,
             args,
             priority,
-            data.get("message_id"),
-            data.get("sender"),
+            message_id,
+            sender,
             mode,
             None if timeout is None else float(timeout),
             no_delay,
         )
+
+
+def _bad_id(name: str, value: object, kind: IdKind) -> None:
+    try:
+        check_id(value, kind)
+    except RequestError as exc:
+        raise RequestError(f"message {name!r}: {exc.message}") from None
 
 
 def event_to_dict(event: ContextEvent) -> dict[str, Any]:

@@ -65,6 +65,9 @@ class Probe(Paglet[ProbeState]):
         if kind == "sleep":
             await asyncio.sleep(float(args["seconds"]))
             return "slept"
+        if kind == "block":  # busy without letting the child's loop turn
+            time.sleep(float(args["seconds"]))
+            return "blocked"
         if kind == "eat_memory":
             hoard = []
             for _ in range(int(args.get("chunks", 400))):
