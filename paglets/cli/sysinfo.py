@@ -9,9 +9,9 @@
 
 The host the command talks to (``--url``) lists the mesh; each host's
 ``server-info.v1`` service (`paglets.builtins.serverinfo`) is then called at
-its own URL (`paglets.cli._across`), all hosts in parallel, each bounded by ``--timeout``: a host known to be offline, one that
-does not answer in time and one without the service each get a row saying so,
-and never hold up the others.
+its own URL (`paglets.cli._across`), all hosts in parallel, each bounded by
+``--timeout``: a host known to be offline, one that does not answer in time and
+one without the service each get a row saying so, and never hold up the others.
 """
 
 from __future__ import annotations
