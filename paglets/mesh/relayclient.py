@@ -9,6 +9,14 @@ own application over a socket pair (`LocalServer`: the same handlers, checks and
 key as a request from the network) and sends the response back as the item's
 answer, which is also its acknowledgement.
 
+Channel calls (`paglets.wire.relay.RelayedCall`: a caller's proxy channel to this
+host, carried by the hub on a WebSocket session) skip that second HTTP parse:
+each is answered by the channel's own `paglets.transport.channel.answer_call`,
+with the same checks and ordering (one-way and future sends in the order they
+came, the rest side by side), and its reply goes back on the session that
+carried it, or nowhere: the hub has closed that caller's channel when its
+session ended, and the caller sends the call again over HTTP.
+
 Nothing twice: an item whose id is being served, or was served lately, is not
 served again (its answer is sent again). Heartbeats go both ways (WebSocket
 pings; a poll at least every `POLL_HOLD` s). A lost session is reopened after a
@@ -26,16 +34,20 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
-from paglets.core.errors import PagletError, ProtocolError
+from paglets.core.errors import HostError, PagletError, ProtocolError
 from paglets.mesh.relayhub import POLL_HOLD
+from paglets.transport.channel import answer_call, encoded_answer, in_order
 from paglets.transport.filebody import CHUNK
 from paglets.wire import strict_json
-from paglets.wire.channel import HEARTBEAT, parse_frame
+from paglets.wire.channel import HEARTBEAT, Call, parse_frame
+from paglets.wire.channel import Answer as ChannelAnswer
+from paglets.wire.records import ErrorBody
 from paglets.wire.relay import (
     MAX_INLINE_BODY,
     PIPE_ROUTE,
@@ -44,14 +56,16 @@ from paglets.wire.relay import (
     Answer,
     Poll,
     PollReply,
+    RelayedCall,
     Request,
-    encode_items,
+    frames_of,
 )
 
 if TYPE_CHECKING:
     import ssl as ssl_module
     from collections.abc import Callable
 
+    from aiohttp import web
     from aiohttp.client_reqrep import ClientRequest
     from aiohttp.tracing import Trace
 
@@ -102,9 +116,11 @@ class LocalServer:
 
     Args:
         factory: the runner's server (an `aiohttp.web.Server`), a protocol factory.
+        app: the application, whose API answers channel calls (`call`).
     """
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, factory: Callable[[], asyncio.Protocol], app: web.Application) -> None:
+        self._app = app
         self._session = aiohttp.ClientSession(
             connector=_PairConnector(factory),
             timeout=aiohttp.ClientTimeout(total=None),
@@ -140,6 +156,15 @@ class LocalServer:
                 (k, v) for k, v in response.headers.items() if k.lower() not in DROPPED_HEADERS
             )
             return Answer(request.seq, request.id, response.status, kept, body)
+
+    async def call(self, call: Call) -> str:
+        """The host's answer to a channel call, as the encoded reply item for the hub."""
+        answer = encoded_answer(ChannelAnswer(call.id, *await answer_call(self._app, call)))
+        if len(answer) > MAX_INLINE_BODY:
+            error = HostError(f"the answer is over {MAX_INLINE_BODY} bytes: too big for a relay")
+            body = {"error": ErrorBody(type(error).__name__, error.message).to_dict()}
+            answer = ChannelAnswer(call.id, 502, body).encode()
+        return f'{{"t":"reply","answer":{answer}}}'
 
     async def close(self) -> None:
         """Close the client side."""
@@ -198,8 +223,10 @@ class RelayClient:
         self._task: asyncio.Task[None] | None = None
         self._handling: dict[str, asyncio.Task[None]] = {}
         self._done: OrderedDict[str, Answer] = OrderedDict()
-        self._outbox: asyncio.Queue[Answer] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Answer | _Reply] = asyncio.Queue()
         self._slots = asyncio.Semaphore(HANDLING_MAX)
+        self._calls: set[asyncio.Task[None]] = set()
+        self._last_in_order: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<RelayClient {self.config.name} -> {self.hub} {self.transport}>"
@@ -219,9 +246,10 @@ class RelayClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for task in list(self._handling.values()):
+        tasks = [*self._handling.values(), *self._calls]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._handling.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
         await self.local.close()
@@ -291,6 +319,22 @@ class RelayClient:
                 return Answer(request.seq, request.id, source.status, headers, body)
             return await self.local.serve(request, source.content)
 
+    def _take_call(self, call: Call, session: str) -> None:
+        """Answer a channel call; one-way and future sends after the ones before them."""
+        after = self._last_in_order if in_order(call) else None
+        task = asyncio.create_task(self._serve_call(call, session, after))
+        if in_order(call):
+            self._last_in_order = task
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _serve_call(self, call: Call, session: str, after: asyncio.Task[None] | None) -> None:
+        if after is not None and not after.done():
+            await asyncio.wait([after])
+        async with self._slots:
+            reply = await self.local.call(call)
+        self._outbox.put_nowait(_Reply(session, reply))
+
     # -- WebSocket ----------------------------------------------------------------------
 
     async def _websocket(self) -> None:
@@ -315,12 +359,12 @@ class RelayClient:
         async with ws:
             self._session_up(session)
             # answers not yet acknowledged by a previous session go again
-            sender = asyncio.create_task(self._ws_send(ws))
+            sender = asyncio.create_task(self._ws_send(ws, session))
             try:
                 async for msg in ws:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         continue
-                    if self._ws_items(msg.data):
+                    if self._ws_items(msg.data, session):
                         break
             finally:
                 sender.cancel()
@@ -329,26 +373,37 @@ class RelayClient:
             if ws.close_code not in (None, 1000) and ws.close_code is not None:
                 raise _Refused(f"the hub closed the session ({ws.close_code})")
 
-    def _ws_items(self, text: str) -> bool:
+    def _ws_items(self, text: str, session: str) -> bool:
         """Take the items of a frame; whether the hub said bye."""
         try:
             items = parse_frame(text)
         except PagletError as exc:
             raise ProtocolError(f"a relay frame from the hub is not items: {exc}") from None
         for item in items:
-            if isinstance(item, dict) and item.get("t") == "bye":
+            kind = item.get("t") if isinstance(item, dict) else None
+            if kind == "bye":
                 log.info("relay: the hub says bye: %s", str(item.get("reason", ""))[:200])
                 return True
-            self._take(Request.parse(item))
+            if kind == "call":
+                self._take_call(RelayedCall.parse(item).call, session)
+            else:
+                self._take(Request.parse(item))
         return False
 
-    async def _ws_send(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _ws_send(self, ws: aiohttp.ClientWebSocketResponse, session: str) -> None:
         while True:
-            answers = [await self._outbox.get()]
+            ready = [await self._outbox.get()]
             while not self._outbox.empty():
-                answers.append(self._outbox.get_nowait())
+                ready.append(self._outbox.get_nowait())
+            # a reply goes on the session its call came on, or nowhere (module docstring)
+            answers = [a for a in ready if isinstance(a, Answer)]
+            texts = [
+                a.encode() if isinstance(a, Answer) else a.text
+                for a in ready
+                if isinstance(a, Answer) or a.session == session
+            ]
             try:
-                for frame in encode_items(answers):
+                for frame in frames_of(texts):
                     await ws.send_str(frame)
             except (ConnectionError, RuntimeError):
                 for answer in answers:  # the next session sends them
@@ -384,9 +439,13 @@ class RelayClient:
     async def _flush_loop(self, session: str) -> None:
         """Send answers as they are ready, in short polls beside the long one."""
         while True:
-            answers = [await self._outbox.get()]
+            ready = [await self._outbox.get()]
             while not self._outbox.empty():
-                answers.append(self._outbox.get_nowait())
+                ready.append(self._outbox.get_nowait())
+            # replies to channel calls of an earlier WebSocket session go nowhere
+            answers = [a for a in ready if isinstance(a, Answer)]
+            if not answers:
+                continue
             try:
                 reply = await self._poll(session, answers, 2**53 - 1, 0)
             except BaseException:
@@ -419,6 +478,14 @@ class RelayClient:
         self.connected.set()
         self.settled.set()
         log.info("relay session %s to %s open (%s)", session, self.hub, self.transport)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """The encoded reply to a channel call, for the session (by id) that carried the call."""
+
+    session: str
+    text: str
 
 
 class _Fallback(Exception):  # noqa: N818 - internal signal
