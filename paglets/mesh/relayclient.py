@@ -13,8 +13,8 @@ Channel calls (`paglets.wire.relay.RelayedCall`: a caller's proxy channel to thi
 host, carried by the hub on a WebSocket session) skip that second HTTP parse:
 each is answered by the channel's own `paglets.transport.channel.answer_call`,
 with the same checks and ordering (one-way and future sends in the order they
-came, the rest side by side), and its reply goes back on the session that
-carried it, or nowhere: the hub has closed that caller's channel when its
+came, the rest side by side), and its reply is written at once on the session
+that carried it, or nowhere: the hub has closed that caller's channel when its
 session ended, and the caller sends the call again over HTTP.
 
 Nothing twice: an item whose id is being served, or was served lately, is not
@@ -34,7 +34,6 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
@@ -58,7 +57,7 @@ from paglets.wire.relay import (
     PollReply,
     RelayedCall,
     Request,
-    frames_of,
+    encode_items,
 )
 
 if TYPE_CHECKING:
@@ -223,7 +222,7 @@ class RelayClient:
         self._task: asyncio.Task[None] | None = None
         self._handling: dict[str, asyncio.Task[None]] = {}
         self._done: OrderedDict[str, Answer] = OrderedDict()
-        self._outbox: asyncio.Queue[Answer | _Reply] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Answer] = asyncio.Queue()
         self._slots = asyncio.Semaphore(HANDLING_MAX)
         self._calls: set[asyncio.Task[None]] = set()
         self._last_in_order: asyncio.Task[None] | None = None
@@ -319,21 +318,25 @@ class RelayClient:
                 return Answer(request.seq, request.id, source.status, headers, body)
             return await self.local.serve(request, source.content)
 
-    def _take_call(self, call: Call, session: str) -> None:
+    def _take_call(self, call: Call, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Answer a channel call; one-way and future sends after the ones before them."""
         after = self._last_in_order if in_order(call) else None
-        task = asyncio.create_task(self._serve_call(call, session, after))
+        task = asyncio.create_task(self._serve_call(call, ws, after))
         if in_order(call):
             self._last_in_order = task
         self._calls.add(task)
         task.add_done_callback(self._calls.discard)
 
-    async def _serve_call(self, call: Call, session: str, after: asyncio.Task[None] | None) -> None:
+    async def _serve_call(
+        self, call: Call, ws: aiohttp.ClientWebSocketResponse, after: asyncio.Task[None] | None
+    ) -> None:
         if after is not None and not after.done():
             await asyncio.wait([after])
         async with self._slots:
             reply = await self.local.call(call)
-        self._outbox.put_nowait(_Reply(session, reply))
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the session ended
+            if not ws.closed:
+                await ws.send_str(reply)
 
     # -- WebSocket ----------------------------------------------------------------------
 
@@ -359,12 +362,12 @@ class RelayClient:
         async with ws:
             self._session_up(session)
             # answers not yet acknowledged by a previous session go again
-            sender = asyncio.create_task(self._ws_send(ws, session))
+            sender = asyncio.create_task(self._ws_send(ws))
             try:
                 async for msg in ws:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         continue
-                    if self._ws_items(msg.data, session):
+                    if self._ws_items(msg.data, ws):
                         break
             finally:
                 sender.cancel()
@@ -373,7 +376,7 @@ class RelayClient:
             if ws.close_code not in (None, 1000) and ws.close_code is not None:
                 raise _Refused(f"the hub closed the session ({ws.close_code})")
 
-    def _ws_items(self, text: str, session: str) -> bool:
+    def _ws_items(self, text: str, ws: aiohttp.ClientWebSocketResponse) -> bool:
         """Take the items of a frame; whether the hub said bye."""
         try:
             items = parse_frame(text)
@@ -385,25 +388,18 @@ class RelayClient:
                 log.info("relay: the hub says bye: %s", str(item.get("reason", ""))[:200])
                 return True
             if kind == "call":
-                self._take_call(RelayedCall.parse(item).call, session)
+                self._take_call(RelayedCall.parse(item).call, ws)
             else:
                 self._take(Request.parse(item))
         return False
 
-    async def _ws_send(self, ws: aiohttp.ClientWebSocketResponse, session: str) -> None:
+    async def _ws_send(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            ready = [await self._outbox.get()]
+            answers = [await self._outbox.get()]
             while not self._outbox.empty():
-                ready.append(self._outbox.get_nowait())
-            # a reply goes on the session its call came on, or nowhere (module docstring)
-            answers = [a for a in ready if isinstance(a, Answer)]
-            texts = [
-                a.encode() if isinstance(a, Answer) else a.text
-                for a in ready
-                if isinstance(a, Answer) or a.session == session
-            ]
+                answers.append(self._outbox.get_nowait())
             try:
-                for frame in frames_of(texts):
+                for frame in encode_items(answers):
                     await ws.send_str(frame)
             except (ConnectionError, RuntimeError):
                 for answer in answers:  # the next session sends them
@@ -439,13 +435,9 @@ class RelayClient:
     async def _flush_loop(self, session: str) -> None:
         """Send answers as they are ready, in short polls beside the long one."""
         while True:
-            ready = [await self._outbox.get()]
+            answers = [await self._outbox.get()]
             while not self._outbox.empty():
-                ready.append(self._outbox.get_nowait())
-            # replies to channel calls of an earlier WebSocket session go nowhere
-            answers = [a for a in ready if isinstance(a, Answer)]
-            if not answers:
-                continue
+                answers.append(self._outbox.get_nowait())
             try:
                 reply = await self._poll(session, answers, 2**53 - 1, 0)
             except BaseException:
@@ -478,14 +470,6 @@ class RelayClient:
         self.connected.set()
         self.settled.set()
         log.info("relay session %s to %s open (%s)", session, self.hub, self.transport)
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """The encoded reply to a channel call, for the session (by id) that carried the call."""
-
-    session: str
-    text: str
 
 
 class _Fallback(Exception):  # noqa: N818 - internal signal

@@ -79,7 +79,6 @@ from paglets.wire.channel import (
     HEARTBEAT,
     MAX_BATCH,
     Call,
-    encode_frame,
     parse_frame,
 )
 from paglets.wire.channel import Answer as ChannelAnswer
@@ -138,6 +137,9 @@ HOP_BY_HOP: Final = frozenset(
 MAX_FORWARDED_HEADERS: Final = 48
 MAX_CHANNELS: Final = 64
 """Callers' channels a relayed host may have open through the hub at once."""
+QUICK_FRAME: Final = 16 * 1024
+"""A frame of answers this small goes to a caller that keeps up at once, in the turn
+its answers came in (a write that cannot wait: far below the transport's high mark)."""
 MAX_KEYLESS: Final = 8
 """Requests without the key (``/health``, the mesh hello) a relayed host may have
 waiting at the hub at once: strangers cannot fill its queue, members still meet it."""
@@ -169,7 +171,6 @@ class Link:
     keyless: int = 0  # items without the key (health, hello) not yet answered
     channels: set[_Caller] = field(default_factory=set)  # callers' channels to the host
     calls: dict[int, _Waiting] = field(default_factory=dict)  # channel calls sent, by number
-    outbox: list[int] = field(default_factory=list)  # calls of this turn of the loop
 
     @property
     def connected(self) -> bool:
@@ -285,11 +286,7 @@ class RelayHub:
                         code=WSCloseCode.POLICY_VIOLATION, message=str(exc).encode()[:120]
                     )
                     break
-                for answer in answers:
-                    if isinstance(answer, RelayedReply):
-                        self._replied(link, answer.answer)
-                    else:
-                        await self._answered(link, answer)
+                await self._took(link, answers)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -574,7 +571,7 @@ class RelayHub:
             max_msg_size=MAX_INLINE_BODY, heartbeat=HEARTBEAT, compress=False
         )
         await ws.prepare(request)
-        caller = _Caller(ws)
+        caller = _Caller(ws, request.transport)
         link.channels.add(caller)
         try:
             async for frame in ws:
@@ -590,71 +587,66 @@ class RelayHub:
         return ws
 
     async def _take_calls(self, link: Link, caller: _Caller, text: str) -> bool:
-        """Send the calls of a caller's frame on the session; whether to read on."""
+        """Send the calls of a caller's frame on the session, as one frame; whether to
+        read on. Written at once, not at the end of the loop's turn: a client batches
+        the calls of its turn already, and a turn less is worth more than a frame less."""
         try:
-            items = parse_frame(text)
+            calls, refused = _calls_of(text)
         except RequestError as exc:
-            await caller.close(WSCloseCode.POLICY_VIOLATION, f"not a channel frame: {exc.message}")
+            await caller.close(WSCloseCode.POLICY_VIOLATION, exc.message)
             return False
-        for item in items:
-            try:
-                call = Call.parse(item)
-            except RequestError as exc:
-                call_id = Call.id_of(item)
-                if call_id is None:
-                    reason = f"not a channel call: {exc.message}"
-                    await caller.close(WSCloseCode.POLICY_VIOLATION, reason)
-                    return False
-                error = ErrorBody(type(exc).__name__, exc.message).to_dict()
-                caller.put(ChannelAnswer(call_id, exc.http_status, {"error": error}))
-                continue
+        texts = []
+        for call in calls:
             await caller.slots.acquire()  # at most MAX_INFLIGHT waiting: reads wait
-            if link.ws is None or caller.ws.closed:
+            ws = link.ws
+            if ws is None or caller.ws.closed:
                 caller.slots.release()
                 await caller.close(WSCloseCode.GOING_AWAY, f"the session of {link.name} ended")
                 return False
             number = next(self._numbers)
             caller.numbers.add(number)
-            link.calls[number] = _Waiting(caller, call)
-            if not link.outbox:
-                asyncio.get_running_loop().call_soon(self._flush_calls, link)
-            link.outbox.append(number)
+            link.calls[number] = _Waiting(caller, call, ws)
+            texts.append(RelayedCall(Call(number, call.op, call.target, call.body)).encode())
+        if refused:
+            await caller.send(refused)
+        ws = link.ws
+        try:
+            if ws is None:
+                raise ConnectionResetError
+            for frame in frames_of(texts):
+                await ws.send_str(frame)
+        except (ConnectionError, RuntimeError):
+            if ws is not None:
+                self._session_ended(link, ws)
+            await caller.close(WSCloseCode.GOING_AWAY, f"the session of {link.name} ended")
+            return False
         return True
 
-    def _flush_calls(self, link: Link) -> None:
-        """Send the calls of this turn of the loop on the session, as few frames."""
-        numbers, link.outbox = link.outbox, []
-        ws = link.ws
-        texts = []
-        for number in numbers:
-            waiting = link.calls.get(number)
+    async def _took(self, link: Link, answers: list[Answer | RelayedReply]) -> None:
+        """The items of a frame from a relayed host: replies to calls first (they wait
+        for nothing), then answers to requests (each drops its item from the queue)."""
+        replies = [a for a in answers if isinstance(a, RelayedReply)]
+        if replies:
+            await self._replied(link, replies)
+        for answer in answers:
+            if not isinstance(answer, RelayedReply):
+                await self._answered(link, answer)
+
+    async def _replied(self, link: Link, answers: list[RelayedReply]) -> None:
+        """The host's answers to channel calls: to their callers, under their numbers."""
+        ready: dict[_Caller, list[ChannelAnswer]] = {}
+        for reply in answers:
+            answer = reply.answer
+            waiting = link.calls.pop(answer.id, None)
             if waiting is None:
-                continue  # its caller went away
-            if ws is None:
-                self._fail(link, waiting)
-                continue
-            waiting.ws = ws
-            call = waiting.call
-            texts.append(RelayedCall(Call(number, call.op, call.target, call.body)).encode())
-        if ws is not None and texts:
-            # each frame is written as its task starts: tasks start in order, so frames do
-            for frame in frames_of(texts):
-                self._spawn(self._send_calls(link, ws, frame))
-
-    async def _send_calls(self, link: Link, ws: web.WebSocketResponse, frame: str) -> None:
-        try:
-            await ws.send_str(frame)
-        except (ConnectionError, RuntimeError):
-            self._session_ended(link, ws)
-
-    def _replied(self, link: Link, answer: ChannelAnswer) -> None:
-        """The host's answer to a channel call: to its caller, under the caller's number."""
-        waiting = link.calls.pop(answer.id, None)
-        if waiting is None:
-            return  # its caller went away, or a reply to a call of an older session
-        waiting.caller.numbers.discard(answer.id)
-        waiting.caller.slots.release()
-        waiting.caller.put(ChannelAnswer(waiting.call.id, answer.status, answer.body))
+                continue  # its caller went away, or a reply to a call of an older session
+            waiting.caller.numbers.discard(answer.id)
+            waiting.caller.slots.release()
+            ready.setdefault(waiting.caller, []).append(
+                ChannelAnswer(waiting.call.id, answer.status, answer.body)
+            )
+        for caller, them in ready.items():
+            await caller.send(them)
 
     def _session_ended(self, link: Link, ws: web.WebSocketResponse) -> None:
         """Close the channels with calls the session ``ws`` carried: their clients send
@@ -708,38 +700,74 @@ class _Pipe:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class _Caller:
-    """A caller's channel to a relayed host: its answers ready in one turn of the
-    loop go back as one frame at its end, in order (as `paglets.transport.channel`)."""
+def _calls_of(text: str) -> tuple[list[Call], list[ChannelAnswer]]:
+    """The calls of a caller's frame, and the error answers to those with a bad field.
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    Raises:
+        RequestError: the frame is not calls (its message is the reason to close with).
+    """
+    try:
+        items = parse_frame(text)
+    except RequestError as exc:
+        raise RequestError(f"not a channel frame: {exc.message}") from None
+    calls, refused = [], []
+    for item in items:
+        try:
+            calls.append(Call.parse(item))
+        except RequestError as exc:
+            call_id = Call.id_of(item)
+            if call_id is None:
+                raise RequestError(f"not a channel call: {exc.message}") from None
+            error = ErrorBody(type(exc).__name__, exc.message).to_dict()
+            refused.append(ChannelAnswer(call_id, exc.http_status, {"error": error}))
+    return calls, refused
+
+
+class _Caller:
+    """A caller's channel to a relayed host."""
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
         self.ws = ws
         self.slots = asyncio.Semaphore(MAX_INFLIGHT)
         self.numbers: set[int] = set()  # the hub's numbers of its calls waiting
-        self._items: list[str] = []
+        self._transport = transport
         self._sending: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<_Caller waiting={len(self.numbers)}>"
 
-    def put(self, answer: ChannelAnswer) -> None:
+    async def send(self, answers: list[ChannelAnswer]) -> None:
+        """Send answers to the caller, without ever making the session wait for it.
+
+        A frame is written at once when the caller keeps up (nothing of its own
+        waits to go out, so this write cannot make the writer wait), else by a
+        task of its own, in order behind the ones before it.
+        """
         if self.ws.closed:
             return  # the client went away; its retries carry the same message ids
-        if not self._items:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._items.append(answer.encode())
-        if len(self._items) >= MAX_BATCH:
-            self._flush()
+        for frame in frames_of([a.encode() for a in answers]):
+            transport = self._transport
+            quick = (
+                not self._sending
+                and transport is not None
+                and transport.get_write_buffer_size() == 0
+                and len(frame) < QUICK_FRAME
+            )
+            if quick:
+                with contextlib.suppress(ConnectionError, RuntimeError):  # closed meanwhile
+                    await self.ws.send_str(frame)
+                continue
+            previous = next(iter(self._sending), None)
+            task = asyncio.create_task(self._send_after(previous, frame))
+            self._sending = {task}
+            task.add_done_callback(self._sent)
 
-    def _flush(self) -> None:
-        items, self._items = self._items, []
-        if not items or self.ws.closed:
-            return
-        task = asyncio.create_task(self._send(encode_frame(items)))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
 
-    async def _send(self, frame: str) -> None:
+    async def _send_after(self, previous: asyncio.Task[None] | None, frame: str) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
         with contextlib.suppress(ConnectionError, RuntimeError):  # closed meanwhile
             await self.ws.send_str(frame)
 
@@ -755,7 +783,7 @@ class _Waiting:
 
     caller: _Caller
     call: Call
-    ws: web.WebSocketResponse | None = None
+    ws: web.WebSocketResponse
 
 
 class _Stopping(Exception):  # noqa: N818 - internal signal
