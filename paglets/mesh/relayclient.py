@@ -5,8 +5,8 @@ authenticated session there: a WebSocket by default; where a proxy refuses the
 upgrade, HTTP long polls, each held by the hub at most `POLL_HOLD` s
 (``--relay-transport auto|websocket|long-poll``). The hub hands it the requests
 callers sent to ``<hub>/v1/relay/hosts/<name>``; the host serves each with its
-own application over a socket pair (`LocalServer`: the same handlers, checks and
-key as a request from the network) and sends the response back as the item's
+own application over an in-memory connection (`LocalServer`: the same handlers,
+checks and key as a request from the network) and sends the response back as the item's
 answer, which is also its acknowledgement.
 
 Channel calls (`paglets.wire.relay.RelayedCall`: a caller's proxy channel to this
@@ -30,16 +30,15 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
 import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
 
 from paglets.core.errors import HostError, PagletError, ProtocolError
+from paglets.mesh.memorypipe import MemoryConnector
 from paglets.mesh.relayhub import POLL_HOLD
 from paglets.transport.channel import answer_call, encoded_answer, in_order
 from paglets.transport.filebody import CHUNK
@@ -65,8 +64,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from aiohttp import web
-    from aiohttp.client_reqrep import ClientRequest
-    from aiohttp.tracing import Trace
 
     from paglets.config import HostConfig
 
@@ -83,33 +80,6 @@ DROPPED_HEADERS: Final = frozenset(
 )
 
 
-class _PairConnector(aiohttp.BaseConnector):
-    """Connects a client session to an in-process server over a fresh socket pair."""
-
-    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
-        super().__init__(force_close=True)
-        self._server_factory = factory
-
-    async def _create_connection(
-        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
-    ) -> ResponseHandler:
-        del req, traces, timeout
-        loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        try:
-            await loop.connect_accepted_socket(self._server_factory, theirs)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        try:
-            _, protocol = await loop.create_connection(lambda: ResponseHandler(loop), sock=ours)
-        except BaseException:
-            ours.close()
-            raise
-        return protocol
-
-
 class LocalServer:
     """Serves relayed requests with the host's own application, without a listening socket.
 
@@ -121,7 +91,7 @@ class LocalServer:
     def __init__(self, factory: Callable[[], asyncio.Protocol], app: web.Application) -> None:
         self._app = app
         self._session = aiohttp.ClientSession(
-            connector=_PairConnector(factory),
+            connector=MemoryConnector(factory),
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,
         )
