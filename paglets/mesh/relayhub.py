@@ -26,9 +26,10 @@ Routes (every one needs the API key; a paglet holds no key; a stranger gets 401)
   session is long polls (the caller uses HTTP, as with a host without a channel).
 
 Channels: a caller's channel call (a message, a future's result, a service call)
-is checked here as the host would check it, renumbered, and sent on the
-session at the end of the loop's turn with the other calls of that turn; its
-answer goes back to the caller's channel under its own number. Unlike a
+is checked here as the host would check it, renumbered, and written on the
+session at once, with the other calls of the caller's frame; its answer goes
+back to the caller's channel under its own number, at once too when the caller
+keeps up (else by a task, so a slow caller never holds the session up). Unlike a
 request, a call is not written to the queue: the caller holds it until the
 answer comes, as over a channel to a host it reaches directly, so nothing the
 caller was told is accepted depends on the hub. When the session that carried
@@ -556,7 +557,7 @@ class RelayHub:
         """
         link = self.links.get(name)
         if link is None or link.ws is None or self._stopping:
-            if link is not None and link.polling > 0 and not self._stopping:
+            if link is not None and link.transport == "long-poll" and not self._stopping:
                 raise web.HTTPNotFound(
                     text=f"relayed host {name} is on long polls: no channel to it; use HTTP"
                 )
