@@ -1,4 +1,4 @@
-"""The relay benchmark: direct against relayed, in one run on loopback.
+"""The relay benchmark: direct, through the hub, and through nginx, in one run on loopback.
 
 ::
 
@@ -6,11 +6,15 @@
     uv run python bench/relay.py --quick    # smaller, a smoke test
 
 Starts a hub (``--public-url``), a host that joined it directly (``--peer``) and
-a connect-mode host (``--connect-to``), each its own ``paglets-host`` process,
-and measures: a message round trip to a paglet on the direct host and on the
-relayed one; a dispatch of 64 MiB from the hub to each; a relayed round trip
-while a 256 MiB move to the relayed host is under way; and the hub's RSS growth
-during that move. Prints a Markdown table on stdout (progress on stderr).
+a connect-mode host (``--connect-to``), each its own ``paglets-host`` process;
+and, when nginx is installed (found as the relay tests find it), a second hub
+behind a real nginx terminating TLS at ``/paglets/`` (the docs' drop-in, a test
+CA's certificate) with a connect-mode host of its own that connects through
+nginx. For each way in, it measures: a message round trip to a paglet there (a
+client at the hub, or at nginx); a dispatch of 64 MiB from the hub; a round trip
+while a 256 MiB move from the hub to the same host is under way, against one
+measured just before it; and the hub's RSS growth during that move. Prints a
+Markdown table on stdout (progress on stderr).
 """
 
 from __future__ import annotations
@@ -18,21 +22,49 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 from paglets import HostClient
 
+ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-relay-key-0123456789"
 TRAVELER = "examples.travel:Traveler"
 MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Way:
+    """One way to a host: the client's URL (a hub, or nginx), the host's name, the hub."""
+
+    title: str
+    url: str
+    target: str
+    hub_pid: int
+    context: ssl.SSLContext | None = None
+
+    def client(self) -> HostClient:
+        return HostClient(self.url, KEY, ssl=self.context)
+
+
+@dataclass
+class Figures:
+    """What was measured on one way."""
+
+    rtt: float = float("nan")  # ms
+    rate: float = float("nan")  # MiB/s
+    before: float = float("nan")  # ms, just before the big move
+    during: float = float("nan")  # ms
+    rss: float = float("nan")  # MiB
 
 
 def _free_port() -> int:
@@ -59,9 +91,9 @@ def _start(tmp: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], s
     return process, json.loads(ready.read_text())["url"]
 
 
-def _rtt(client: HostClient, host: str, count: int) -> float:
-    """The median round trip (ms) of ``count`` messages to a traveler on ``host``."""
-    with client.at(host) as there:
+def _rtt(way: Way, count: int) -> float:
+    """The median round trip (ms) of ``count`` messages to a traveler on the way's host."""
+    with way.client() as client, client.at(way.target) as there:
         traveler = there.create(TRAVELER)
         traveler.send("increment")
         times = []
@@ -73,50 +105,141 @@ def _rtt(client: HostClient, host: str, count: int) -> float:
     return statistics.median(times) * 1000
 
 
-def _move(client: HostClient, target: str, size: int) -> float:
-    """Seconds to dispatch a traveler carrying ``size`` bytes from the hub to ``target``."""
-    traveler = client.create(TRAVELER)
-    traveler.send("payload", {"size": size})
-    start = time.perf_counter()
-    traveler.dispatch(target)
-    elapsed = time.perf_counter() - start
-    traveler.dispose()
+def _move(way: Way, size: int, started: threading.Event | None = None) -> float:
+    """Seconds to dispatch a traveler carrying ``size`` bytes from the hub to the host."""
+    with way.client() as client:
+        traveler = client.create(TRAVELER)
+        traveler.send("payload", {"size": size})
+        if started is not None:
+            started.set()
+        start = time.perf_counter()
+        traveler.dispatch(way.target)
+        elapsed = time.perf_counter() - start
+        traveler.dispose()
     return elapsed
 
 
-def _during_big_move(
-    client: HostClient, hub_url: str, hub_pid: int, big: int, idle_rtt: float
-) -> list[tuple[str, str]]:
-    """Relayed round trips while ``big`` bytes move to the relayed host; the hub's RSS."""
-    hub_process = psutil.Process(hub_pid)
-    rss_before = hub_process.memory_info().rss
-    peak = [rss_before]
-    done = threading.Event()
+def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
+    """Round trips just before and while ``big`` bytes move to the host; the hub's RSS."""
+    hub_process = psutil.Process(way.hub_pid)
+    started, done = threading.Event(), threading.Event()
 
     def big_move() -> None:
-        with HostClient(hub_url, KEY) as mover:
-            _move(mover, "relayed", big)
-        done.set()
+        try:
+            _move(way, big, started)
+        finally:
+            started.set()
+            done.set()
 
-    thread = threading.Thread(target=big_move)
-    thread.start()
     busy: list[float] = []
-    with client.at("relayed") as there:
+    with way.client() as client, client.at(way.target) as there:
         traveler = there.create(TRAVELER)
+        traveler.send("increment")
+        before = []
+        for _ in range(count):
+            start = time.perf_counter()
+            traveler.send("increment")
+            before.append(time.perf_counter() - start)
+        thread = threading.Thread(target=big_move)
+        thread.start()
+        started.wait()  # the payload is made: the move starts now
+        rss_before = hub_process.memory_info().rss
+        peak = rss_before
         while not done.is_set():
             start = time.perf_counter()
             traveler.send("increment")
             busy.append(time.perf_counter() - start)
-            peak.append(hub_process.memory_info().rss)
-            time.sleep(0.01)
+            peak = max(peak, hub_process.memory_info().rss)
+            time.sleep(0.005)
         traveler.dispose()
     thread.join()
-    during = statistics.median(busy) * 1000 if busy else float("nan")
-    return [
-        (f"relayed round trip during a {big // MiB} MiB relayed move (ms)", f"{during:.2f}"),
-        ("during / idle relayed", f"{during / idle_rtt:.2f}"),
-        ("hub RSS growth during that move (MiB)", f"{(max(peak) - rss_before) / MiB:.1f}"),
+    figures.before = statistics.median(before) * 1000
+    figures.during = statistics.median(busy) * 1000 if busy else float("nan")
+    figures.rss = (peak - rss_before) / MiB
+
+
+def _measure(way: Way, move: int, big: int, count: int) -> Figures:
+    print(f"{way.title}: round trips", file=sys.stderr)
+    figures = Figures(rtt=_rtt(way, count))
+    print(f"{way.title}: a {move // MiB} MiB dispatch", file=sys.stderr)
+    figures.rate = move / MiB / _move(way, move)
+    print(f"{way.title}: round trips during a {big // MiB} MiB move", file=sys.stderr)
+    _during_big_move(way, big, count // 3, figures)
+    return figures
+
+
+def _wait_online(way: Way, names: set[str]) -> None:
+    with way.client() as client:
+        deadline = time.monotonic() + 60
+        while {h.name for h in client.hosts() if h.online} < names:
+            if time.monotonic() > deadline:
+                sys.exit(f"not all of {names} online: {client.hosts()}")
+            time.sleep(0.1)
+
+
+def _behind_nginx(tmp: Path, stack: list[object]) -> Way | str:
+    """A second hub behind nginx with a connect-mode host of its own; or why not."""
+    sys.path.insert(0, str(ROOT))
+    import pytest  # noqa: PLC0415 - the relay tests' nginx helper speaks pytest
+    import trustme  # noqa: PLC0415 - a test CA, as the relay tests use
+
+    from tests.nginxproc import Nginx  # noqa: PLC0415
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    files = {k: tmp / f"{k}.pem" for k in ("cert", "key", "ca")}
+    cert.private_key_and_cert_chain_pem.write_to_path(str(files["cert"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    hub_port = _free_port()
+    nginx_dir = tmp / "nginx"
+    nginx_dir.mkdir()
+    try:
+        nginx = Nginx(
+            nginx_dir,
+            port=_free_port(),
+            hub_port=hub_port,
+            cert=files["cert"],
+            key=files["key"],
+            upgrades=True,
+        )
+    except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+        return str(exc).splitlines()[0]
+    stack.append(nginx)
+    trust = ("--ca-file", str(files["ca"]))
+    hub, _ = _start(tmp, "hub2", "--port", str(hub_port), "--public-url", nginx.url, *trust)
+    stack.append(hub)
+    relayed, _ = _start(tmp, "relayed2", "--connect-to", nginx.url, *trust)
+    stack.append(relayed)
+    context = ssl.create_default_context(cafile=str(files["ca"]))
+    way = Way("via nginx", nginx.url, "relayed2", hub.pid, context)
+    _wait_online(way, {"relayed2"})
+    return way
+
+
+def _table(columns: list[tuple[str, Figures]], move: int, big: int, note: str) -> str:
+    direct = columns[0][1]
+    rows: list[tuple[str, list[str]]] = [
+        ("message round trip (ms)", [f"{f.rtt:.2f}" for _, f in columns]),
+        ("ratio to direct", [f"{f.rtt / direct.rtt:.2f}" for _, f in columns]),
+        (f"{move // MiB} MiB dispatch from the hub (MiB/s)", [f"{f.rate:.0f}" for _, f in columns]),
+        ("ratio to direct", [f"{f.rate / direct.rate:.2f}" for _, f in columns]),
+        ("round trip just before the big move (ms)", [f"{f.before:.2f}" for _, f in columns]),
+        (
+            f"round trip during a {big // MiB} MiB move to the same host (ms)",
+            [f"{f.during:.2f}" for _, f in columns],
+        ),
+        ("during / just before", [f"{f.during / f.before:.2f}" for _, f in columns]),
+        ("hub RSS growth during that move (MiB)", [f"{f.rss:.1f}" for _, f in columns]),
     ]
+    lines = [
+        "| measure | " + " | ".join(title for title, _ in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
+    if note:
+        lines.append(f"\nno nginx column: {note}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -124,46 +247,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and counts")
     quick = parser.parse_args().quick
-    move, big, count = (8 * MiB, 32 * MiB, 50) if quick else (64 * MiB, 256 * MiB, 300)
+    move, big, count = (8 * MiB, 32 * MiB, 60) if quick else (64 * MiB, 256 * MiB, 300)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         port = _free_port()
         hub_url = f"http://127.0.0.1:{port}"
         hub, _ = _start(tmp, "hub", "--port", str(port), "--public-url", hub_url)
-        direct, _ = _start(tmp, "direct", "--port", "0", "--peer", hub_url)
-        relayed, _ = _start(tmp, "relayed", "--connect-to", hub_url)
-        rows: list[tuple[str, str]] = []
+        stack: list[object] = [hub]
         try:
-            with HostClient(hub_url, KEY) as client:
-                while {h.name for h in client.hosts() if h.online} < {"direct", "relayed"}:
-                    time.sleep(0.1)
-                print("round trips", file=sys.stderr)
-                direct_rtt, relayed_rtt = (
-                    _rtt(client, "direct", count),
-                    _rtt(client, "relayed", count),
-                )
-                rows += [
-                    ("message round trip, direct (ms)", f"{direct_rtt:.2f}"),
-                    ("message round trip, relayed (ms)", f"{relayed_rtt:.2f}"),
-                    ("relayed / direct", f"{relayed_rtt / direct_rtt:.2f}"),
-                ]
-                print("moves", file=sys.stderr)
-                direct_s, relayed_s = _move(client, "direct", move), _move(client, "relayed", move)
-                mib = move // MiB
-                rows += [
-                    (f"{mib} MiB dispatch, direct (MiB/s)", f"{mib / direct_s:.0f}"),
-                    (f"{mib} MiB dispatch, relayed (MiB/s)", f"{mib / relayed_s:.0f}"),
-                    ("relayed / direct throughput", f"{direct_s / relayed_s:.2f}"),
-                ]
-                print("a round trip during a big relayed move", file=sys.stderr)
-                rows += _during_big_move(client, hub_url, hub.pid, big, relayed_rtt)
+            stack.append(_start(tmp, "direct", "--port", "0", "--peer", hub_url)[0])
+            stack.append(_start(tmp, "relayed", "--connect-to", hub_url)[0])
+            ways = [
+                Way("direct", hub_url, "direct", hub.pid),
+                Way("via hub", hub_url, "relayed", hub.pid),
+            ]
+            _wait_online(ways[0], {"direct", "relayed"})
+            nginx = _behind_nginx(tmp, stack)
+            note = nginx if isinstance(nginx, str) else ""
+            if not isinstance(nginx, str):
+                ways.append(nginx)
+            columns = [(way.title, _measure(way, move, big, count)) for way in ways]
         finally:
-            for process in (relayed, direct, hub):
-                process.terminate()
-                process.wait(30)
-    print("| measure | value |\n|---|---|")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+            for part in reversed(stack):
+                if isinstance(part, subprocess.Popen):
+                    part.terminate()
+                    part.wait(30)
+                else:
+                    part.close()  # type: ignore[attr-defined]
+    print(_table(columns, move, big, note))
 
 
 if __name__ == "__main__":

@@ -314,7 +314,7 @@ class Host:
         assert server is not None  # noqa: S101 - set up
         from paglets.mesh.relayclient import LocalServer, RelayClient  # noqa: PLC0415
 
-        relay = self.relay = RelayClient(self.config, LocalServer(server))
+        relay = self.relay = RelayClient(self.config, LocalServer(server, runner.app))
         relay.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CONNECT_WAIT):

@@ -5,9 +5,17 @@ authenticated session there: a WebSocket by default; where a proxy refuses the
 upgrade, HTTP long polls, each held by the hub at most `POLL_HOLD` s
 (``--relay-transport auto|websocket|long-poll``). The hub hands it the requests
 callers sent to ``<hub>/v1/relay/hosts/<name>``; the host serves each with its
-own application over a socket pair (`LocalServer`: the same handlers, checks and
-key as a request from the network) and sends the response back as the item's
+own application over an in-memory connection (`LocalServer`: the same handlers,
+checks and key as a request from the network) and sends the response back as the item's
 answer, which is also its acknowledgement.
+
+Channel calls (`paglets.wire.relay.RelayedCall`: a caller's proxy channel to this
+host, carried by the hub on a WebSocket session) skip that second HTTP parse:
+each is answered by the channel's own `paglets.transport.channel.answer_call`,
+with the same checks and ordering (one-way and future sends in the order they
+came, the rest side by side), and its reply is written at once on the session
+that carried it, or nowhere: the hub has closed that caller's channel when its
+session ended, and the caller sends the call again over HTTP.
 
 Nothing twice: an item whose id is being served, or was served lately, is not
 served again (its answer is sent again). Heartbeats go both ways (WebSocket
@@ -22,20 +30,22 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
 import uuid
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
 
-from paglets.core.errors import PagletError, ProtocolError
+from paglets.core.errors import HostError, PagletError, ProtocolError
+from paglets.mesh.memorypipe import MemoryConnector
 from paglets.mesh.relayhub import POLL_HOLD
+from paglets.transport.channel import answer_call, encoded_answer, in_order
 from paglets.transport.filebody import CHUNK
 from paglets.wire import strict_json
-from paglets.wire.channel import HEARTBEAT, parse_frame
+from paglets.wire.channel import HEARTBEAT, Call, parse_frame
+from paglets.wire.channel import Answer as ChannelAnswer
+from paglets.wire.records import ErrorBody
 from paglets.wire.relay import (
     MAX_INLINE_BODY,
     PIPE_ROUTE,
@@ -44,6 +54,7 @@ from paglets.wire.relay import (
     Answer,
     Poll,
     PollReply,
+    RelayedCall,
     Request,
     encode_items,
 )
@@ -52,8 +63,7 @@ if TYPE_CHECKING:
     import ssl as ssl_module
     from collections.abc import Callable
 
-    from aiohttp.client_reqrep import ClientRequest
-    from aiohttp.tracing import Trace
+    from aiohttp import web
 
     from paglets.config import HostConfig
 
@@ -70,43 +80,18 @@ DROPPED_HEADERS: Final = frozenset(
 )
 
 
-class _PairConnector(aiohttp.BaseConnector):
-    """Connects a client session to an in-process server over a fresh socket pair."""
-
-    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
-        super().__init__(force_close=True)
-        self._server_factory = factory
-
-    async def _create_connection(
-        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
-    ) -> ResponseHandler:
-        del req, traces, timeout
-        loop = asyncio.get_running_loop()
-        ours, theirs = socket.socketpair()
-        try:
-            await loop.connect_accepted_socket(self._server_factory, theirs)
-        except BaseException:
-            ours.close()
-            theirs.close()
-            raise
-        try:
-            _, protocol = await loop.create_connection(lambda: ResponseHandler(loop), sock=ours)
-        except BaseException:
-            ours.close()
-            raise
-        return protocol
-
-
 class LocalServer:
     """Serves relayed requests with the host's own application, without a listening socket.
 
     Args:
         factory: the runner's server (an `aiohttp.web.Server`), a protocol factory.
+        app: the application, whose API answers channel calls (`call`).
     """
 
-    def __init__(self, factory: Callable[[], asyncio.Protocol]) -> None:
+    def __init__(self, factory: Callable[[], asyncio.Protocol], app: web.Application) -> None:
+        self._app = app
         self._session = aiohttp.ClientSession(
-            connector=_PairConnector(factory),
+            connector=MemoryConnector(factory),
             timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False,
         )
@@ -140,6 +125,15 @@ class LocalServer:
                 (k, v) for k, v in response.headers.items() if k.lower() not in DROPPED_HEADERS
             )
             return Answer(request.seq, request.id, response.status, kept, body)
+
+    async def call(self, call: Call) -> str:
+        """The host's answer to a channel call, as the encoded reply item for the hub."""
+        answer = encoded_answer(ChannelAnswer(call.id, *await answer_call(self._app, call)))
+        if len(answer) > MAX_INLINE_BODY:
+            error = HostError(f"the answer is over {MAX_INLINE_BODY} bytes: too big for a relay")
+            body = {"error": ErrorBody(type(error).__name__, error.message).to_dict()}
+            answer = ChannelAnswer(call.id, 502, body).encode()
+        return f'{{"t":"reply","answer":{answer}}}'
 
     async def close(self) -> None:
         """Close the client side."""
@@ -200,6 +194,8 @@ class RelayClient:
         self._done: OrderedDict[str, Answer] = OrderedDict()
         self._outbox: asyncio.Queue[Answer] = asyncio.Queue()
         self._slots = asyncio.Semaphore(HANDLING_MAX)
+        self._calls: set[asyncio.Task[None]] = set()
+        self._last_in_order: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<RelayClient {self.config.name} -> {self.hub} {self.transport}>"
@@ -219,9 +215,10 @@ class RelayClient:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for task in list(self._handling.values()):
+        tasks = [*self._handling.values(), *self._calls]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._handling.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._http is not None:
             await self._http.close()
         await self.local.close()
@@ -291,6 +288,26 @@ class RelayClient:
                 return Answer(request.seq, request.id, source.status, headers, body)
             return await self.local.serve(request, source.content)
 
+    def _take_call(self, call: Call, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Answer a channel call; one-way and future sends after the ones before them."""
+        after = self._last_in_order if in_order(call) else None
+        task = asyncio.create_task(self._serve_call(call, ws, after))
+        if in_order(call):
+            self._last_in_order = task
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+
+    async def _serve_call(
+        self, call: Call, ws: aiohttp.ClientWebSocketResponse, after: asyncio.Task[None] | None
+    ) -> None:
+        if after is not None and not after.done():
+            await asyncio.wait([after])
+        async with self._slots:
+            reply = await self.local.call(call)
+        with contextlib.suppress(ConnectionError, RuntimeError):  # the session ended
+            if not ws.closed:
+                await ws.send_str(reply)
+
     # -- WebSocket ----------------------------------------------------------------------
 
     async def _websocket(self) -> None:
@@ -320,7 +337,7 @@ class RelayClient:
                 async for msg in ws:
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         continue
-                    if self._ws_items(msg.data):
+                    if self._ws_items(msg.data, ws):
                         break
             finally:
                 sender.cancel()
@@ -329,17 +346,21 @@ class RelayClient:
             if ws.close_code not in (None, 1000) and ws.close_code is not None:
                 raise _Refused(f"the hub closed the session ({ws.close_code})")
 
-    def _ws_items(self, text: str) -> bool:
+    def _ws_items(self, text: str, ws: aiohttp.ClientWebSocketResponse) -> bool:
         """Take the items of a frame; whether the hub said bye."""
         try:
             items = parse_frame(text)
         except PagletError as exc:
             raise ProtocolError(f"a relay frame from the hub is not items: {exc}") from None
         for item in items:
-            if isinstance(item, dict) and item.get("t") == "bye":
+            kind = item.get("t") if isinstance(item, dict) else None
+            if kind == "bye":
                 log.info("relay: the hub says bye: %s", str(item.get("reason", ""))[:200])
                 return True
-            self._take(Request.parse(item))
+            if kind == "call":
+                self._take_call(RelayedCall.parse(item).call, ws)
+            else:
+                self._take(Request.parse(item))
         return False
 
     async def _ws_send(self, ws: aiohttp.ClientWebSocketResponse) -> None:

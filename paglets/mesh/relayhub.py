@@ -20,6 +20,25 @@ Routes (every one needs the API key; a paglet holds no key; a stranger gets 401)
 - ``* /v1/relay/hosts/N/<path>``: the request forwarded to host N (its answer, or
   ``503`` offline, ``429`` queue full with ``Retry-After``, ``504`` not answered
   within ``--relay-delivery-timeout``; an item accepted stays queued).
+- ``GET /v1/relay/hosts/N/v1/channel`` (a WebSocket upgrade): the proxy channel of
+  host N (`paglets.transport.channel`), carried on N's WebSocket session (see
+  "Channels" below). ``503`` when N has no session now, ``404`` when its
+  session is long polls (the caller uses HTTP, as with a host without a channel).
+
+Channels: a caller's channel call (a message, a future's result, a service call)
+is checked here as the host would check it, renumbered, and written on the
+session at once, with the other calls of the caller's frame; its answer goes
+back to the caller's channel under its own number, at once too when the caller
+keeps up (else by a task, so a slow caller never holds the session up). Unlike a
+request, a call is not written to the queue: the caller holds it until the
+answer comes, as over a channel to a host it reaches directly, so nothing the
+caller was told is accepted depends on the hub. When the session that carried
+a call ends (a dropped WebSocket, a newer session, the hub stopping or killed)
+the caller's channel is closed; its client sends the calls still waiting again
+over HTTP, through the queue, with their message ids, which the host does not
+deliver twice (a service call has no id: its caller hears that it may or may
+not have run, as over any channel that breaks). So a call is answered once,
+or its caller hears of it: never a silent loss.
 
 A newer session of a host (its session id starts with a larger time) replaces
 an older one; the hub tells its clients ``bye`` before it stops.
@@ -29,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -52,9 +72,18 @@ from paglets.mesh.relayqueue import RelayQueue
 from paglets.transport.app import error_response
 from paglets.transport.auth import is_open
 from paglets.transport.body import json_response, read_capped, read_json
+from paglets.transport.channel import MAX_INFLIGHT
 from paglets.transport.filebody import CHUNK
 from paglets.wire import strict_json
-from paglets.wire.channel import HEARTBEAT, MAX_BATCH
+from paglets.wire.channel import (
+    CHANNEL_ROUTE,
+    HEARTBEAT,
+    MAX_BATCH,
+    Call,
+    parse_frame,
+)
+from paglets.wire.channel import Answer as ChannelAnswer
+from paglets.wire.records import ErrorBody
 from paglets.wire.relay import (
     DIAGNOSTICS_ROUTE,
     HOSTS_PREFIX,
@@ -65,8 +94,11 @@ from paglets.wire.relay import (
     SESSION_ROUTE,
     Poll,
     PollReply,
+    RelayedCall,
+    RelayedReply,
     Request,
     encode_items,
+    frames_of,
     parse_answers,
     parse_session,
 )
@@ -104,6 +136,11 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 MAX_FORWARDED_HEADERS: Final = 48
+MAX_CHANNELS: Final = 64
+"""Callers' channels a relayed host may have open through the hub at once."""
+QUICK_FRAME: Final = 16 * 1024
+"""A frame of answers this small goes to a caller that keeps up at once, in the turn
+its answers came in (a write that cannot wait: far below the transport's high mark)."""
 MAX_KEYLESS: Final = 8
 """Requests without the key (``/health``, the mesh hello) a relayed host may have
 waiting at the hub at once: strangers cannot fill its queue, members still meet it."""
@@ -133,6 +170,8 @@ class Link:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     ws_sent: set[int] = field(default_factory=set)
     keyless: int = 0  # items without the key (health, hello) not yet answered
+    channels: set[_Caller] = field(default_factory=set)  # callers' channels to the host
+    calls: dict[int, _Waiting] = field(default_factory=dict)  # channel calls sent, by number
 
     @property
     def connected(self) -> bool:
@@ -153,6 +192,7 @@ class RelayHub:
         self.pipes: dict[str, _Pipe] = {}
         self._stopping = ""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._numbers = itertools.count(1)  # of channel calls, unique while the hub runs
 
     def __repr__(self) -> str:
         return f"<RelayHub {self.config.name} {len(self.links)} links>"
@@ -247,8 +287,7 @@ class RelayHub:
                         code=WSCloseCode.POLICY_VIOLATION, message=str(exc).encode()[:120]
                     )
                     break
-                for answer in answers:
-                    await self._answered(link, answer)
+                await self._took(link, answers)
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -256,6 +295,7 @@ class RelayHub:
             if link.ws is ws:
                 link.ws = None
                 link.last_seen = time.time()
+            self._session_ended(link, ws)
         return ws
 
     async def _send_loop(self, link: Link, ws: web.WebSocketResponse) -> None:
@@ -326,6 +366,8 @@ class RelayHub:
     async def _say_bye(self, _app: web.Application) -> None:
         self._stopping = f"hub {self.config.name} is stopping"
         for link in self.links.values():
+            for caller in list(link.channels):  # their clients go on over HTTP
+                self._spawn(caller.close(WSCloseCode.GOING_AWAY, self._stopping))
             link.wake.set()
             for waiter in link.waiters.values():  # their callers hear it now, not at a timeout
                 if not waiter.done():
@@ -346,8 +388,10 @@ class RelayHub:
         tail = "/" + tail
         if ".." in tail.split("/") or not tail.startswith(("/v1/", "/health")):
             raise RequestError(f"no route {tail!r} on relayed host {name}: expected /v1/...")
-        if request.headers.get("Upgrade"):  # the proxy channel: clients use HTTP instead
-            raise web.HTTPNotFound(text="no WebSocket to a relayed host; use HTTP")
+        if request.headers.get("Upgrade"):
+            if tail == CHANNEL_ROUTE and request.method == "GET":
+                return await self._channel(name, request)
+            raise web.HTTPNotFound(text=f"no WebSocket to {tail!r} of a relayed host; use HTTP")
         query = request.rel_url.raw_query_string
         return await self.forward(name, request, tail + (f"?{query}" if query else ""))
 
@@ -499,6 +543,128 @@ class RelayHub:
         finally:
             entry.done.set()
 
+    # -- channels -------------------------------------------------------------------
+
+    async def _channel(self, name: str, request: web.Request) -> web.StreamResponse:
+        """A caller's proxy channel to the relayed host ``name``, carried on its session.
+
+        Who gets what: the hub's key was checked before (a caller without it, a
+        paglet, a stranger get ``401``, as for every route but the open ones).
+
+        Raises:
+            HostUnavailableError: ``name`` has no session now, or the hub stops (503).
+            RelayQueueFullError: ``name`` has `MAX_CHANNELS` channels open (429).
+        """
+        link = self.links.get(name)
+        if link is None or link.ws is None or self._stopping:
+            if link is not None and link.transport == "long-poll" and not self._stopping:
+                raise web.HTTPNotFound(
+                    text=f"relayed host {name} is on long polls: no channel to it; use HTTP"
+                )
+            raise HostUnavailableError(f"relayed host {name} has no session to this hub now")
+        if len(link.channels) >= MAX_CHANNELS:
+            link.refusals["channels-full"] += 1
+            raise RelayQueueFullError(
+                f"{len(link.channels)} channels to {name} are open through this hub already "
+                f"(at most {MAX_CHANNELS}); use HTTP, or fewer clients"
+            )
+        ws = web.WebSocketResponse(
+            max_msg_size=MAX_INLINE_BODY, heartbeat=HEARTBEAT, compress=False
+        )
+        await ws.prepare(request)
+        caller = _Caller(ws, request.transport)
+        link.channels.add(caller)
+        try:
+            async for frame in ws:
+                if frame.type is not WSMsgType.TEXT:
+                    await caller.close(WSCloseCode.UNSUPPORTED_DATA, "text frames only")
+                    break
+                if not await self._take_calls(link, caller, frame.data):
+                    break
+        finally:
+            link.channels.discard(caller)
+            for number in caller.numbers:
+                link.calls.pop(number, None)
+        return ws
+
+    async def _take_calls(self, link: Link, caller: _Caller, text: str) -> bool:
+        """Send the calls of a caller's frame on the session, as one frame; whether to
+        read on. Written at once, not at the end of the loop's turn: a client batches
+        the calls of its turn already, and a turn less is worth more than a frame less."""
+        try:
+            calls, refused = _calls_of(text)
+        except RequestError as exc:
+            await caller.close(WSCloseCode.POLICY_VIOLATION, exc.message)
+            return False
+        texts = []
+        for call in calls:
+            await caller.slots.acquire()  # at most MAX_INFLIGHT waiting: reads wait
+            ws = link.ws
+            if ws is None or caller.ws.closed:
+                caller.slots.release()
+                await caller.close(WSCloseCode.GOING_AWAY, f"the session of {link.name} ended")
+                return False
+            number = next(self._numbers)
+            caller.numbers.add(number)
+            link.calls[number] = _Waiting(caller, call, ws)
+            texts.append(RelayedCall(Call(number, call.op, call.target, call.body)).encode())
+        if refused:
+            await caller.send(refused)
+        ws = link.ws
+        try:
+            if ws is None:
+                raise ConnectionResetError
+            for frame in frames_of(texts):
+                await ws.send_str(frame)
+        except (ConnectionError, RuntimeError):
+            if ws is not None:
+                self._session_ended(link, ws)
+            await caller.close(WSCloseCode.GOING_AWAY, f"the session of {link.name} ended")
+            return False
+        return True
+
+    async def _took(self, link: Link, answers: list[Answer | RelayedReply]) -> None:
+        """The items of a frame from a relayed host: replies to calls first (they wait
+        for nothing), then answers to requests (each drops its item from the queue)."""
+        replies = [a for a in answers if isinstance(a, RelayedReply)]
+        if replies:
+            await self._replied(link, replies)
+        for answer in answers:
+            if not isinstance(answer, RelayedReply):
+                await self._answered(link, answer)
+
+    async def _replied(self, link: Link, answers: list[RelayedReply]) -> None:
+        """The host's answers to channel calls: to their callers, under their numbers."""
+        ready: dict[_Caller, list[ChannelAnswer]] = {}
+        for reply in answers:
+            answer = reply.answer
+            waiting = link.calls.pop(answer.id, None)
+            if waiting is None:
+                continue  # its caller went away, or a reply to a call of an older session
+            waiting.caller.numbers.discard(answer.id)
+            waiting.caller.slots.release()
+            ready.setdefault(waiting.caller, []).append(
+                ChannelAnswer(waiting.call.id, answer.status, answer.body)
+            )
+        for caller, them in ready.items():
+            await caller.send(them)
+
+    def _session_ended(self, link: Link, ws: web.WebSocketResponse) -> None:
+        """Close the channels with calls the session ``ws`` carried: their clients send
+        them again over HTTP, through the queue (see the module docstring)."""
+        callers = {w.caller: w for w in link.calls.values() if w.ws is ws}
+        for waiting in callers.values():
+            self._fail(link, waiting)
+
+    def _fail(self, link: Link, waiting: _Waiting) -> None:
+        caller = waiting.caller
+        for number in caller.numbers:
+            link.calls.pop(number, None)
+            caller.slots.release()  # a read waiting for a slot goes on, and sees it closed
+        caller.numbers.clear()
+        link.channels.discard(caller)
+        self._spawn(caller.close(WSCloseCode.GOING_AWAY, f"the session of {link.name} ended"))
+
     # -- diagnostics ----------------------------------------------------------------
 
     async def _diagnostics(self, _request: web.Request) -> web.Response:
@@ -518,6 +684,8 @@ class RelayHub:
                     "oldest_age": None if depth.oldest is None else round(now - depth.oldest, 3),
                     "last_seen_age": round(now - link.last_seen, 3) if link.last_seen else None,
                     "reconnects": max(link.reconnects, 0),
+                    "channels": len(link.channels),
+                    "channel_calls": len(link.calls),
                     "refusals": dict(link.refusals),
                 }
             )
@@ -531,6 +699,92 @@ class _Pipe:
     request: web.Request
     taken: bool = False
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _calls_of(text: str) -> tuple[list[Call], list[ChannelAnswer]]:
+    """The calls of a caller's frame, and the error answers to those with a bad field.
+
+    Raises:
+        RequestError: the frame is not calls (its message is the reason to close with).
+    """
+    try:
+        items = parse_frame(text)
+    except RequestError as exc:
+        raise RequestError(f"not a channel frame: {exc.message}") from None
+    calls, refused = [], []
+    for item in items:
+        try:
+            calls.append(Call.parse(item))
+        except RequestError as exc:
+            call_id = Call.id_of(item)
+            if call_id is None:
+                raise RequestError(f"not a channel call: {exc.message}") from None
+            error = ErrorBody(type(exc).__name__, exc.message).to_dict()
+            refused.append(ChannelAnswer(call_id, exc.http_status, {"error": error}))
+    return calls, refused
+
+
+class _Caller:
+    """A caller's channel to a relayed host."""
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> None:
+        self.ws = ws
+        self.slots = asyncio.Semaphore(MAX_INFLIGHT)
+        self.numbers: set[int] = set()  # the hub's numbers of its calls waiting
+        self._transport = transport
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<_Caller waiting={len(self.numbers)}>"
+
+    async def send(self, answers: list[ChannelAnswer]) -> None:
+        """Send answers to the caller, without ever making the session wait for it.
+
+        A frame is written at once when the caller keeps up (nothing of its own
+        waits to go out, so this write cannot make the writer wait), else by a
+        task of its own, in order behind the ones before it.
+        """
+        if self.ws.closed:
+            return  # the client went away; its retries carry the same message ids
+        for frame in frames_of([a.encode() for a in answers]):
+            transport = self._transport
+            quick = (
+                not self._sending
+                and transport is not None
+                and transport.get_write_buffer_size() == 0
+                and len(frame) < QUICK_FRAME
+            )
+            if quick:
+                with contextlib.suppress(ConnectionError, RuntimeError):  # closed meanwhile
+                    await self.ws.send_str(frame)
+                continue
+            previous = next(iter(self._sending), None)
+            task = asyncio.create_task(self._send_after(previous, frame))
+            self._sending = {task}
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+
+    async def _send_after(self, previous: asyncio.Task[None] | None, frame: str) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        with contextlib.suppress(ConnectionError, RuntimeError):  # closed meanwhile
+            await self.ws.send_str(frame)
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the channel: its client sends the calls still waiting again over HTTP."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+
+@dataclass(eq=False)
+class _Waiting:
+    """A channel call sent to the relayed host (on the session ``ws``), not yet answered."""
+
+    caller: _Caller
+    call: Call
+    ws: web.WebSocketResponse
 
 
 class _Stopping(Exception):  # noqa: N818 - internal signal

@@ -60,9 +60,11 @@ from paglets.wire.channel import (
 from paglets.wire.records import ErrorBody, SendRequest
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from paglets.services.registry import ServiceRegistry
 
-__all__ = ["MAX_INFLIGHT", "add_routes"]
+__all__ = ["MAX_INFLIGHT", "add_routes", "answer_call", "encoded_answer", "in_order"]
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,25 @@ def _result_args(body: dict[str, Any]) -> tuple[str, float]:
     if type(wait) not in (int, float) or not 0 <= wait <= MAX_WAIT:
         raise RequestError(f"'wait' must be a number of seconds from 0 to {MAX_WAIT:g}")
     return check_id(body.get("message_id"), IdKind.MESSAGE), float(wait)
+
+
+def answer_call(app: web.Application, call: Call) -> Awaitable[tuple[int, Any]]:
+    """What ``app``'s API answers ``call``, as over a channel to it: its status and body.
+
+    A relayed host (`paglets.mesh.relayclient`) answers the channel calls its hub
+    carries to it with this.
+    """
+    return _answer(app[API], app[REGISTRY], call)
+
+
+def in_order(call: Call) -> bool:
+    """Whether a call is taken before the calls after it (one-way and future sends)."""
+    return _in_order(call)
+
+
+def encoded_answer(answer: Answer) -> str:
+    """The answer's JSON; one strict JSON cannot carry becomes a 422, as over HTTP."""
+    return _encoded(answer)
 
 
 def _in_order(call: Call) -> bool:

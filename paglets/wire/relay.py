@@ -12,7 +12,14 @@ batched in frames as the proxy channel batches its calls
 - host to hub, ``answer``: the response to the request of that ``seq`` and
   ``id``, which also acknowledges it: the hub drops an item only then;
 - host to hub, ``hello``: the first frame of a WebSocket session (its ``session``
-  id); hub to host, ``bye``: the hub stops (its ``reason``).
+  id); hub to host, ``bye``: the hub stops (its ``reason``);
+- hub to host, ``call``: a call of a caller's proxy channel to the host
+  (``GET <hub>/v1/relay/hosts/<name>/v1/channel``), a `paglets.wire.channel.Call`
+  renumbered by the hub (`RelayedCall`); host to hub, ``reply``: its answer
+  (`RelayedReply`). These are not queued: the caller's channel is the
+  acknowledgement, and a session that ends under a call closes the caller's
+  channel, whose client sends the call again over HTTP (and so through the
+  queue) with the same message id.
 
 A poll's body is `Poll` (the session, the answers); its response `PollReply`
 (the requests not yet answered). Every field is checked where it is parsed.
@@ -28,7 +35,8 @@ from typing import Any, Final, Self
 from paglets.core.errors import ProtocolError, RequestError
 from paglets.core.ids import IdKind, check_id
 from paglets.wire import strict_json
-from paglets.wire.channel import MAX_BATCH, encode_frame, parse_frame
+from paglets.wire.channel import MAX_BATCH, Call, encode_frame, parse_frame
+from paglets.wire.channel import Answer as ChannelAnswer
 from paglets.wire.records import API_PREFIX
 
 __all__ = [
@@ -42,6 +50,8 @@ __all__ = [
     "Answer",
     "Poll",
     "PollReply",
+    "RelayedCall",
+    "RelayedReply",
     "Request",
     "encode_items",
     "relay_url",
@@ -72,10 +82,31 @@ def relay_url(hub: str, name: str) -> str:
     return f"{hub.rstrip('/')}{HOSTS_PREFIX}{name}"
 
 
+FRAME_BYTES: Final = MAX_INLINE_BODY
+"""Items are batched in a frame up to about this many characters (an item alone may
+be larger, up to the session's frame limit of twice `MAX_INLINE_BODY`)."""
+
+
 def encode_items(items: list[Any]) -> list[str]:
-    """Frames holding the items (`Request`, `Answer`...), at most `MAX_BATCH` each."""
-    texts = [item.encode() for item in items]
-    return [encode_frame(texts[i : i + MAX_BATCH]) for i in range(0, len(texts), MAX_BATCH)]
+    """Frames holding the items (`Request`, `Answer`...): at most `MAX_BATCH` each, and
+    past `FRAME_BYTES` characters only when one item alone is."""
+    return frames_of([item.encode() for item in items])
+
+
+def frames_of(texts: list[str]) -> list[str]:
+    """Frames holding already encoded items, batched as `encode_items` batches them."""
+    frames: list[str] = []
+    batch: list[str] = []
+    size = 0
+    for text in texts:
+        if batch and (len(batch) >= MAX_BATCH or size + len(text) > FRAME_BYTES):
+            frames.append(encode_frame(batch))
+            batch, size = [], 0
+        batch.append(text)
+        size += len(text) + 1
+    if batch:
+        frames.append(encode_frame(batch))
+    return frames
 
 
 def _seq(value: Any) -> int:
@@ -210,13 +241,62 @@ class Answer:
         )
 
 
-def parse_answers(text: str) -> list[Answer]:
-    """The answers of a frame from a relayed host."""
+@dataclass(frozen=True, slots=True)
+class RelayedCall:
+    """A call of a caller's proxy channel, carried to the relayed host on the session.
+
+    Its ``call.id`` is the hub's number for it (unique on the hub while it waits),
+    not the caller's.
+    """
+
+    call: Call
+
+    def encode(self) -> str:
+        """The JSON text of the item."""
+        return f'{{"t":"call","call":{self.call.encode()}}}'
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """Check one call item; `ProtocolError` names what is wrong (a call whose
+        fields are wrong too: the hub checked it before sending it)."""
+        if not isinstance(data, dict) or set(data) != {"t", "call"} or data["t"] != "call":
+            raise ProtocolError(f"not a relayed call: {str(data)[:200]!r}")
+        try:
+            return cls(Call.parse(data["call"]))
+        except RequestError as exc:
+            raise ProtocolError(f"a relayed call: {exc.message}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedReply:
+    """The relayed host's answer to a `RelayedCall` (``answer.id`` is the hub's number)."""
+
+    answer: ChannelAnswer
+
+    def encode(self) -> str:
+        """The JSON text of the item."""
+        return f'{{"t":"reply","answer":{self.answer.encode()}}}'
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """Check one reply item; `ProtocolError` names what is wrong."""
+        if not isinstance(data, dict) or set(data) != {"t", "answer"} or data["t"] != "reply":
+            raise ProtocolError(f"not a relayed reply: {str(data)[:200]!r}")
+        return cls(ChannelAnswer.parse(data["answer"]))
+
+
+def parse_answers(text: str) -> list[Answer | RelayedReply]:
+    """The items of a frame from a relayed host: answers to requests, replies to calls."""
     try:
         items = parse_frame(text)
     except RequestError as exc:
         raise ProtocolError(f"a relay frame is not items: {exc}") from None
-    return [Answer.parse(item) for item in items]
+    return [
+        RelayedReply.parse(item)
+        if isinstance(item, dict) and item.get("t") == "reply"
+        else Answer.parse(item)
+        for item in items
+    ]
 
 
 @dataclass(frozen=True, slots=True)
