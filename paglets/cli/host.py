@@ -584,12 +584,13 @@ def command(  # click passes options by keyword
     zygote = _launch_zygote(config)
     from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp): imported while it boots
     from paglets.runtime.warmup import freeze_imports  # noqa: PLC0415 - not for --help
-    from paglets.update.updater import UpdateConfig, Updater  # noqa: PLC0415 - as Host
 
     freeze_imports()
     server = Host(config, zygote=zygote)
     updater = None
     if git_auto_update:
+        from paglets.update.updater import UpdateConfig, Updater  # noqa: PLC0415 - when asked
+
         updater = Updater(
             server,
             UpdateConfig(
