@@ -244,6 +244,14 @@ def compiled() -> str:
     return f"compiled ({have}/{len(sources)})" if have else "not compiled"
 
 
+def code_cache() -> str:
+    """Whether the hosts find a dataclass code cache (``paglets.runtime.dataclasscode``)."""
+    from paglets.runtime.dataclasscode import default_path  # noqa: PLC0415
+
+    path = default_path()
+    return f"at {path}" if path.exists() else "absent (filled by the first start)"
+
+
 def _pyc(source: Path) -> Path:
     tag = sys.implementation.cache_tag
     return source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
@@ -265,8 +273,9 @@ def main() -> None:
         "with an empty state directory, timed from just before its exec. Rows 1: with "
         "bytecode caches (filled by one untimed start of each); rows 2: as the environment "
         f"is (PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}; "
-        f"paglets' own modules {compiled()}). Rows (e)-(i): each import timed alone in "
-        "a new interpreter between the starts (medians), the rest by difference. Run took "
+        f"paglets' own modules {compiled()}; dataclass code cache {code_cache()}). "
+        "Rows (e)-(i): each import timed alone in a new interpreter between the starts "
+        "(medians), the rest by difference. Run took "
         f"{time.perf_counter() - began:.0f} s; load average before it {load[0]:.2f}, "
         f"after it {os.getloadavg()[0]:.2f}."
     )
