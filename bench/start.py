@@ -26,8 +26,10 @@ Rows (e) to (i) say where a start goes: the interpreter's own start, bare
 aiohttp's import and paglets-host's imports beyond it, each timed alone in a new
 interpreter between the starts (from just before its exec until the import is
 done), and by difference what the host does after its imports (its options and
-launch file, the zygote, the start of its services, the bind) and what the bare
-server does after its import.
+launch file, the start of its services, the bind) and what the bare server does
+after its import. In a real start the zygote boots beside the host's imports
+(``paglets-host`` launches it first): on a busy machine it takes CPU from them,
+and row (h) holds that too, as the imports alone are timed without it.
 """
 
 from __future__ import annotations
@@ -227,9 +229,9 @@ def add_phases(table: Table, section: str, measured: Starts) -> None:
         ),
         (
             "(h)",
-            "phase: the host's options, zygote, start and bind (ready - its imports)",
+            "phase: the rest of the host's start (ready - its imports alone)",
             ready - host,
-            "",
+            "options, launch file, start, bind; and its imports slowed by the zygote's boot",
         ),
         ("(i)", "phase: bare aiohttp's bind and first answer", echo - aiohttp, ""),
     )
