@@ -18,7 +18,18 @@ Both are measured twice: **with bytecode caches** (``PYTHONPYCACHEPREFIX`` in
 a temporary directory, filled by one untimed start of each: how an installed
 host restarts) and **as the environment is** (with
 ``PYTHONDONTWRITEBYTECODE=1``, as on the machines this was written on, every
-start compiles each imported module outside the standard library from source).
+start compiles each imported module that has no bytecode beside it from source:
+``./run`` compiles the environment's packages and paglets' own modules, so that
+none; the footnote says whether paglets' are).
+
+Rows (e) to (i) say where a start goes: the interpreter's own start, bare
+aiohttp's import and paglets-host's imports beyond it, each timed alone in a new
+interpreter between the starts (from just before its exec until the import is
+done), and by difference what the host does after its imports (its options and
+launch file, the start of its services, the bind) and what the bare server does
+after its import. In a real start the zygote boots beside the host's imports
+(``paglets-host`` launches it first): on a busy machine it takes CPU from them,
+and row (h) holds that too, as the imports alone are timed without it.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +49,7 @@ from foundation import (
     COUNTER,
     FIGURE_HEAD,
     MS,
+    ROOT,
     TARGET_CREATE,
     Table,
     echo_argv,
@@ -51,6 +64,13 @@ from paglets import AsyncHostClient
 TARGET_READY_RATIO = 1.3  # host start -> ready over bare aiohttp start -> first answer
 POLL = 0.001  # how often the ready file is looked for, seconds
 BYTECODE_ENV = ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+IMPORTS = {  # what each start imports before it serves, as the phase rows time it
+    "python": "",
+    "aiohttp": "from aiohttp import web",
+    # paglets-host's own (paglets.cli.host imports the host's modules after its options)
+    "host": "import paglets.cli.host, paglets.host, paglets.runtime.warmup",
+}
+PROBE = "import time\n{}\nprint(time.time())"
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,19 @@ class Start:
 
     ready: float  # the ready file exists
     answered: float  # the first request was answered (the host: create + first reply)
+
+
+def time_imports(what: str) -> float:
+    """Seconds from just before a new interpreter's exec until ``what`` is imported in it."""
+    began = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(IMPORTS[what])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.split()[-1]) - began
 
 
 async def start_host(workdir: Path, i: int) -> Start:
@@ -90,10 +123,20 @@ def median_ms(values: list[float]) -> str:
     return f"{statistics.median(values) * MS:.0f} ms"
 
 
-async def measure(starts: int, *, cached: bool) -> tuple[list[Start], list[Start]]:
-    """``starts`` starts of the host and of the baseline, alternating."""
+@dataclass
+class Starts:
+    """The starts of one section, and the phase probes taken between them."""
+
+    hosts: list[Start]
+    echoes: list[Start]
+    imports: dict[str, list[float]]
+
+
+async def measure(starts: int, *, cached: bool) -> Starts:
+    """``starts`` starts of the host and of the baseline, alternating; and the phase probes."""
     hosts: list[Start] = []
     echoes: list[Start] = []
+    imports: dict[str, list[float]] = {what: [] for what in IMPORTS}
     saved = {name: os.environ.get(name) for name in BYTECODE_ENV}
     with tempfile.TemporaryDirectory(prefix="paglets-bench-start-") as tmp:
         workdir = Path(tmp)
@@ -113,25 +156,27 @@ async def measure(starts: int, *, cached: bool) -> tuple[list[Start], list[Start
                 else:
                     hosts.append(await start_host(workdir, i))
                     echoes.append(await start_echo(workdir, i))
+                for what in IMPORTS:
+                    imports[what].append(await asyncio.to_thread(time_imports, what))
         finally:
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-    return hosts, echoes
+    return Starts(hosts, echoes, imports)
 
 
 async def run(starts: int) -> Table:
     table = Table(head=FIGURE_HEAD)
     for cached, section in ((True, "1"), (False, "2")):
         print("with bytecode caches" if cached else "as the environment is", file=sys.stderr)
-        hosts, echoes = await measure(starts, cached=cached)
-        add_rows(table, section, hosts, echoes)
+        add_rows(table, section, await measure(starts, cached=cached))
     return table
 
 
-def add_rows(table: Table, section: str, hosts: list[Start], echoes: list[Start]) -> None:
+def add_rows(table: Table, section: str, measured: Starts) -> None:
+    hosts, echoes = measured.hosts, measured.echoes
     echo_answer = statistics.median(s.answered for s in echoes)
     baseline = f"{echo_answer * MS:.0f} ms (bare aiohttp: start -> first answer)"
     ready = statistics.median(s.ready for s in hosts)
@@ -165,6 +210,53 @@ def add_rows(table: Table, section: str, hosts: list[Start], echoes: list[Start]
         "bare aiohttp start -> ready file (for reference)",
         median_ms([s.ready for s in echoes]),
     )
+    add_phases(table, section, measured)
+
+
+def add_phases(table: Table, section: str, measured: Starts) -> None:
+    """Where a start goes: the imports of each, timed alone, and what the host does after."""
+    python, aiohttp, host = (statistics.median(measured.imports[what]) for what in IMPORTS)
+    ready = statistics.median(s.ready for s in measured.hosts)
+    echo = statistics.median(s.answered for s in measured.echoes)
+    rows = (
+        ("(e)", "phase: the interpreter's start (python -c '')", python, ""),
+        ("(f)", "phase: bare aiohttp's import (from aiohttp import web)", aiohttp - python, ""),
+        (
+            "(g)",
+            "phase: paglets-host's imports beyond aiohttp's",
+            host - aiohttp,
+            "paglets.cli.host, paglets.host, paglets.runtime.warmup",
+        ),
+        (
+            "(h)",
+            "phase: the rest of the host's start (ready - its imports alone)",
+            ready - host,
+            "options, launch file, start, bind; and its imports slowed by the zygote's boot",
+        ),
+        ("(i)", "phase: bare aiohttp's bind and first answer", echo - aiohttp, ""),
+    )
+    for row, figure, seconds, note in rows:
+        table.add(f"{section}{row}", figure, f"{seconds * MS:.0f} ms", baseline=note)
+
+
+def compiled() -> str:
+    """Whether paglets' own modules have bytecode beside them (``./run`` compiles them)."""
+    sources = list((ROOT / "paglets").rglob("*.py"))
+    have = sum(1 for source in sources if _pyc(source).exists())
+    return f"compiled ({have}/{len(sources)})" if have else "not compiled"
+
+
+def code_cache() -> str:
+    """Whether the hosts find a dataclass code cache (``paglets.runtime.dataclasscode``)."""
+    from paglets.runtime.dataclasscode import default_path  # noqa: PLC0415
+
+    path = default_path()
+    return f"at {path}" if path.exists() else "absent (filled by the first start)"
+
+
+def _pyc(source: Path) -> Path:
+    tag = sys.implementation.cache_tag
+    return source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc"
 
 
 def main() -> None:
@@ -182,8 +274,10 @@ def main() -> None:
         f"\nMedians of {starts} starts of each, alternating; every start a new process "
         "with an empty state directory, timed from just before its exec. Rows 1: with "
         "bytecode caches (filled by one untimed start of each); rows 2: as the environment "
-        f"is (PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}). "
-        "Run took "
+        f"is (PYTHONDONTWRITEBYTECODE={os.environ.get('PYTHONDONTWRITEBYTECODE', '')!r}; "
+        f"paglets' own modules {compiled()}; dataclass code cache {code_cache()}). "
+        "Rows (e)-(i): each import timed alone in a new interpreter between the starts "
+        "(medians), the rest by difference. Run took "
         f"{time.perf_counter() - began:.0f} s; load average before it {load[0]:.2f}, "
         f"after it {os.getloadavg()[0]:.2f}."
     )

@@ -49,6 +49,8 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LIMITS = SupervisorLimits()
 # where a key may come from: removed from the host's environment, never given to children
 KEY_SOURCES = (DEFAULT_API_KEY_ENV, KEY_FILE_ENV, CREDENTIALS_ENV)
+CODE_SAVE_DELAY = 2.0
+"""Seconds after ready a host writes the dataclass code it compiled (`dataclasscode`)."""
 
 
 def _check_peer(
@@ -584,12 +586,13 @@ def command(  # click passes options by keyword
     zygote = _launch_zygote(config)
     from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp): imported while it boots
     from paglets.runtime.warmup import freeze_imports  # noqa: PLC0415 - not for --help
-    from paglets.update.updater import UpdateConfig, Updater  # noqa: PLC0415 - as Host
 
     freeze_imports()
     server = Host(config, zygote=zygote)
     updater = None
     if git_auto_update:
+        from paglets.update.updater import UpdateConfig, Updater  # noqa: PLC0415 - when asked
+
         updater = Updater(
             server,
             UpdateConfig(
@@ -638,12 +641,15 @@ def default_child_memory() -> int:
 
 
 async def _serve(host: Host, ready_file: Path | None, updater: Updater | None = None) -> None:
+    from paglets.runtime import dataclasscode  # noqa: PLC0415 - not for --help
     from paglets.runtime.warmup import freeze_heap  # noqa: PLC0415 - not for --help
 
     def announce(ready: Host) -> None:
         freeze_heap()  # what a started daemon holds, no full collection walks again
         if ready_file is not None:
             _write_ready_file(ready_file, ready)
+        # what this start compiled, for the next (after a change): off the first requests
+        asyncio.get_running_loop().call_later(CODE_SAVE_DELAY, dataclasscode.save)
 
     try:
         if updater is None:
@@ -672,6 +678,9 @@ def _write_ready_file(path: Path, host: Host) -> None:
 
 def main() -> None:
     """Entry point of the ``paglets-host`` console script."""
+    from paglets.runtime import dataclasscode  # noqa: PLC0415 - before the host's imports
+
+    dataclasscode.install()
     run_cli(command, PROG)
 
 

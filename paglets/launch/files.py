@@ -10,7 +10,6 @@ someone else wrote there first.
 
 from __future__ import annotations
 
-import importlib.resources
 import logging
 import os
 from pathlib import Path
@@ -37,6 +36,8 @@ def user_config_path() -> Path:
 
 def bundled_text() -> str:
     """The text of the bundled default launch file (wheel, else checkout)."""
+    import importlib.resources  # noqa: PLC0415 - on a first start only, not on every one
+
     resource = importlib.resources.files("paglets").joinpath(LAUNCH_FILE)
     if resource.is_file():
         return resource.read_text(encoding="utf-8")

@@ -16,6 +16,7 @@ from typing import Final
 from paglets.core.errors import RequestError
 from paglets.core.state import PagletState
 from paglets.services import Contract
+from paglets.services.compute.names import CONTRACT_NAME
 
 JOB_ID: Final = re.compile(r"[0-9a-f]{8,32}")
 STATUS_NAMES: Final = ("DONE", "FAILED")
@@ -175,7 +176,7 @@ class WhyReply(PagletState):
 
 
 COMPUTE_SLOTS: Final = Contract(
-    "compute-slots.v1",
+    CONTRACT_NAME,
     {
         "submit": (SubmitRequest, SubmitReply),
         "progress": (ProgressRequest, Ack),

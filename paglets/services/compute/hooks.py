@@ -24,14 +24,11 @@ import os
 import shutil
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from paglets.core.errors import PagletError, RequestError
 from paglets.core.ids import IdKind, check_id
 from paglets.core.status import ExitReason, PagletStatus
 from paglets.runtime.delivery import SendMode
-from paglets.services.compute.contract import COMPUTE_SLOTS
-from paglets.services.compute.service import ENDED
+from paglets.services.compute.names import CONTRACT_NAME, ENDED
 
 if TYPE_CHECKING:
     from paglets.calls import HostCalls
@@ -58,7 +55,7 @@ class ComputeHooks:
     ) -> None:
         self.config = config
         self.supervisor = supervisor
-        entry = registry.entries.get(COMPUTE_SLOTS.name)
+        entry = registry.entries.get(CONTRACT_NAME)
         self.scheduler = entry.agent_id if entry is not None else None
         self.watched: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -84,6 +81,8 @@ class ComputeHooks:
         cpus = len(cpu_ids) or os.cpu_count() or 1
         ram = section.ram
         if ram is None:
+            import psutil  # noqa: PLC0415 - here only: not on the path of every host's start
+
             ram = psutil.virtual_memory().total * 3 // 4
         tmp = section.tmp
         if tmp is None:

@@ -58,6 +58,7 @@ from paglets.services.compute.contract import (
     check_job_id,
 )
 from paglets.services.compute.explain import infeasible, size
+from paglets.services.compute.names import ENDED
 from paglets.services.compute.slots import Job, JobStatus, Resources, SlotTable
 from paglets.services.compute.usage import Usage, sample
 
@@ -65,7 +66,6 @@ if TYPE_CHECKING:
     from paglets.core.context import PagletContext
     from paglets.core.message import Message
 
-ENDED: Final = "compute.ended"
 GRANTED: Final = "compute.granted"
 OVER_MEMORY: Final = "compute.over_memory"
 SAMPLE_EVERY: Final = 1.0

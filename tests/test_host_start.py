@@ -1,0 +1,91 @@
+"""What ``paglets-host`` does before it says it is ready: what serving needs, no more.
+
+A host that restarts (under systemd, or on a new commit with auto-update) is
+down until it is ready, and most of that time is imports. The modules of parts
+that no request needs at once stay out of its start: each is imported where it
+is first used, by the call, option or first start that needs it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paglets.cli.host import CODE_SAVE_DELAY
+from tests.hostproc import env_without_key
+
+ROOT = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 120.0
+
+DEFERRED = (
+    "psutil",  # the compute hooks' attach (and the resource sampler's first sample)
+    "paglets.services.compute.contract",  # the scheduler's records: its own process's
+    "paglets.services.compute.service",
+    "paglets.update.updater",  # with --git-auto-update only
+    "importlib.resources",  # the bundled launch file, copied on a first start only
+)
+
+# The daemon as paglets-host runs it, which once ready (its own ready file
+# written) prints the modules it had imported and how many dataclass methods it
+# compiled, and stops (after argv[1] seconds).
+DAEMON = """
+import asyncio, json, sys
+from paglets.cli import host as cli
+from paglets.runtime import dataclasscode
+
+stay = float(sys.argv[1])
+
+def ready(path, host):
+    written(path, host)
+    seen = {"modules": sorted(sys.modules), "compiled": dataclasscode.compiled()}
+    print(json.dumps(seen), flush=True)
+    asyncio.get_running_loop().call_later(stay, host.request_stop)
+
+written, cli._write_ready_file = cli._write_ready_file, ready
+sys.argv[0:2] = ["paglets-host"]
+cli.main()
+"""
+
+
+def _daemon(
+    tmp_path: Path, *, stay: float = 0.0, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Run the daemon with the bundled default launch file until ready (and ``stay`` s)."""
+    # it declares the compute-slot service, so the host wires its compute hooks
+    launch = tmp_path / "launch.toml"
+    launch.write_text((ROOT / "launch.toml").read_text())
+    argv = [sys.executable, "-c", DAEMON, str(stay), "--name", "s", "--port", "0"]
+    argv += ["--config", str(launch), "--state-dir", str(tmp_path / "state")]
+    argv += ["--ready-file", str(tmp_path / "ready")]
+    done = subprocess.run(
+        argv,
+        env=env or env_without_key(),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return seen
+
+
+def test_a_ready_host_has_not_imported_what_can_wait(tmp_path: Path) -> None:
+    modules = set(_daemon(tmp_path)["modules"])
+    assert {"paglets.host", "paglets.services.compute.hooks"} <= modules, "it started"
+    assert sorted(modules.intersection(DEFERRED)) == []
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="dataclasscode: Python 3.11 only")
+def test_a_restarted_host_compiles_no_dataclass_method(tmp_path: Path) -> None:
+    # a host that may write bytecode, with a cache directory of its own
+    env = {k: v for k, v in env_without_key().items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPYCACHEPREFIX": str(tmp_path)}
+    first = _daemon(tmp_path, stay=CODE_SAVE_DELAY + 1.0, env=env)
+    assert first["compiled"] > 0
+    assert _daemon(tmp_path, env=env)["compiled"] == 0, "the first wrote what it compiled"
