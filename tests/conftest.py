@@ -15,6 +15,7 @@ from paglets import AsyncHostClient, Host
 from paglets.launch.files import install_default, user_config_path
 from pagletstest import PREFIX as TEST_PAGLETS
 from tests.hostproc import Pair, RunningHost, host_processes
+from tests.relayproc import Relay
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -73,6 +74,16 @@ def no_leaked_threads() -> Iterator[None]:
             return
         time.sleep(0.05)
     pytest.fail(f"test leaked threads: {extra}")
+
+
+@pytest.fixture
+def relay(tmp_path: Path) -> Iterator[Relay]:
+    """A hub and its connect-mode hosts (`tests.relayproc.Relay`), all stopped at teardown."""
+    r = Relay(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
 
 
 @pytest.fixture

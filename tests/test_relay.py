@@ -26,22 +26,13 @@ from tests.hostproc import env_without_key
 from tests.relayproc import KEY, Relay
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator
+    from collections.abc import Awaitable, Callable
 
     from paglets import Host
 
 TRAVELER = "examples.travel:Traveler"
 COUNTER = "examples.counter:Counter"
 BIG = 16 * 1024 * 1024
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[Relay]:
-    r = Relay(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def diagnostics(hub: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,20 +22,7 @@ from paglets import AsyncHostClient, HostClient, PagletError
 from tests.relayproc import KEY, Relay
 from tests.test_relay import COUNTER, diagnostics, wait_online
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-    from pathlib import Path
-
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[Relay]:
-    r = Relay(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def test_messages_to_a_relayed_host_ride_its_session_on_a_channel(relay: Relay) -> None:

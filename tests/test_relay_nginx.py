@@ -22,7 +22,6 @@ from tests.relayproc import KEY, Relay
 from tests.test_relay import COUNTER, tour, wait_online
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -35,15 +34,6 @@ def pki(tmp_path: Path) -> dict[str, Path]:
     cert.private_key_pem.write_to_path(str(files["key"]))
     ca.cert_pem.write_to_path(str(files["ca"]))
     return files
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[Relay]:
-    r = Relay(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def diagnostics(url: str, ca: Path) -> dict[str, Any]:
