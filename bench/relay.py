@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from paglets import HostClient
+from paglets import HostClient, PagletProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-relay-key-0123456789"
@@ -91,16 +91,19 @@ def _start(tmp: Path, name: str, *args: str) -> tuple[subprocess.Popen[bytes], s
     return process, json.loads(ready.read_text())["url"]
 
 
+def _round_trip(traveler: PagletProxy) -> float:
+    """Seconds one message to ``traveler`` takes, there and back."""
+    start = time.perf_counter()
+    traveler.send("increment")
+    return time.perf_counter() - start
+
+
 def _rtt(way: Way, count: int) -> float:
     """The median round trip (ms) of ``count`` messages to a traveler on the way's host."""
     with way.client() as client, client.at(way.target) as there:
         traveler = there.create(TRAVELER)
         traveler.send("increment")
-        times = []
-        for _ in range(count):
-            start = time.perf_counter()
-            traveler.send("increment")
-            times.append(time.perf_counter() - start)
+        times = [_round_trip(traveler) for _ in range(count)]
         traveler.dispose()
     return statistics.median(times) * 1000
 
@@ -135,20 +138,14 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
     with way.client() as client, client.at(way.target) as there:
         traveler = there.create(TRAVELER)
         traveler.send("increment")
-        before = []
-        for _ in range(count):
-            start = time.perf_counter()
-            traveler.send("increment")
-            before.append(time.perf_counter() - start)
+        before = [_round_trip(traveler) for _ in range(count)]
         thread = threading.Thread(target=big_move)
         thread.start()
         started.wait()  # the payload is made: the move starts now
         rss_before = hub_process.memory_info().rss
         peak = rss_before
         while not done.is_set():
-            start = time.perf_counter()
-            traveler.send("increment")
-            busy.append(time.perf_counter() - start)
+            busy.append(_round_trip(traveler))
             peak = max(peak, hub_process.memory_info().rss)
             time.sleep(0.005)
         traveler.dispose()
