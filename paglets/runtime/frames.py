@@ -106,7 +106,7 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._max_frame = max_frame
 
-    def feed(self, data: bytes) -> list[dict[str, Any] | bytes]:
+    def feed(self, data: bytes | memoryview) -> list[dict[str, Any] | bytes]:
         buffer = self._buffer
         buffer += data
         frames: list[dict[str, Any] | bytes] = []
