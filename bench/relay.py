@@ -13,7 +13,9 @@ CA's certificate) with a connect-mode host of its own that connects through
 nginx. For each way in, it measures: a message round trip to a paglet there (a
 client at the hub, or at nginx); a dispatch of 64 MiB from the hub; a round trip
 while a 256 MiB move from the hub to the same host is under way, against one
-measured just before it; and the hub's RSS growth during that move. Prints a
+measured just before it; the hub's RSS growth during that move; and that move's
+rate with the CPU the hub's and the host's processes took meanwhile (% of one
+core; on a machine of few cores, what the round trip competes with). Prints a
 Markdown table on stdout (progress on stderr).
 """
 
@@ -50,6 +52,7 @@ class Way:
     url: str
     target: str
     hub_pid: int
+    host_pid: int
     context: ssl.SSLContext | None = None
 
     def client(self) -> HostClient:
@@ -65,6 +68,9 @@ class Figures:
     before: float = float("nan")  # ms, just before the big move
     during: float = float("nan")  # ms
     rss: float = float("nan")  # MiB
+    big_rate: float = float("nan")  # MiB/s, the big move while round trips ran
+    hub_cpu: float = float("nan")  # % of one core, the hub's process during the big move
+    host_cpu: float = float("nan")  # % of one core, the target host's process during it
 
 
 def _free_port() -> int:
@@ -123,13 +129,15 @@ def _move(way: Way, size: int, started: threading.Event | None = None) -> float:
 
 
 def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
-    """Round trips just before and while ``big`` bytes move to the host; the hub's RSS."""
-    hub_process = psutil.Process(way.hub_pid)
+    """Round trips just before and while ``big`` bytes move to the host; the hub's RSS; the
+    CPU the hub's and the host's processes (their threads, not their children) took."""
+    hub_process, host_process = psutil.Process(way.hub_pid), psutil.Process(way.host_pid)
     started, done = threading.Event(), threading.Event()
+    took: list[float] = []
 
     def big_move() -> None:
         try:
-            _move(way, big, started)
+            took.append(_move(way, big, started))
         finally:
             started.set()
             done.set()
@@ -144,15 +152,27 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
         started.wait()  # the payload is made: the move starts now
         rss_before = hub_process.memory_info().rss
         peak = rss_before
+        cpu_before = [_cpu(hub_process), _cpu(host_process)]
+        wall = time.perf_counter()
         while not done.is_set():
             busy.append(_round_trip(traveler))
             peak = max(peak, hub_process.memory_info().rss)
             time.sleep(0.005)
+        wall = time.perf_counter() - wall
+        cpu = [_cpu(hub_process) - cpu_before[0], _cpu(host_process) - cpu_before[1]]
         traveler.dispose()
     thread.join()
+    figures.big_rate = big / MiB / took[0] if took else float("nan")
+    figures.hub_cpu, figures.host_cpu = (100 * c / wall for c in cpu)
     figures.before = statistics.median(before) * 1000
     figures.during = statistics.median(busy) * 1000 if busy else float("nan")
     figures.rss = (peak - rss_before) / MiB
+
+
+def _cpu(process: psutil.Process) -> float:
+    """Seconds of CPU ``process`` has taken (user and system, its children not counted)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
 
 
 def _measure(way: Way, move: int, big: int, count: int) -> Figures:
@@ -209,7 +229,7 @@ def _behind_nginx(tmp: Path, stack: list[object]) -> Way | str:
     relayed, _ = _start(tmp, "relayed2", "--connect-to", nginx.url, *trust)
     stack.append(relayed)
     context = ssl.create_default_context(cafile=str(files["ca"]))
-    way = Way("via nginx", nginx.url, "relayed2", hub.pid, context)
+    way = Way("via nginx", nginx.url, "relayed2", hub.pid, relayed.pid, context)
     _wait_online(way, {"relayed2"})
     return way
 
@@ -228,6 +248,11 @@ def _table(columns: list[tuple[str, Figures]], move: int, big: int, note: str) -
         ),
         ("during / just before", [f"{f.during / f.before:.2f}" for _, f in columns]),
         ("hub RSS growth during that move (MiB)", [f"{f.rss:.1f}" for _, f in columns]),
+        (f"that {big // MiB} MiB move's rate (MiB/s)", [f"{f.big_rate:.0f}" for _, f in columns]),
+        (
+            "hub / host process CPU during that move (% of a core)",
+            [f"{f.hub_cpu:.0f} / {f.host_cpu:.0f}" for _, f in columns],
+        ),
     ]
     lines = [
         "| measure | " + " | ".join(title for title, _ in columns) + " |",
@@ -252,11 +277,13 @@ def main() -> None:
         hub, _ = _start(tmp, "hub", "--port", str(port), "--public-url", hub_url)
         stack: list[object] = [hub]
         try:
-            stack.append(_start(tmp, "direct", "--port", "0", "--peer", hub_url)[0])
-            stack.append(_start(tmp, "relayed", "--connect-to", hub_url)[0])
+            direct = _start(tmp, "direct", "--port", "0", "--peer", hub_url)[0]
+            stack.append(direct)
+            relayed = _start(tmp, "relayed", "--connect-to", hub_url)[0]
+            stack.append(relayed)
             ways = [
-                Way("direct", hub_url, "direct", hub.pid),
-                Way("via hub", hub_url, "relayed", hub.pid),
+                Way("direct", hub_url, "direct", hub.pid, direct.pid),
+                Way("via hub", hub_url, "relayed", hub.pid, relayed.pid),
             ]
             _wait_online(ways[0], {"direct", "relayed"})
             nginx = _behind_nginx(tmp, stack)
