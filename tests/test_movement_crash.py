@@ -33,12 +33,12 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _traveler(pair: Pair, class_path: str = TRAVELER) -> tuple[str, str]:
+def _traveler(pair: Pair, class_path: str = TRAVELER, payload: int = PAYLOAD) -> tuple[str, str]:
     with HostClient(pair.url("src"), api_key="") as client:
         traveler = client.create(class_path)
         for _ in range(3):
             traveler.send("increment")
-        traveler.send("payload", {"size": PAYLOAD})
+        traveler.send("payload", {"size": payload})
         return traveler.agent_id, traveler.send("digest")
 
 
@@ -103,6 +103,28 @@ def test_sigkill_during_a_dispatch_leaves_exactly_one_copy(
         assert traveler.send("increment") == 4
     time.sleep(1.0)  # nothing revives a second copy afterwards
     assert pair.copies(agent_id) == {survivor: "active"}
+
+
+def test_a_mid_size_envelope_goes_from_its_file_and_a_sigkill_mid_stream_keeps_it_here(
+    pair: Pair,
+) -> None:
+    """A 1-4 MiB envelope is sent from the spool file (sendfile), not read into memory
+    first: the source's crash point after its first MiB sent is reached, and the one
+    copy stays at the source."""
+    pair.start("src", "source.mid_stream")
+    pair.start("dst")
+    with HostClient(pair.url("dst"), api_key="") as probe:
+        _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
+    agent_id, digest = _traveler(pair, payload=2 * 1024 * 1024)
+    with HostClient(pair.url("src"), api_key="") as client, pytest.raises(PagletError):
+        client.proxy(agent_id).dispatch("dst")
+    pair.wait_dead("src")
+    pair.start("src")
+    _wait(lambda: pair.copies(agent_id) == {"src": "active"}, 30, "one copy, on src")
+    with HostClient(pair.url("src"), api_key="") as client:
+        assert client.proxy(agent_id).send("digest") == digest, "state intact"
+    time.sleep(1.0)  # nothing revives a second copy afterwards
+    assert pair.copies(agent_id) == {"src": "active"}
 
 
 def test_sigkill_while_the_paglet_writes_its_envelope_leaves_it_at_the_source(

@@ -37,8 +37,8 @@ from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore
 from paglets.transport.filebody import GrowingFile
-from paglets.wire.envelope import INLINE_MAX, SMALL_MAX, envelope_size, peek_header
-from paglets.wire.envelope_read import EnvelopeReader, check_small, read_small
+from paglets.wire.envelope import INLINE_MAX, EnvelopeHeader, envelope_size, peek_header
+from paglets.wire.envelope_read import EnvelopeReader, check_small
 from paglets.wire.records import API_PREFIX
 
 if TYPE_CHECKING:
@@ -400,13 +400,19 @@ class TransferService:
         ``inline`` is the envelope's content as the paglet's process handed it
         over (base64), if small; the file stays what is kept and settled.
 
+        An envelope not handed over inline is checked from its header and its
+        size alone (`EnvelopeReader`), not read: it goes to the target from
+        the file, by ``sendfile(2)``, so its bytes never pass through this
+        process (read into memory and sent from there, each MiB of a 1-4 MiB
+        envelope cost this host about 0.5 ms more CPU, on the move's path).
+
         Returns:
-            The whole envelope when it is small (sent from memory, with no
-            further reads), else ``None`` (streamed from the file).
+            The whole envelope when it came inline (sent from memory), else
+            ``None`` (sent from the file).
         """
         try:
             if inline is None:
-                header, body = await asyncio.to_thread(read_small, envelope, SMALL_MAX)
+                header, body = await asyncio.to_thread(_header_of, envelope), None
             else:
                 body = _decode_inline(inline)
                 header = check_small(body)
@@ -439,6 +445,12 @@ def _sweep_unfinished(spool: Path, before: float) -> None:
         with contextlib.suppress(OSError):
             if tmp.stat().st_mtime < before:
                 tmp.unlink()
+
+
+def _header_of(envelope: Path) -> EnvelopeHeader:
+    """The header of the envelope file, checked to be exactly one whole envelope."""
+    with EnvelopeReader(envelope) as reader:
+        return reader.header
 
 
 def _is_size(v: object) -> bool:
