@@ -7,7 +7,10 @@ target host runs in this same process, as a file link with no copy. A large
 envelope is asked to be sent while the process still writes it: the stream
 starts at once, the journal row is written once the envelope is whole, and
 only then does its last byte go (so every ``sending`` row has an envelope to
-restore). Then it settles the outcome:
+restore). Any envelope sent from its file (over 64 KiB) goes the same way,
+whole already: with ``--transfer-fsync`` its row is flushed while its bytes
+are on their way, where before the stream waited for the flush. Then it
+settles the outcome:
 
 - the target answered with a commit: the move happened; callers are sent to
   the new host at once, then the local copy is dropped (``done``). The target's
