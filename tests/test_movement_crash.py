@@ -189,7 +189,9 @@ def test_a_small_arrival_a_power_cut_tore_is_rebuilt_from_the_journal(pair: Pair
     assert "rebuilding the arrived envelope" in pair.log("dst")
 
 
-@pytest.mark.parametrize(("size", "in_row"), [(1024, True), (200 * 1024, False)])
+@pytest.mark.parametrize(
+    ("size", "in_row"), [(1024, True), (200 * 1024, False), (6 * 1024 * 1024, False)]
+)
 def test_with_fsync_only_a_small_arrival_rides_in_its_journal_row(
     pair: Pair, size: int, *, in_row: bool
 ) -> None:
@@ -201,3 +203,21 @@ def test_with_fsync_only_a_small_arrival_rides_in_its_journal_row(
         store.close()
     assert row.phase is TransferPhase.COMMITTED
     assert ("body" in row.detail) is in_row, "at most 64 KiB rides in the row"
+
+
+@pytest.mark.parametrize("size", [2 * 1024 * 1024, 6 * 1024 * 1024])
+def test_with_fsync_a_larger_arrival_flushed_while_checked_starts_after_a_crash(
+    pair: Pair, size: int
+) -> None:
+    """Taken whole (2 MiB) or streamed to its file (6 MiB), the envelope is flushed
+    while a child checks it and committed after; the target killed right after the
+    commit starts the paglet from it when it comes back, its state whole."""
+    agent_id = _dispatch_to_a_target_dying_at_commit(pair, Message("payload", {"size": size}))
+    pair.start("dst", fsync=True)
+    _wait(lambda: pair.copies(agent_id) == {"dst": "active"}, 30, "one copy, on dst")
+    with HostClient(pair.url("dst"), api_key="") as client:
+        traveler = client.proxy(agent_id)
+        payload = bytes(range(256)) * (size // 256)
+        assert traveler.send("digest") == hashlib.sha256(payload).hexdigest()
+        traveler.dispatch("src")  # flushed again as its checkpoint, it moves on
+        assert traveler.send("where") == "src"
