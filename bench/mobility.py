@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import math
 import os
+import random
 import signal
 import statistics
 import sys
@@ -74,7 +75,10 @@ TARGET_MOVE = 500 * MB  # bytes/s, 64 MiB end to end
 TARGET_MOVE_SIZE = 64 * MIB
 TARGET_RSS_RATIO = 2.0  # peak extra RSS of a host over the state size
 TARGET_SAME_HOST = 1000 * MB  # bytes/s, 64 MiB
-MID_SIZES = (MIB, 2 * MIB, 4 * MIB)  # (e): taken whole into memory, landed in one step
+MID_ROUND_SIZES = (0, MIB, 2 * MIB, 4 * MIB)  # (e): one move of each per round, in random order
+MID_PROBED = 2 * MIB  # (e): the size whose phases are shown, beside the empty move
+MID_SEED = 20  # (e): the shuffles and the bootstrap, the same in every run
+BOOTSTRAP = 2000  # (e): resamples of the rounds for each interval
 TARGET_MID_RATIO = 3.0  # (e) per MiB beyond the empty hop, over a bare POST's
 MODES = (("fsync", "--transfer-fsync"), ("no fsync", "--no-transfer-fsync"))
 
@@ -90,7 +94,8 @@ class Counts:
     rss_size: int  # the probed size whose peak RSS is reported
     same_host: tuple[int, ...]  # sizes of the same-host move
     same_host_reps: int
-    mid_reps: int = 7  # (e) moves of each mid size, and as many empty ones
+    mid_rounds: int = 60  # (e) rounds of 4 moves and 4 POSTs each
+    mid_probed: int = 5  # (e) probed moves of MID_PROBED, and of an empty state
 
 
 FULL = Counts(
@@ -110,7 +115,8 @@ QUICK = Counts(
     rss_size=64 * MIB,
     same_host=(16 * MIB, 64 * MIB),
     same_host_reps=1,
-    mid_reps=2,
+    mid_rounds=4,
+    mid_probed=1,
 )
 
 
@@ -444,7 +450,9 @@ class Pair:
         )
 
 
-async def bench_hops(pair: Pair, body: memoryview, counts: Counts, table: Table) -> None:
+async def bench_hops(
+    pair: Pair, body: memoryview, counts: Counts, table: Table
+) -> tuple[dict[str, tuple[float, bool]], float] | None:
     """(a) an empty Traveler hops A->B->A..., against a small streamed POST, in blocks."""
     proxy = await pair.ca.create(TRAVELER)
     await proxy.send("where")
@@ -599,33 +607,172 @@ async def bench_throughput(pair: Pair, body: memoryview, counts: Counts, table: 
         )
 
 
-async def bench_mid(pair: Pair, body: memoryview, counts: Counts, table: Table) -> None:
+@dataclass(frozen=True)
+class Slope:
+    """Seconds per MiB: the median over rounds of each round's Theil-Sen slope.
+
+    ``q1`` / ``q3`` are the quartiles of the rounds' slopes, ``lo`` / ``hi`` a
+    95 % bootstrap interval of the median (rounds resampled).
+    """
+
+    median: float
+    q1: float
+    q3: float
+    lo: float
+    hi: float
+
+    def ms(self) -> str:
+        return (
+            f"{self.median * MS:.2f} ms/MiB (95% CI {self.lo * MS:.2f}-{self.hi * MS:.2f}; "
+            f"IQR {self.q1 * MS:.2f}-{self.q3 * MS:.2f})"
+        )
+
+
+def theil_sen(points: Sequence[tuple[float, float]]) -> float:
+    """The median of the slopes between every two points of different x."""
+    slopes = [
+        (y2 - y1) / (x2 - x1)
+        for i, (x1, y1) in enumerate(points)
+        for x2, y2 in points[i + 1 :]
+        if x2 != x1
+    ]
+    return statistics.median(slopes)
+
+
+def least_squares(points: Sequence[tuple[float, float]]) -> float:
+    """The least-squares slope (unbiased on values quantized to clock ticks)."""
+    mx = statistics.fmean(x for x, _ in points)
+    my = statistics.fmean(y for _, y in points)
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx
+
+
+def _median_ci(values: Sequence[float], rng: random.Random) -> tuple[float, float]:
+    meds = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(BOOTSTRAP))
+    return meds[int(0.025 * BOOTSTRAP)], meds[int(0.975 * BOOTSTRAP) - 1]
+
+
+def slope(rounds: Sequence[dict[int, float]], rng: random.Random) -> Slope:
+    """`Slope` of per-round times by size in bytes (x in MiB)."""
+    per_round = [theil_sen([(size / MIB, t) for size, t in r.items()]) for r in rounds]
+    q1, _, q3 = statistics.quantiles(per_round, n=4, method="inclusive")
+    lo, hi = _median_ci(per_round, rng)
+    return Slope(statistics.median(per_round), q1, q3, lo, hi)
+
+
+def ratio_ci(
+    ours: Sequence[dict[int, float]], bare: Sequence[dict[int, float]], rng: random.Random
+) -> tuple[float, float, float]:
+    """Median-slope ratio ours / bare with a 95 % bootstrap interval (rounds resampled)."""
+    a = [theil_sen([(s / MIB, t) for s, t in r.items()]) for r in ours]
+    b = [theil_sen([(s / MIB, t) for s, t in r.items()]) for r in bare]
+    pairs = list(zip(a, b, strict=True))
+    ratios = []
+    for _ in range(BOOTSTRAP):
+        pick = rng.choices(pairs, k=len(pairs))
+        den = statistics.median(p[1] for p in pick)
+        ratios.append(statistics.median(p[0] for p in pick) / den if den > 0 else math.inf)
+    ratios.sort()
+    est = statistics.median(a) / statistics.median(b)
+    return est, ratios[int(0.025 * BOOTSTRAP)], ratios[int(0.975 * BOOTSTRAP) - 1]
+
+
+def host_cpu(pids: Sequence[int]) -> list[float]:
+    """CPU seconds (user + system) each of ``pids`` used so far (its own, not its children's)."""
+    out = []
+    for pid in pids:
+        times = psutil.Process(pid).cpu_times()
+        out.append(times.user + times.system)
+    return out
+
+
+async def bench_mid(
+    pair: Pair, body: memoryview, counts: Counts, table: Table, breakdown: Breakdown
+) -> None:
     """(e) what each MiB of a 1-4 MiB state adds to a move, against what it adds to a POST.
 
-    For each size, moves of that state and of an empty one alternate with bare
-    POSTs of that size and of `HOP_BODY`; the cost per MiB is the difference of
-    the medians, over the size in MiB.
+    Each round moves a Traveler of every `MID_ROUND_SIZES` state A→B and POSTs a
+    body of every size (1 KiB for 0) to the bare sink, the eight in a random
+    order. A round's cost per MiB is the Theil-Sen slope of its four moves'
+    times over their sizes (so the same round's empty move is the intercept),
+    likewise for the POSTs; the figure is the median over rounds, with quartiles
+    and a bootstrap interval, and its ratio to the POSTs' slope (paired by round).
+    CPU per MiB of each host process is the least-squares slope over all moves.
     """
-    for size in MID_SIZES:
-        empty, moves, small, big = [], [], [], []
-        for _ in range(counts.mid_reps):
-            empty.append((await move_once(pair.ca, pair.cb, 0))[0])
-            moves.append((await move_once(pair.ca, pair.cb, size))[0])
-            small.append(await post(pair.http, f"{pair.sink}/sink", body[:HOP_BODY]))
-            big.append(await post(pair.http, f"{pair.sink}/sink", body[:size]))
-        mibs = size / MIB
-        ours = (statistics.median(moves) - statistics.median(empty)) / mibs
-        bare = (statistics.median(big) - statistics.median(small)) / mibs
-        table.add(
-            "(e)",
-            f"per MiB of a {size_name(size)} state beyond the empty move, {pair.mode}: "
-            f"medians of {counts.mid_reps} (move {statistics.median(moves) * MS:.1f} ms, "
-            f"empty {statistics.median(empty) * MS:.1f} ms)",
-            f"{ours * MS:.2f} ms/MiB",
-            baseline=f"{bare * MS:.2f} ms/MiB (bare aiohttp POST beyond {size_name(HOP_BODY)})",
-            ratio=ours / bare if bare > 0 else None,
-            target=f"≤ {TARGET_MID_RATIO:g}x",
-            met=ours <= TARGET_MID_RATIO * bare,
+    rng = random.Random(MID_SEED)
+    url = f"{pair.sink}/sink"
+    pids = (pair.a.pid, pair.b.pid)
+    for size in MID_ROUND_SIZES:  # warm up: each path once, untimed
+        await move_once(pair.ca, pair.cb, size)
+        await post(pair.http, url, body[: size or HOP_BODY])
+    moves: list[dict[int, float]] = []
+    posts: list[dict[int, float]] = []
+    cpu: list[list[tuple[float, float]]] = [[], []]
+    for _ in range(counts.mid_rounds):
+        jobs = [(kind, size) for kind in ("move", "post") for size in MID_ROUND_SIZES]
+        rng.shuffle(jobs)
+        moved: dict[int, float] = {}
+        posted: dict[int, float] = {}
+        for kind, size in jobs:
+            if kind == "post":
+                posted[size] = await post(pair.http, url, body[: size or HOP_BODY])
+                continue
+            before = host_cpu(pids)
+            moved[size] = (await move_once(pair.ca, pair.cb, size))[0]
+            after = host_cpu(pids)
+            for i in range(2):
+                cpu[i].append((size / MIB, after[i] - before[i]))
+        moves.append(moved)
+        posts.append(posted)
+    ours, bare = slope(moves, rng), slope(posts, rng)
+    ratio, ratio_lo, ratio_hi = ratio_ci(moves, posts, rng)
+    empty = statistics.median(r[0] for r in moves)
+    sizes = ", ".join(
+        f"{size_name(s)} {statistics.median((r[s] - r[0]) / (s / MIB) for r in moves) * MS:.2f}"
+        for s in MID_ROUND_SIZES
+        if s
+    )
+    table.add(
+        "(e)",
+        f"per MiB of a 1-4 MiB state beyond the empty move, {pair.mode}: median over "
+        f"{counts.mid_rounds} rounds of each round's Theil-Sen slope (empty move "
+        f"{empty * MS:.1f} ms; per size vs the round's empty move, ms/MiB: {sizes})",
+        ours.ms(),
+        baseline=f"{bare.ms()} (bare aiohttp POST beyond {size_name(HOP_BODY)})",
+        ratio=ratio,
+        target=f"≤ {TARGET_MID_RATIO:g}x",
+        met=ratio <= TARGET_MID_RATIO,
+    )
+    table.add(
+        "(e)",
+        f"ratio of the slopes, {pair.mode}: 95% bootstrap interval (rounds resampled)",
+        f"{ratio_lo:.2f}x-{ratio_hi:.2f}x",
+    )
+    table.add(
+        "(e)",
+        f"CPU per MiB of the host processes, {pair.mode}: least squares over "
+        f"{len(cpu[0])} moves (A sends, B receives; children not counted)",
+        f"A {least_squares(cpu[0]) * MS:.2f} ms/MiB, B {least_squares(cpu[1]) * MS:.2f} ms/MiB",
+    )
+    for size in (0, MID_PROBED):
+        splits: list[dict[str, tuple[float, bool]]] = []
+        totals = []
+        for _ in range(counts.mid_probed):
+            took, marks = await move_once(pair.ca, pair.cb, size, pair.probe())
+            splits.append(phases(marks))
+            totals.append(took)
+        merged = {
+            mark: (
+                statistics.median(s[mark][0] for s in splits if mark in s),
+                any(s[mark][1] for s in splits if mark in s),
+            )
+            for mark, _ in PHASES
+            if any(mark in s for s in splits)
+        }
+        breakdown.add_split(
+            f"{pair.mode}, {size_name(size) if size else 'empty'} (median of {counts.mid_probed})",
+            merged,
+            statistics.median(totals),
         )
 
 
@@ -687,7 +834,7 @@ async def bench_mode(  # noqa: PLR0917 - one caller
         fsync = flag == "--transfer-fsync"
         pair = Pair(mode, fsync, a, b, ca, cb, http, sink, workdir)
         _log(f"(e) mid-size moves, {mode}")
-        await bench_mid(pair, body, counts, table)
+        await bench_mid(pair, body, counts, table, breakdown)
         if only_mid:
             return
         _log(f"(a) hops of an empty paglet, {mode}")
@@ -769,7 +916,8 @@ async def run(counts: Counts, *, only_mid: bool = False) -> tuple[Table, Breakdo
     with tempfile.TemporaryDirectory(prefix="paglets-bench-mobility-") as tmp:
         workdir = Path(tmp)
         async with running("sink", sink_argv(workdir / "sink"), workdir) as sink:
-            body = memoryview(bytes(range(256)) * (max(counts.reps) // 256))
+            largest = max(MID_ROUND_SIZES) if only_mid else max(counts.reps)
+            body = memoryview(bytes(range(256)) * (largest // 256))
             for mode, flag in MODES:
                 here = workdir / mode.replace(" ", "-")
                 await bench_mode(

@@ -33,12 +33,12 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def _traveler(pair: Pair, class_path: str = TRAVELER) -> tuple[str, str]:
+def _traveler(pair: Pair, class_path: str = TRAVELER, payload: int = PAYLOAD) -> tuple[str, str]:
     with HostClient(pair.url("src"), api_key="") as client:
         traveler = client.create(class_path)
         for _ in range(3):
             traveler.send("increment")
-        traveler.send("payload", {"size": PAYLOAD})
+        traveler.send("payload", {"size": payload})
         return traveler.agent_id, traveler.send("digest")
 
 
@@ -105,6 +105,28 @@ def test_sigkill_during_a_dispatch_leaves_exactly_one_copy(
     assert pair.copies(agent_id) == {survivor: "active"}
 
 
+def test_a_mid_size_envelope_goes_from_its_file_and_a_sigkill_mid_stream_keeps_it_here(
+    pair: Pair,
+) -> None:
+    """A 1-4 MiB envelope is sent from the spool file (sendfile), not read into memory
+    first: the source's crash point after its first MiB sent is reached, and the one
+    copy stays at the source."""
+    pair.start("src", "source.mid_stream")
+    pair.start("dst")
+    with HostClient(pair.url("dst"), api_key="") as probe:
+        _wait(lambda: all(h.online for h in probe.hosts()), 10, "dst sees src")
+    agent_id, digest = _traveler(pair, payload=2 * 1024 * 1024)
+    with HostClient(pair.url("src"), api_key="") as client, pytest.raises(PagletError):
+        client.proxy(agent_id).dispatch("dst")
+    pair.wait_dead("src")
+    pair.start("src")
+    _wait(lambda: pair.copies(agent_id) == {"src": "active"}, 30, "one copy, on src")
+    with HostClient(pair.url("src"), api_key="") as client:
+        assert client.proxy(agent_id).send("digest") == digest, "state intact"
+    time.sleep(1.0)  # nothing revives a second copy afterwards
+    assert pair.copies(agent_id) == {"src": "active"}
+
+
 def test_sigkill_while_the_paglet_writes_its_envelope_leaves_it_at_the_source(
     pair: Pair,
 ) -> None:
@@ -167,7 +189,9 @@ def test_a_small_arrival_a_power_cut_tore_is_rebuilt_from_the_journal(pair: Pair
     assert "rebuilding the arrived envelope" in pair.log("dst")
 
 
-@pytest.mark.parametrize(("size", "in_row"), [(1024, True), (200 * 1024, False)])
+@pytest.mark.parametrize(
+    ("size", "in_row"), [(1024, True), (200 * 1024, False), (6 * 1024 * 1024, False)]
+)
 def test_with_fsync_only_a_small_arrival_rides_in_its_journal_row(
     pair: Pair, size: int, *, in_row: bool
 ) -> None:
@@ -179,3 +203,21 @@ def test_with_fsync_only_a_small_arrival_rides_in_its_journal_row(
         store.close()
     assert row.phase is TransferPhase.COMMITTED
     assert ("body" in row.detail) is in_row, "at most 64 KiB rides in the row"
+
+
+@pytest.mark.parametrize("size", [2 * 1024 * 1024, 6 * 1024 * 1024])
+def test_with_fsync_a_larger_arrival_flushed_while_checked_starts_after_a_crash(
+    pair: Pair, size: int
+) -> None:
+    """Taken whole (2 MiB) or streamed to its file (6 MiB), the envelope is flushed
+    while a child checks it and committed after; the target killed right after the
+    commit starts the paglet from it when it comes back, its state whole."""
+    agent_id = _dispatch_to_a_target_dying_at_commit(pair, Message("payload", {"size": size}))
+    pair.start("dst", fsync=True)
+    _wait(lambda: pair.copies(agent_id) == {"dst": "active"}, 30, "one copy, on dst")
+    with HostClient(pair.url("dst"), api_key="") as client:
+        traveler = client.proxy(agent_id)
+        payload = bytes(range(256)) * (size // 256)
+        assert traveler.send("digest") == hashlib.sha256(payload).hexdigest()
+        traveler.dispatch("src")  # flushed again as its checkpoint, it moves on
+        assert traveler.send("where") == "src"

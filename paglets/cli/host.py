@@ -679,8 +679,10 @@ def _write_ready_file(path: Path, host: Host) -> None:
 def main() -> None:
     """Entry point of the ``paglets-host`` console script."""
     from paglets.runtime import dataclasscode  # noqa: PLC0415 - before the host's imports
+    from paglets.runtime.osutil import keep_freed_memory  # noqa: PLC0415
 
     dataclasscode.install()
+    keep_freed_memory()  # an envelope's bytes pass through buffers of up to 1 MiB
     run_cli(command, PROG)
 
 

@@ -90,7 +90,12 @@ class DurabilityService:
         self._generations[agent_id] = max(self._generations.get(agent_id, 0), generation)
 
     async def created(
-        self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
+        self,
+        record: AgentRecord,
+        state: dict[str, Any] | None,
+        envelope: str | None,
+        *,
+        flushed: bool = False,
     ) -> None:
         agent_id = record.agent_id
         if envelope is None:
@@ -117,7 +122,7 @@ class DurabilityService:
         def keep(store: Store) -> None:
             if Path(envelope) != checkpoint:
                 if fsync:
-                    _flush_kept(Path(envelope), checkpoint)
+                    _flush_kept(Path(envelope), checkpoint, data=not flushed)
                 crash_point("keeper.after_keep")
             store.put_paglet(
                 PagletRecord(
@@ -495,16 +500,20 @@ class DurabilityService:
         task.add_done_callback(self._tasks.discard)
 
 
-def _flush_kept(envelope: Path, checkpoint: Path) -> None:
+def _flush_kept(envelope: Path, checkpoint: Path, *, data: bool) -> None:
     """Flush to disk the envelope the paglet's process kept as its checkpoint.
 
     A small arrival's file was not flushed: its journal row carried it until
     now. The envelope is flushed by its own name, which stays the same file
     (unless it was renamed to the checkpoint); a newer checkpoint at that name
-    was flushed by the process that wrote it.
+    was flushed by the process that wrote it. Without ``data`` (a larger
+    arrival, whose bytes its receiver flushed before it committed) only the
+    checkpoint's name is: the file's content has not changed since, and the
+    link the process made is an entry of the checkpoints' directory.
     """
     try:
-        fsync_file(envelope if envelope.exists() else checkpoint)
+        if data:
+            fsync_file(envelope if envelope.exists() else checkpoint)
         fsync_dir(checkpoint.parent)
     except OSError as exc:  # it runs; only its restart after a power cut is at risk
         log.error(  # noqa: TRY400 - the reason is the message; no traceback

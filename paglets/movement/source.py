@@ -7,7 +7,10 @@ target host runs in this same process, as a file link with no copy. A large
 envelope is asked to be sent while the process still writes it: the stream
 starts at once, the journal row is written once the envelope is whole, and
 only then does its last byte go (so every ``sending`` row has an envelope to
-restore). Then it settles the outcome:
+restore). Any envelope sent from its file (over 64 KiB) goes the same way,
+whole already: with ``--transfer-fsync`` its row is flushed while its bytes
+are on their way, where before the stream waited for the flush. Then it
+settles the outcome:
 
 - the target answered with a commit: the move happened; callers are sent to
   the new host at once, then the local copy is dropped (``done``). The target's
@@ -27,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,47 +51,8 @@ from paglets.transport.filebody import CHUNK, FileBody, GrowingFile
 from paglets.wire.envelope import MEDIA_TYPE
 from paglets.wire.records import API_PREFIX
 
-# aiohttp warns about a bytes body over 1 MiB ("might lock the event loop") since it is
-# written in one call; an envelope of up to SMALL_MAX (4 MiB) is sent from memory on
-# purpose (docs/movement.md), in slices of SEND_STEP, so the warning is not for it.
-SEND_STEP = 256 * 1024
-
-
-class _Sliced(aiohttp.payload.BytesPayload):
-    """A body in memory, written in slices of `SEND_STEP`, each once the one before drained.
-
-    Written in one call, a body of 1-4 MiB took about three times as long per MiB
-    to reach a host on this machine (1.5-1.8 ms/MiB against 0.6): the socket took
-    part of it, the loop copied the rest into its buffer and sent that as the
-    receiver, which reads 128 KiB at a time, made room. Slices keep both ends busy.
-    """
-
-    async def write(self, writer: AbstractStreamWriter) -> None:
-        await self.write_with_length(writer, None)
-
-    async def write_with_length(
-        self, writer: AbstractStreamWriter, content_length: int | None
-    ) -> None:
-        body: bytes = self._value
-        end = len(body) if content_length is None else min(len(body), content_length)
-        for at in range(0, end, SEND_STEP):
-            # bytes, not memoryview slices: measured faster through aiohttp's writer
-            await writer.write(body[at : min(at + SEND_STEP, end)])
-
-
-def _whole(body: bytes) -> aiohttp.payload.BytesPayload:
-    """``body`` as one payload, written in slices if it is large."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Sending a large body directly", ResourceWarning)
-        if len(body) > SEND_STEP:
-            return _Sliced(body, content_type=MEDIA_TYPE)
-        return aiohttp.payload.BytesPayload(body, content_type=MEDIA_TYPE)
-
-
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-    from aiohttp.abc import AbstractStreamWriter
 
     from paglets.config import HostConfig
     from paglets.core.movement import TransferTicket
@@ -395,8 +358,8 @@ class Sender:
             MESH_HEADER: self.config.mesh_version,
         }
         data: aiohttp.payload.Payload
-        if body is not None:
-            data = _whole(body)
+        if body is not None:  # handed over inline by the paglet's process: at most 64 KiB
+            data = aiohttp.payload.BytesPayload(body, content_type=MEDIA_TYPE)
         elif growing is not None:  # its crash points are in _hand_over_growing
             data = FileBody(growing, growing.size, content_type=MEDIA_TYPE)
         else:

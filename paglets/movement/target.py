@@ -11,6 +11,27 @@ is refused before the commit, so its source keeps the paglet.
 After the commit the move has happened whatever comes next: a failure to start
 is logged (``transfer.start_failed``), the envelope stays, and the host tries
 again when it restarts.
+
+Flushes, with ``--transfer-fsync``. A move happens when the target's journal
+row commits, so every flush the row depends on comes before it, and nothing
+after it may be needed to find the paglet again after a power cut:
+
+- the source's ``sending`` row (`paglets.movement.source`) must be on disk
+  before the target can commit: without it, a source restarted after a power
+  cut would run the paglet again from its spool envelope or its checkpoint
+  while it runs here too. It stays; for an envelope sent from its file the
+  stream starts while the row is flushed, and only the last byte waits for it;
+- this host's commit row must be on disk before the source is answered (which
+  drops its envelope), or a power cut here leaves no copy. It stays;
+- the envelope's bytes and name must be on disk before that row. An envelope
+  of up to 64 KiB rides in the row itself, so the row's one flush covers it
+  (the file is rebuilt from the row if it was lost). A larger one is flushed
+  (file, then directory) while a child checks it; the commit waits for both;
+- once the paglet runs, the keeper (`paglets.durability`) makes the envelope
+  its checkpoint by a hard link and flushes it before its row names it. For an
+  envelope flushed here before the commit only the link's directory is flushed
+  there now, not the file a second time: its bytes have not changed since.
+  That is the one flush less; the two journal rows of an empty hop cannot go.
 """
 
 from __future__ import annotations
@@ -213,13 +234,13 @@ class Receiver:
                 self.gate.paced(read),
                 path,
                 check=lambda h: self.check(h, transfer_id),
-                sync=self.fsync,
+                sync=False,  # a large one is flushed while a child checks it (`_land_and_commit`)
                 max_total=self.gate.limits.max_size,
                 progress=lambda: crash_point("target.mid_stream"),
                 land=land_and_commit,
             )
 
-        return await self._admitted(transfer_id, length, land)
+        return await self._admitted(transfer_id, length, land, flush=self.fsync)
 
     async def receive_file(self, transfer_id: str, source: Path) -> dict[str, Any]:
         """Take an envelope already on this machine's disk (a same-machine move)."""
@@ -233,8 +254,14 @@ class Receiver:
         size = (await asyncio.to_thread(source.stat)).st_size
         return await self._admitted(transfer_id, size, land)
 
-    async def _admitted(self, transfer_id: str, length: int | None, land: Land) -> dict[str, Any]:
-        """`_receive`, once the gate lets the transfer in (a refusal reads nothing)."""
+    async def _admitted(
+        self, transfer_id: str, length: int | None, land: Land, *, flush: bool = False
+    ) -> dict[str, Any]:
+        """`_receive`, once the gate lets the transfer in (a refusal reads nothing).
+
+        ``flush``: an envelope ``land`` leaves at its place uncommitted (a large
+        one, streamed there) is not flushed to disk yet; the commit does it.
+        """
         admitted = contextlib.ExitStack()
         try:
             admitted.enter_context(self.gate.admit(length, joining=transfer_id in self._inflight))
@@ -244,9 +271,9 @@ class Receiver:
                 raise
             return seen
         with admitted:
-            return await self._receive(transfer_id, land)
+            return await self._receive(transfer_id, land, flush=flush)
 
-    async def _receive(self, transfer_id: str, land: Land) -> dict[str, Any]:
+    async def _receive(self, transfer_id: str, land: Land, *, flush: bool) -> dict[str, Any]:
         """Land and commit, once per transfer id: a repeat gets the first answer.
 
         The journal is not read first: the commit finds a transfer seen before,
@@ -256,7 +283,7 @@ class Receiver:
         if inflight is not None:
             return await asyncio.shield(inflight)
         try:
-            return await self._single_flight(transfer_id, land)
+            return await self._single_flight(transfer_id, land, flush=flush)
         except PagletError:
             seen = await self._seen(transfer_id)
             if seen is None:
@@ -274,11 +301,11 @@ class Receiver:
             )
         return self._answer(stored.agent_id, started=stored.phase is TransferPhase.STARTED)
 
-    async def _single_flight(self, transfer_id: str, land: Land) -> dict[str, Any]:
+    async def _single_flight(self, transfer_id: str, land: Land, *, flush: bool) -> dict[str, Any]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._inflight[transfer_id] = fut
         try:
-            answer = await self._land_and_commit(transfer_id, land)
+            answer = await self._land_and_commit(transfer_id, land, flush=flush)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved: a lone caller must not log "never retrieved"
@@ -289,7 +316,9 @@ class Receiver:
         finally:
             self._inflight.pop(transfer_id, None)
 
-    async def _land_and_commit(self, transfer_id: str, land: Land) -> dict[str, Any]:
+    async def _land_and_commit(
+        self, transfer_id: str, land: Land, *, flush: bool
+    ) -> dict[str, Any]:
         if not self._inbox_made:  # once: a trip to a thread less on every arrival
             await asyncio.to_thread(self.inbox.mkdir, parents=True, exist_ok=True)
             self._inbox_made = True
@@ -297,6 +326,7 @@ class Receiver:
         outcome: list[TransferRecord | None] = []  # once committed: the earlier row, if any
         wrote: list[bool] = []  # we put a file at `path` (never touch one a refusal finds)
         checked: list[ChildProcess] = []  # the child that checked it, to become the paglet
+        inline: list[bool] = []  # its journal row carries it: its file was not flushed
 
         def writing(write: Callable[[], None]) -> None:
             wrote.append(True)
@@ -310,6 +340,7 @@ class Receiver:
             durable: Awaitable[None] | None = None,
         ) -> None:
             envelope = path if at is None else at
+            inline.append(body is not None)
             checked.append(await self._verified(header, envelope, durable))
             then = None if write is None else partial(writing, write)
             outcome.append(await self._commit(transfer_id, path, header, then, body))
@@ -318,7 +349,10 @@ class Receiver:
             header = await land(path, commit)
             if not outcome:  # landed by `land` itself (streamed or linked): commit it
                 wrote.append(True)
-                await commit(header)
+                # flushed to disk (file, then its name) while a child checks it; the
+                # journal row, which makes the move happen, waits for both
+                durable = asyncio.to_thread(_flush_landed, path) if flush else None
+                await commit(header, durable=durable)
         except BaseException:
             for child in checked:
                 await discard(child)
@@ -351,6 +385,7 @@ class Receiver:
                 header.kind,
                 path,
                 prepared=checked[0],
+                flushed=self.fsync and not inline[0],
             )
         )
         self._starting.add(task)
@@ -426,14 +461,22 @@ class Receiver:
         path: Path,
         *,
         prepared: ChildProcess | None = None,
+        flushed: bool = False,
     ) -> str | None:
         """Start a committed paglet from its envelope; the error text if it failed.
 
         ``prepared``, the child that checked the envelope, becomes the paglet.
+        ``flushed``: the envelope's bytes were flushed to disk before the commit.
         """
         try:
             await self.supervisor.create(
-                class_path, None, agent_id, arrival=kind, envelope=str(path), prepared=prepared
+                class_path,
+                None,
+                agent_id,
+                arrival=kind,
+                envelope=str(path),
+                prepared=prepared,
+                envelope_flushed=flushed,
             )
         except BaseException as exc:
             if prepared is not None:
@@ -538,6 +581,12 @@ def _land_unchecked(path: Path, chunks: list[bytes]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def _flush_landed(path: Path) -> None:
+    """Flush the envelope at ``path`` to disk, then its name (its directory)."""
+    fsync_file(path)
+    fsync_dir(path.parent)
 
 
 def _promote(tmp: Path, path: Path, *, sync: bool) -> None:

@@ -1,4 +1,4 @@
-"""Small POSIX helpers for child processes."""
+"""Small POSIX helpers for child processes (and one for the host's, `keep_freed_memory`)."""
 
 from __future__ import annotations
 
@@ -76,3 +76,35 @@ def yield_cpu(*, idle: bool = False) -> None:
                 )
         except (AttributeError, OSError):
             continue  # a thread that just ended, or a platform without it
+
+
+# glibc's mallopt(3) parameters, and the values `keep_freed_memory` sets.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 2 << 20
+TRIM_THRESHOLD = 16 << 20
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's allocator reuse freed memory for buffers of up to 2 MiB.
+
+    By default glibc maps each allocation of 128 KiB or more (a 256 KiB
+    chunk read from a socket, a 1 MiB batch of a file) with ``mmap`` and
+    unmaps it when freed, and gives a freed top of its heap over 128 KiB
+    back to the system at once, so a process that keeps passing such buffers
+    along touches fresh pages each time: a page fault for every 4 KiB. On a
+    virtual machine that cost 0.6-0.7 ms per MiB per copy, against 0.05 ms
+    with memory reused. Here allocations under `MMAP_THRESHOLD` come from the
+    heap, and up to `TRIM_THRESHOLD` of freed heap stays with the process for
+    the next ones (at most that much more resident memory, once it was used).
+
+    Returns:
+        Whether the allocator took the settings: ``False`` where it is not
+        glibc's (musl, macOS), where this changes nothing.
+    """
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )

@@ -87,9 +87,17 @@ class Keeper(Protocol):
         """A new generation for a start of the paglet, newer than any it had here."""
 
     async def created(
-        self, record: AgentRecord, state: dict[str, Any] | None, envelope: str | None
+        self,
+        record: AgentRecord,
+        state: dict[str, Any] | None,
+        envelope: str | None,
+        *,
+        flushed: bool = False,
     ) -> None:
         """A paglet started (created, arrived, activated); remember it.
+
+        ``flushed``: the envelope's bytes are on disk already (its receiver
+        flushed them before it committed the arrival), so only its new name is.
 
         Started from an envelope, it returns once the paglet is durably kept
         (so the envelope's owner may drop the envelope); else at once.

@@ -179,6 +179,7 @@ class Supervisor:
         envelope: str | None = None,
         restart_policy: RestartPolicy | None = None,
         prepared: ChildProcess | None = None,
+        envelope_flushed: bool = False,
     ) -> AgentRecord:
         """Start a paglet; returns once its creation (or arrival) hook has run.
 
@@ -186,7 +187,8 @@ class Supervisor:
         ``arrival`` says which hook runs (``creation``, ``dispatch``, ``retract``,
         ``clone``, or ``restore`` for none). ``prepared``, a process that checked
         the envelope (`paglets.runtime.verify`), becomes the paglet instead of a
-        new one; the caller closes it if this raises.
+        new one; the caller closes it if this raises. ``envelope_flushed``: the
+        envelope's bytes are on disk already (`Keeper.created`).
         """
         self._check_open()
         ref = parse_code_ref(class_path)
@@ -269,7 +271,9 @@ class Supervisor:
                 {"class_path": class_path, "pid": handle.pid},
             )
         if self.keeper is not None:
-            await self.keeper.created(record, state if envelope is None else None, envelope)
+            await self.keeper.created(
+                record, state if envelope is None else None, envelope, flushed=envelope_flushed
+            )
         return record
 
     # -- moves and inactivity ---------------------------------------------------
