@@ -34,20 +34,43 @@ DEFERRED = (
 # written) prints the modules it had imported and how many dataclass methods it
 # compiled, and stops (after argv[1] seconds).
 DAEMON = """
-import asyncio, json, sys
+import asyncio, dataclasses, functools, gc, json, sys
+
+# dataclass methods made by the standard library's compile, not served by the cache
+outside = 0
+made = dataclasses._create_fn
+
+@functools.wraps(made)
+def counted(*args, **kwargs):
+    global outside
+    outside += 1
+    return made(*args, **kwargs)
+
+dataclasses._create_fn = counted
+
 from paglets.cli import host as cli
 from paglets.runtime import dataclasscode
 
 stay = float(sys.argv[1])
 
+def collections():
+    return [generation["collections"] for generation in gc.get_stats()]
+
 def ready(path, host):
     written(path, host)
-    seen = {"modules": sorted(sys.modules), "compiled": dataclasscode.compiled()}
+    seen = {
+        "modules": sorted(sys.modules),
+        "compiled": dataclasscode.compiled(),
+        "outside_cache": outside,
+        "collections": [n - m for n, m in zip(collections(), before)],
+        "collecting": gc.isenabled(),
+    }
     print(json.dumps(seen), flush=True)
     asyncio.get_running_loop().call_later(stay, host.request_stop)
 
 written, cli._write_ready_file = cli._write_ready_file, ready
 sys.argv[0:2] = ["paglets-host"]
+before = collections()
 cli.main()
 """
 
@@ -88,4 +111,16 @@ def test_a_restarted_host_compiles_no_dataclass_method(tmp_path: Path) -> None:
     env |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPYCACHEPREFIX": str(tmp_path)}
     first = _daemon(tmp_path, stay=CODE_SAVE_DELAY + 1.0, env=env)
     assert first["compiled"] > 0
-    assert _daemon(tmp_path, env=env)["compiled"] == 0, "the first wrote what it compiled"
+    second = _daemon(tmp_path, env=env)
+    assert second["compiled"] == 0, "the first wrote what it compiled"
+    # from its first import: the options', the config's and paglets.core's classes too
+    assert second["outside_cache"] == 0
+
+
+def test_a_starting_host_does_not_collect_until_ready(tmp_path: Path) -> None:
+    # from paglets-host's main() to ready: what it makes then lives as long as it does
+    seen = _daemon(tmp_path)
+    young, middle, full = seen["collections"]
+    assert (young, middle) == (0, 0)
+    assert full == 1, "one full collection once ready (warmup.freeze_heap)"
+    assert seen["collecting"], "and the collector on again"

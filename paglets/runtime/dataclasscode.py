@@ -91,7 +91,11 @@ def install(path: Path | None = None) -> bool:
     """
     global _cache  # noqa: PLW0603 - one per process, as the dataclasses module
     original = getattr(dataclasses, "_create_fn", None)
-    if _cache is not None or original is None or sys.version_info[:2] != (3, 11):
+    if (
+        _cache is not None
+        or getattr(original, "__module__", None) != "dataclasses"  # absent, or another's
+        or sys.version_info[:2] != (3, 11)
+    ):
         return _cache is not None
     path = path or default_path()
     _cache = _Cache(path, _read(path), original)
@@ -194,11 +198,13 @@ def _create_fn(
 
 def main() -> None:
     """``python -m paglets.runtime.dataclasscode``: fill the cache with a daemon's classes."""
-    install()
+    # the module, not this ``__main__`` copy of it: paglets.cli.host installs that one
+    module = importlib.import_module("paglets.runtime.dataclasscode")
+    module.install()
     for name in DAEMON_MODULES:
         importlib.import_module(name)
     with contextlib.suppress(Exception):
-        save(force=True)
+        module.save(force=True)
 
 
 if __name__ == "__main__":

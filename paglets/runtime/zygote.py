@@ -173,6 +173,13 @@ def _rebuild_quietly(class_path: str, code: str) -> None:
 
 
 def _preload(modules: list[str]) -> None:
+    """Import what children need, warm it up, then freeze it: children share it unwalked.
+
+    The collector is off meanwhile (what this makes lives as long as the zygote,
+    and its walks were CPU taken from the host booting beside it) and on again
+    after, for the zygote and the children it forks.
+    """
+    gc.disable()
     importlib.import_module("paglets.runtime.child")
     warmup = importlib.import_module("paglets.runtime.warmup")
     try:
@@ -183,6 +190,7 @@ def _preload(modules: list[str]) -> None:
         _import_quietly(name)
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
