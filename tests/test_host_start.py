@@ -124,3 +124,52 @@ def test_a_starting_host_does_not_collect_until_ready(tmp_path: Path) -> None:
     assert (young, middle) == (0, 0)
     assert full == 1, "one full collection once ready (warmup.freeze_heap)"
     assert seen["collecting"], "and the collector on again"
+
+
+# The zygote's boot (its imports and warm-up), as `paglets.runtime.zygote.main` runs it.
+ZYGOTE_BOOT = """
+import dataclasses, functools, gc, json
+
+outside = 0
+made = dataclasses._create_fn
+
+@functools.wraps(made)
+def counted(*args, **kwargs):
+    global outside
+    outside += 1
+    return made(*args, **kwargs)
+
+dataclasses._create_fn = counted
+gc.callbacks.append(lambda phase, info: phase == "start" and walks.append(info["generation"]))
+walks = []
+
+from paglets.runtime import zygote
+
+outside = 0  # what its boot does, not its own module's import
+walks.clear()
+zygote._preload([])
+seen = {"outside_cache": outside, "walks": walks, "collecting": gc.isenabled()}
+seen["standard"] = dataclasses._create_fn is counted
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="dataclasscode: Python 3.11 only")
+def test_the_zygote_boots_on_the_hosts_cache_without_collections(tmp_path: Path) -> None:
+    env = env_without_key() | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    fill = [sys.executable, "-m", "paglets.runtime.dataclasscode"]  # as ./run does
+    subprocess.run(fill, env=env, check=True, timeout=START_TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_BOOT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=True,
+    )
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["outside_cache"] == 0, "the runtime's dataclasses came from the cache"
+    assert seen["walks"] == [2], "one full collection, before the freeze"
+    # and as usual for the zygote and its children after
+    assert seen["standard"]
+    assert seen["collecting"]

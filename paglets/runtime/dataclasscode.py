@@ -48,8 +48,14 @@ MAX_FILE: Final = 16 << 20
 MAX_ENTRIES: Final = 4096
 """Method sources kept (a host uses about 500); past it, only those a process used."""
 
-DAEMON_MODULES: Final = ("paglets.cli.host", "paglets.host", "paglets.runtime.warmup")
-"""What ``paglets-host`` imports before it starts: what ``./run`` fills the cache with."""
+DAEMON_MODULES: Final = (
+    "paglets.cli.host",
+    "paglets.host",
+    "paglets.runtime.warmup",
+    "paglets.runtime.child",
+)
+"""What ``paglets-host`` and its zygote import before they serve: what ``./run`` fills
+the cache with."""
 
 _HEADER: Final = b"paglets-dataclass-code\n" + importlib.util.MAGIC_NUMBER
 
@@ -101,6 +107,17 @@ def install(path: Path | None = None) -> bool:
     _cache = _Cache(path, _read(path), original)
     dataclasses._create_fn = _create_fn  # type: ignore[attr-defined]  # noqa: SLF001
     return True
+
+
+def uninstall() -> None:
+    """Make dataclass methods as the standard library does again, and drop the cache.
+
+    For a process that forks others (the zygote): what they make is their own.
+    """
+    global _cache  # noqa: PLW0603 - see install
+    if _cache is not None:
+        dataclasses._create_fn = _cache.original  # type: ignore[attr-defined]  # noqa: SLF001
+        _cache = None
 
 
 def compiled() -> int:
