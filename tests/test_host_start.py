@@ -34,20 +34,43 @@ DEFERRED = (
 # written) prints the modules it had imported and how many dataclass methods it
 # compiled, and stops (after argv[1] seconds).
 DAEMON = """
-import asyncio, json, sys
+import asyncio, dataclasses, functools, gc, json, sys
+
+# dataclass methods made by the standard library's compile, not served by the cache
+outside = 0
+made = dataclasses._create_fn
+
+@functools.wraps(made)
+def counted(*args, **kwargs):
+    global outside
+    outside += 1
+    return made(*args, **kwargs)
+
+dataclasses._create_fn = counted
+
 from paglets.cli import host as cli
 from paglets.runtime import dataclasscode
 
 stay = float(sys.argv[1])
 
+def collections():
+    return [generation["collections"] for generation in gc.get_stats()]
+
 def ready(path, host):
     written(path, host)
-    seen = {"modules": sorted(sys.modules), "compiled": dataclasscode.compiled()}
+    seen = {
+        "modules": sorted(sys.modules),
+        "compiled": dataclasscode.compiled(),
+        "outside_cache": outside,
+        "collections": [n - m for n, m in zip(collections(), before)],
+        "collecting": gc.isenabled(),
+    }
     print(json.dumps(seen), flush=True)
     asyncio.get_running_loop().call_later(stay, host.request_stop)
 
 written, cli._write_ready_file = cli._write_ready_file, ready
 sys.argv[0:2] = ["paglets-host"]
+before = collections()
 cli.main()
 """
 
@@ -88,4 +111,65 @@ def test_a_restarted_host_compiles_no_dataclass_method(tmp_path: Path) -> None:
     env |= {"XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPYCACHEPREFIX": str(tmp_path)}
     first = _daemon(tmp_path, stay=CODE_SAVE_DELAY + 1.0, env=env)
     assert first["compiled"] > 0
-    assert _daemon(tmp_path, env=env)["compiled"] == 0, "the first wrote what it compiled"
+    second = _daemon(tmp_path, env=env)
+    assert second["compiled"] == 0, "the first wrote what it compiled"
+    # from its first import: the options', the config's and paglets.core's classes too
+    assert second["outside_cache"] == 0
+
+
+def test_a_starting_host_does_not_collect_until_ready(tmp_path: Path) -> None:
+    # from paglets-host's main() to ready: what it makes then lives as long as it does
+    seen = _daemon(tmp_path)
+    young, middle, full = seen["collections"]
+    assert (young, middle) == (0, 0)
+    assert full == 1, "one full collection once ready (warmup.freeze_heap)"
+    assert seen["collecting"], "and the collector on again"
+
+
+# The zygote's boot (its imports and warm-up), as `paglets.runtime.zygote.main` runs it.
+ZYGOTE_BOOT = """
+import dataclasses, functools, gc, json
+
+outside = 0
+made = dataclasses._create_fn
+
+@functools.wraps(made)
+def counted(*args, **kwargs):
+    global outside
+    outside += 1
+    return made(*args, **kwargs)
+
+dataclasses._create_fn = counted
+gc.callbacks.append(lambda phase, info: phase == "start" and walks.append(info["generation"]))
+walks = []
+
+from paglets.runtime import zygote
+
+outside = 0  # what its boot does, not its own module's import
+walks.clear()
+zygote._preload([])
+seen = {"outside_cache": outside, "walks": walks, "collecting": gc.isenabled()}
+seen["standard"] = dataclasses._create_fn is counted
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="dataclasscode: Python 3.11 only")
+def test_the_zygote_boots_on_the_hosts_cache_without_collections(tmp_path: Path) -> None:
+    env = env_without_key() | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    fill = [sys.executable, "-m", "paglets.runtime.dataclasscode"]  # as ./run does
+    subprocess.run(fill, env=env, check=True, timeout=START_TIMEOUT)
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_BOOT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=True,
+    )
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["outside_cache"] == 0, "the runtime's dataclasses came from the cache"
+    assert seen["walks"] == [2], "one full collection, before the freeze"
+    # and as usual for the zygote and its children after
+    assert seen["standard"]
+    assert seen["collecting"]

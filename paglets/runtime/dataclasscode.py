@@ -48,8 +48,14 @@ MAX_FILE: Final = 16 << 20
 MAX_ENTRIES: Final = 4096
 """Method sources kept (a host uses about 500); past it, only those a process used."""
 
-DAEMON_MODULES: Final = ("paglets.cli.host", "paglets.host", "paglets.runtime.warmup")
-"""What ``paglets-host`` imports before it starts: what ``./run`` fills the cache with."""
+DAEMON_MODULES: Final = (
+    "paglets.cli.host",
+    "paglets.host",
+    "paglets.runtime.warmup",
+    "paglets.runtime.child",
+)
+"""What ``paglets-host`` and its zygote import before they serve: what ``./run`` fills
+the cache with."""
 
 _HEADER: Final = b"paglets-dataclass-code\n" + importlib.util.MAGIC_NUMBER
 
@@ -91,12 +97,27 @@ def install(path: Path | None = None) -> bool:
     """
     global _cache  # noqa: PLW0603 - one per process, as the dataclasses module
     original = getattr(dataclasses, "_create_fn", None)
-    if _cache is not None or original is None or sys.version_info[:2] != (3, 11):
+    if (
+        _cache is not None
+        or getattr(original, "__module__", None) != "dataclasses"  # absent, or another's
+        or sys.version_info[:2] != (3, 11)
+    ):
         return _cache is not None
     path = path or default_path()
     _cache = _Cache(path, _read(path), original)
     dataclasses._create_fn = _create_fn  # type: ignore[attr-defined]  # noqa: SLF001
     return True
+
+
+def uninstall() -> None:
+    """Make dataclass methods as the standard library does again, and drop the cache.
+
+    For a process that forks others (the zygote): what they make is their own.
+    """
+    global _cache  # noqa: PLW0603 - see install
+    if _cache is not None:
+        dataclasses._create_fn = _cache.original  # type: ignore[attr-defined]  # noqa: SLF001
+        _cache = None
 
 
 def compiled() -> int:
@@ -194,11 +215,13 @@ def _create_fn(
 
 def main() -> None:
     """``python -m paglets.runtime.dataclasscode``: fill the cache with a daemon's classes."""
-    install()
+    # the module, not this ``__main__`` copy of it: paglets.cli.host installs that one
+    module = importlib.import_module("paglets.runtime.dataclasscode")
+    module.install()
     for name in DAEMON_MODULES:
         importlib.import_module(name)
     with contextlib.suppress(Exception):
-        save(force=True)
+        module.save(force=True)
 
 
 if __name__ == "__main__":
