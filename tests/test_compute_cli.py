@@ -59,8 +59,8 @@ def test_why_names_each_reason_with_its_figures_and_the_tables_show_the_jobs(  #
         jobs.submit("big", cores=2, submitter="alice")
         jobs.wait_started("big")
         jobs.submit("next", cores=2, ram=24 * M, submitter="bob")
-        jobs.submit("behind", cores=0, submitter="alice")
-        pending = job_of(client, "next")
+        pending = job_of(client, "next")  # queued before "behind" is even made: each
+        jobs.submit("behind", cores=0, submitter="alice")  # job submits from its own process
         behind = job_of(client, "behind")
 
         text = ok(url, "why", pending.job_id).splitlines()
