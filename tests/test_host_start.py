@@ -30,11 +30,10 @@ DEFERRED = (
     "importlib.resources",  # the bundled launch file, copied on a first start only
 )
 
-# The daemon as paglets-host runs it, which once ready (its own ready file
-# written) prints the modules it had imported and how many dataclass methods it
-# compiled, and stops (after argv[1] seconds).
-DAEMON = """
-import asyncio, dataclasses, functools, gc, json, sys
+# Counts, in a test's process, the dataclass methods the standard library's compile
+# makes (those the cache did not serve), as ``outside``.
+COUNT_COMPILES = """
+import dataclasses, functools
 
 # dataclass methods made by the standard library's compile, not served by the cache
 outside = 0
@@ -47,6 +46,15 @@ def counted(*args, **kwargs):
     return made(*args, **kwargs)
 
 dataclasses._create_fn = counted
+"""
+
+# The daemon as paglets-host runs it, which once ready (its own ready file
+# written) prints the modules it had imported and how many dataclass methods it
+# compiled, and stops (after argv[1] seconds).
+DAEMON = (
+    COUNT_COMPILES
+    + """
+import asyncio, gc, json, sys
 
 from paglets.cli import host as cli
 from paglets.runtime import dataclasscode
@@ -73,6 +81,7 @@ sys.argv[0:2] = ["paglets-host"]
 before = collections()
 cli.main()
 """
+)
 
 
 def _daemon(
@@ -127,19 +136,11 @@ def test_a_starting_host_does_not_collect_until_ready(tmp_path: Path) -> None:
 
 
 # The zygote's boot (its imports and warm-up), as `paglets.runtime.zygote.main` runs it.
-ZYGOTE_BOOT = """
-import dataclasses, functools, gc, json
+ZYGOTE_BOOT = (
+    COUNT_COMPILES
+    + """
+import gc, json
 
-outside = 0
-made = dataclasses._create_fn
-
-@functools.wraps(made)
-def counted(*args, **kwargs):
-    global outside
-    outside += 1
-    return made(*args, **kwargs)
-
-dataclasses._create_fn = counted
 gc.callbacks.append(lambda phase, info: phase == "start" and walks.append(info["generation"]))
 walks = []
 
@@ -152,6 +153,7 @@ seen = {"outside_cache": outside, "walks": walks, "collecting": gc.isenabled()}
 seen["standard"] = dataclasses._create_fn is counted
 print(json.dumps(seen))
 """
+)
 
 
 @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="dataclasscode: Python 3.11 only")
