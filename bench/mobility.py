@@ -677,15 +677,6 @@ def ratio_ci(
     return est, ratios[int(0.025 * BOOTSTRAP)], ratios[int(0.975 * BOOTSTRAP) - 1]
 
 
-def host_cpu(pids: Sequence[int]) -> list[float]:
-    """CPU seconds (user + system) each of ``pids`` used so far (its own, not its children's)."""
-    out = []
-    for pid in pids:
-        times = psutil.Process(pid).cpu_times()
-        out.append(times.user + times.system)
-    return out
-
-
 async def bench_mid(
     pair: Pair, body: memoryview, counts: Counts, table: Table, breakdown: Breakdown
 ) -> None:
@@ -701,7 +692,7 @@ async def bench_mid(
     """
     rng = random.Random(MID_SEED)
     url = f"{pair.sink}/sink"
-    pids = (pair.a.pid, pair.b.pid)
+    hosts = (psutil.Process(pair.a.pid), psutil.Process(pair.b.pid))  # not their children
     for size in MID_ROUND_SIZES:  # warm up: each path once, untimed
         await move_once(pair.ca, pair.cb, size)
         await post(pair.http, url, body[: size or HOP_BODY])
@@ -717,9 +708,9 @@ async def bench_mid(
             if kind == "post":
                 posted[size] = await post(pair.http, url, body[: size or HOP_BODY])
                 continue
-            before = host_cpu(pids)
+            before = [cpu_seconds([host]) for host in hosts]
             moved[size] = (await move_once(pair.ca, pair.cb, size))[0]
-            after = host_cpu(pids)
+            after = [cpu_seconds([host]) for host in hosts]
             for i in range(2):
                 cpu[i].append((size / MIB, after[i] - before[i]))
         moves.append(moved)

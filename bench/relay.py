@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from foundation import cpu_seconds
 
 from paglets import HostClient, PagletProxy
 
@@ -152,14 +153,17 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
         started.wait()  # the payload is made: the move starts now
         rss_before = hub_process.memory_info().rss
         peak = rss_before
-        cpu_before = [_cpu(hub_process), _cpu(host_process)]
+        cpu_before = [cpu_seconds([hub_process]), cpu_seconds([host_process])]
         wall = time.perf_counter()
         while not done.is_set():
             busy.append(_round_trip(traveler))
             peak = max(peak, hub_process.memory_info().rss)
             time.sleep(0.005)
         wall = time.perf_counter() - wall
-        cpu = [_cpu(hub_process) - cpu_before[0], _cpu(host_process) - cpu_before[1]]
+        cpu = [
+            cpu_seconds([hub_process]) - cpu_before[0],
+            cpu_seconds([host_process]) - cpu_before[1],
+        ]
         traveler.dispose()
     thread.join()
     figures.big_rate = big / MiB / took[0] if took else float("nan")
@@ -167,12 +171,6 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
     figures.before = statistics.median(before) * 1000
     figures.during = statistics.median(busy) * 1000 if busy else float("nan")
     figures.rss = (peak - rss_before) / MiB
-
-
-def _cpu(process: psutil.Process) -> float:
-    """Seconds of CPU ``process`` has taken (user and system, its children not counted)."""
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 def _measure(way: Way, move: int, big: int, count: int) -> Figures:
