@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -79,11 +80,8 @@ def no_leaked_threads() -> Iterator[None]:
 @pytest.fixture
 def relay(tmp_path: Path) -> Iterator[Relay]:
     """A hub and its connect-mode hosts (`tests.relayproc.Relay`), all stopped at teardown."""
-    r = Relay(tmp_path)
-    try:
+    with contextlib.closing(Relay(tmp_path)) as r:
         yield r
-    finally:
-        r.close()
 
 
 @pytest.fixture
@@ -149,8 +147,5 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
     """Two ``paglets-host`` processes, ``src`` and ``dst``, restartable on their ports."""
-    p = Pair(tmp_path)
-    try:
+    with contextlib.closing(Pair(tmp_path)) as p:
         yield p
-    finally:
-        p.close()

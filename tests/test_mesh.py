@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -200,11 +201,8 @@ class Daemons:
 
 @pytest.fixture
 def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    d = Daemons(tmp_path)
-    try:
+    with contextlib.closing(Daemons(tmp_path)) as d:
         yield d
-    finally:
-        d.close()
 
 
 def _online(url: str) -> dict[str, bool]:
