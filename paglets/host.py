@@ -228,6 +228,9 @@ class Host:
                 await self.supervisor.spawner.close()  # a zygote launched ahead of the start
                 self.status = HostStatus.STOPPED
                 raise
+            guard = self._guard = ConnectionGuard(
+                ConnectionLimits(cfg.header_timeout, cfg.idle_timeout, cfg.max_connections)
+            )
             app = build_app(
                 ApiContext(
                     supervisor=self.supervisor,
@@ -238,13 +241,10 @@ class Host:
                     max_body=cfg.max_body,
                     read_timeout=cfg.read_timeout,
                     debug_errors=cfg.debug_errors,
-                )
+                ),
+                guard,
             )
             self._install(app)
-            guard = self._guard = ConnectionGuard(
-                ConnectionLimits(cfg.header_timeout, cfg.idle_timeout, cfg.max_connections)
-            )
-            guard.install(app)
             runner = web.AppRunner(
                 app,
                 handle_signals=False,

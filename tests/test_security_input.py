@@ -39,7 +39,7 @@ from paglets.core.policy import RestartMode, RestartPolicy
 from paglets.runtime.admission import UNMEASURED_CHILD, Admission
 from paglets.runtime.frames import HEADER, FrameDecoder, FrameKind, encode_json
 from paglets.runtime.records import SupervisorLimits
-from paglets.transport.app import error_middleware
+from paglets.transport.app import front_middleware
 from paglets.wire import strict_json
 from pagletstest import host_env
 
@@ -375,25 +375,12 @@ async def test_an_unexpected_exception_is_a_500_with_an_id_in_the_log(
     debug: bool, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A bug cannot be provoked through a real host's routes (that would be a bug
-    # to fix): this serves the host's error middleware with a route that has one.
+    # to fix): this serves the host's middleware with a route that has one.
     async def buggy(_request: web.Request) -> web.Response:
         raise KeyError("/opt/install/site-packages/paglets/secret.py")
 
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[front_middleware(None, None, debug=debug)])
     app.router.add_get("/buggy", buggy)
-    if debug:
-        from paglets.transport.app import API, ApiContext  # noqa: PLC0415
-
-        app[API] = ApiContext(
-            supervisor=None,  # type: ignore[arg-type]
-            events=None,  # type: ignore[arg-type]
-            host_info=dict,  # type: ignore[arg-type]
-            status=dict,  # type: ignore[arg-type]
-            api_key=None,
-            max_body=1024,
-            read_timeout=1.0,
-            debug_errors=True,
-        )
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -191,6 +191,35 @@ async def test_half_a_head_is_closed_after_the_header_timeout(
         await reader.readuntil(b'"running"}')
 
 
+async def test_the_header_clock_of_a_kept_alive_connection_counts_from_each_head(
+    make_host: Callable[..., Awaitable[Host]], raw: Callable[..., Any]
+) -> None:
+    # One clock per connection, moved for each request: requests served for three
+    # header timeouts keep the connection, and half a head sent late is cut off a
+    # whole header timeout after it began, not at a deadline of an earlier head.
+    host = await make_host(header_timeout=0.5, idle_timeout=60.0, **FAST)
+    reader, writer = await raw(host.url)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.5:
+        writer.write(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+        await reader.readuntil(b'"running"}')
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.8)  # idle between requests: aiohttp's idle timeout, not the clock
+    writer.write(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+    # a new connection's clock runs from the accept; it fires after its first request,
+    # during the next head, which has its own deadline
+    reader, writer = await raw(host.url)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: h\r\n\r\n")
+    await reader.readuntil(b'"running"}')
+    await asyncio.sleep(0.3)
+    writer.write(HALF_HEAD)
+    half = time.monotonic()
+    assert await _closed_within(reader, 5.0), "the half-sent head was never cut off"
+    assert 0.45 < time.monotonic() - half < 4.0
+
+
 async def test_a_kept_alive_connection_is_closed_after_the_idle_timeout(
     make_host: Callable[..., Awaitable[Host]], raw: Callable[..., Any]
 ) -> None:

@@ -5,8 +5,12 @@ passes everything the routes need as one `ApiContext` under a typed
 ``AppKey``. Every error leaves as JSON ``{"error": {type, message, traceback}}``
 with the status its `PagletError` class names.
 
-Every identifier in a URL (``{agent_id}``, ``{message_id}``, ``{transfer_id}``)
-is checked once, by `id_middleware`, before any handler sees it; a route whose
+Every request passes one middleware, `front_middleware`: it tells the
+connection guard the head has arrived, checks the key, checks the identifiers
+in the URL and turns every error into its JSON body (one layer, not four: a
+message's round trip pays for each). Every identifier in a URL (``{agent_id}``,
+``{message_id}``, ``{transfer_id}``) is checked once, there, before any handler
+sees it; a route whose
 URL holds a name `ROUTE_IDS` does not know stops the host at start, so a route
 added later cannot skip the check.
 """
@@ -29,7 +33,7 @@ from paglets.core.events import EventKind
 from paglets.core.ids import IdKind, check_id
 from paglets.core.policy import RestartPolicy
 from paglets.runtime.delivery import SendMode
-from paglets.transport.auth import auth_middleware
+from paglets.transport.auth import check_key, is_open
 from paglets.transport.body import json_response, read_json
 from paglets.wire.records import (
     API_PREFIX,
@@ -43,12 +47,13 @@ from paglets.wire.records import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aiohttp.typedefs import Handler
+    from aiohttp.typedefs import Handler, Middleware
 
     from paglets.core.status import HostStatus
     from paglets.persistence.events import EventLog
     from paglets.runtime.records import AgentRecord
     from paglets.runtime.supervisor import Supervisor
+    from paglets.transport.guard import ConnectionGuard
     from paglets.wire.records import HostInfo
 
 log = logging.getLogger(__name__)
@@ -90,31 +95,53 @@ def unexpected_error(exc: Exception, what: str, *, debug: bool = False) -> dict[
     return {"error": body.to_dict()}
 
 
-def _debug(request: web.Request) -> bool:
-    ctx = request.app.get(API)
-    return ctx is not None and ctx.debug_errors
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error leaves as an error body; no traceback unless ``debug_errors``.
+def _error_answer(request: web.Request, exc: Exception, *, debug: bool) -> web.StreamResponse:
+    """The JSON error answer for ``exc``, raised serving ``request``; a redirect is raised on.
 
     An unexpected exception is a bug: it is logged with its traceback and an
     error id, and the caller gets a ``500 HostError`` naming that id only.
     """
-    try:
-        return await handler(request)
-    except PagletError as exc:
-        return error_response(exc, debug=_debug(request))
-    except web.HTTPException as exc:
+    if isinstance(exc, PagletError):
+        return error_response(exc, debug=debug)
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:  # noqa: PLR2004 - redirects pass through
-            raise
+            raise exc
         kind = "PagletNotFoundError" if exc.status == 404 else "RequestError"  # noqa: PLR2004
         body = ErrorBody(kind, f"{exc.status} {exc.reason}: {request.method} {request.path}")
         return json_response({"error": body.to_dict()}, status=exc.status)
-    except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 with its id
-        what = f"{request.method} {request.path}"
-        return json_response(unexpected_error(exc, what, debug=_debug(request)), status=500)
+    what = f"{request.method} {request.path}"
+    return json_response(unexpected_error(exc, what, debug=debug), status=500)
+
+
+def front_middleware(
+    api_key: str | None, guard: ConnectionGuard | None, *, debug: bool = False
+) -> Middleware:
+    """The one middleware of the host's application; see the module docstring.
+
+    In order: the guard hears the head has arrived (`ConnectionGuard.request_started`);
+    a route other than `paglets.transport.auth.OPEN_PATHS` needs the key; each
+    identifier in the URL is checked (`ROUTE_IDS`); every error leaves as an error
+    body, without a traceback unless ``debug``; the guard hears the answer is done.
+    """
+    expected = api_key.encode() if api_key else None
+
+    @web.middleware
+    async def front(request: web.Request, handler: Handler) -> web.StreamResponse:
+        open_route = is_open(request.path)
+        conn = guard.request_started(request, open_route=open_route) if guard else None
+        try:
+            if expected is not None and not open_route:
+                check_key(request, expected)
+            for name, value in request.match_info.items():
+                check_id(value, ROUTE_IDS[name])
+            return await handler(request)
+        except Exception as exc:  # noqa: BLE001 - every error leaves as an answer
+            return _error_answer(request, exc, debug=debug)
+        finally:
+            if conn is not None:
+                conn.request_done()
+
+    return front
 
 
 ROUTE_IDS: Final[dict[str, IdKind]] = {
@@ -126,14 +153,6 @@ ROUTE_IDS: Final[dict[str, IdKind]] = {
     "artifact": IdKind.ARTIFACT,
 }
 """The kind of every identifier a route may take from its URL, by its name there."""
-
-
-@web.middleware
-async def id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse a request whose URL holds a malformed identifier (400), before its handler."""
-    for name, value in request.match_info.items():
-        check_id(value, ROUTE_IDS[name])
-    return await handler(request)
 
 
 async def check_route_ids(app: web.Application) -> None:
@@ -322,16 +341,17 @@ async def list_events(request: web.Request) -> web.Response:
     return json_response({"events": shown, "cursor": cursor})
 
 
-def build_app(ctx: ApiContext) -> web.Application:
-    """The application serving the control API for one host."""
-    middlewares: list[Any] = [error_middleware]
-    if ctx.api_key:
-        middlewares.append(auth_middleware(ctx.api_key))
-    middlewares.append(id_middleware)
-    app = web.Application(middlewares=middlewares, client_max_size=ctx.max_body)
+def build_app(ctx: ApiContext, guard: ConnectionGuard | None = None) -> web.Application:
+    """The application serving the control API for one host, its connections watched
+    by ``guard``."""
+    front = front_middleware(ctx.api_key, guard, debug=ctx.debug_errors)
+    app = web.Application(middlewares=[front], client_max_size=ctx.max_body)
     app[API] = ctx
     app.on_startup.append(check_route_ids)
     p = API_PREFIX
+    # The route of every message first: a request's route is found by trying,
+    # in the order they were added, those under its URL's longest known prefix.
+    app.router.add_post(f"{p}/paglets/{{agent_id}}/messages", send_message)
     app.router.add_get("/health", health)
     app.router.add_get(f"{p}/host", host_info)
     app.router.add_get(f"{p}/paglets", list_paglets)
@@ -339,7 +359,6 @@ def build_app(ctx: ApiContext) -> web.Application:
     app.router.add_get(f"{p}/paglets/{{agent_id}}", get_paglet)
     app.router.add_delete(f"{p}/paglets/{{agent_id}}", dispose_paglet)
     app.router.add_get(f"{p}/paglets/{{agent_id}}/state", get_state)
-    app.router.add_post(f"{p}/paglets/{{agent_id}}/messages", send_message)
     app.router.add_get(f"{p}/paglets/{{agent_id}}/messages/{{message_id}}", message_result)
     app.router.add_get(f"{p}/events", list_events)
     from paglets.transport.channel import add_routes  # noqa: PLC0415 - it imports this module

@@ -5,14 +5,12 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
 from paglets.core.errors import AuthenticationError
 from paglets.wire.records import API_PREFIX
 from paglets.wire.relay import HOSTS_PREFIX
 
 if TYPE_CHECKING:
-    from aiohttp.typedefs import Handler
+    from aiohttp import web
 
 OPEN_PATHS = frozenset({"/health", f"{API_PREFIX}/mesh/hello"})
 """Paths served without the key: the health check, and the mesh hello, by which a
@@ -30,20 +28,16 @@ def is_open(path: str) -> bool:
     return f"/{tail}" in OPEN_PATHS
 
 
-def auth_middleware(api_key: str) -> web.middleware:  # type: ignore[valid-type]
-    """A middleware that requires ``Authorization: Bearer <api_key>``."""
-    expected = api_key.encode()
+def check_key(request: web.Request, expected: bytes) -> None:
+    """Require ``Authorization: Bearer <key>`` with the key ``expected``, in constant time.
 
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not is_open(request.path):
-            header = request.headers.get("Authorization", "")
-            scheme, _, given = header.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
-                raise AuthenticationError(
-                    "missing or wrong API key: send 'Authorization: Bearer <key>' "
-                    "(clients read PAGLETS_API_KEY)"
-                )
-        return await handler(request)
-
-    return check
+    Raises:
+        AuthenticationError: the header is missing, of another scheme, or the wrong key.
+    """
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), expected):
+        raise AuthenticationError(
+            "missing or wrong API key: send 'Authorization: Bearer <key>' "
+            "(clients read PAGLETS_API_KEY)"
+        )

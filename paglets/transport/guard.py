@@ -11,8 +11,12 @@ a thousand such clients starve the host before any key is checked.
 - **Header timeout.** A request head must arrive whole within
   ``header_timeout`` seconds, counted from the accept for the first request
   and from the first byte of each later one on a kept-alive connection; else
-  the connection is closed. The guard knows a head has arrived when its
-  middleware (the outermost) sees the request.
+  the connection is closed. The guard knows a head has arrived when the host's
+  middleware (`paglets.transport.app.front_middleware`) tells it
+  (`ConnectionGuard.request_started`). A connection's clock is one timer that
+  is moved, not made anew, for each request: when it fires before the deadline
+  of a later head, it is set again for that deadline; when it fires between
+  requests, it stops until the next head begins.
 - **Connection cap.** At most ``max_connections`` connections are open. A new
   one over the cap closes the connection that has waited longest for a
   request head (a slow or idle client), so a client whose request arrives
@@ -39,15 +43,12 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from paglets.core.errors import ConfigurationError, TooManyConnectionsError
-from paglets.transport.auth import is_open
 from paglets.wire import strict_json
 from paglets.wire.records import ErrorBody
 
 if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
-
-    from aiohttp.typedefs import Handler
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +139,6 @@ class ConnectionGuard:
 
     # -- wiring -----------------------------------------------------------------------
 
-    def install(self, app: web.Application) -> None:
-        """Make the guard's middleware the outermost of ``app`` (before it starts)."""
-        app.middlewares.insert(0, self._middleware)
-
     def protocol_factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], _Guarded]:
         """A protocol factory for ``loop.create_server`` that guards ``inner``'s protocols."""
         return lambda: _Guarded(self, inner())
@@ -168,20 +165,19 @@ class ConnectionGuard:
             transport.abort()
         self._lingering.clear()
 
-    @web.middleware
-    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        conn = self._open.get(request.transport) if request.transport is not None else None
-        if conn is not None and not is_open(request.path):
+    def request_started(self, request: web.Request, *, open_route: bool) -> _Guarded | None:
+        """A request's head has arrived: its connection, to tell `_Guarded.request_done` of.
+
+        A request of a route served without the key (``open_route``: /health, the
+        mesh hello) stays as it was until it is answered: on the header clock, and
+        first to be closed at the cap. So a client without the key cannot hold a
+        connection longer by sending such a request's body slowly.
+        """
+        transport = request.transport
+        conn = self._open.get(transport) if transport is not None else None
+        if conn is not None and not open_route:
             conn.head_arrived()
-        # A request of a route served without the key (/health, the mesh hello) stays
-        # as it was until it is answered: on the header clock, and first to be closed
-        # at the cap. So a client without the key cannot hold a connection longer by
-        # sending such a request's body slowly.
-        try:
-            return await handler(request)
-        finally:
-            if conn is not None:
-                conn.request_done()
+        return conn
 
     # -- bookkeeping (called by the connections) ----------------------------------------
 
@@ -251,7 +247,9 @@ class _Guarded(asyncio.Protocol):
         self._inner = inner
         self._transport: asyncio.Transport | None = None
         self._phase = _Phase.HEAD
+        self._loop = asyncio.get_running_loop()
         self._clock: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
     def __repr__(self) -> str:
         return f"<_Guarded {self._phase.value}>"
@@ -294,16 +292,15 @@ class _Guarded(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._inner.resume_writing()
 
-    # -- the request cycle (from the guard's middleware) ----------------------------------
+    # -- the request cycle (from the host's middleware) -----------------------------------
 
     def head_arrived(self) -> None:
-        self._phase = _Phase.BUSY
-        self._stop_clock()
+        self._phase = _Phase.BUSY  # the clock, if it fires, finds no head to wait for
         self._guard.not_waiting(self)
 
     def request_done(self) -> None:
+        """The request `ConnectionGuard.request_started` returned this for is answered."""
         if self._phase is not _Phase.IDLE:  # BUSY, or HEAD for a request of an open route
-            self._stop_clock()
             self._phase = _Phase.IDLE
             self._guard.waiting(self, since_now=True)
 
@@ -325,17 +322,23 @@ class _Guarded(asyncio.Protocol):
             transport.abort()  # half a request head: nothing to keep
 
     def _start_clock(self) -> None:
-        self._stop_clock()
-        loop = asyncio.get_running_loop()
-        self._clock = loop.call_later(self._guard.limits.header_timeout, self._timed_out)
+        """Start the header clock: the head must be whole by `_deadline`."""
+        self._deadline = self._loop.time() + self._guard.limits.header_timeout
+        if self._clock is None:
+            self._clock = self._loop.call_at(self._deadline, self._check_clock)
 
     def _stop_clock(self) -> None:
         if self._clock is not None:
             self._clock.cancel()
             self._clock = None
 
-    def _timed_out(self) -> None:
+    def _check_clock(self) -> None:
         self._clock = None
+        if self._phase is not _Phase.HEAD:
+            return  # between requests, or serving one: the next head starts it again
+        if self._loop.time() < self._deadline:  # a later head: its own deadline
+            self._clock = self._loop.call_at(self._deadline, self._check_clock)
+            return
         log.debug(
             "closing a connection: no whole request head within %g s",
             self._guard.limits.header_timeout,
