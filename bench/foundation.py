@@ -19,8 +19,10 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +41,11 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTER = "examples.counter:Counter"
+THEN = "2b5e92f"
+"""The code that had landed when the faster-core work (issue 20) was asked for:
+messages over HTTP only, no proxy channel. Its host runs beside ours in (g), for
+the figure the issue set against that code ("3x today's sync throughput with 16
+concurrent senders")."""
 PRELOAD = "examples.counter"
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
@@ -91,9 +98,9 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def running(
-    name: str, argv: Sequence[str], workdir: Path, *, poll: float = 0.02
+    name: str, argv: Sequence[str], workdir: Path, *, poll: float = 0.02, cwd: Path = ROOT
 ) -> AsyncIterator[Server]:
-    """Start ``argv`` (which must honour ``--ready-file``), yield it, always stop it.
+    """Start ``argv`` (which must honour ``--ready-file``) in ``cwd``, yield it, always stop it.
 
     The ready file is looked for every ``poll`` seconds.
     """
@@ -104,7 +111,7 @@ async def running(
             *argv,
             "--ready-file",
             str(ready),
-            cwd=ROOT,
+            cwd=cwd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -174,6 +181,36 @@ def host_argv(
     for module in preload:
         argv += ["--preload", module]
     return argv
+
+
+def build_then(rev: str, workdir: Path) -> Path | None:
+    """A checkout of ``rev`` with its own virtualenv, made by git and uv in ``workdir``;
+    ``None`` when it cannot be made (no git history with ``rev``, or no uv)."""
+    uv = shutil.which("uv")
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=False
+    )
+    if uv is None or archive.returncode != 0:
+        return None
+    tree = workdir / f"then-{rev}"
+    tree.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    subprocess.run([uv, "sync", "--frozen", "--quiet", "--project", str(tree)], check=True)
+    return tree
+
+
+@contextlib.asynccontextmanager
+async def then_host(rev: str, workdir: Path) -> AsyncIterator[Server | None]:
+    """A host of the code at ``rev`` (`build_then`), yielded running; else ``None``."""
+    tree = await asyncio.to_thread(build_then, rev, workdir)
+    if tree is None:
+        print(f"(g) skipped: no git history with {rev}, or no uv to build it", file=sys.stderr)
+        yield None
+        return
+    argv = [str(tree / ".venv" / "bin" / "python"), "-m", "paglets.cli.host", "--name", "then"]
+    argv += ["--port", "0", "--state-dir", str(workdir / "then-state"), "--log-level", "warning"]
+    async with running("bench-then", argv, workdir, cwd=tree) as server:
+        yield server
 
 
 def echo_argv() -> list[str]:
@@ -452,25 +489,35 @@ async def bench_messages(
     hop: AsyncHostClient,
     counts: Counts,
     table: Table,
+    *,
+    then: AsyncHostClient | None = None,
 ) -> Series:
     """(b) against (c): round trips in alternating blocks, then throughput.
 
     ``proxy`` talks through the proxy channel; a second client sends the same
-    messages to the same paglet as HTTP requests.
+    messages to the same paglet as HTTP requests. With ``then`` (a client of the
+    host of `THEN`), the same over HTTP to a paglet there, in the same blocks (g).
     """
-    async with AsyncHostClient(proxy.client.url, channel=False) as http_client:
+    async with contextlib.AsyncExitStack() as stack:
+        http_client = await stack.enter_async_context(
+            AsyncHostClient(proxy.client.url, channel=False)
+        )
+        then_proxy = await client_create(then) if then is not None else None
+        if then_proxy is not None:
+            stack.push_async_callback(then_proxy.dispose)
         return await _bench_messages(
-            proxy, http_client.proxy(proxy.agent_id), bare, hop, counts, table
+            proxy, http_client.proxy(proxy.agent_id), bare, hop, counts, table, then_proxy
         )
 
 
-async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two baselines
+async def _bench_messages(  # noqa: PLR0917 - the two ways in, the two baselines, then's
     proxy: AsyncPagletProxy,
     http: AsyncPagletProxy,
     bare: AsyncHostClient,
     hop: AsyncHostClient,
     counts: Counts,
     table: Table,
+    then: AsyncPagletProxy | None,
 ) -> Series:
     sends = {
         "ours": get_sender(proxy),
@@ -478,6 +525,8 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         "bare": echo_sender(bare),
         "hop": echo_sender(hop),
     }
+    if then is not None:
+        sends["then"] = get_sender(then)
     for send in sends.values():
         await _repeat(send, counts.warmup)
     block = -(-counts.rtt // RTT_BLOCKS)
@@ -520,18 +569,38 @@ async def _bench_messages(  # noqa: PLR0917 - the two ways in, and the two basel
         baseline=f"{base.ms(3)} (bare aiohttp echo)",
         ratio=hop_rtt.median / base.median,
     )
+    if then is not None:
+        then_rtt = Series(tuple(samples["then"]))
+        table.add(
+            "(g)",
+            f"round trip over HTTP to a host of {THEN} (before this work)",
+            then_rtt.ms(3),
+            baseline=f"{base.ms(3)} (bare aiohttp echo)",
+            ratio=then_rtt.median / base.median,
+        )
     eight = [proxy, *[await client_create(proxy.client) for _ in range(7)]]
-    one, http16, bare16, hop16, spread = await rates(
+    one, http16, bare16, hop16, spread, *then16 = await rates(
         [
             [sends["ours"]] * 16,
             [sends["http"]] * 16,
             [sends["bare"]] * 16,
             [sends["hop"]] * 16,
             [get_sender(p) for p in eight for _ in range(2)],
+            *([[sends["then"]] * 16] if then is not None else []),
         ],
         counts.messages,
         counts.warmup,
     )
+    for figure in then16:
+        table.add(
+            "(g)",
+            "messages/s through the channel, 1 paglet, 16 senders",
+            f"{one:,.0f}",
+            baseline=f"{figure:,.0f} (HTTP to a host of {THEN}, 16 senders)",
+            ratio=one / figure,
+            target=f"≥ 3x {THEN}'s",
+            met=one >= 3 * figure,
+        )
     await dispose_many(eight[1:], counts.batch)
     table.add(
         "(b)",
@@ -707,14 +776,21 @@ async def run(counts: Counts, profile: Path | None) -> Table:
             ):
                 hosts = {"default host": client, f"--preload {PRELOAD}": preloaded_client}
                 await bench_create(hosts, counts, table)
-            print("(b) and (c): the default host and two aiohttp echo servers", file=sys.stderr)
+            print(
+                f"(b), (c) and (g): the default host, two aiohttp echo servers, {THEN}'s host",
+                file=sys.stderr,
+            )
             echo = await stack.enter_async_context(running("bench-echo", echo_argv(), workdir))
             argv = [*echo_argv(), "--hop"]
             echo_hop = await stack.enter_async_context(running("bench-echo-hop", argv, workdir))
             bare = await stack.enter_async_context(AsyncHostClient(echo.url))
             hop = await stack.enter_async_context(AsyncHostClient(echo_hop.url))
             proxy = await client_create(client)
-            rtt = await bench_messages(proxy, bare, hop, counts, table)
+            then = await stack.enter_async_context(then_host(THEN, workdir))
+            then_client = None
+            if then is not None:
+                then_client = await stack.enter_async_context(AsyncHostClient(then.url))
+            rtt = await bench_messages(proxy, bare, hop, counts, table, then=then_client)
             print("(d) and (e) on the default host", file=sys.stderr)
             idle = await bench_memory(host, proxy, rtt, counts, table)
             await bench_held(host, idle, counts, table)
