@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +18,10 @@ from paglets import (
     AuthenticationError,
     HandlerError,
     Host,
+    MailboxFullError,
     Message,
     MessageNotHandledError,
+    PagletCrashedError,
     PagletNotFoundError,
     PagletTimeoutError,
     ProtocolError,
@@ -25,6 +29,7 @@ from paglets import (
 from paglets.core.contract import Contract
 from paglets.core.errors import ServiceLeasedError, ServiceNotFoundError
 from paglets.launch.model import ServiceEntry
+from paglets.runtime.records import SupervisorLimits
 from paglets.transport import channel as channel_module
 from paglets.wire.channel import CHANNEL_ROUTE, Answer
 from pagletstest.services import ECHO, CountReply, CountRequest, EchoRequest
@@ -88,6 +93,44 @@ async def test_many_concurrent_sends_share_the_channel_and_each_gets_its_own_rep
         probe = await client.create(PROBE)
         replies = await asyncio.gather(*(probe.send("echo", {"n": n}) for n in range(300)))
         assert replies == [{"n": n} for n in range(300)]
+
+
+async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
+    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A synchronous send its paglet takes at once is answered by a callback on its
+    # reply (no task per message): retries by id, a full mailbox and a paglet that
+    # dies while a send waits are answered as over HTTP.
+    host = await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
+    taken: list[str] = []
+    real = host.supervisor.delivery.send_now
+
+    def send_now(agent_id: str, kind: str, *a: Any, **k: Any) -> Any:
+        taken.append(kind)
+        return real(agent_id, kind, *a, **k)
+
+    monkeypatch.setattr(host.supervisor.delivery, "send_now", send_now)
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        _no_http_messages(monkeypatch)
+        once = Message("record", {"tag": "once"}, message_id=uuid.uuid4().hex)
+        firsts = await asyncio.gather(*(probe.send(once) for _ in range(3)))
+        assert firsts == [1, 1, 1], "a retry by id gets the first delivery's reply"
+        assert await probe.send("record", {"tag": "next"}) == 2  # handled once
+        sleeping = [asyncio.create_task(probe.send("sleep", {"seconds": 1})) for _ in range(3)]
+        await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 3, 5, "queued")
+        with pytest.raises(MailboxFullError, match="messages waiting"):
+            await probe.send("echo")
+        assert await asyncio.gather(*sleeping) == ["slept"] * 3
+        dying = asyncio.create_task(probe.send("sleep", {"seconds": 30}))
+        await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 1, 5, "taken")
+        pid = host.supervisor.get(probe.agent_id).pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(PagletCrashedError):
+            await dying
+    assert taken.count("record") == 4
+    assert "sleep" in taken
 
 
 async def test_one_way_messages_sent_back_to_back_arrive_in_order(host: Host) -> None:

@@ -65,7 +65,56 @@ class Delivery:
         inactive paglet activates it first, unless ``no_delay``.
         """
         record, handle = await self._recipient(agent_id, no_delay=no_delay)
+        waiter = self._post(record, handle, kind, args, priority, message_id, sender, mode)
+        if waiter is None:
+            return None
+        if timeout is None:
+            return await waiter
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            raise PagletTimeoutError(
+                f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
+            ) from None
+
+    def send_now(
+        self,
+        agent_id: str,
+        kind: str,
+        args: dict[str, Any],
+        *,
+        priority: int = 0,
+        message_id: str | None = None,
+        sender: str | None = None,
+    ) -> asyncio.Future[Any] | None:
+        """A synchronous message without a timeout, delivered at once: the future of its reply.
+
+        ``None`` (nothing done) when the paglet is not running: `send` wakes it
+        first. Otherwise as `send` with ``SYNC``, the same checks, errors and
+        deduplication by ``message_id``, with no task to wait in: a caller that
+        answers many messages (the proxy channel) adds a callback to the future.
+        """
+        found = self._recipient_now(agent_id)
+        if found is None:
+            return None
+        record, handle = found
+        return self._post(record, handle, kind, args, priority, message_id, sender, SendMode.SYNC)
+
+    def _post(  # noqa: PLR0917 - a message's fields, as `send` takes them
+        self,
+        record: AgentRecord,
+        handle: ChildHandle,
+        kind: str,
+        args: dict[str, Any],
+        priority: int,
+        message_id: str | None,
+        sender: str | None,
+        mode: SendMode,
+    ) -> asyncio.Future[Any] | None:
+        """Hand the message to the paglet's process (unless it is a retry of one already
+        handed over): the future a ``SYNC`` sender waits on; ``None`` for the other modes."""
         record.last_used = time.monotonic()
+        agent_id = record.agent_id
         key = (agent_id, message_id) if message_id else None
         fut = self._results.get(key) if key else None
         waiter: asyncio.Future[Any] | None = None
@@ -93,14 +142,7 @@ class Delivery:
             return None
         if waiter is None:  # a retry: it waits on the first delivery's reply
             waiter = asyncio.shield(fut)
-        if timeout is None:
-            return await waiter
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            raise PagletTimeoutError(
-                f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
-            ) from None
+        return waiter
 
     def _check_room(self, agent_id: str, handle: ChildHandle) -> None:
         """Refuse a message when the paglet's mailbox is full, by count or by bytes.
@@ -121,8 +163,8 @@ class Delivery:
                 f"(limit {limits.max_mailbox_bytes}); retry later"
             )
 
-    async def _recipient(self, agent_id: str, *, no_delay: bool) -> tuple[AgentRecord, ChildHandle]:
-        """The paglet's process to deliver to, woken first if it is inactive.
+    def _recipient_now(self, agent_id: str) -> tuple[AgentRecord, ChildHandle] | None:
+        """The paglet's process, if it can take a message now; ``None`` if it must be woken.
 
         A paglet still starting (it just arrived) has been sent its ``Init``:
         a message goes right behind it, and the child handles it once the
@@ -134,7 +176,15 @@ class Delivery:
             if handle is not None:
                 return record, handle
         if not self._supervisor.awake(agent_id):
-            await self._supervisor.wake(agent_id, no_delay=no_delay)
+            return None
+        return self._supervisor.live(agent_id)
+
+    async def _recipient(self, agent_id: str, *, no_delay: bool) -> tuple[AgentRecord, ChildHandle]:
+        """The paglet's process to deliver to, woken first if it is inactive."""
+        found = self._recipient_now(agent_id)
+        if found is not None:
+            return found
+        await self._supervisor.wake(agent_id, no_delay=no_delay)
         return self._supervisor.live(agent_id)
 
     def _unwaited_failed(self, agent_id: str, kind: str, exc: PagletError) -> None:

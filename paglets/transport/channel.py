@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -88,12 +89,42 @@ async def _answer(ctx: ApiContext, services: ServiceRegistry, call: Call) -> tup
         if call.op == "result":
             return 200, await future_result(ctx, call.target, *_result_args(call.body))
         return 200, await answer_service(services, call.op, call.target, call.body)
-    except PagletError as exc:
+    except Exception as exc:  # noqa: BLE001 - every error is an answer
+        return _failure(ctx, call, exc)
+
+
+def _failure(ctx: ApiContext, call: Call, exc: BaseException) -> tuple[int, Any]:
+    """The answer to a call that raised ``exc``, as the HTTP API answers it."""
+    if isinstance(exc, PagletError):
         tb = exc.remote_traceback if ctx.debug_errors else None
         return exc.http_status, {"error": ErrorBody(type(exc).__name__, exc.message, tb).to_dict()}
-    except Exception as exc:  # noqa: BLE001 - a bug: logged, answered 500 with its id
-        what = f"channel {call.op} to {call.target}"
-        return 500, unexpected_error(exc, what, debug=ctx.debug_errors)
+    # a bug: logged, answered 500 with its id
+    what = f"channel {call.op} to {call.target}"
+    if not isinstance(exc, Exception):  # a reply's future holds only Exceptions
+        exc = RuntimeError(repr(exc))
+    return 500, unexpected_error(exc, what, debug=ctx.debug_errors)
+
+
+def _reply_now(ctx: ApiContext, call: Call) -> asyncio.Future[Any] | None:
+    """The reply's future of a synchronous send its paglet takes at once (no task
+    waits on it: a callback answers); ``None`` when the call needs `_answer`.
+
+    Raises:
+        PagletError: the send is refused (a bad body, a full mailbox...).
+    """
+    if call.op != "send":
+        return None
+    req = SendRequest.parse(call.body)
+    if req.mode != "sync" or req.timeout is not None:
+        return None
+    return ctx.supervisor.delivery.send_now(
+        call.target,
+        req.kind,
+        req.args,
+        priority=req.priority,
+        message_id=req.message_id,
+        sender=req.sender,
+    )
 
 
 def _result_args(body: dict[str, Any]) -> tuple[str, float]:
@@ -209,22 +240,67 @@ class _Slots:
             self._freed.set_result(None)
 
 
+class _Calls:
+    """The calls of one channel: taken in frame order, answered through its outbox.
+
+    A synchronous send its paglet takes at once is answered by a callback on
+    its reply's future (`_reply_now`): no task per message. Other calls that
+    may wait run as tasks, side by side (`_Slots`); one-way and future sends
+    are taken before the next call is read (`in_order`).
+    """
+
+    def __init__(self, ctx: ApiContext, services: ServiceRegistry, outbox: _Outbox) -> None:
+        self._ctx, self._services, self._outbox = ctx, services, outbox
+        self._slots = _Slots()
+
+    async def take(self, call: Call, running: set[asyncio.Task[None]]) -> None:
+        """Start ``call`` (a task it runs as goes into ``running``), or answer it."""
+        ctx, outbox = self._ctx, self._outbox
+        await self._slots.room()
+        if _in_order(call):
+            outbox.put(Answer(call.id, *await _answer(ctx, self._services, call)))
+            await outbox.let_out(ANSWER_CHUNK)
+            return
+        try:
+            waiting = _reply_now(ctx, call)
+        except Exception as exc:  # noqa: BLE001 - every error is an answer
+            outbox.put(Answer(call.id, *_failure(ctx, call, exc)))
+            return
+        self._slots.running += 1
+        if waiting is not None:
+            waiting.add_done_callback(partial(self._replied, call))
+            return
+        task = asyncio.create_task(self._reply(call))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    async def _reply(self, call: Call) -> None:
+        try:
+            self._outbox.put(Answer(call.id, *await _answer(self._ctx, self._services, call)))
+        finally:
+            self._slots.free()
+
+    def _replied(self, call: Call, waited: asyncio.Future[Any]) -> None:
+        self._slots.free()
+        if waited.cancelled():  # nothing cancels it: a bug, answered as one
+            failed = _failure(self._ctx, call, RuntimeError("the reply's future was cancelled"))
+            self._outbox.put(Answer(call.id, *failed))
+            return
+        error = waited.exception()
+        if error is None:
+            self._outbox.put(Answer(call.id, 200, {"reply": waited.result()}))
+        else:
+            self._outbox.put(Answer(call.id, *_failure(self._ctx, call, error)))
+
+
 async def serve_channel(request: web.Request) -> web.WebSocketResponse:
     ctx = request.app[API]
-    services = request.app[REGISTRY]
     ws = web.WebSocketResponse(max_msg_size=ctx.max_body, heartbeat=HEARTBEAT, compress=False)
     await ws.prepare(request)
     request.app[_OPEN].add(ws)
-    slots = _Slots()
     running = request.app[_RUNNING]
     outbox = _Outbox(ws)
-
-    async def reply(call: Call) -> None:
-        try:
-            outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
-        finally:
-            slots.free()
-
+    calls = _Calls(ctx, request.app[REGISTRY], outbox)
     try:
         async for frame in ws:
             if frame.type is not WSMsgType.TEXT:
@@ -250,15 +326,7 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
                     error = ErrorBody(type(exc).__name__, exc.message).to_dict()
                     outbox.put(Answer(call_id, exc.http_status, {"error": error}))
                     continue
-                await slots.room()
-                if _in_order(call):
-                    outbox.put(Answer(call.id, *await _answer(ctx, services, call)))
-                    await outbox.let_out(ANSWER_CHUNK)
-                else:
-                    slots.running += 1
-                    task = asyncio.create_task(reply(call))
-                    running.add(task)
-                    task.add_done_callback(running.discard)
+                await calls.take(call, running)
             await outbox.let_out(1)  # the answers of this frame go before the next is read
     finally:
         # Calls still running go on, as an HTTP request's handler does when its
