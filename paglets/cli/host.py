@@ -592,6 +592,9 @@ def command(  # click passes options by keyword
     if (git_remote or git_branch) and not git_auto_update:
         raise click.UsageError("--git-remote and --git-branch go with --git-auto-update")
     zygote = _launch_zygote(config)
+    from paglets.transport.cacerts import import_aiohttp  # noqa: PLC0415 - not for --help
+
+    import_aiohttp()  # its CA certificates load on a thread, beside the imports and start below
     from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp): imported while it boots
     from paglets.runtime.warmup import freeze_imports  # noqa: PLC0415 - not for --help
 
