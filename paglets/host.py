@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 
     from paglets.mesh.relayclient import RelayClient
     from paglets.mesh.relayhub import RelayHub
+    from paglets.persistence.store import StoreOpening
     from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ class Host:
         zygote: a `ZygoteSpawner` for this config whose process was already launched
             (`ZygoteSpawner.launch`), so that it boots while this host imports and
             starts; ``paglets-host`` does that. The host owns and stops it.
+        store: its journal (``config.store_path``) being opened already, so that the
+            disk's waits pass while this host imports; ``paglets-host`` does that.
+            The host owns and closes it once started.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class Host:
         config: HostConfig | None = None,
         *,
         zygote: ZygoteSpawner | None = None,
+        store: StoreOpening | None = None,
         **options: Any,
     ) -> None:
         if config is not None and options:
@@ -108,6 +113,8 @@ class Host:
         spawner: Spawner
         if zygote is not None and cfg.spawner != "zygote":
             raise TypeError(f"a zygote was given to a host whose spawner is {cfg.spawner!r}")
+        if store is not None and (store.path, store.sync) != (cfg.store_path, cfg.transfer_fsync):
+            raise TypeError(f"{store!r} is not this host's journal ({cfg.store_path})")
         if zygote is not None:
             spawner = zygote
         elif cfg.spawner == "zygote":
@@ -148,6 +155,7 @@ class Host:
             events=self.events,
             policy=self.policy,
             calls=self.calls,
+            store=store,
         )
         self.monitors = Monitors(
             config=cfg,
