@@ -229,11 +229,13 @@ class Host:
             self.status = HostStatus.STARTING
             cfg = self.config
             protect_host()
+            preparing = self.mesh.prepare()  # from disk, beside what follows (until bind)
             try:
                 await asyncio.to_thread(cfg.home.mkdir, parents=True, exist_ok=True)
                 if self.child_user is not None:
                     await asyncio.to_thread(self._open_home_to_children, self.child_user)
             except BaseException:
+                await _abandon(preparing)
                 await self.supervisor.spawner.close()  # a zygote launched ahead of the start
                 self.status = HostStatus.STOPPED
                 raise
@@ -273,6 +275,7 @@ class Host:
                 await self.services.start_eager()
                 await start_paglets(self.supervisor, cfg.startup)
             except BaseException:
+                await _abandon(preparing)
                 self._forget_local_urls()
                 if self.relay is not None:
                     await self.relay.stop()
@@ -451,3 +454,10 @@ class Host:
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` of a start that failed and wait for it: its own error is not the start's."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
