@@ -339,6 +339,11 @@ class HostConfig:
         return (self.state_dir or default_state_dir()) / self.name
 
     @property
+    def store_path(self) -> Path:
+        """This host's journal database (transfers, paglets, events)."""
+        return self.home / "paglets.db"
+
+    @property
     def all_file_roots(self) -> tuple[Path, ...]:
         """Where file-moving paglets may read and write: the system temp directory,
         this host's files directory, then each ``--file-root``, absolute."""

@@ -48,6 +48,7 @@ from paglets.runtime.watchdog import watch
 from paglets.services.compute.hooks import ComputeHooks
 from paglets.services.registry import ServiceRegistry
 from paglets.transport.app import ApiContext, build_app
+from paglets.transport.cacerts import certificates_loaded
 from paglets.transport.guard import ConnectionGuard, ConnectionLimits, GuardedSite
 from paglets.transport.serverlog import server_logger
 from paglets.userinfo.routes import UserInfoService
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
     from paglets.mesh.relayclient import RelayClient
     from paglets.mesh.relayhub import RelayHub
+    from paglets.persistence.store import StoreOpening
     from paglets.runtime.privileges import ChildUser
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ class Host:
         zygote: a `ZygoteSpawner` for this config whose process was already launched
             (`ZygoteSpawner.launch`), so that it boots while this host imports and
             starts; ``paglets-host`` does that. The host owns and stops it.
+        store: its journal (``config.store_path``) being opened already, so that the
+            disk's waits pass while this host imports; ``paglets-host`` does that.
+            The host owns and closes it once started.
     """
 
     def __init__(
@@ -86,6 +91,7 @@ class Host:
         config: HostConfig | None = None,
         *,
         zygote: ZygoteSpawner | None = None,
+        store: StoreOpening | None = None,
         **options: Any,
     ) -> None:
         if config is not None and options:
@@ -107,6 +113,8 @@ class Host:
         spawner: Spawner
         if zygote is not None and cfg.spawner != "zygote":
             raise TypeError(f"a zygote was given to a host whose spawner is {cfg.spawner!r}")
+        if store is not None and (store.path, store.sync) != (cfg.store_path, cfg.transfer_fsync):
+            raise TypeError(f"{store!r} is not this host's journal ({cfg.store_path})")
         if zygote is not None:
             spawner = zygote
         elif cfg.spawner == "zygote":
@@ -147,6 +155,7 @@ class Host:
             events=self.events,
             policy=self.policy,
             calls=self.calls,
+            store=store,
         )
         self.monitors = Monitors(
             config=cfg,
@@ -220,11 +229,13 @@ class Host:
             self.status = HostStatus.STARTING
             cfg = self.config
             protect_host()
+            preparing = self.mesh.prepare()  # from disk, beside what follows (until bind)
             try:
                 await asyncio.to_thread(cfg.home.mkdir, parents=True, exist_ok=True)
                 if self.child_user is not None:
                     await asyncio.to_thread(self._open_home_to_children, self.child_user)
             except BaseException:
+                await _abandon(preparing)
                 await self.supervisor.spawner.close()  # a zygote launched ahead of the start
                 self.status = HostStatus.STOPPED
                 raise
@@ -254,6 +265,7 @@ class Host:
             )
             try:
                 await runner.setup()
+                await certificates_loaded()  # before any outgoing connection (cacerts)
                 await self._bind(runner, guard)
                 for url in self._local_urls():
                     register_local_host(url)
@@ -263,6 +275,7 @@ class Host:
                 await self.services.start_eager()
                 await start_paglets(self.supervisor, cfg.startup)
             except BaseException:
+                await _abandon(preparing)
                 self._forget_local_urls()
                 if self.relay is not None:
                     await self.relay.stop()
@@ -441,3 +454,10 @@ class Host:
             await self.stop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` of a start that failed and wait for it: its own error is not the start's."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task

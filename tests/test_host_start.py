@@ -175,3 +175,48 @@ def test_the_zygote_boots_on_the_hosts_cache_without_collections(tmp_path: Path)
     # and as usual for the zygote and its children after
     assert seen["standard"]
     assert seen["collecting"]
+
+
+# paglets-host as it runs, which says what threads it has once its Host is made (just
+# before its event loop runs) and, once ready, whether its journal is there; then stops.
+THREADS_AT_HOST = """
+import asyncio, json, sys, threading
+
+from paglets.cli import host as cli
+
+seen = {}
+run = asyncio.run
+
+def counted(main):
+    seen["threads"] = sorted(thread.name for thread in threading.enumerate())
+    return run(main)
+
+def ready(path, host):
+    written(path, host)
+    seen["journal"] = host.config.store_path.exists()
+    print(json.dumps(seen), flush=True)
+    host.request_stop()
+
+asyncio.run = counted
+written, cli._write_ready_file = cli._write_ready_file, ready
+sys.argv[0] = "paglets-host"
+cli.main()
+"""
+
+
+def test_a_starting_host_opens_its_journal_while_it_imports(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", THREADS_AT_HOST, "--name", "j", "--port", "0"]
+    argv += ["--state-dir", str(tmp_path / "state"), "--ready-file", str(tmp_path / "ready")]
+    done = subprocess.run(
+        argv,
+        env=env_without_key(),
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    # made before its event loop runs, so that a new database is made beside the imports
+    assert any(name.startswith("paglets-store") for name in seen["threads"]), seen
+    assert seen["journal"]

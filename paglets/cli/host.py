@@ -592,11 +592,18 @@ def command(  # click passes options by keyword
     if (git_remote or git_branch) and not git_auto_update:
         raise click.UsageError("--git-remote and --git-branch go with --git-auto-update")
     zygote = _launch_zygote(config)
+    from paglets.transport.cacerts import import_aiohttp  # noqa: PLC0415 - not for --help
+
+    import_aiohttp()  # its CA certificates load on a thread, beside the imports and start below
+    from paglets.persistence.store import StoreOpening  # noqa: PLC0415 - not for --help
+
+    # the journal opens (a new one: its schema, its flushes) on its thread, beside them too
+    store = StoreOpening(config.store_path, sync=config.transfer_fsync)
     from paglets.host import Host  # noqa: PLC0415 - heavy (aiohttp): imported while it boots
     from paglets.runtime.warmup import freeze_imports  # noqa: PLC0415 - not for --help
 
     freeze_imports()
-    server = Host(config, zygote=zygote)
+    server = Host(config, zygote=zygote, store=store)
     updater = None
     if git_auto_update:
         from paglets.update.updater import UpdateConfig, Updater  # noqa: PLC0415 - when asked

@@ -115,6 +115,7 @@ class MeshService:
         self.discovery: Discovery | None = None
         self._ready = asyncio.Event()
         self._reported: set[tuple[str, str]] = set()
+        self._preparing: asyncio.Future[str | None] | None = None
 
     def __repr__(self) -> str:
         return f"<MeshService {self.config.name} {self.table!r}>"
@@ -148,10 +149,9 @@ class MeshService:
                     "address other than loopback or link-local); pass --bind-public ADDRESS"
                 )
             addresses = (found,)
-        await self.membership.load()  # before anyone can gossip with us
+        commit = await self.prepare()  # the identity: before anyone can gossip with us
         self.listeners = Listeners(runner, guard, cfg.server_ssl())
         await self.listeners.bind(addresses, cfg.port)
-        commit = await asyncio.to_thread(git_commit)
         self.table.set_me(self.table.me.replace(commit=commit, **await self._urls()))
         self.membership.check_own_record()
         return self.listeners.urls[0]
@@ -160,8 +160,7 @@ class MeshService:
         """Connect mode: bind nothing; the host's URL is the one its hub relays for it."""
         cfg = self.config
         assert cfg.connect_to is not None  # noqa: S101 - only in connect mode
-        await self.membership.load()
-        commit = await asyncio.to_thread(git_commit)
+        commit = await self.prepare()
         url = relay_url(cfg.connect_to, cfg.name)
         properties = {**self.table.me.properties, RELAY_PROPERTY: cfg.connect_to}
         self.table.set_me(
@@ -184,6 +183,21 @@ class MeshService:
             else:
                 published = urls[0]
         return {"url": published, "urls": list(dict.fromkeys([published, *urls]))}
+
+    def prepare(self) -> asyncio.Future[str | None]:
+        """Load what binding needs from disk: the identity and pins, and the code's commit.
+
+        `Host.start` starts it first thing, so that its waits on the disk (a new
+        identity is flushed) pass beside the rest of the start; binding awaits it.
+        The same loading each call; its result is the commit.
+        """
+        if self._preparing is None:
+            self._preparing = asyncio.ensure_future(self._prepare())
+        return self._preparing
+
+    async def _prepare(self) -> str | None:
+        _, commit = await asyncio.gather(self.membership.load(), asyncio.to_thread(git_commit))
+        return commit
 
     async def join(self) -> None:
         """Exchange tables with every ``--peer``; a taken host name fails the start.

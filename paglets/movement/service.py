@@ -35,7 +35,7 @@ from paglets.movement.limits import InboundLimits
 from paglets.movement.source import LOCAL_RECEIVERS, Sender, discard_envelope
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
-from paglets.persistence.store import AsyncStore
+from paglets.persistence.store import AsyncStore, StoreOpening
 from paglets.transport.filebody import GrowingFile
 from paglets.wire.envelope import INLINE_MAX, EnvelopeHeader, envelope_size, peek_header
 from paglets.wire.envelope_read import EnvelopeReader, check_small
@@ -71,8 +71,10 @@ class TransferService:
         events: EventLog,
         policy: ModulePolicy,
         calls: HostCalls,
+        store: StoreOpening | None = None,
     ) -> None:
         self.config = config
+        self._opening = store  # the journal, opened ahead of the start (paglets-host)
         self.supervisor = supervisor
         self.mesh = mesh
         self.calls = calls
@@ -133,9 +135,11 @@ class TransferService:
         app.cleanup_ctx.append(self._ctx)
 
     async def _ctx(self, _app: web.Application) -> AsyncIterator[None]:
-        self._store = await AsyncStore.open(
-            self.config.home / "paglets.db", sync=self.config.transfer_fsync
-        )
+        cfg = self.config
+        opening, self._opening = self._opening, None
+        if opening is None:
+            opening = StoreOpening(cfg.store_path, sync=cfg.transfer_fsync)
+        self._store = await opening.result()
         if self._store.recovered_from is not None:
             log.error(
                 "the journal database was unreadable; it was moved to %s and a new one started",

@@ -61,6 +61,7 @@ __all__ = [
     "PagletRecord",
     "QuarantinedRow",
     "Store",
+    "StoreOpening",
     "TransferPhase",
     "TransferRecord",
     "TransferRole",
@@ -68,6 +69,34 @@ __all__ = [
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
+
+
+class StoreOpening:
+    """A store being opened (or created) on its worker thread, from now on.
+
+    ``paglets-host`` starts opening its journal before it imports the host's
+    modules: making a new database waits on the disk (its schema, its first
+    flushes) for about 10 ms, which then passes beside those imports instead of
+    between them and ready. Needs no event loop; `result` is awaited on one.
+    """
+
+    def __init__(self, db_path: Path, *, sync: bool = True) -> None:
+        self.path = db_path
+        self.sync = sync
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paglets-store")
+        self._opened = self._executor.submit(Store, db_path, sync=sync)
+
+    def __repr__(self) -> str:
+        return f"<StoreOpening {self.path}>"
+
+    async def result(self) -> AsyncStore:
+        """The store, once open (the `Store` errors if it could not be)."""
+        try:
+            store = await asyncio.wrap_future(self._opened)
+        except BaseException:
+            await asyncio.to_thread(self._executor.shutdown)
+            raise
+        return AsyncStore(store, self._executor)
 
 
 class AsyncStore:
@@ -86,16 +115,7 @@ class AsyncStore:
     @classmethod
     async def open(cls, db_path: Path, *, sync: bool = True) -> AsyncStore:
         """Open (or create) the database on a new worker thread."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paglets-store")
-        loop = asyncio.get_running_loop()
-        try:
-            store = await loop.run_in_executor(
-                executor, functools.partial(Store, db_path, sync=sync)
-            )
-        except BaseException:
-            await asyncio.to_thread(executor.shutdown)
-            raise
-        return cls(store, executor)
+        return await StoreOpening(db_path, sync=sync).result()
 
     def __repr__(self) -> str:
         return f"<AsyncStore {self.path}>"
