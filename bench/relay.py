@@ -13,10 +13,12 @@ CA's certificate) with a connect-mode host of its own that connects through
 nginx. For each way in, it measures: a message round trip to a paglet there (a
 client at the hub, or at nginx); a dispatch of 64 MiB from the hub; a round trip
 while a 256 MiB move from the hub to the same host is under way, against one
-measured just before it; the hub's RSS growth during that move; and that move's
-rate with the CPU the hub's and the host's processes took meanwhile (% of one
-core; on a machine of few cores, what the round trip competes with). Prints a
-Markdown table on stdout (progress on stderr).
+measured just before it (and in the move's first and second half: the paglet's
+process writes and sends its envelope, then the target lands and checks it);
+the hub's RSS growth during that move; and that move's rate with the CPU the
+hub's and the host's processes took meanwhile (% of one core; on a machine of
+few cores, what the round trip competes with). Prints a Markdown table on
+stdout (progress on stderr).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class Figures:
     big_rate: float = float("nan")  # MiB/s, the big move while round trips ran
     hub_cpu: float = float("nan")  # % of one core, the hub's process during the big move
     host_cpu: float = float("nan")  # % of one core, the target host's process during it
+    halves: tuple[float, float] = (float("nan"), float("nan"))  # ms, during its 1st / 2nd half
 
 
 def _free_port() -> int:
@@ -144,6 +147,7 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
             done.set()
 
     busy: list[float] = []
+    at: list[float] = []  # when each of them started, from the move's start
     with way.client() as client, client.at(way.target) as there:
         traveler = there.create(TRAVELER)
         traveler.send("increment")
@@ -156,6 +160,7 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
         cpu_before = [cpu_seconds([hub_process]), cpu_seconds([host_process])]
         wall = time.perf_counter()
         while not done.is_set():
+            at.append(time.perf_counter() - wall)
             busy.append(_round_trip(traveler))
             peak = max(peak, hub_process.memory_info().rss)
             time.sleep(0.005)
@@ -170,7 +175,14 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
     figures.hub_cpu, figures.host_cpu = (100 * c / wall for c in cpu)
     figures.before = statistics.median(before) * 1000
     figures.during = statistics.median(busy) * 1000 if busy else float("nan")
+    first = [b for a, b in zip(at, busy, strict=True) if a < wall / 2]
+    second = busy[len(first) :]
+    figures.halves = (_median_ms(first), _median_ms(second))
     figures.rss = (peak - rss_before) / MiB
+
+
+def _median_ms(times: list[float]) -> float:
+    return statistics.median(times) * 1000 if times else float("nan")
 
 
 def _measure(way: Way, move: int, big: int, count: int) -> Figures:
@@ -245,6 +257,10 @@ def _table(columns: list[tuple[str, Figures]], move: int, big: int, note: str) -
             [f"{f.during:.2f}" for _, f in columns],
         ),
         ("during / just before", [f"{f.during / f.before:.2f}" for _, f in columns]),
+        (
+            "round trip during its first / second half (ms)",
+            [f"{f.halves[0]:.2f} / {f.halves[1]:.2f}" for _, f in columns],
+        ),
         ("hub RSS growth during that move (MiB)", [f"{f.rss:.1f}" for _, f in columns]),
         (f"that {big // MiB} MiB move's rate (MiB/s)", [f"{f.big_rate:.0f}" for _, f in columns]),
         (
