@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
+import trustme
 
 from paglets import AsyncHostClient, Host
 from paglets.launch.files import install_default, user_config_path
@@ -149,3 +150,16 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
     """Two ``paglets-host`` processes, ``src`` and ``dst``, restartable on their ports."""
     with contextlib.closing(Pair(tmp_path)) as p:
         yield p
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> dict[str, Path]:
+    """A private CA (trustme) as PEM files: its certificate (``ca``), and a server
+    certificate for 127.0.0.1 and localhost (``cert``) with its key (``key``)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {"cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem", "ca": tmp_path / "ca.pem"}
+    cert.private_key_and_cert_chain_pem.write_to_path(str(files["cert"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    return files

@@ -13,7 +13,6 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import trustme
 
 from paglets import HostClient
 from tests.hostproc import free_port
@@ -23,17 +22,6 @@ from tests.test_relay import COUNTER, tour, wait_online
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> dict[str, Path]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
-    files = {"cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem", "ca": tmp_path / "ca.pem"}
-    cert.private_key_and_cert_chain_pem.write_to_path(str(files["cert"]))
-    cert.private_key_pem.write_to_path(str(files["key"]))
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    return files
 
 
 def diagnostics(url: str, ca: Path) -> dict[str, Any]:

@@ -15,9 +15,6 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-import pytest
-import trustme
-
 from paglets import HostClient
 from tests.hostproc import HOST_CMD, env_without_key
 
@@ -43,18 +40,6 @@ stats = [connector._SSL_CONTEXT_VERIFIED.cert_store_stats(),
          connector._SSL_CONTEXT_UNVERIFIED.cert_store_stats()]
 print(json.dumps({"count": count, "stats": stats, "env": os.environ["SSL_CERT_FILE"]}))
 """
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> dict[str, Path]:
-    """A private CA's certificate, and a server certificate for 127.0.0.1 and its key."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    files = {"cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem", "ca": tmp_path / "ca.pem"}
-    cert.private_key_and_cert_chain_pem.write_to_path(str(files["cert"]))
-    cert.private_key_pem.write_to_path(str(files["key"]))
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    return files
 
 
 def feed(fifo: Path, data: bytes, until: Callable[[], bool]) -> None:

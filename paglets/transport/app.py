@@ -10,9 +10,8 @@ connection guard the head has arrived, checks the key, checks the identifiers
 in the URL and turns every error into its JSON body (one layer, not four: a
 message's round trip pays for each). Every identifier in a URL (``{agent_id}``,
 ``{message_id}``, ``{transfer_id}``) is checked once, there, before any handler
-sees it; a route whose
-URL holds a name `ROUTE_IDS` does not know stops the host at start, so a route
-added later cannot skip the check.
+sees it; a route whose URL holds a name `ROUTE_IDS` does not know stops the host
+at start, so a route added later cannot skip the check.
 """
 
 from __future__ import annotations
