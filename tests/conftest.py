@@ -152,11 +152,16 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         yield p
 
 
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A private CA (trustme), one per test module."""
+    return trustme.CA()
+
+
 @pytest.fixture
-def pki(tmp_path: Path) -> dict[str, Path]:
-    """A private CA (trustme) as PEM files: its certificate (``ca``), and a server
-    certificate for 127.0.0.1 and localhost (``cert``) with its key (``key``)."""
-    ca = trustme.CA()
+def pki(ca: trustme.CA, tmp_path: Path) -> dict[str, Path]:
+    """The private CA's certificate (``ca``) and a server certificate for 127.0.0.1
+    and localhost (``cert``) with its key (``key``), as PEM files."""
     cert = ca.issue_cert("127.0.0.1", "localhost")
     files = {"cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem", "ca": tmp_path / "ca.pem"}
     cert.private_key_and_cert_chain_pem.write_to_path(str(files["cert"]))

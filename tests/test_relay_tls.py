@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-import trustme
 
 from paglets import AsyncHostClient, ConfigurationError, HostClient, HostConfig, PagletError
 from tests.conftest import wait_for
@@ -23,22 +22,6 @@ if TYPE_CHECKING:
 FAST = {"gossip_interval": 0.1, "offline_after": 1.0, "warm_children": 0}
 KEY = "relay-test-key-0123456789"
 TRAVELER = "examples.travel:Traveler"
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def pki(ca: trustme.CA, tmp_path: Path) -> dict[str, Path]:
-    """A server certificate for 127.0.0.1 and localhost, its key, and the CA, as PEM files."""
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    files = {"cert": tmp_path / "cert.pem", "key": tmp_path / "key.pem", "ca": tmp_path / "ca.pem"}
-    cert.private_key_and_cert_chain_pem.write_to_path(str(files["cert"]))
-    cert.private_key_pem.write_to_path(str(files["key"]))
-    ca.cert_pem.write_to_path(str(files["ca"]))
-    return files
 
 
 async def test_hosts_serve_https_and_gossip_over_it_trusting_a_private_ca(

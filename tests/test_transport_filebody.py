@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 import pytest
-import trustme
 from aiohttp import web
 
 from paglets.transport.filebody import CHUNK, FileBody, GrowingFile
@@ -18,6 +17,8 @@ from paglets.transport.filebody import CHUNK, FileBody, GrowingFile
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
+
+    import trustme
 
 SIZE = 3 * CHUNK + 12345
 
@@ -30,11 +31,6 @@ async def _digest(request: web.Request) -> web.Response:
     return web.json_response(
         {"sha256": digest.hexdigest(), "size": size, "length": request.content_length}
     )
-
-
-@pytest.fixture
-def ca() -> trustme.CA:
-    return trustme.CA()
 
 
 @pytest.fixture(params=["tcp", "tls"])
