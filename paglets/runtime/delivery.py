@@ -64,7 +64,11 @@ class Delivery:
         synchronous retry waits on the first delivery's reply. A message to an
         inactive paglet activates it first, unless ``no_delay``.
         """
-        record, handle = await self._recipient(agent_id, no_delay=no_delay)
+        found = self._recipient_now(agent_id)
+        if found is None:  # inactive: woken first (no coroutine to await on the usual path)
+            await self._supervisor.wake(agent_id, no_delay=no_delay)
+            found = self._supervisor.live(agent_id)
+        record, handle = found
         waiter = self._post(record, handle, kind, args, priority, message_id, sender, mode)
         if waiter is None:
             return None
@@ -177,14 +181,6 @@ class Delivery:
                 return record, handle
         if not self._supervisor.awake(agent_id):
             return None
-        return self._supervisor.live(agent_id)
-
-    async def _recipient(self, agent_id: str, *, no_delay: bool) -> tuple[AgentRecord, ChildHandle]:
-        """The paglet's process to deliver to, woken first if it is inactive."""
-        found = self._recipient_now(agent_id)
-        if found is not None:
-            return found
-        await self._supervisor.wake(agent_id, no_delay=no_delay)
         return self._supervisor.live(agent_id)
 
     def _unwaited_failed(self, agent_id: str, kind: str, exc: PagletError) -> None:
