@@ -38,6 +38,8 @@ from tests.conftest import wait_for
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
+    from paglets.wire.records import SendRequest
+
 PROBE = "pagletstest.testing:Probe"
 KEY = "k-" + "3" * 30
 
@@ -95,6 +97,25 @@ async def test_many_concurrent_sends_share_the_channel_and_each_gets_its_own_rep
         assert replies == [{"n": n} for n in range(300)]
 
 
+def _taken_at_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The kinds of the sends the channel delivers (or refuses) with nothing to await;
+    ``"later:"`` and the kind of one that waits to be delivered."""
+    taken: list[str] = []
+    real = channel_module.deliver_now
+
+    def deliver_now(ctx: Any, agent_id: str, req: SendRequest) -> Any:
+        try:
+            now = real(ctx, agent_id, req)
+        except MailboxFullError:
+            taken.append(f"refused:{req.kind}")
+            raise
+        taken.append(req.kind if now is not None else f"later:{req.kind}")
+        return now
+
+    monkeypatch.setattr(channel_module, "deliver_now", deliver_now)
+    return taken
+
+
 async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
     make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,14 +123,7 @@ async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
     # reply (no task per message): retries by id, a full mailbox and a paglet that
     # dies while a send waits are answered as over HTTP.
     host = await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
-    taken: list[str] = []
-    real = host.supervisor.delivery.send_now
-
-    def send_now(agent_id: str, kind: str, *a: Any, **k: Any) -> Any:
-        taken.append(kind)
-        return real(agent_id, kind, *a, **k)
-
-    monkeypatch.setattr(host.supervisor.delivery, "send_now", send_now)
+    taken = _taken_at_once(monkeypatch)
     async with AsyncHostClient(host.url) as client:
         probe = await client.create(PROBE)
         _no_http_messages(monkeypatch)
@@ -131,6 +145,40 @@ async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
             await dying
     assert taken.count("record") == 4
     assert "sleep" in taken
+    assert "refused:echo" in taken
+
+
+async def test_one_way_and_future_sends_taken_at_once_keep_the_http_guarantees(
+    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One-way and future sends to a running paglet are answered where the channel
+    # reads them, with nothing to await: a retry by id is not handled twice, a
+    # future's reply is kept under its new id, a full mailbox refuses, and an
+    # inactive paglet is woken first, as over HTTP.
+    host = await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
+    taken = _taken_at_once(monkeypatch)
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        _no_http_messages(monkeypatch)
+        once = Message("record", {"tag": "once"}, message_id=uuid.uuid4().hex)
+        for _ in range(3):
+            await probe.send_oneway(once)
+        assert await probe.send("record", {"tag": "next"}) == 2, "the retries were not handled"
+        future = await probe.send_future("record", {"tag": "later"})
+        assert await future.result(timeout=10) == 3
+        sleeping = [asyncio.create_task(probe.send("sleep", {"seconds": 1})) for _ in range(3)]
+        await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 3, 5, "queued")
+        with pytest.raises(MailboxFullError, match="messages waiting"):
+            await probe.send_oneway("echo")
+        with pytest.raises(MailboxFullError, match="messages waiting"):
+            await probe.send_future("echo")
+        assert await asyncio.gather(*sleeping) == ["slept"] * 3
+        await probe.deactivate()
+        await probe.send_oneway("record", {"tag": "woken"})  # wakes it: not at once
+        assert await probe.send("record", {"tag": "after"}) == 5
+    assert taken.count("record") == 6  # three one-ways by id, next, later, after
+    assert taken.count("refused:echo") == 2
+    assert "later:record" in taken  # the one that woke it
 
 
 async def test_one_way_messages_sent_back_to_back_arrive_in_order(host: Host) -> None:

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from enum import StrEnum
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from paglets.core.errors import MailboxFullError, PagletNotFoundError, PagletTimeoutError
 from paglets.core.events import EventKind
@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from paglets.runtime.handle import ChildHandle
     from paglets.runtime.records import AgentRecord
     from paglets.runtime.supervisor import Supervisor
+
+
+Recipient: TypeAlias = "tuple[AgentRecord, ChildHandle]"
+"""A paglet that can take a message now, and its process (`Delivery.running`)."""
 
 
 class SendMode(StrEnum):
@@ -64,12 +68,11 @@ class Delivery:
         synchronous retry waits on the first delivery's reply. A message to an
         inactive paglet activates it first, unless ``no_delay``.
         """
-        found = self._recipient_now(agent_id)
+        found = self.running(agent_id)
         if found is None:  # inactive: woken first (no coroutine to await on the usual path)
             await self._supervisor.wake(agent_id, no_delay=no_delay)
             found = self._supervisor.live(agent_id)
-        record, handle = found
-        waiter = self._post(record, handle, kind, args, priority, message_id, sender, mode)
+        waiter = self.post(found, kind, args, priority, message_id, sender, mode)
         if waiter is None:
             return None
         if timeout is None:
@@ -81,33 +84,9 @@ class Delivery:
                 f"paglet {agent_id} did not reply to {kind!r} within {timeout:g} s"
             ) from None
 
-    def send_now(
+    def post(  # noqa: PLR0917 - a message's fields, as `send` takes them
         self,
-        agent_id: str,
-        kind: str,
-        args: dict[str, Any],
-        *,
-        priority: int = 0,
-        message_id: str | None = None,
-        sender: str | None = None,
-    ) -> asyncio.Future[Any] | None:
-        """A synchronous message without a timeout, delivered at once: the future of its reply.
-
-        ``None`` (nothing done) when the paglet is not running: `send` wakes it
-        first. Otherwise as `send` with ``SYNC``, the same checks, errors and
-        deduplication by ``message_id``, with no task to wait in: a caller that
-        answers many messages (the proxy channel) adds a callback to the future.
-        """
-        found = self._recipient_now(agent_id)
-        if found is None:
-            return None
-        record, handle = found
-        return self._post(record, handle, kind, args, priority, message_id, sender, SendMode.SYNC)
-
-    def _post(  # noqa: PLR0917 - a message's fields, as `send` takes them
-        self,
-        record: AgentRecord,
-        handle: ChildHandle,
+        recipient: Recipient,
         kind: str,
         args: dict[str, Any],
         priority: int,
@@ -115,8 +94,18 @@ class Delivery:
         sender: str | None,
         mode: SendMode,
     ) -> asyncio.Future[Any] | None:
-        """Hand the message to the paglet's process (unless it is a retry of one already
-        handed over): the future a ``SYNC`` sender waits on; ``None`` for the other modes."""
+        """Hand the message to the `running` paglet's process (unless it is a retry of one
+        already handed over): the future a ``SYNC`` sender waits on; ``None`` for the others.
+
+        As `send` does once its paglet runs, with the same checks, errors and
+        deduplication by ``message_id``, and nothing to await: a caller that
+        answers many messages (the proxy channel) adds a callback to the future.
+
+        Raises:
+            MailboxFullError: the paglet's mailbox is full.
+            PagletDeadError: its process is gone.
+        """
+        record, handle = recipient
         record.last_used = time.monotonic()
         agent_id = record.agent_id
         key = (agent_id, message_id) if message_id else None
@@ -167,8 +156,9 @@ class Delivery:
                 f"(limit {limits.max_mailbox_bytes}); retry later"
             )
 
-    def _recipient_now(self, agent_id: str) -> tuple[AgentRecord, ChildHandle] | None:
-        """The paglet's process, if it can take a message now; ``None`` if it must be woken.
+    def running(self, agent_id: str) -> Recipient | None:
+        """The paglet's process, if it can take a message now (`post`); ``None`` if it
+        must be woken first (`send` does), or is not here.
 
         A paglet still starting (it just arrived) has been sent its ``Init``:
         a message goes right behind it, and the child handles it once the

@@ -44,6 +44,7 @@ from paglets.wire.records import (
 )
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable
 
     from aiohttp.typedefs import Handler, Middleware
@@ -268,12 +269,17 @@ async def send_message(request: web.Request) -> web.Response:
 _MODES: Final = {mode.value: mode for mode in SendMode}
 
 
+def _message_id(req: SendRequest, mode: SendMode) -> str | None:
+    """The message's id: the sender's, or a new one for a future (its result's key)."""
+    if req.message_id is None and mode is SendMode.FUTURE:
+        return uuid.uuid4().hex
+    return req.message_id
+
+
 async def deliver(ctx: ApiContext, agent_id: str, req: SendRequest) -> tuple[int, dict[str, Any]]:
     """Deliver a message as ``POST /v1/paglets/{agent_id}/messages`` does: status and body."""
     mode = _MODES[req.mode]  # one of them: SendRequest.parse checked it
-    message_id = req.message_id
-    if message_id is None and mode is SendMode.FUTURE:
-        message_id = uuid.uuid4().hex
+    message_id = _message_id(req, mode)
     reply = await ctx.supervisor.delivery.send(
         agent_id,
         req.kind,
@@ -287,6 +293,35 @@ async def deliver(ctx: ApiContext, agent_id: str, req: SendRequest) -> tuple[int
     )
     if mode is SendMode.SYNC:
         return 200, {"reply": reply}
+    return 202, {"accepted": True, "message_id": message_id}
+
+
+def deliver_now(
+    ctx: ApiContext, agent_id: str, req: SendRequest
+) -> tuple[int, dict[str, Any]] | asyncio.Future[Any] | None:
+    """`deliver`, with nothing to await, when the paglet can take the message now.
+
+    Returns a one-way or future message's status and body; a synchronous one's
+    reply future (answered ``200 {"reply"}`` once it resolves); ``None`` when
+    `deliver` must run instead (the paglet is to be woken, or a synchronous
+    send has a timeout), with nothing done.
+
+    Raises:
+        PagletError: the message is refused, as `deliver` refuses it.
+    """
+    mode = _MODES[req.mode]
+    if mode is SendMode.SYNC and req.timeout is not None:
+        return None
+    delivery = ctx.supervisor.delivery
+    recipient = delivery.running(agent_id)
+    if recipient is None:
+        return None
+    message_id = _message_id(req, mode)
+    waiter = delivery.post(
+        recipient, req.kind, req.args, req.priority, message_id, req.sender, mode
+    )
+    if waiter is not None:
+        return waiter
     return 202, {"accepted": True, "message_id": message_id}
 
 

@@ -46,6 +46,7 @@ from paglets.transport.app import (
     MAX_WAIT,
     ApiContext,
     deliver,
+    deliver_now,
     future_result,
     unexpected_error,
 )
@@ -105,8 +106,9 @@ def _failure(ctx: ApiContext, call: Call, exc: BaseException) -> tuple[int, Any]
     return 500, unexpected_error(exc, what, debug=ctx.debug_errors)
 
 
-def _reply_now(ctx: ApiContext, call: Call) -> asyncio.Future[Any] | None:
-    """The reply's future of a synchronous send its paglet takes at once (no task
+def _now(ctx: ApiContext, call: Call) -> tuple[int, Any] | asyncio.Future[Any] | None:
+    """A send its paglet takes at once, delivered with nothing to await
+    (`deliver_now`): its answer, or a synchronous send's reply future (no task
     waits on it: a callback answers); ``None`` when the call needs `_answer`.
 
     Raises:
@@ -114,17 +116,7 @@ def _reply_now(ctx: ApiContext, call: Call) -> asyncio.Future[Any] | None:
     """
     if call.op != "send":
         return None
-    req = SendRequest.parse(call.body)
-    if req.mode != "sync" or req.timeout is not None:
-        return None
-    return ctx.supervisor.delivery.send_now(
-        call.target,
-        req.kind,
-        req.args,
-        priority=req.priority,
-        message_id=req.message_id,
-        sender=req.sender,
-    )
+    return deliver_now(ctx, call.target, SendRequest.parse(call.body))
 
 
 def _result_args(body: dict[str, Any]) -> tuple[str, float]:
@@ -207,10 +199,10 @@ class _Outbox:
         finally:
             self._writer = None
 
-    async def let_out(self, waiting: int) -> None:
-        """Once ``waiting`` answers wait, yield a turn of the loop so the writer sends
-        them: the client works on them while this host goes on with its frame."""
-        if len(self._items) >= waiting:
+    async def let_out(self) -> None:
+        """Yield a turn of the loop so the writer sends the answers waiting: the
+        client works on them while this host goes on with its frame."""
+        if self._items:
             await asyncio.sleep(0)
 
     async def drained(self) -> None:
@@ -226,9 +218,13 @@ class _Slots:
         self.running = 0
         self._freed: asyncio.Future[None] | None = None
 
+    @property
+    def full(self) -> bool:
+        return self.running >= MAX_INFLIGHT
+
     async def room(self) -> None:
         """Wait until fewer than `MAX_INFLIGHT` run."""
-        while self.running >= MAX_INFLIGHT:
+        while self.full:
             if self._freed is None or self._freed.done():
                 self._freed = asyncio.get_running_loop().create_future()
             await self._freed
@@ -243,8 +239,9 @@ class _Slots:
 class _Calls:
     """The calls of one channel: taken in frame order, answered through its outbox.
 
-    A synchronous send its paglet takes at once is answered by a callback on
-    its reply's future (`_reply_now`): no task per message. Other calls that
+    A send its paglet takes at once is delivered with nothing to await (`_now`):
+    a one-way or future send is answered there, a synchronous one by a callback
+    on its reply's future; no coroutine or task per message. Other calls that
     may wait run as tasks, side by side (`_Slots`); one-way and future sends
     are taken before the next call is read (`in_order`).
     """
@@ -253,26 +250,38 @@ class _Calls:
         self._ctx, self._services, self._outbox = ctx, services, outbox
         self._slots = _Slots()
 
-    async def take(self, call: Call, running: set[asyncio.Task[None]]) -> None:
-        """Start ``call`` (a task it runs as goes into ``running``), or answer it."""
+    def take_now(self, call: Call, running: set[asyncio.Task[None]]) -> bool:
+        """Start ``call`` (a task it runs as goes into ``running``), or answer it, with
+        nothing to await; ``False`` (nothing done) when `take` must: no room, or a
+        one-way or future send that waits to be delivered."""
+        if self._slots.full:
+            return False
         ctx, outbox = self._ctx, self._outbox
-        await self._slots.room()
-        if _in_order(call):
-            outbox.put(Answer(call.id, *await _answer(ctx, self._services, call)))
-            await outbox.let_out(ANSWER_CHUNK)
-            return
         try:
-            waiting = _reply_now(ctx, call)
+            now = _now(ctx, call)
         except Exception as exc:  # noqa: BLE001 - every error is an answer
             outbox.put(Answer(call.id, *_failure(ctx, call, exc)))
-            return
+            return True
+        if isinstance(now, tuple):
+            outbox.put(Answer(call.id, *now))
+            return True
+        if now is None and _in_order(call):
+            return False
         self._slots.running += 1
-        if waiting is not None:
-            waiting.add_done_callback(partial(self._replied, call))
-            return
+        if now is not None:
+            now.add_done_callback(partial(self._replied, call))
+            return True
         task = asyncio.create_task(self._reply(call))
         running.add(task)
         task.add_done_callback(running.discard)
+        return True
+
+    async def take(self, call: Call, running: set[asyncio.Task[None]]) -> None:
+        """`take_now`, after waiting for room; a one-way or future send is answered
+        once delivered (so it is taken before the calls after it)."""
+        await self._slots.room()
+        if not self.take_now(call, running):
+            self._outbox.put(Answer(call.id, *await _answer(self._ctx, self._services, call)))
 
     async def _reply(self, call: Call) -> None:
         try:
@@ -326,8 +335,11 @@ async def serve_channel(request: web.Request) -> web.WebSocketResponse:
                     error = ErrorBody(type(exc).__name__, exc.message).to_dict()
                     outbox.put(Answer(call_id, exc.http_status, {"error": error}))
                     continue
-                await calls.take(call, running)
-            await outbox.let_out(1)  # the answers of this frame go before the next is read
+                if not calls.take_now(call, running):
+                    await calls.take(call, running)
+                if outbox.backlog >= ANSWER_CHUNK:
+                    await outbox.let_out()
+            await outbox.let_out()  # the answers of this frame go before the next is read
     finally:
         # Calls still running go on, as an HTTP request's handler does when its
         # client leaves: a message taken is handled, and a retry with its id
