@@ -28,8 +28,9 @@ from paglets.runtime import dataclasscode
 
 # This module is the daemon's entry point: the dataclasses its imports below make
 # (the options' records, the config, the launch file's model) take their methods'
-# code from the cache too, not only those of paglets.host (about 70 more compiles).
-dataclasscode.install()
+# code from the cache too, not only those of paglets.host (about 70 more compiles);
+# and so do the attrs classes aiohttp makes as it is imported (about 30).
+dataclasscode.install(attrs=True)
 
 import click  # noqa: E402
 
