@@ -147,6 +147,7 @@ class AsyncHostClient:
         self._channel: Channel | None = None
         self._no_channel = False  # the host offers none: HTTP only
         self._channel_lock: asyncio.Lock | None = None
+        self._channel_opening: asyncio.Task[Channel | None] | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncHostClient {self.url}>"
@@ -190,6 +191,11 @@ class AsyncHostClient:
         if not self._owner:
             return
         for client in list(self._pool.siblings.values()):
+            opening, client._channel_opening = client._channel_opening, None  # noqa: SLF001
+            if opening is not None and not opening.done():
+                opening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opening
             channel, client._channel = client._channel, None  # noqa: SLF001 - ours
             if channel is not None:
                 await channel.close()
@@ -268,6 +274,24 @@ class AsyncHostClient:
                 return None  # the HTTP request says what is wrong
             self._no_channel = self._channel is None
             return self._channel
+
+    def _open_channel_beside(self) -> None:
+        """Start opening the channel, if it is to be opened, without waiting for it.
+
+        `create` does, so that the new paglet's first message finds it open: its
+        handshake runs while the host starts the paglet, not after.
+        """
+        if (
+            self._channel is not None
+            or not self._use_channel
+            or self._no_channel
+            or self._channel_opening is not None
+        ):
+            return
+        opening = asyncio.get_running_loop().create_task(self._open_channel())
+        # what went wrong, the first message finds out again (and its HTTP request says)
+        opening.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._channel_opening = opening
 
     async def call_paglet(
         self, op: str, agent_id: str, body: dict[str, Any], timeout: float | None
@@ -415,6 +439,7 @@ class AsyncHostClient:
         body = {"class_path": path, "state": state, "agent_id": agent_id}
         if restart_policy is not None:
             body["restart_policy"] = restart_policy.to_dict()
+        self._open_channel_beside()  # a paglet made is sent messages: the first finds it open
         try:
             answer = await self.request("POST", f"{API_PREFIX}/paglets", body)
         except CodeNotFoundError:
