@@ -595,7 +595,7 @@ def command(  # click passes options by keyword
     zygote = _launch_zygote(config)
     from paglets.transport.cacerts import import_aiohttp  # noqa: PLC0415 - not for --help
 
-    import_aiohttp()  # its CA certificates load on a thread, beside the imports and start below
+    import_aiohttp()  # its CA certificates load when a TLS connection of the host's needs them
     from paglets.persistence.store import StoreOpening  # noqa: PLC0415 - not for --help
 
     # the journal opens (a new one: its schema, its flushes) on its thread, beside them too

@@ -36,6 +36,7 @@ from paglets.core.ids import IdKind, check_id
 from paglets.core.message import Message
 from paglets.core.state import PagletState
 from paglets.transport.apikey import load_api_key
+from paglets.transport.cacerts import connector
 from paglets.transport.channel_client import Channel, ChannelLost
 from paglets.transport.tls import env_ca_context
 from paglets.wire.mesh import HostRecord
@@ -209,9 +210,9 @@ class AsyncHostClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._pool.session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+            tcp = connector(self._ssl if self._ssl is not None else True)
             self._pool.session = aiohttp.ClientSession(
-                headers=self._headers, timeout=self._timeout, connector=connector
+                headers=self._headers, timeout=self._timeout, connector=tcp
             )
         return self._pool.session
 
