@@ -13,7 +13,6 @@ import pytest
 
 from paglets import AsyncHostClient, AsyncPagletProxy, HostError, PagletCrashedError
 from paglets.runtime.spawner import WarmPool, ZygoteSpawner
-from tests.conftest import wait_for
 
 
 @pytest.mark.parametrize(
@@ -152,31 +151,3 @@ async def test_a_zygote_launched_but_never_started_is_stopped_by_close():
     proc = psutil.Process(zygote._proc.pid)
     await zygote.close()
     assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
-
-
-PRIMER = "paglets.runtime.primer"
-PROBE = "pagletstest.modules:ModuleProbe"
-
-
-async def _probe_from_the_pool(client: AsyncHostClient, pool: WarmPool) -> list[str]:
-    """Create a `ModuleProbe` once the pool is full; which of the primer and it its
-    process had loaded."""
-    await wait_for(lambda: pool.ready == pool.size, what="the warm pool refilled")
-    proxy = await client.create(PROBE)
-    answer = await proxy.send("loaded", {"names": [PRIMER, "pagletstest.modules"]})
-    await proxy.dispose()
-    return answer["modules"]
-
-
-async def test_pool_children_prime_a_first_module_import_until_the_zygote_warmed_one(make_host):
-    host = await make_host(spawner="zygote", warm_children=1)
-    pool = host.supervisor.spawner
-    assert isinstance(pool, WarmPool)
-    async with AsyncHostClient(host.url) as client:
-        # forked before the zygote had any paglet module: it imported the primer
-        # while it waited, and then its paglet's module, which works as ever
-        assert await _probe_from_the_pool(client, pool) == [PRIMER, "pagletstest.modules"]
-        # the zygote warmed that module once the paglet was ready: the children it
-        # forks from then on have it, and prime nothing (a refill may have raced it)
-        later = [await _probe_from_the_pool(client, pool) for _ in range(3)]
-        assert ["pagletstest.modules"] in later, later

@@ -15,19 +15,13 @@ waiting in the host's warm pool, reads the zygote's sample envelope once, and
 passes one record of each kind a paglet's first moments use (``Init``,
 ``Ready``, a message, a reply, a call) through the frame codec, so that the
 pages an arriving paglet's unpacking and first exchanges write are mostly
-copied before the paglet is there. While the zygote has no paglet module
-loaded (`warm_module` never ran in it: the first creates after a host's start,
-whose children were forked before it warmed one), it also imports
-`paglets.runtime.primer`, so that the import of the first paglet's module
-writes to pages mostly copied already: about 1 ms of it in a forked child
-instead of 3.
+copied before the paglet is there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
-import importlib
 import json
 import os
 import tempfile
@@ -53,13 +47,6 @@ __all__ = ["freeze_heap", "freeze_imports", "prime_child", "warm_module", "warm_
 
 # The sample envelope, in memory (a memfd) that forked children inherit.
 _sample_fd: int | None = None
-
-# How many paglet modules `warm_module` warmed in this process (the zygote's count,
-# inherited by its children): none, and a pool child primes the import of one.
-_modules_warmed = 0
-
-PRIMER = "paglets.runtime.primer"
-"""The module a pool child imports to prime a first paglet module's import."""
 
 
 @dataclass
@@ -132,8 +119,6 @@ def prime_child(*, read: bool = True) -> None:
         for blob in blobs:
             blob.release()
         _prime_records()
-        if not _modules_warmed:
-            warm_module(importlib.import_module(PRIMER), count=False)
     finally:
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -156,14 +141,8 @@ def _prime_records() -> None:
                 ipc.decode(frame)
 
 
-def warm_module(module: ModuleType, *, count: bool = True) -> None:
-    """Resolve the state types of every paglet class ``module`` defines.
-
-    Counted (unless ``count`` is false): children forked after it prime no import.
-    """
-    global _modules_warmed  # noqa: PLW0603 - see its comment
-    if count:
-        _modules_warmed += 1
+def warm_module(module: ModuleType) -> None:
+    """Resolve the state types of every paglet class ``module`` defines."""
     for value in list(vars(module).values()):
         if (
             isinstance(value, type)
