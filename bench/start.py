@@ -30,9 +30,9 @@ launch file, the start of its services, the bind) and what the bare server does
 after its import. In a real start the zygote boots beside the host's imports
 (``paglets-host`` launches it first): on a busy machine it takes CPU from them,
 and row (h) holds that too, as the imports alone are timed without it.
-The host loads aiohttp's CA certificates on a thread beside its imports
-(`paglets.transport.cacerts`), which the bare server loads on its only one:
-row (g) can be below zero.
+The host loads aiohttp's CA certificates only when a TLS connection of its own
+needs them (`paglets.transport.cacerts`; none here), which the bare server loads
+as it imports aiohttp: row (g) can be below zero.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ IMPORTS = {  # what each start imports before it serves, as the phase rows time 
     "python": "",
     "aiohttp": "from aiohttp import web",
     # paglets-host's own, as it imports them: paglets.cli.host (which installs the dataclass
-    # code cache first), then, the collector off, aiohttp with its CA certificates loading
-    # on a thread (paglets.transport.cacerts) and the host's modules after its options
+    # code cache first), then, the collector off, aiohttp without its CA certificates
+    # (paglets.transport.cacerts: loaded at a first TLS connection) and the host's modules
     "host": "import gc, paglets.cli.host\n"
     "gc.disable()\n"
     "from paglets.transport.cacerts import import_aiohttp\n"

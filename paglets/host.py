@@ -48,7 +48,6 @@ from paglets.runtime.watchdog import watch
 from paglets.services.compute.hooks import ComputeHooks
 from paglets.services.registry import ServiceRegistry
 from paglets.transport.app import ApiContext, build_app
-from paglets.transport.cacerts import certificates_loaded
 from paglets.transport.guard import ConnectionGuard, ConnectionLimits, GuardedSite
 from paglets.transport.serverlog import server_logger
 from paglets.userinfo.routes import UserInfoService
@@ -265,7 +264,6 @@ class Host:
             )
             try:
                 await runner.setup()
-                await certificates_loaded()  # before any outgoing connection (cacerts)
                 await self._bind(runner, guard)
                 for url in self._local_urls():
                     register_local_host(url)

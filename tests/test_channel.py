@@ -425,3 +425,21 @@ async def test_one_way_and_future_messages_that_fail_are_logged_once_each(host: 
 
 async def _two(failed: Callable[[], Awaitable[list[str]]]) -> bool:
     return len(await failed()) >= 2
+
+
+async def test_create_opens_the_channel_beside_it_for_the_first_message(
+    host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with AsyncHostClient(host.url) as client:
+        probe = await client.create(PROBE)
+        # no message sent yet: the channel opened while the host started the paglet
+        await wait_for(lambda: client._channel is not None, what="the channel opened")
+        _no_http_messages(monkeypatch)
+        assert await probe.send("echo", {"a": 1}) == {"a": 1}
+        await client.create(PROBE)
+        assert len(_open(host)) == 1, "still one channel for all"
+    async with AsyncHostClient(host.url) as client:
+        await client.create(PROBE)  # and closed at once, its channel maybe half open
+    async with AsyncHostClient(host.url, channel=False) as client:
+        await client.create(PROBE)
+        assert client._channel_opening is None, "a client told to use HTTP opens none"

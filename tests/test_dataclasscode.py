@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from typing import TYPE_CHECKING
@@ -116,3 +117,64 @@ def test_a_file_others_may_write_or_a_bad_one_is_not_read(tmp_path: Path) -> Non
     assert _make(cache)["compiled"] != 0, "a cut file is ignored"
     cache.write_bytes(b"not a cache at all")
     assert _make(cache)["compiled"] != 0
+
+
+# A process that installs the cache with attrs' at argv[1], makes attrs classes as
+# aiohttp does, uses them, saves the cache and says what it saw.
+ATTRS_CLASSES = """
+import json, sys
+from pathlib import Path
+from paglets.runtime import dataclasscode
+
+assert dataclasscode.install(Path(sys.argv[1]), attrs=True)
+import attr
+
+@attr.s(auto_attribs=True, frozen=True, slots=True)
+class Frozen:
+    host: str
+    port: int = 80
+
+@attr.s(auto_attribs=True, frozen=True, cache_hash=True)
+class Cached:
+    name: str
+
+f = Frozen("a")
+try:
+    f.port = 1
+    frozen = False
+except attr.exceptions.FrozenInstanceError:
+    frozen = True
+salt = hash("<attrs generated hash __main__.Frozen>")  # attrs' own, this process's
+seen = {
+    "compiled": dataclasscode.compiled(),
+    "repr": repr(f),
+    "equal": f == Frozen("a") and f != Frozen("a", 81),
+    "salted": hash(f) == hash((salt, "a", 80)),
+    "cached": hash(Cached("x")) == hash(Cached("x")),
+    "frozen": frozen,
+    "saved": dataclasscode.save(force=True),
+}
+print(json.dumps(seen))
+"""
+
+
+def test_attrs_classes_come_from_the_cache_with_this_processs_hash_salt(tmp_path: Path) -> None:
+    cache = tmp_path / "cache" / "dataclasses.bin"
+    seen = []
+    for seed in ("1", "2"):  # string hashes differ: so do attrs' salts
+        done = subprocess.run(
+            [sys.executable, "-c", ATTRS_CLASSES, str(cache)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        assert done.returncode == 0, done.stderr
+        seen.append(json.loads(done.stdout))
+    first, second = seen
+    assert first["compiled"] != 0, "an empty cache compiles every method"
+    assert second["compiled"] == 0, "every method came from the cache, salt and all"
+    for one in seen:
+        assert one["repr"] == "Frozen(host='a', port=80)"
+        assert (one["equal"], one["salted"], one["cached"], one["frozen"]) == (True,) * 4

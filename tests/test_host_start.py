@@ -58,6 +58,7 @@ import asyncio, gc, json, sys
 
 from paglets.cli import host as cli
 from paglets.runtime import dataclasscode
+from paglets.transport import cacerts
 
 stay = float(sys.argv[1])
 
@@ -72,6 +73,7 @@ def ready(path, host):
         "outside_cache": outside,
         "collections": [n - m for n, m in zip(collections(), before)],
         "collecting": gc.isenabled(),
+        "ca_loading": cacerts._loading is not None,
     }
     print(json.dumps(seen), flush=True)
     asyncio.get_running_loop().call_later(stay, host.request_stop)
@@ -108,9 +110,11 @@ def _daemon(
 
 
 def test_a_ready_host_has_not_imported_what_can_wait(tmp_path: Path) -> None:
-    modules = set(_daemon(tmp_path)["modules"])
+    seen = _daemon(tmp_path)
+    modules = set(seen["modules"])
     assert {"paglets.host", "paglets.services.compute.hooks"} <= modules, "it started"
     assert sorted(modules.intersection(DEFERRED)) == []
+    assert seen["ca_loading"] is False, "no TLS connection: no CA certificates loaded"
 
 
 @pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="dataclasscode: Python 3.11 only")

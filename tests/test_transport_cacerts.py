@@ -1,4 +1,4 @@
-"""A host starts while its CA certificates load on a thread (`paglets.transport.cacerts`).
+"""A host loads its CA certificates when a TLS connection needs them (`paglets.transport.cacerts`).
 
 The CA file is a named pipe here: whoever opens it to read waits until the test
 writes it, which shows who reads it and when.
@@ -27,14 +27,15 @@ if TYPE_CHECKING:
 KEY = "cacerts-test-key-0123456789"
 TIMEOUT = 60.0
 
-# imports aiohttp as paglets-host does, says so, then waits for the certificates
+# imports aiohttp as paglets-host does, says so, then loads the certificates
 IMPORT = """
 import json, os, ssl
 from paglets.transport import cacerts
 
-cacerts.import_aiohttp()
+assert cacerts.import_aiohttp()
+assert cacerts._loading is None, "nothing loads them until asked"
 print("imported", flush=True)
-count = cacerts.import_aiohttp().result()
+count = cacerts.start_loading().result()
 from aiohttp import connector
 stats = [connector._SSL_CONTEXT_VERIFIED.cert_store_stats(),
          connector._SSL_CONTEXT_UNVERIFIED.cert_store_stats()]

@@ -28,8 +28,9 @@ from paglets.runtime import dataclasscode
 
 # This module is the daemon's entry point: the dataclasses its imports below make
 # (the options' records, the config, the launch file's model) take their methods'
-# code from the cache too, not only those of paglets.host (about 70 more compiles).
-dataclasscode.install()
+# code from the cache too, not only those of paglets.host (about 70 more compiles);
+# and so do the attrs classes aiohttp makes as it is imported (about 30).
+dataclasscode.install(attrs=True)
 
 import click  # noqa: E402
 
@@ -594,7 +595,7 @@ def command(  # click passes options by keyword
     zygote = _launch_zygote(config)
     from paglets.transport.cacerts import import_aiohttp  # noqa: PLC0415 - not for --help
 
-    import_aiohttp()  # its CA certificates load on a thread, beside the imports and start below
+    import_aiohttp()  # its CA certificates load when a TLS connection of the host's needs them
     from paglets.persistence.store import StoreOpening  # noqa: PLC0415 - not for --help
 
     # the journal opens (a new one: its schema, its flushes) on its thread, beside them too

@@ -43,6 +43,7 @@ from paglets.core.errors import (
 from paglets.mesh.hello import HELLO_PATH, Hello, HelloReply, hello_key, is_proven, new_nonce
 from paglets.mesh.peers import MAX_HOSTS
 from paglets.transport.body import read_stream
+from paglets.transport.cacerts import connector
 from paglets.wire import strict_json
 from paglets.wire.mesh import HostRecord
 from paglets.wire.records import API_PREFIX
@@ -159,9 +160,7 @@ class Gossiper:
         return f"<Gossiper {self.table.me.name} rounds={self.rounds} every {self.interval:g} s>"
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(
-            timeout=self._timeout, connector=aiohttp.TCPConnector(ssl=self._ssl)
-        )
+        self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector(self._ssl))
         return self
 
     async def __aexit__(

@@ -40,6 +40,7 @@ import aiohttp
 from paglets.core.errors import HostError, PagletError, ProtocolError
 from paglets.mesh.memorypipe import MemoryConnector
 from paglets.mesh.relayhub import POLL_HOLD
+from paglets.transport.cacerts import connector
 from paglets.transport.channel import answer_call, encoded_answer, in_order
 from paglets.transport.filebody import CHUNK
 from paglets.wire import strict_json
@@ -204,7 +205,7 @@ class RelayClient:
         """Start keeping the session (in the background)."""
         self._http = aiohttp.ClientSession(
             headers=self._headers,
-            connector=aiohttp.TCPConnector(ssl=self._ssl),
+            connector=connector(self._ssl),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
         )
         self._task = asyncio.create_task(self._run(), name=f"relay-{self.config.name}")

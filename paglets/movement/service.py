@@ -36,6 +36,7 @@ from paglets.movement.source import LOCAL_RECEIVERS, Sender, discard_envelope
 from paglets.movement.target import Receiver
 from paglets.persistence.records import TransferPhase, TransferRole
 from paglets.persistence.store import AsyncStore, StoreOpening
+from paglets.transport.cacerts import connector
 from paglets.transport.filebody import GrowingFile
 from paglets.wire.envelope import INLINE_MAX, EnvelopeHeader, envelope_size, peek_header
 from paglets.wire.envelope_read import EnvelopeReader, check_small
@@ -148,7 +149,7 @@ class TransferService:
         await self.events.attach(self._store)
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10.0),
-            connector=aiohttp.TCPConnector(ssl=self.config.client_ssl()),
+            connector=connector(self.config.client_ssl()),
         )
         try:
             yield

@@ -17,6 +17,17 @@ used once there are more than `MAX_ENTRIES`: stale ones are dropped).
 text it builds the same way, and does nothing on any other version (3.13
 compiles a class's methods in one go and has no such function).
 
+With ``attrs=True`` it also stands in for the compile of the methods `attrs`
+writes for its classes (``attr._make._compile_and_eval``, one compile a method
+too): aiohttp makes about thirty such classes as it is imported, 8 to 30 ms of
+a host's start on this kind of machine. Their entries are keyed by the file
+name attrs gives the code and its text, compiled with the future flags of
+attrs' module as there; an attrs whose function differs is left as it is. The
+one thing in that text that changes from process to process is the salt of a
+``__hash__`` (a string's hash, randomized per process): it is keyed as a fixed
+stand-in, and the cached code gets this process's salt back in place of it
+(the same code as a compile would make, but for the columns of that number).
+
 The file holds code, as a ``.pyc`` does: it is read only if it is this user's,
 in a directory of this user's, and written by nobody else (mode 0600 in a 0700
 directory); anything else about it (another Python's, unreadable, too large)
@@ -26,19 +37,25 @@ a host fills it once it is ready, unless told not to write bytecode
 """
 
 from __future__ import annotations
+import __future__
 
 import contextlib
 import dataclasses
 import importlib
 import importlib.util
+import inspect
 import logging
 import marshal
 import os
+import re
 import stat
 import sys
 import types
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +76,15 @@ the cache with."""
 
 _HEADER: Final = b"paglets-dataclass-code\n" + importlib.util.MAGIC_NUMBER
 
+_ATTRS_PARAMETERS: Final = ("script", "globs", "locs", "filename")
+"""``attr._make._compile_and_eval``'s, as `install` stands in for it (attrs 22 to 26)."""
+
+_ATTRS_SALT: Final = re.compile(r"hash\(\(\n[ ]+(-?[0-9]+),\n")
+"""Where an attrs ``__hash__`` has its per-process salt (``attr._make._make_hash_script``)."""
+
+_SALT_STAND_IN: Final = 0x5A175A175A175A17
+"""The salt an attrs ``__hash__`` is keyed and cached with."""
+
 
 class _Cache:
     """The loaded entries, the ones used since, and the compile they stand in for."""
@@ -69,11 +95,13 @@ class _Cache:
         self.used: dict[str, Any] = {}
         self.compiled = 0
         self.original = original
+        self.attrs_original: Any = None  # attrs' compile, once stood in for
 
-    def code(self, text: str) -> Any:
+    def code(self, text: str, make: Callable[[], Any] | None = None) -> Any:
+        """The code for ``text``: from the cache, else ``make()`` (a compile of it)."""
         found = self.used.get(text) or self.entries.get(text)
         if found is None:
-            found = compile(text, "<string>", "exec", dont_inherit=True)
+            found = make() if make else compile(text, "<string>", "exec", dont_inherit=True)
             self.compiled += 1
         self.used[text] = found
         return found
@@ -90,23 +118,80 @@ def default_path() -> Path:
     return Path(platformdirs.user_cache_dir("paglets")) / f"dataclasses.{tag}.bin"
 
 
-def install(path: Path | None = None) -> bool:
+def install(path: Path | None = None, *, attrs: bool = False) -> bool:
     """Serve dataclass method code from the cache at ``path`` from now on; whether it does.
 
-    Idempotent. Does nothing on another Python than 3.11 (see the module docstring).
+    With ``attrs``, the code of `attrs` classes' methods too (it imports attrs,
+    which aiohttp imports anyway). Idempotent. Does nothing on another Python
+    than 3.11 (see the module docstring).
     """
     global _cache  # noqa: PLW0603 - one per process, as the dataclasses module
     original = getattr(dataclasses, "_create_fn", None)
     if (
-        _cache is not None
-        or getattr(original, "__module__", None) != "dataclasses"  # absent, or another's
-        or sys.version_info[:2] != (3, 11)
+        _cache is None
+        and getattr(original, "__module__", None) == "dataclasses"  # not absent, not another's
+        and sys.version_info[:2] == (3, 11)
     ):
-        return _cache is not None
-    path = path or default_path()
-    _cache = _Cache(path, _read(path), original)
-    dataclasses._create_fn = _create_fn  # type: ignore[attr-defined]  # noqa: SLF001
-    return True
+        path = path or default_path()
+        _cache = _Cache(path, _read(path), original)
+        dataclasses._create_fn = _create_fn  # type: ignore[attr-defined]  # noqa: SLF001
+    if attrs and _cache is not None and _cache.attrs_original is None:
+        _install_attrs(_cache)
+    return _cache is not None
+
+
+def _install_attrs(cache: _Cache) -> None:
+    """Stand in for attrs' compile of its classes' methods, if it is the one we know."""
+    try:
+        from attr import _make  # noqa: PLC0415 - only a daemon that imports aiohttp
+    except ImportError:
+        return
+    original = getattr(_make, "_compile_and_eval", None)
+    try:
+        parameters = tuple(inspect.signature(original).parameters)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return
+    if getattr(original, "__module__", None) != _make.__name__ or parameters != _ATTRS_PARAMETERS:
+        return
+    # compiled as attrs' own compile() does: with the future features of its module
+    flags = 0
+    for value in vars(_make).values():
+        if isinstance(value, __future__._Feature):  # noqa: SLF001 - what compile() inherits
+            flags |= value.compiler_flag
+
+    def compile_and_eval(
+        script: str,
+        globs: dict[str, Any] | None,
+        locs: Any = None,
+        filename: str = "",
+    ) -> None:
+        salts = set(_ATTRS_SALT.findall(script))
+        salt = int(salts.pop()) if len(salts) == 1 else None
+        text = script
+        if salt is not None:
+            text = script.replace(f" {salt},\n", f" {_SALT_STAND_IN},\n")
+
+        def make() -> Any:
+            return compile(text, filename, "exec", flags=flags, dont_inherit=True)
+
+        code = cache.code(f"attrs {filename}\n{text}", make)
+        if salt is not None:
+            code = _with_constant(code, _SALT_STAND_IN, salt)
+        eval(code, globs, locs)  # noqa: S307 - attrs' own code, as it runs it
+
+    cache.attrs_original = original
+    _make._compile_and_eval = compile_and_eval  # noqa: SLF001
+
+
+def _with_constant(code: types.CodeType, old: int, new: int) -> types.CodeType:
+    """``code`` with the integer constant ``old`` made ``new``, in it and the code it holds."""
+    consts = tuple(
+        _with_constant(c, old, new)
+        if isinstance(c, types.CodeType)
+        else (new if type(c) is int and c == old else c)
+        for c in code.co_consts
+    )
+    return code.replace(co_consts=consts)
 
 
 def uninstall() -> None:
@@ -117,11 +202,15 @@ def uninstall() -> None:
     global _cache  # noqa: PLW0603 - see install
     if _cache is not None:
         dataclasses._create_fn = _cache.original  # type: ignore[attr-defined]  # noqa: SLF001
+        if _cache.attrs_original is not None:
+            from attr import _make  # noqa: PLC0415 - imported by install
+
+            _make._compile_and_eval = _cache.attrs_original  # noqa: SLF001
         _cache = None
 
 
 def compiled() -> int:
-    """How many method sources this process compiled (missed the cache)."""
+    """How many method sources this process compiled (missed the cache), attrs' too."""
     return 0 if _cache is None else _cache.compiled
 
 
@@ -217,7 +306,7 @@ def main() -> None:
     """``python -m paglets.runtime.dataclasscode``: fill the cache with a daemon's classes."""
     # the module, not this ``__main__`` copy of it: paglets.cli.host installs that one
     module = importlib.import_module("paglets.runtime.dataclasscode")
-    module.install()
+    module.install(attrs=True)
     for name in DAEMON_MODULES:
         importlib.import_module(name)
     with contextlib.suppress(Exception):

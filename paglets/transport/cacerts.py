@@ -1,10 +1,11 @@
-"""Import aiohttp with its CA certificates loaded on a thread, beside a host's start.
+"""Import aiohttp without its CA certificates; load them when a TLS connection needs them.
 
 ::
 
-    loading = import_aiohttp()        # at once: aiohttp's import without the CA bundle
-    ...                               # the rest of the start, on this thread
-    await certificates_loaded()       # before the first outgoing connection
+    import_aiohttp()                  # at once: aiohttp's import without the CA bundle
+    ...                               # the host starts and serves
+    session = aiohttp.ClientSession(connector=connector(ssl=True))
+    await session.get("https://...")  # the first TLS connection loads them, then connects
 
 aiohttp makes its two default client TLS contexts (`aiohttp.connector`) as it is
 imported, and each loads the system's CA bundle on the importing thread with the
@@ -13,47 +14,62 @@ GIL held: on a small machine 60-90 ms, about 40 % of a host's start before ready
 
 `import_aiohttp` imports it with OpenSSL's default CA file hidden (its
 environment variable pointed at an empty file for the import only), so the
-contexts are made empty in 2 ms; then a thread loads that same file into the
-context that verifies (``ssl=True``, the default) with
-`ssl.SSLContext.load_verify_locations`, which parses it without the GIL, while
-the host imports and starts. That context ends as aiohttp's import would have
-made it: the same certificates, the same directory of hashed certificates
-looked up on demand. The other (``ssl=False``) verifies nothing and is left
-without them (half the work saved). `certificates_loaded` returns once the
-thread is done; ``paglets-host`` awaits it before it binds (before any outgoing
-connection: joins, relay sessions, moves).
+contexts are made empty in 2 ms. The certificates are loaded only when a
+connection is to use them: the first TLS connection made through a
+`connector` (every client session of a host's own: gossip, moves, calls to
+other hosts, the relay session) awaits `certificates_loaded`, which loads that
+same file, on a thread (`ssl.SSLContext.load_verify_locations` parses it
+without the GIL), into the context that verifies (``ssl=True``, the default).
+That context ends as aiohttp's import would have made it: the same
+certificates, the same directory of hashed certificates looked up on demand.
+The other (``ssl=False``) verifies nothing and is left without them. A host
+that makes no TLS connection (a loopback host, a mesh over HTTP) never loads
+them: about 240 M instructions, on a thread beside its start before, that no
+longer take a core from it.
 
 A process that imported aiohttp already (an in-process `Host`, a script) is
-left as it is.
+left as it is, and its connectors wait for nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import logging
 import os
 import ssl
 import sys
 import threading
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["certificates_loaded", "import_aiohttp"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["certificates_loaded", "connector", "import_aiohttp"]
 
 log = logging.getLogger(__name__)
 
-_loading: concurrent.futures.Future[int] | None = None
+EXIT_WAIT = 10.0
+"""Seconds a process exiting waits, at most, for a loading under way to end."""
+
+_deferred: tuple[list[ssl.SSLContext], str] | None = None  # what import_aiohttp left to load
+_loading: concurrent.futures.Future[int] | None = None  # their loading, once started
+_start_lock = threading.Lock()
+_connector_class: type[aiohttp.TCPConnector] | None = None
 
 
-def import_aiohttp() -> concurrent.futures.Future[int] | None:
-    """Import aiohttp, its client contexts' CA certificates loading on a thread.
+def import_aiohttp() -> bool:
+    """Import aiohttp with its client contexts' CA certificates left for later.
 
     Returns:
-        The loading (its result: how many contexts it filled), or ``None`` when
-        aiohttp was imported already and nothing was deferred.
+        Whether they were left for later: ``False`` when aiohttp was imported
+        already (its contexts are as its import made them).
     """
-    global _loading  # noqa: PLW0603 - one aiohttp per process
+    global _deferred  # noqa: PLW0603 - one aiohttp per process
     if "aiohttp" in sys.modules:
-        return _loading
+        return _deferred is not None
     paths = ssl.get_default_verify_paths()
     variable = paths.openssl_cafile_env
     previous = os.environ.get(variable)
@@ -61,7 +77,7 @@ def import_aiohttp() -> concurrent.futures.Future[int] | None:
     cafile = paths.openssl_cafile if previous is None else previous
     os.environ[variable] = os.devnull
     try:
-        from aiohttp import connector  # noqa: PLC0415 - the point of this module
+        from aiohttp import connector as module  # noqa: PLC0415 - the point of this module
     finally:
         if previous is None:
             del os.environ[variable]
@@ -69,14 +85,33 @@ def import_aiohttp() -> concurrent.futures.Future[int] | None:
             os.environ[variable] = previous
     contexts = [  # a context that verifies nothing needs no certificates
         value
-        for value in vars(connector).values()
+        for value in vars(module).values()
         if isinstance(value, ssl.SSLContext) and value.verify_mode != ssl.CERT_NONE
     ]
-    _loading = concurrent.futures.Future()
-    threading.Thread(
-        target=_load, args=(_loading, contexts, cafile), name="paglets-cacerts", daemon=True
-    ).start()
-    return _loading
+    _deferred = (contexts, cafile)
+    return True
+
+
+def start_loading() -> concurrent.futures.Future[int] | None:
+    """Start loading the certificates `import_aiohttp` left (once); the loading.
+
+    Its result is how many contexts it filled; ``None`` when nothing was left.
+    """
+    global _loading  # noqa: PLW0603 - see _deferred
+    with _start_lock:
+        if _loading is None and _deferred is not None:
+            _loading = concurrent.futures.Future()
+            threading.Thread(
+                target=_load, args=(_loading, *_deferred), name="paglets-cacerts", daemon=True
+            ).start()
+            atexit.register(_finish, _loading)
+        return _loading
+
+
+def _finish(loading: concurrent.futures.Future[int]) -> None:
+    """At exit: let a loading under way end (an interpreter that finalizes under it crashes)."""
+    with contextlib.suppress(Exception):
+        loading.result(EXIT_WAIT)
 
 
 def _load(
@@ -97,7 +132,42 @@ def _load(
 
 
 async def certificates_loaded() -> None:
-    """Return once the certificates `import_aiohttp` deferred are in aiohttp's contexts."""
-    if _loading is not None and not _loading.done():
+    """Return once the certificates `import_aiohttp` left are in aiohttp's contexts.
+
+    Starts loading them if nothing did yet; returns at once if none were left.
+    """
+    loading = start_loading()
+    if loading is not None and not loading.done():
         log.debug("waiting for the CA certificates of the default client contexts")
-        await asyncio.wrap_future(_loading)
+        await asyncio.wrap_future(loading)
+
+
+def connector(tls: ssl.SSLContext | bool) -> aiohttp.TCPConnector:
+    """An `aiohttp.TCPConnector` whose TLS connections wait for `certificates_loaded`.
+
+    ``tls`` is aiohttp's ``ssl``: ``True`` (the default context, the one whose
+    certificates may wait), ``False``, or a context of the caller's (which
+    never waits).
+    """
+    global _connector_class  # noqa: PLW0603 - made once aiohttp is imported
+    if _connector_class is None:
+        _connector_class = _make_connector_class()
+    return _connector_class(ssl=tls)
+
+
+def _make_connector_class() -> type[aiohttp.TCPConnector]:
+    import aiohttp  # noqa: PLC0415 - imported by import_aiohttp first, in a host
+
+    class LoadingConnector(aiohttp.TCPConnector):
+        """Waits for the default context's certificates before its first TLS connection."""
+
+        def __init__(self, *, ssl: Any) -> None:
+            super().__init__(ssl=ssl)
+            self._waits = ssl is True and _deferred is not None
+
+        async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+            if self._waits and req.is_ssl() and (_loading is None or not _loading.done()):
+                await certificates_loaded()
+            return await super().connect(req, traces, timeout)
+
+    return LoadingConnector

@@ -36,6 +36,7 @@ from paglets.core.ids import IdKind, check_id
 from paglets.core.message import Message
 from paglets.core.state import PagletState
 from paglets.transport.apikey import load_api_key
+from paglets.transport.cacerts import connector
 from paglets.transport.channel_client import Channel, ChannelLost
 from paglets.transport.tls import env_ca_context
 from paglets.wire.mesh import HostRecord
@@ -147,6 +148,7 @@ class AsyncHostClient:
         self._channel: Channel | None = None
         self._no_channel = False  # the host offers none: HTTP only
         self._channel_lock: asyncio.Lock | None = None
+        self._channel_opening: asyncio.Task[Channel | None] | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncHostClient {self.url}>"
@@ -190,6 +192,11 @@ class AsyncHostClient:
         if not self._owner:
             return
         for client in list(self._pool.siblings.values()):
+            opening, client._channel_opening = client._channel_opening, None  # noqa: SLF001
+            if opening is not None and not opening.done():
+                opening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opening
             channel, client._channel = client._channel, None  # noqa: SLF001 - ours
             if channel is not None:
                 await channel.close()
@@ -203,9 +210,9 @@ class AsyncHostClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._pool.session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True)
+            tcp = connector(self._ssl if self._ssl is not None else True)
             self._pool.session = aiohttp.ClientSession(
-                headers=self._headers, timeout=self._timeout, connector=connector
+                headers=self._headers, timeout=self._timeout, connector=tcp
             )
         return self._pool.session
 
@@ -268,6 +275,24 @@ class AsyncHostClient:
                 return None  # the HTTP request says what is wrong
             self._no_channel = self._channel is None
             return self._channel
+
+    def _open_channel_beside(self) -> None:
+        """Start opening the channel, if it is to be opened, without waiting for it.
+
+        `create` does, so that the new paglet's first message finds it open: its
+        handshake runs while the host starts the paglet, not after.
+        """
+        if (
+            self._channel is not None
+            or not self._use_channel
+            or self._no_channel
+            or self._channel_opening is not None
+        ):
+            return
+        opening = asyncio.get_running_loop().create_task(self._open_channel())
+        # what went wrong, the first message finds out again (and its HTTP request says)
+        opening.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._channel_opening = opening
 
     async def call_paglet(
         self, op: str, agent_id: str, body: dict[str, Any], timeout: float | None
@@ -415,6 +440,7 @@ class AsyncHostClient:
         body = {"class_path": path, "state": state, "agent_id": agent_id}
         if restart_policy is not None:
             body["restart_policy"] = restart_policy.to_dict()
+        self._open_channel_beside()  # a paglet made is sent messages: the first finds it open
         try:
             answer = await self.request("POST", f"{API_PREFIX}/paglets", body)
         except CodeNotFoundError:
