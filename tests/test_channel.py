@@ -15,6 +15,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from paglets import (
     AsyncHostClient,
+    AsyncPagletProxy,
     AuthenticationError,
     HandlerError,
     Host,
@@ -116,13 +117,26 @@ def _taken_at_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return taken
 
 
+@pytest.fixture
+async def small_mailbox(make_host: Callable[..., Awaitable[Host]]) -> Host:
+    """A host whose paglets take 3 messages at most."""
+    return await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
+
+
+async def _fill_mailbox(host: Host, probe: AsyncPagletProxy) -> list[asyncio.Task[Any]]:
+    """Three one-second sends that fill a mailbox of 3, returned once all are queued."""
+    sleeping = [asyncio.create_task(probe.send("sleep", {"seconds": 1})) for _ in range(3)]
+    await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 3, 5, "queued")
+    return sleeping
+
+
 async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
-    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+    small_mailbox: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A synchronous send its paglet takes at once is answered by a callback on its
     # reply (no task per message): retries by id, a full mailbox and a paglet that
     # dies while a send waits are answered as over HTTP.
-    host = await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
+    host = small_mailbox
     taken = _taken_at_once(monkeypatch)
     async with AsyncHostClient(host.url) as client:
         probe = await client.create(PROBE)
@@ -131,8 +145,7 @@ async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
         firsts = await asyncio.gather(*(probe.send(once) for _ in range(3)))
         assert firsts == [1, 1, 1], "a retry by id gets the first delivery's reply"
         assert await probe.send("record", {"tag": "next"}) == 2  # handled once
-        sleeping = [asyncio.create_task(probe.send("sleep", {"seconds": 1})) for _ in range(3)]
-        await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 3, 5, "queued")
+        sleeping = await _fill_mailbox(host, probe)
         with pytest.raises(MailboxFullError, match="messages waiting"):
             await probe.send("echo")
         assert await asyncio.gather(*sleeping) == ["slept"] * 3
@@ -149,13 +162,13 @@ async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
 
 
 async def test_one_way_and_future_sends_taken_at_once_keep_the_http_guarantees(
-    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+    small_mailbox: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One-way and future sends to a running paglet are answered where the channel
     # reads them, with nothing to await: a retry by id is not handled twice, a
     # future's reply is kept under its new id, a full mailbox refuses, and an
     # inactive paglet is woken first, as over HTTP.
-    host = await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
+    host = small_mailbox
     taken = _taken_at_once(monkeypatch)
     async with AsyncHostClient(host.url) as client:
         probe = await client.create(PROBE)
@@ -166,8 +179,7 @@ async def test_one_way_and_future_sends_taken_at_once_keep_the_http_guarantees(
         assert await probe.send("record", {"tag": "next"}) == 2, "the retries were not handled"
         future = await probe.send_future("record", {"tag": "later"})
         assert await future.result(timeout=10) == 3
-        sleeping = [asyncio.create_task(probe.send("sleep", {"seconds": 1})) for _ in range(3)]
-        await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 3, 5, "queued")
+        sleeping = await _fill_mailbox(host, probe)
         with pytest.raises(MailboxFullError, match="messages waiting"):
             await probe.send_oneway("echo")
         with pytest.raises(MailboxFullError, match="messages waiting"):
