@@ -276,6 +276,16 @@ def _message_id(req: SendRequest, mode: SendMode) -> str | None:
     return req.message_id
 
 
+def replied(reply: Any) -> tuple[int, dict[str, Any]]:
+    """What a synchronous message is answered once its paglet replied: status and body."""
+    return 200, {"reply": reply}
+
+
+def _accepted(message_id: str | None) -> tuple[int, dict[str, Any]]:
+    """What a one-way or future message is answered once it is queued: status and body."""
+    return 202, {"accepted": True, "message_id": message_id}
+
+
 async def deliver(ctx: ApiContext, agent_id: str, req: SendRequest) -> tuple[int, dict[str, Any]]:
     """Deliver a message as ``POST /v1/paglets/{agent_id}/messages`` does: status and body."""
     mode = _MODES[req.mode]  # one of them: SendRequest.parse checked it
@@ -291,9 +301,7 @@ async def deliver(ctx: ApiContext, agent_id: str, req: SendRequest) -> tuple[int
         timeout=req.timeout,
         no_delay=req.no_delay,
     )
-    if mode is SendMode.SYNC:
-        return 200, {"reply": reply}
-    return 202, {"accepted": True, "message_id": message_id}
+    return replied(reply) if mode is SendMode.SYNC else _accepted(message_id)
 
 
 def deliver_now(
@@ -302,7 +310,7 @@ def deliver_now(
     """`deliver`, with nothing to await, when the paglet can take the message now.
 
     Returns a one-way or future message's status and body; a synchronous one's
-    reply future (answered ``200 {"reply"}`` once it resolves); ``None`` when
+    reply future (answered as `replied` once it resolves); ``None`` when
     `deliver` must run instead (the paglet is to be woken, or a synchronous
     send has a timeout), with nothing done.
 
@@ -320,9 +328,7 @@ def deliver_now(
     waiter = delivery.post(
         recipient, req.kind, req.args, req.priority, message_id, req.sender, mode
     )
-    if waiter is not None:
-        return waiter
-    return 202, {"accepted": True, "message_id": message_id}
+    return waiter if waiter is not None else _accepted(message_id)
 
 
 async def message_result(request: web.Request) -> web.Response:

@@ -48,6 +48,7 @@ from paglets.transport.app import (
     deliver,
     deliver_now,
     future_result,
+    replied,
     unexpected_error,
 )
 from paglets.wire.channel import (
@@ -297,7 +298,7 @@ class _Calls:
             return
         error = waited.exception()
         if error is None:
-            self._outbox.put(Answer(call.id, 200, {"reply": waited.result()}))
+            self._outbox.put(Answer(call.id, *replied(waited.result())))
         else:
             self._outbox.put(Answer(call.id, *_failure(self._ctx, call, error)))
 
