@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import uuid
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -117,77 +118,87 @@ def _taken_at_once(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return taken
 
 
+@dataclass(frozen=True)
+class _AtOnce:
+    """A probe reached over the channel only, on a host whose paglets take 3 messages
+    at most, and the sends the channel took at once (`_taken_at_once`)."""
+
+    host: Host
+    probe: AsyncPagletProxy
+    taken: list[str]
+
+    def pending(self) -> int:
+        return self.host.supervisor.get(self.probe.agent_id).pending
+
+    async def fill_mailbox(self) -> list[asyncio.Task[Any]]:
+        """Three one-second sends that fill the mailbox, returned once all are queued."""
+        sleeping = [asyncio.create_task(self.probe.send("sleep", {"seconds": 1})) for _ in range(3)]
+        await wait_for(lambda: self.pending() == 3, 5, "queued")
+        return sleeping
+
+
 @pytest.fixture
-async def small_mailbox(make_host: Callable[..., Awaitable[Host]]) -> Host:
-    """A host whose paglets take 3 messages at most."""
-    return await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
-
-
-async def _fill_mailbox(host: Host, probe: AsyncPagletProxy) -> list[asyncio.Task[Any]]:
-    """Three one-second sends that fill a mailbox of 3, returned once all are queued."""
-    sleeping = [asyncio.create_task(probe.send("sleep", {"seconds": 1})) for _ in range(3)]
-    await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 3, 5, "queued")
-    return sleeping
-
-
-async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
-    small_mailbox: Host, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A synchronous send its paglet takes at once is answered by a callback on its
-    # reply (no task per message): retries by id, a full mailbox and a paglet that
-    # dies while a send waits are answered as over HTTP.
-    host = small_mailbox
+async def at_once(
+    make_host: Callable[..., Awaitable[Host]], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[_AtOnce]:
+    host = await make_host(limits=SupervisorLimits(max_mailbox=3, stop_grace=1.0))
     taken = _taken_at_once(monkeypatch)
     async with AsyncHostClient(host.url) as client:
         probe = await client.create(PROBE)
         _no_http_messages(monkeypatch)
-        once = Message("record", {"tag": "once"}, message_id=uuid.uuid4().hex)
-        firsts = await asyncio.gather(*(probe.send(once) for _ in range(3)))
-        assert firsts == [1, 1, 1], "a retry by id gets the first delivery's reply"
-        assert await probe.send("record", {"tag": "next"}) == 2  # handled once
-        sleeping = await _fill_mailbox(host, probe)
-        with pytest.raises(MailboxFullError, match="messages waiting"):
-            await probe.send("echo")
-        assert await asyncio.gather(*sleeping) == ["slept"] * 3
-        dying = asyncio.create_task(probe.send("sleep", {"seconds": 30}))
-        await wait_for(lambda: host.supervisor.get(probe.agent_id).pending == 1, 5, "taken")
-        pid = host.supervisor.get(probe.agent_id).pid
-        assert pid is not None
-        os.kill(pid, signal.SIGKILL)
-        with pytest.raises(PagletCrashedError):
-            await dying
+        yield _AtOnce(host, probe, taken)
+
+
+async def test_sync_sends_answered_without_a_task_keep_the_http_guarantees(
+    at_once: _AtOnce,
+) -> None:
+    # A synchronous send its paglet takes at once is answered by a callback on its
+    # reply (no task per message): retries by id, a full mailbox and a paglet that
+    # dies while a send waits are answered as over HTTP.
+    probe, taken = at_once.probe, at_once.taken
+    once = Message("record", {"tag": "once"}, message_id=uuid.uuid4().hex)
+    firsts = await asyncio.gather(*(probe.send(once) for _ in range(3)))
+    assert firsts == [1, 1, 1], "a retry by id gets the first delivery's reply"
+    assert await probe.send("record", {"tag": "next"}) == 2  # handled once
+    sleeping = await at_once.fill_mailbox()
+    with pytest.raises(MailboxFullError, match="messages waiting"):
+        await probe.send("echo")
+    assert await asyncio.gather(*sleeping) == ["slept"] * 3
+    dying = asyncio.create_task(probe.send("sleep", {"seconds": 30}))
+    await wait_for(lambda: at_once.pending() == 1, 5, "taken")
+    pid = at_once.host.supervisor.get(probe.agent_id).pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(PagletCrashedError):
+        await dying
     assert taken.count("record") == 4
     assert "sleep" in taken
     assert "refused:echo" in taken
 
 
 async def test_one_way_and_future_sends_taken_at_once_keep_the_http_guarantees(
-    small_mailbox: Host, monkeypatch: pytest.MonkeyPatch
+    at_once: _AtOnce,
 ) -> None:
     # One-way and future sends to a running paglet are answered where the channel
     # reads them, with nothing to await: a retry by id is not handled twice, a
     # future's reply is kept under its new id, a full mailbox refuses, and an
     # inactive paglet is woken first, as over HTTP.
-    host = small_mailbox
-    taken = _taken_at_once(monkeypatch)
-    async with AsyncHostClient(host.url) as client:
-        probe = await client.create(PROBE)
-        _no_http_messages(monkeypatch)
-        once = Message("record", {"tag": "once"}, message_id=uuid.uuid4().hex)
-        for _ in range(3):
-            await probe.send_oneway(once)
-        assert await probe.send("record", {"tag": "next"}) == 2, "the retries were not handled"
-        future = await probe.send_future("record", {"tag": "later"})
-        assert await future.result(timeout=10) == 3
-        sleeping = await _fill_mailbox(host, probe)
-        with pytest.raises(MailboxFullError, match="messages waiting"):
-            await probe.send_oneway("echo")
-        with pytest.raises(MailboxFullError, match="messages waiting"):
-            await probe.send_future("echo")
-        assert await asyncio.gather(*sleeping) == ["slept"] * 3
-        await probe.deactivate()
-        await probe.send_oneway("record", {"tag": "woken"})  # wakes it: not at once
-        assert await probe.send("record", {"tag": "after"}) == 5
+    probe, taken = at_once.probe, at_once.taken
+    once = Message("record", {"tag": "once"}, message_id=uuid.uuid4().hex)
+    for _ in range(3):
+        await probe.send_oneway(once)
+    assert await probe.send("record", {"tag": "next"}) == 2, "the retries were not handled"
+    future = await probe.send_future("record", {"tag": "later"})
+    assert await future.result(timeout=10) == 3
+    sleeping = await at_once.fill_mailbox()
+    with pytest.raises(MailboxFullError, match="messages waiting"):
+        await probe.send_oneway("echo")
+    with pytest.raises(MailboxFullError, match="messages waiting"):
+        await probe.send_future("echo")
+    assert await asyncio.gather(*sleeping) == ["slept"] * 3
+    await probe.deactivate()
+    await probe.send_oneway("record", {"tag": "woken"})  # wakes it: not at once
+    assert await probe.send("record", {"tag": "after"}) == 5
     assert taken.count("record") == 6  # three one-ways by id, next, later, after
     assert taken.count("refused:echo") == 2
     assert "later:record" in taken  # the one that woke it
