@@ -6,6 +6,7 @@ writes it, which shows who reads it and when.
 
 from __future__ import annotations
 
+import ast
 import errno
 import json
 import os
@@ -13,14 +14,15 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import paglets
 from paglets import HostClient
 from tests.hostproc import HOST_CMD, env_without_key
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from tests.hostproc import RunningHost
 
@@ -132,3 +134,66 @@ def test_a_host_joins_over_tls_only_once_its_ca_certificates_are_loaded(
         finally:
             process.terminate()
             process.wait(TIMEOUT)
+
+
+# Connectors that make no TLS connection of their own, so need no certificates.
+NO_TLS_CONNECTORS = frozenset({"MemoryConnector"})
+
+
+def _made_by(function: ast.AST) -> dict[str, str]:
+    """The names ``function`` binds to a call, with what each call called."""
+    made = {}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    made[target.id] = ast.unparse(node.value.func)
+    return made
+
+
+def _sessions_without_connector(root: Path) -> list[str]:
+    """Every ``ClientSession(...)`` under ``root`` whose connector is not `cacerts.connector`
+    (or one that makes no TLS connection), as ``file:line (what it was given)``."""
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        for function in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            made = _made_by(function)
+            for call in ast.walk(function):
+                if not (isinstance(call, ast.Call) and ast.unparse(call.func).endswith("Session")):
+                    continue
+                given = {k.arg: k.value for k in call.keywords}.get("connector")
+                if isinstance(given, ast.Call):
+                    maker = ast.unparse(given.func)
+                elif isinstance(given, ast.Name):
+                    maker = made.get(given.id, given.id)
+                else:
+                    maker = "no connector"
+                if maker != "connector" and maker not in NO_TLS_CONNECTORS:
+                    wrong.append(f"{path.relative_to(root)}:{call.lineno} ({maker})")
+    return wrong
+
+
+def test_every_client_session_of_paglets_waits_for_the_certificates() -> None:
+    """In paglets-host, aiohttp's default TLS context gets its CA certificates only
+    through `cacerts.connector`: a session made without it would find that context
+    empty, and fail to verify every peer it meets over TLS."""
+    assert _sessions_without_connector(Path(paglets.__file__).parent) == []
+
+
+def test_the_session_check_names_each_session_made_without_the_connector(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "sessions.py").write_text(
+        "import aiohttp\n"
+        "def named():\n    tcp = connector(True)\n    return aiohttp.ClientSession(connector=tcp)\n"
+        "def inline():\n    return aiohttp.ClientSession(connector=connector(False))\n"
+        "def memory():\n    return aiohttp.ClientSession(connector=MemoryConnector(f))\n"
+        "async def bare():\n    return aiohttp.ClientSession()\n"
+        "def plain():\n    tcp = aiohttp.TCPConnector()\n    return ClientSession(connector=tcp)\n"
+    )
+    assert _sessions_without_connector(tmp_path) == [
+        "sessions.py:10 (no connector)",
+        "sessions.py:13 (aiohttp.TCPConnector)",
+    ]
