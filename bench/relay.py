@@ -2,8 +2,9 @@
 
 ::
 
-    uv run python bench/relay.py            # 64 MiB moves, a 256 MiB move under way
+    uv run python bench/relay.py            # 64 MiB moves, 256 MiB moves under way
     uv run python bench/relay.py --quick    # smaller, a smoke test
+    uv run python bench/relay.py --moves 5  # five big moves per way (default 3)
 
 Starts a hub (``--public-url``), a host that joined it directly (``--peer``) and
 a connect-mode host (``--connect-to``), each its own ``paglets-host`` process;
@@ -11,14 +12,17 @@ and, when nginx is installed (found as the relay tests find it), a second hub
 behind a real nginx terminating TLS at ``/paglets/`` (the docs' drop-in, a test
 CA's certificate) with a connect-mode host of its own that connects through
 nginx. For each way in, it measures: a message round trip to a paglet there (a
-client at the hub, or at nginx); a dispatch of 64 MiB from the hub; a round trip
-while a 256 MiB move from the hub to the same host is under way, against one
-measured just before it (and in the move's first and second half: the paglet's
-process writes and sends its envelope, then the target lands and checks it);
-the hub's RSS growth during that move; and that move's rate with the CPU the
-hub's and the host's processes took meanwhile (% of one core; on a machine of
-few cores, what the round trip competes with). Prints a Markdown table on
-stdout (progress on stderr).
+client at the hub, or at nginx); a dispatch of 64 MiB from the hub; and, for
+each of ``--moves`` moves of 256 MiB from the hub to the same host, the round
+trip while it is under way against one measured just before it (and in the
+move's first and second half: the paglet's process writes and sends its
+envelope, then the target lands and checks it), the hub's RSS growth during
+it, and its rate with the CPU the hub's and the host's processes took
+meanwhile (% of one core; on a machine of few cores, what the round trip
+competes with). A single move's figures swing widely from run to run on a
+small shared machine, so the table gives their median over the moves, with the
+least and the most in brackets. Prints a Markdown table on stdout (progress on
+stderr).
 """
 
 from __future__ import annotations
@@ -33,13 +37,17 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 from foundation import cpu_seconds
 
 from paglets import HostClient, PagletProxy
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-relay-key-0123456789"
@@ -62,19 +70,51 @@ class Way:
         return HostClient(self.url, KEY, ssl=self.context)
 
 
+@dataclass(frozen=True)
+class Sizes:
+    """How much each measure moves and sends."""
+
+    move: int  # bytes, the dispatch timed on its own
+    big: int  # bytes, the move the round trips run during
+    count: int  # round trips timed on their own (a third of it just before each big move)
+    moves: int  # big moves, each with its round trips just before and during it
+
+
+@dataclass(frozen=True)
+class BigMove:
+    """What one big move showed: round trips just before and during it, and its cost."""
+
+    before: float  # ms, the median round trip just before the move
+    during: float  # ms, the median round trip while it was under way
+    halves: tuple[float, float]  # ms, the same in its first / second half
+    rss: float  # MiB, the hub's RSS growth
+    rate: float  # MiB/s, the move's rate while round trips ran
+    hub_cpu: float  # % of one core, the hub's process
+    host_cpu: float  # % of one core, the target host's process
+
+    @property
+    def ratio(self) -> float:
+        return self.during / self.before
+
+
 @dataclass
 class Figures:
     """What was measured on one way."""
 
     rtt: float = float("nan")  # ms
     rate: float = float("nan")  # MiB/s
-    before: float = float("nan")  # ms, just before the big move
-    during: float = float("nan")  # ms
-    rss: float = float("nan")  # MiB
-    big_rate: float = float("nan")  # MiB/s, the big move while round trips ran
-    hub_cpu: float = float("nan")  # % of one core, the hub's process during the big move
-    host_cpu: float = float("nan")  # % of one core, the target host's process during it
-    halves: tuple[float, float] = (float("nan"), float("nan"))  # ms, during its 1st / 2nd half
+    moves: list[BigMove] = field(default_factory=list)
+
+    def median(self, of: Callable[[BigMove], float]) -> float:
+        """The median over the big moves of ``of(move)``."""
+        return statistics.median(of(m) for m in self.moves) if self.moves else float("nan")
+
+    def spread(self, of: Callable[[BigMove], float], digits: int = 2) -> str:
+        """``median (least-most)`` over the big moves, or the one move's figure."""
+        values = [of(m) for m in self.moves]
+        if len(values) < 2:  # one move has no spread
+            return f"{self.median(of):.{digits}f}"
+        return f"{self.median(of):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def _free_port() -> int:
@@ -132,7 +172,7 @@ def _move(way: Way, size: int, started: threading.Event | None = None) -> float:
     return elapsed
 
 
-def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
+def _during_big_move(way: Way, big: int, count: int) -> BigMove:
     """Round trips just before and while ``big`` bytes move to the host; the hub's RSS; the
     CPU the hub's and the host's processes (their threads, not their children) took."""
     hub_process, host_process = psutil.Process(way.hub_pid), psutil.Process(way.host_pid)
@@ -171,27 +211,34 @@ def _during_big_move(way: Way, big: int, count: int, figures: Figures) -> None:
         ]
         traveler.dispose()
     thread.join()
-    figures.big_rate = big / MiB / took[0] if took else float("nan")
-    figures.hub_cpu, figures.host_cpu = (100 * c / wall for c in cpu)
-    figures.before = statistics.median(before) * 1000
-    figures.during = statistics.median(busy) * 1000 if busy else float("nan")
     first = [b for a, b in zip(at, busy, strict=True) if a < wall / 2]
-    second = busy[len(first) :]
-    figures.halves = (_median_ms(first), _median_ms(second))
-    figures.rss = (peak - rss_before) / MiB
+    return BigMove(
+        before=_median_ms(before),
+        during=_median_ms(busy),
+        halves=(_median_ms(first), _median_ms(busy[len(first) :])),
+        rss=(peak - rss_before) / MiB,
+        rate=big / MiB / took[0] if took else float("nan"),
+        hub_cpu=100 * cpu[0] / wall,
+        host_cpu=100 * cpu[1] / wall,
+    )
 
 
 def _median_ms(times: list[float]) -> float:
     return statistics.median(times) * 1000 if times else float("nan")
 
 
-def _measure(way: Way, move: int, big: int, count: int) -> Figures:
+def _measure(way: Way, sizes: Sizes) -> Figures:
     print(f"{way.title}: round trips", file=sys.stderr)
-    figures = Figures(rtt=_rtt(way, count))
-    print(f"{way.title}: a {move // MiB} MiB dispatch", file=sys.stderr)
-    figures.rate = move / MiB / _move(way, move)
-    print(f"{way.title}: round trips during a {big // MiB} MiB move", file=sys.stderr)
-    _during_big_move(way, big, count // 3, figures)
+    figures = Figures(rtt=_rtt(way, sizes.count))
+    print(f"{way.title}: a {sizes.move // MiB} MiB dispatch", file=sys.stderr)
+    figures.rate = sizes.move / MiB / _move(way, sizes.move)
+    for n in range(sizes.moves):
+        print(
+            f"{way.title}: round trips during a {sizes.big // MiB} MiB move "
+            f"({n + 1} of {sizes.moves})",
+            file=sys.stderr,
+        )
+        figures.moves.append(_during_big_move(way, sizes.big, sizes.count // 3))
     return figures
 
 
@@ -244,28 +291,44 @@ def _behind_nginx(tmp: Path, stack: list[object]) -> Way | str:
     return way
 
 
-def _table(columns: list[tuple[str, Figures]], move: int, big: int, note: str) -> str:
+def _table(columns: list[tuple[str, Figures]], sizes: Sizes, note: str) -> str:
     direct = columns[0][1]
+    big = f"{sizes.big // MiB} MiB move"
     rows: list[tuple[str, list[str]]] = [
         ("message round trip (ms)", [f"{f.rtt:.2f}" for _, f in columns]),
         ("ratio to direct", [f"{f.rtt / direct.rtt:.2f}" for _, f in columns]),
-        (f"{move // MiB} MiB dispatch from the hub (MiB/s)", [f"{f.rate:.0f}" for _, f in columns]),
-        ("ratio to direct", [f"{f.rate / direct.rate:.2f}" for _, f in columns]),
-        ("round trip just before the big move (ms)", [f"{f.before:.2f}" for _, f in columns]),
         (
-            f"round trip during a {big // MiB} MiB move to the same host (ms)",
-            [f"{f.during:.2f}" for _, f in columns],
+            f"{sizes.move // MiB} MiB dispatch from the hub (MiB/s)",
+            [f"{f.rate:.0f}" for _, f in columns],
         ),
-        ("during / just before", [f"{f.during / f.before:.2f}" for _, f in columns]),
+        ("ratio to direct", [f"{f.rate / direct.rate:.2f}" for _, f in columns]),
+        (
+            f"round trip just before a {big} (ms)",
+            [f.spread(lambda m: m.before) for _, f in columns],
+        ),
+        (
+            f"round trip during a {big} to the same host (ms)",
+            [f.spread(lambda m: m.during) for _, f in columns],
+        ),
+        ("during / just before, per move", [f.spread(lambda m: m.ratio) for _, f in columns]),
         (
             "round trip during its first / second half (ms)",
-            [f"{f.halves[0]:.2f} / {f.halves[1]:.2f}" for _, f in columns],
+            [
+                f"{f.median(lambda m: m.halves[0]):.2f} / {f.median(lambda m: m.halves[1]):.2f}"
+                for _, f in columns
+            ],
         ),
-        ("hub RSS growth during that move (MiB)", [f"{f.rss:.1f}" for _, f in columns]),
-        (f"that {big // MiB} MiB move's rate (MiB/s)", [f"{f.big_rate:.0f}" for _, f in columns]),
+        (
+            "hub RSS growth during that move, the most (MiB)",
+            [f"{max((m.rss for m in f.moves), default=float('nan')):.1f}" for _, f in columns],
+        ),
+        (f"that {big}'s rate (MiB/s)", [f.spread(lambda m: m.rate, 0) for _, f in columns]),
         (
             "hub / host process CPU during that move (% of a core)",
-            [f"{f.hub_cpu:.0f} / {f.host_cpu:.0f}" for _, f in columns],
+            [
+                f"{f.median(lambda m: m.hub_cpu):.0f} / {f.median(lambda m: m.host_cpu):.0f}"
+                for _, f in columns
+            ],
         ),
     ]
     lines = [
@@ -282,8 +345,20 @@ def main() -> None:
     """Run the benchmark and print its table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes and counts")
-    quick = parser.parse_args().quick
-    move, big, count = (8 * MiB, 32 * MiB, 60) if quick else (64 * MiB, 256 * MiB, 300)
+    parser.add_argument(
+        "--moves",
+        type=int,
+        default=3,
+        metavar="N",
+        help="big moves per way, each with round trips just before and during it (default 3)",
+    )
+    args = parser.parse_args()
+    if args.moves < 1:
+        parser.error(f"--moves must be at least 1, not {args.moves}")
+    quick = args.quick
+    sizes = (
+        Sizes(8 * MiB, 32 * MiB, 60, 1) if quick else Sizes(64 * MiB, 256 * MiB, 300, args.moves)
+    )
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         port = _free_port()
@@ -304,7 +379,7 @@ def main() -> None:
             note = nginx if isinstance(nginx, str) else ""
             if not isinstance(nginx, str):
                 ways.append(nginx)
-            columns = [(way.title, _measure(way, move, big, count)) for way in ways]
+            columns = [(way.title, _measure(way, sizes)) for way in ways]
         finally:
             for part in reversed(stack):
                 if isinstance(part, subprocess.Popen):
@@ -312,7 +387,7 @@ def main() -> None:
                     part.wait(30)
                 else:
                     part.close()  # type: ignore[attr-defined]
-    print(_table(columns, move, big, note))
+    print(_table(columns, sizes, note))
 
 
 if __name__ == "__main__":
