@@ -526,40 +526,38 @@ class ChildRuntime:
 
 
 class _Heartbeat:
-    """A thread, started before the ``Init`` arrives, that beats once it has an interval.
+    """A thread, started before the ``Init`` arrives, that beats while ``busy`` is set.
 
     It beats only while ``busy`` is set (the host waits on this process: work in
     its mailbox or in hand), every ``interval``: the host judges a paglet hung
-    only then, and an idle paglet's process does not wake up at all.
+    only then, and an idle paglet's process does not wake up at all. Nothing
+    sets ``busy`` before `start` has given the interval, so the thread sleeps
+    through the paglet's start: waking it there would cost the start a thread
+    switch and a handover of the GIL.
     """
 
     def __init__(self, channel: _Channel) -> None:
         self.channel = channel
         self.interval = 0.0
         self.busy = threading.Event()
-        self._go = threading.Event()
         threading.Thread(target=self._main, name="paglet-heartbeat", daemon=True).start()
 
     def start(self, interval: float) -> None:
+        """Beat every ``interval`` once ``busy`` is set; call before anything sets it."""
         self.interval = interval
-        self._go.set()
 
     def _main(self) -> None:
-        self._go.wait()
-        _heartbeat(self.channel, self.interval, self.busy)
-
-
-def _heartbeat(channel: _Channel, interval: float, busy: threading.Event) -> None:
-    beat = encode_body(ipc.Heartbeat().to_wire())
-    while True:
-        busy.wait()
-        time.sleep(interval)
-        if not busy.is_set():
-            continue
-        try:
-            channel.send_body(beat)  # with any replies held: none waits longer
-        except OSError:
-            os._exit(0)  # the host is gone
+        beat = encode_body(ipc.Heartbeat().to_wire())
+        busy = self.busy
+        while True:
+            busy.wait()
+            time.sleep(self.interval)
+            if not busy.is_set():
+                continue
+            try:
+                self.channel.send_body(beat)  # with any replies held: none waits longer
+            except OSError:
+                os._exit(0)  # the host is gone
 
 
 def run_child(sock: socket.socket) -> NoReturn:
